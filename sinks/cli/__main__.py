@@ -1,0 +1,5 @@
+import sys
+
+from sinks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""``sinks stocks soil``: registered by its pool module (being written)."""
+
+from __future__ import annotations
+
+
+def register(pools) -> None:
+    pools.add_parser("soil", help="(not yet available)")

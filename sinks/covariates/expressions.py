@@ -1,0 +1,147 @@
+"""Safe arithmetic expressions over named arrays, for spectral indices and masks.
+
+An expression such as ``(nir - red) / (nir + red)`` is parsed with :mod:`ast` and only numbers,
+names, ``+ - * / ** %``, comparisons, ``&``/``|``/``~`` (and ``and``/``or``/``not``), and the
+functions in :data:`FUNCTIONS` are allowed. Names may be ``band`` or ``source.band``. The same
+parsed tree is what the Earth Engine engine compiles, so both engines read one grammar.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+
+import numpy as np
+
+from sinks.errors import SpecError
+
+FUNCTIONS = {
+    "sqrt": np.sqrt,
+    "log": np.log,
+    "log10": np.log10,
+    "exp": np.exp,
+    "abs": np.abs,
+    "min": np.fmin,
+    "max": np.fmax,
+    "bit": lambda value, n: np.right_shift(np.nan_to_num(value).astype(np.int64), int(n)) & 1,
+}
+_BINOPS = {
+    ast.Add: np.add,
+    ast.Sub: np.subtract,
+    ast.Mult: np.multiply,
+    ast.Div: np.divide,
+    ast.Pow: np.power,
+    ast.Mod: np.mod,
+    ast.BitAnd: np.logical_and,
+    ast.BitOr: np.logical_or,
+}
+_CMPOPS = {
+    ast.Lt: np.less,
+    ast.LtE: np.less_equal,
+    ast.Gt: np.greater,
+    ast.GtE: np.greater_equal,
+    ast.Eq: np.equal,
+    ast.NotEq: np.not_equal,
+}
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return None if head is None else f"{head}.{node.attr}"
+    return None
+
+
+@lru_cache(maxsize=512)
+def parse(expression: str) -> ast.Expression:
+    """Parse and validate an expression; raise :class:`SpecError` on anything not allowed."""
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise SpecError(f"expression {expression!r} is not valid: {exc.msg}") from exc
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+                raise SpecError(
+                    f"expression {expression!r}: only the functions {', '.join(FUNCTIONS)} may be called"
+                )
+        elif isinstance(node, ast.BinOp) and type(node.op) not in _BINOPS:
+            raise SpecError(f"expression {expression!r}: operator {type(node.op).__name__} is not allowed")
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
+            raise SpecError(f"expression {expression!r}: only numeric constants are allowed")
+        elif isinstance(node, ast.Attribute) and _dotted(node) is None:
+            raise SpecError(f"expression {expression!r}: attribute access is only for source.band names")
+        elif isinstance(node, (ast.Subscript, ast.Lambda, ast.Dict, ast.List, ast.Tuple, ast.Starred,
+                               ast.IfExp, ast.JoinedStr, ast.NamedExpr, ast.Set)):
+            raise SpecError(f"expression {expression!r}: {type(node).__name__} is not allowed")
+    return tree
+
+
+def names(expression: str) -> list[str]:
+    """Names (``band`` or ``source.band``) an expression reads, in order of first use."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        dotted = _dotted(node)
+        if dotted is not None and not (isinstance(node, ast.Name) and node.id in FUNCTIONS):
+            if dotted not in found:
+                found.append(dotted)
+            return
+        if isinstance(node, ast.Call):
+            for arg in node.args:
+                visit(arg)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(parse(expression).body)
+    return found
+
+
+def evaluate(expression: str, values: dict[str, np.ndarray]) -> np.ndarray:
+    """Evaluate an expression over arrays (float math; NaN propagates; comparisons give bool)."""
+    tree = parse(expression)
+
+    def ev(node: ast.AST):
+        dotted = _dotted(node)
+        if dotted is not None:
+            if dotted not in values:
+                raise SpecError(
+                    f"expression {expression!r}: unknown name {dotted!r}; known: {', '.join(sorted(values))}"
+                )
+            return values[dotted]
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.BinOp):
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp):
+            operand = ev(node.operand)
+            if isinstance(node.op, ast.USub):
+                return np.negative(operand)
+            if isinstance(node.op, ast.UAdd):
+                return operand
+            return np.logical_not(operand)  # Not, Invert
+        if isinstance(node, ast.BoolOp):
+            combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+            result = ev(node.values[0])
+            for value in node.values[1:]:
+                result = combine(result, ev(value))
+            return result
+        if isinstance(node, ast.Compare):
+            result, left = None, ev(node.left)
+            for op, comparator in zip(node.ops, node.comparators):
+                right = ev(comparator)
+                if type(op) not in _CMPOPS:
+                    raise SpecError(f"expression {expression!r}: comparison {type(op).__name__} is not allowed")
+                part = _CMPOPS[type(op)](left, right)
+                result = part if result is None else np.logical_and(result, part)
+                left = right
+            return result
+        if isinstance(node, ast.Call):
+            return FUNCTIONS[node.func.id](*[ev(a) for a in node.args])
+        raise SpecError(f"expression {expression!r}: {type(node).__name__} is not allowed")
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return ev(tree.body)

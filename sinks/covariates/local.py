@@ -1,0 +1,297 @@
+"""The local engine: a feature spec computed with rasterio, window by window.
+
+Sources are aligned to the spec's target grid on the fly: a source already on the grid (same CRS,
+pixel size and pixel-aligned origin) is read directly; any other is read around the window in its
+own CRS, masked, rescaled and reprojected to the window. Masks (``valid``) are applied to the raw
+values before any resampling, nodata stays NaN throughout, and terrain derivatives get the
+one-pixel halo they need. Nothing here reads a whole raster at once.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+from affine import Affine
+from pyproj import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.warp import Resampling, reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from sinks.covariates import expressions, terrain
+from sinks.covariates.spec import FeatureSpec, Source
+from sinks.errors import InputError, SpecError
+from sinks.io import format_rows
+
+
+@dataclass(frozen=True)
+class TargetGrid:
+    """A north-up grid: CRS, affine transform of the top-left corner, and size in pixels."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform.c, self.transform.f
+        return (left, top + self.transform.e * self.height, left + self.transform.a * self.width, top)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def window_transform(self, window: Window) -> Affine:
+        return self.transform * Affine.translation(window.col_off, window.row_off)
+
+    def windows(self, block: int = 512):
+        """Row-major blocks of at most ``block`` x ``block`` pixels covering the grid."""
+        for row in range(0, self.height, block):
+            for col in range(0, self.width, block):
+                yield Window(col, row, min(block, self.width - col), min(block, self.height - row))
+
+    def pixel_size_m(self, window: Window):
+        """Pixel size (dx, dy) in metres; per-row arrays on a geographic grid (spherical approx.)."""
+        xres, yres = abs(self.transform.a), abs(self.transform.e)
+        if not self.crs.is_geographic:
+            factor = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
+            return xres * factor, yres * factor
+        rows = np.arange(window.row_off, window.row_off + window.height) + 0.5
+        lat = np.radians(self.transform.f + rows * self.transform.e)
+        metres_per_degree = 2 * math.pi * 6371008.8 / 360  # mean Earth radius, IUGG
+        return xres * metres_per_degree * np.cos(lat), np.full(lat.shape, yres * metres_per_degree)
+
+
+def _open(path: str):
+    if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
+        raise InputError(f"{path}: raster not found")
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: cannot open raster ({exc})") from exc
+    if ds.crs is None:
+        ds.close()
+        raise InputError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32648 {path})")
+    return ds
+
+
+def target_grid(spec: FeatureSpec) -> TargetGrid:
+    """The spec's grid: its extent, or the ``like`` source's extent, snapped to the resolution."""
+    crs = CRS.from_user_input(spec.grid.crs)
+    xres, yres = spec.grid.resolution
+    if spec.grid.extent is not None:
+        left, bottom, right, top = spec.grid.extent
+        if right <= left or top <= bottom:
+            raise SpecError(f"spec {spec.name!r}: grid extent must be [xmin, ymin, xmax, ymax]")
+    else:
+        source = spec.source(spec.grid.like)
+        if not source.paths:
+            raise SpecError(f"spec {spec.name!r}: grid.like source {source.name!r} has no local file")
+        with _open(source.paths[0]) as ds:
+            if CRS.from_user_input(ds.crs) == crs and np.isclose(abs(ds.transform.a), xres) and np.isclose(
+                abs(ds.transform.e), yres
+            ):
+                return TargetGrid(crs, ds.transform, ds.width, ds.height)
+            left, bottom, right, top = transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21)
+    left, bottom = math.floor(left / xres) * xres, math.floor(bottom / yres) * yres
+    width, height = math.ceil((right - left) / xres - 1e-9), math.ceil((top - bottom) / yres - 1e-9)
+    top = bottom + height * yres
+    return TargetGrid(crs, Affine(xres, 0, left, 0, -yres, top), width, height)
+
+
+def _aligned(ds, grid: TargetGrid) -> bool:
+    if CRS.from_user_input(ds.crs) != grid.crs:
+        return False
+    t, g = ds.transform, grid.transform
+    if not (np.isclose(t.a, g.a) and np.isclose(t.e, g.e) and t.b == 0 and t.d == 0):
+        return False
+    col, row = (t.c - g.c) / g.a, (t.f - g.f) / g.e
+    return abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+
+
+class LocalEngine:
+    """Compute a feature spec's features on windows of its target grid.
+
+    Use as a context manager (it holds the source rasters open)::
+
+        with LocalEngine(spec) as engine:
+            block = engine.compute(Window(0, 0, 256, 256))   # (n_features, 256, 256) float32, NaN = nodata
+    """
+
+    def __init__(self, spec: FeatureSpec, grid: TargetGrid | None = None):
+        self.spec = spec
+        self.grid = grid or target_grid(spec)
+        self.halo = terrain.HALO if any(f.terrain for f in spec.features) else 0
+        needed = self._needed_sources()
+        self._datasets: dict[str, list] = {}
+        try:
+            for source in spec.sources:
+                if source.name not in needed:
+                    continue
+                if not source.paths:
+                    raise SpecError(f"spec {spec.name!r}: source {source.name!r} has no local file (Earth Engine only)")
+                self._datasets[source.name] = [self._check(source, _open(p)) for p in source.paths]
+        except BaseException:
+            self.close()
+            raise
+
+    def _needed_sources(self) -> set[str]:
+        refs: list[str] = []
+        names = {f.name for f in self.spec.features}
+        for feature in self.spec.features:
+            if feature.band:
+                refs.append(feature.band)
+            if feature.expression:
+                refs += [r for r in expressions.names(feature.expression) if r not in names]
+        return {self.spec.resolve(r)[0].name for r in refs}
+
+    def _check(self, source: Source, ds):
+        self._datasets.setdefault("_all", []).append(ds)
+        for band in source.bands:
+            if band.index > ds.count:
+                raise SpecError(
+                    f"{ds.name}: source {source.name!r} names band {band.name!r} at index {band.index}, "
+                    f"but the raster has {ds.count} band(s)"
+                )
+        left, bottom, right, top = transform_bounds(ds.crs, self.grid.crs, *ds.bounds, densify_pts=21)
+        g = self.grid.bounds
+        if left >= g[2] or right <= g[0] or bottom >= g[3] or top <= g[1]:
+            raise InputError(
+                f"{ds.name}: raster does not overlap the target grid of spec {self.spec.name!r} "
+                f"(raster bounds {tuple(round(v, 3) for v in (left, bottom, right, top))} vs grid "
+                f"{tuple(round(v, 3) for v in g)} in {self.grid.crs.to_string()})"
+            )
+        return ds
+
+    def close(self) -> None:
+        for ds in self._datasets.pop("_all", []):
+            ds.close()
+        self._datasets.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read_scene(self, source: Source, ds, window: Window) -> dict[str, np.ndarray]:
+        """Bands of one scene on ``window`` of the grid: masked, rescaled, float32 with NaN."""
+        indexes = [b.index for b in source.bands]
+        out_shape = (int(window.height), int(window.width))
+        if _aligned(ds, self.grid):
+            col0 = round((self.grid.transform.c - ds.transform.c) / ds.transform.a) + int(window.col_off)
+            row0 = round((self.grid.transform.f - ds.transform.f) / ds.transform.e) + int(window.row_off)
+            src_window, dst_slice = _clip(col0, row0, out_shape, ds.width, ds.height)
+            raw = np.full((len(indexes), *out_shape), np.nan, dtype=np.float32)
+            if src_window is not None:
+                raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
+            return self._finish(source, raw, None, None, window)
+        bounds = rasterio.windows.bounds(window, self.grid.transform)
+        src_bounds = transform_bounds(self.grid.crs, ds.crs, *bounds, densify_pts=21)
+        approx = from_bounds(*src_bounds, transform=ds.transform)
+        col0, row0 = math.floor(approx.col_off) - 2, math.floor(approx.row_off) - 2
+        shape = (math.ceil(approx.height) + 5, math.ceil(approx.width) + 5)
+        src_window, dst_slice = _clip(col0, row0, shape, ds.width, ds.height)
+        raw = np.full((len(indexes), *shape), np.nan, dtype=np.float32)
+        if src_window is not None:
+            raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
+        src_transform = ds.transform * Affine.translation(col0, row0)
+        return self._finish(source, raw, src_transform, ds.crs, window)
+
+    def _read_raw(self, source: Source, ds, indexes, src_window: Window) -> np.ndarray:
+        data = ds.read(indexes, window=src_window, masked=True)
+        out = data.astype(np.float32).filled(np.nan)
+        if source.nodata is not None:
+            out[out == np.float32(source.nodata)] = np.nan
+        return out
+
+    def _finish(self, source: Source, raw, src_transform, src_crs, window) -> dict[str, np.ndarray]:
+        values = {b.name: raw[i] for i, b in enumerate(source.bands)}
+        if source.valid:
+            keep = np.asarray(expressions.evaluate(source.valid, values), dtype=bool)
+            raw[:, ~keep] = np.nan
+        for i, band in enumerate(source.bands):
+            if band.scale != 1.0 or band.offset != 0.0:
+                raw[i] = raw[i] * np.float32(band.scale) + np.float32(band.offset)
+        if src_transform is None:
+            return {b.name: raw[i] for i, b in enumerate(source.bands)}
+        dst = np.full((len(source.bands), int(window.height), int(window.width)), np.nan, dtype=np.float32)
+        reproject(
+            raw, dst, src_transform=src_transform, src_crs=src_crs, src_nodata=np.nan,
+            dst_transform=self.grid.window_transform(window), dst_crs=self.grid.crs, dst_nodata=np.nan,
+            resampling=Resampling[source.resampling],
+        )
+        return {b.name: dst[i] for i, b in enumerate(source.bands)}
+
+    def read_source(self, source: Source, window: Window) -> dict[str, np.ndarray]:
+        """All bands of a source on ``window`` (scenes composited per pixel, ignoring NaN)."""
+        scenes = [self._read_scene(source, ds, window) for ds in self._datasets[source.name]]
+        if len(scenes) == 1:
+            return scenes[0]
+        reducer = {"median": np.nanmedian, "mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}
+        out = {}
+        for band in source.bands:
+            stack = np.stack([s[band.name] for s in scenes])
+            if source.composite == "first":
+                first = np.argmax(~np.isnan(stack), axis=0)
+                out[band.name] = np.take_along_axis(stack, first[None], axis=0)[0]
+            else:
+                with warnings.catch_warnings():  # an all-NaN pixel stays NaN, as intended
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out[band.name] = reducer[source.composite](stack, axis=0).astype(np.float32)
+        return out
+
+    def compute(self, window: Window) -> np.ndarray:
+        """Features on ``window``: array (n_features, height, width), float32, NaN = nodata."""
+        halo = self.halo
+        padded = Window(window.col_off - halo, window.row_off - halo, window.width + 2 * halo, window.height + 2 * halo)
+        values: dict[str, np.ndarray] = {}
+        for source in self.spec.sources:
+            if source.name in self._datasets:
+                bands = self.read_source(source, padded)
+                for name, array in bands.items():
+                    values[f"{source.name}.{name}"] = array
+        unique: dict[str, list[str]] = {}
+        for key in list(values):
+            unique.setdefault(key.split(".", 1)[1], []).append(key)
+        for short, keys in unique.items():
+            if len(keys) == 1:
+                values.setdefault(short, values[keys[0]])
+        out = np.empty((len(self.spec.features), int(window.height), int(window.width)), dtype=np.float32)
+        for i, feature in enumerate(self.spec.features):
+            if feature.terrain:
+                z = values[_ref(self.spec, feature.band)]
+                dx, dy = self.grid.pixel_size_m(padded)
+                result = terrain.DERIVATIVES[feature.terrain](z, dx, dy)
+            elif feature.expression:
+                result = expressions.evaluate(feature.expression, values)
+            else:
+                result = values[_ref(self.spec, feature.band)]
+            result = np.broadcast_to(np.asarray(result, dtype=np.float32), (int(padded.height), int(padded.width)))
+            result = np.where(np.isfinite(result), result, np.nan).astype(np.float32)
+            values[feature.name] = result
+            out[i] = result[halo: halo + int(window.height), halo: halo + int(window.width)]
+        return out
+
+
+def _ref(spec: FeatureSpec, ref: str) -> str:
+    source, band = spec.resolve(ref)
+    return f"{source.name}.{band.name}"
+
+
+def _clip(col0: int, row0: int, shape, width: int, height: int):
+    """Intersect a (possibly out-of-bounds) window with a raster; the read window and destination slices."""
+    h, w = shape
+    c0, r0 = max(col0, 0), max(row0, 0)
+    c1, r1 = min(col0 + w, width), min(row0 + h, height)
+    if c1 <= c0 or r1 <= r0:
+        return None, None
+    return Window(c0, r0, c1 - c0, r1 - r0), (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+

@@ -1,0 +1,219 @@
+"""Reading and writing the tables that flow between stages.
+
+Tables are read from CSV, GeoPackage, GeoParquet or Shapefile (chosen by extension), columns can
+be renamed (``--rename OLD=NEW``), and every output is written to a temporary name in the target
+folder and renamed only when complete, so a failure never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sinks.errors import InputError
+
+VECTOR_SUFFIXES = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+TABLE_SUFFIXES = {".csv", ".parquet", ".geoparquet", *VECTOR_SUFFIXES}
+#: 1 mu (亩), the Chinese area unit, is 1/15 ha (GB 3100-1993 lists it as a non-SI unit of China).
+HA_PER_MU = 1.0 / 15.0
+
+
+def parse_rename(pairs: Iterable[str] | None) -> dict[str, str]:
+    """Parse ``["OLD=NEW", ...]`` into a mapping, rejecting malformed items."""
+    mapping: dict[str, str] = {}
+    for item in pairs or ():
+        old, sep, new = item.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise InputError(f"--rename expects OLD=NEW, got {item!r}")
+        mapping[old.strip()] = new.strip()
+    return mapping
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported table format {path.suffix!r}; use one of "
+            + ", ".join(sorted(TABLE_SUFFIXES))
+        )
+
+
+def read_table(
+    path: str | os.PathLike,
+    *,
+    rename: Mapping[str, str] | None = None,
+    required: Sequence[str] = (),
+    crs: str | None = None,
+    geometry: bool = False,
+) -> pd.DataFrame:
+    """Read a table by its extension and check its columns.
+
+    Parameters
+    ----------
+    path : CSV, GeoPackage, GeoParquet (``.parquet``) or Shapefile.
+    rename : columns to rename before checking, ``{old: new}``.
+    required : columns that must be present (after renaming).
+    crs : CRS of ``x``/``y`` columns in a CSV (e.g. ``"EPSG:4326"``); with ``geometry=True`` a
+        CSV with ``x``/``y`` becomes a GeoDataFrame of points in that CRS.
+    geometry : return a GeoDataFrame with a CRS (an error when none can be had).
+    """
+    path = Path(path)
+    _check_exists(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".geoparquet"):
+            frame = _read_parquet(path)
+        else:
+            import geopandas as gpd
+
+            frame = gpd.read_file(path)
+    except InputError:
+        raise
+    except Exception as exc:  # corrupt or unreadable file
+        raise InputError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from exc
+    if rename:
+        missing = [old for old in rename if old not in frame.columns]
+        if missing:
+            raise InputError(f"{path}: --rename names columns not in the file: {', '.join(missing)}")
+        frame = frame.rename(columns=dict(rename))
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing required column(s) {', '.join(missing)}; found "
+            f"{', '.join(map(str, frame.columns))} (use --rename OLD=NEW for your own names)"
+        )
+    if geometry:
+        frame = to_geodataframe(frame, crs=crs, source=str(path))
+    return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    if b"geo" in meta:
+        import geopandas as gpd
+
+        return gpd.read_parquet(path)
+    return pd.read_parquet(path)
+
+
+def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str = "table"):
+    """Return ``frame`` as a GeoDataFrame with a CRS, from its geometry or its ``x``/``y``."""
+    import geopandas as gpd
+
+    if isinstance(frame, gpd.GeoDataFrame) and frame.geometry is not None:
+        if frame.crs is None:
+            if crs is None:
+                raise InputError(f"{source}: geometry has no CRS; pass --crs (e.g. EPSG:4326)")
+            frame = frame.set_crs(crs)
+        elif crs is not None and not _same_crs(frame.crs, crs):
+            raise InputError(f"{source}: geometry CRS is {frame.crs.to_string()} but --crs says {crs}")
+        return frame
+    if {"x", "y"} <= set(frame.columns):
+        if crs is None:
+            raise InputError(f"{source}: has x/y columns but no CRS; pass --crs (e.g. EPSG:32648)")
+        x = pd.to_numeric(frame["x"], errors="coerce")
+        y = pd.to_numeric(frame["y"], errors="coerce")
+        bad = np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))
+        if bad.size:
+            raise InputError(f"{source}: row(s) {format_rows(bad)} have missing or non-numeric x/y")
+        return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs=crs)
+    raise InputError(f"{source}: no geometry and no x/y columns to locate the rows")
+
+
+def _same_crs(a, b) -> bool:
+    from pyproj import CRS
+
+    return CRS.from_user_input(a) == CRS.from_user_input(b)
+
+
+def format_rows(index: Sequence[int], limit: int = 10) -> str:
+    """Format 0-based row positions as 1-based data-row numbers for error messages."""
+    shown = ", ".join(str(int(i) + 1) for i in list(index)[:limit])
+    more = len(index) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    Works for files and folders (a folder is replaced whole). On error the temporary is removed
+    and any existing ``path`` is left untouched.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a (Geo)DataFrame by extension, atomically. Returns the path written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(f"{path}: unsupported output format {suffix!r}; use .csv, .gpkg or .parquet")
+    import geopandas as gpd
+
+    is_geo = isinstance(frame, gpd.GeoDataFrame) and "geometry" in frame.columns
+    if suffix in VECTOR_SUFFIXES and not is_geo:
+        raise InputError(f"{path}: {suffix} needs geometry; write .csv or .parquet instead")
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            out = frame
+            if is_geo:
+                out = pd.DataFrame(frame.drop(columns="geometry"))
+                if frame.geometry.geom_type.eq("Point").all():
+                    out["x"], out["y"] = frame.geometry.x, frame.geometry.y
+                else:
+                    out["wkt"] = frame.geometry.to_wkt()
+            out.to_csv(tmp, index=False)
+        elif suffix in (".parquet", ".geoparquet"):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_file(tmp, driver=VECTOR_SUFFIXES[suffix], layer=path.stem)
+    return path
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_frame(frame: pd.DataFrame) -> str:
+    """Hex sha256 of a table's content (column names and values, row order kept)."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).values.tobytes())
+    return digest.hexdigest()
