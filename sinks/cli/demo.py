@@ -1,0 +1,42 @@
+"""``sinks demo [--out DIR]``: the whole chain on the simulated demo county."""
+
+from __future__ import annotations
+
+from sinks.cli._common import echo
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="run the whole chain on a simulated demo county (about a minute, no download)",
+        description="Generate a SIMULATED demo county with known truth (terrain, reflectance, forest "
+        "history, inventory plots with tree lists, candidate afforestation parcels) and run every "
+        "step on it: plot stocks -> covariates -> XGBoost with random and spatial CV -> model bundle "
+        "-> carbon map (COG) -> eligibility report; then check the map and the verdicts against the truth.",
+    )
+    parser.add_argument("--out", default="sinks-demo", help="folder for the demo workspace (default: ./sinks-demo)")
+    parser.add_argument("--seed", type=int, default=2025, help="random seed of the simulated county (default 2025)")
+    parser.add_argument("--size", type=int, default=400, help="county size in 30 m pixels per side (default 400 = 12 km)")
+    parser.add_argument("--jobs", type=int, default=1, help="threads for the map step (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from sinks.demo.run import run_demo
+
+    result = run_demo(args.out, seed=args.seed, size=args.size, n_jobs=args.jobs, progress=not args.quiet)
+    check = result.checks["map_vs_truth"]
+    spatial = result.checks["validation"]["spatial"]
+    echo(f"sinks demo: SIMULATED county in {result.out} ({sum(result.seconds.values()):.0f} s)")
+    echo(f"  model  spatial-CV R2 {spatial['r2']:.2f}, RMSE {spatial['rmse']:.1f} Mg C/ha "
+         f"(random-CV R2 {result.checks['validation']['random']['r2']:.2f})")
+    echo(f"  map    vs hidden truth: R2 {check['r2']:.2f}, RMSE {check['rmse_mg_ha']:.1f} Mg C/ha, "
+         f"interval coverage {check['interval_coverage']:.0%}, {check['aoa_fraction']:.0%} of pixels in the AOA")
+    if "eligibility" in result.checks:
+        el = result.checks["eligibility"]
+        echo(f"  parcels {el['agree']} of {el['n']} verdicts match the known truth "
+             f"({', '.join(f'{k} {v}' for k, v in el['verdicts'].items())})")
+    echo("outputs:")
+    for name, path in result.outputs.items():
+        echo(f"  {name:<12} {path}")

@@ -1,0 +1,250 @@
+"""A simulated "demo county" with known truth, generated deterministically (no download).
+
+SIMULATED DATA. Everything here is made up by a seeded random generator so that the whole sinks
+chain can be run, and checked against a known answer, on any machine in a minute. The settings
+below (shapes of the fields, reflectance curves, height-diameter curves, species mix by elevation)
+are simulation settings chosen to look plausible for a hilly subtropical county of the Sichuan
+basin; they are not published parameters and must not be used as such. Carbon in the inventory
+plots is computed from the simulated trees with the same cited allometry sinks uses for real data.
+
+The world (EPSG:32648, UTM 48N; 30 m pixels) has:
+
+- ``dem.tif``: elevation (m), hills cut by a river valley;
+- ``surface_reflectance.tif``: red, NIR and SWIR1 reflectance (uint16, scale 1e-4, nodata 0) that
+  respond to carbon density and saturate in dense forest, with sensor noise, terrain illumination
+  and one cloud (nodata);
+- ``forest_history.tif``: forest (1) / non-forest (0) for every year 2000-2025, one band per year
+  (band descriptions are the years), with patches cleared in 2023 and plantations from 2012;
+- ``wetland.tif``: the river corridor (1) / dry land (0);
+- ``carbon_truth.tif``: the hidden tree carbon density (Mg C/ha, above + below ground) in 2025;
+- ``plots.gpkg`` + ``trees.csv``: 1-mu (0.0667 ha) inventory plots with tree lists (species,
+  dbh_cm, height_m), whose plot carbon equals the hidden truth at the plot up to the last tree;
+- ``parcels.gpkg``: candidate afforestation parcels (``parcel_id``, ``start_date``) and
+  ``parcels_truth.csv`` with the verdict each must get and why (not read by the rule engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from affine import Affine
+from rasterio.features import geometry_mask
+from scipy.ndimage import gaussian_filter
+from shapely import affinity
+from shapely.geometry import Point, box
+
+from sinks.pools import forest
+
+CRS = "EPSG:32648"
+PIXEL_M = 30.0
+ORIGIN = (400_000.0, 3_310_000.0)  # west / north edge, near 29.9 N 104 E
+YEARS = tuple(range(2000, 2026))
+CLEARED_YEAR, PLANTED_YEAR = 2023, 2012
+START_DATE = "2025-01-01"
+PLOT_AREA_HA = 1 / 15  # one mu, the area of China's national forest inventory sample plots
+#: species by elevation band (simulation settings): (name, Chinese name, share in the band)
+SPECIES = {
+    "low": [("Eucalyptus grandis", "桉树", 0.3), ("Pinus massoniana", "马尾松", 0.4), ("Cupressus funebris", "柏木", 0.3)],
+    "mid": [("Cunninghamia lanceolata", "杉木", 0.5), ("Pinus massoniana", "马尾松", 0.3), ("Cupressus funebris", "柏木", 0.2)],
+    "high": [("Quercus variabilis", "栎类", 0.6), ("Cunninghamia lanceolata", "杉木", 0.4)],
+}
+#: height-diameter curves H = 1.3 + hmax (1 - exp(-b D)) (simulation settings)
+HD_CURVES = {
+    "Eucalyptus grandis": (30.0, 0.06), "Pinus massoniana": (24.0, 0.045), "Cupressus funebris": (20.0, 0.05),
+    "Cunninghamia lanceolata": (25.0, 0.05), "Quercus variabilis": (22.0, 0.04),
+}
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    folder: Path
+    dem: Path
+    reflectance: Path
+    forest_history: Path
+    wetland: Path
+    carbon_truth: Path
+    plots: Path
+    trees: Path
+    parcels: Path
+    parcels_truth: Path
+
+
+def _field(rng, shape, sigma):
+    f = gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
+    return (f - f.mean()) / f.std()
+
+
+def _blobs(rng, allowed: np.ndarray, n: int, radius: tuple[int, int]) -> np.ndarray:
+    """``n`` round patches centred on allowed pixels."""
+    rows, cols = np.indices(allowed.shape)
+    out = np.zeros(allowed.shape, bool)
+    candidates = np.argwhere(allowed)
+    for r, c in candidates[rng.choice(len(candidates), size=n, replace=False)]:
+        out |= (rows - r) ** 2 + (cols - c) ** 2 <= rng.integers(*radius) ** 2
+    return out
+
+
+def _write(path: Path, data: np.ndarray, transform, *, dtype, nodata=None, names=None, tags=None):
+    data = data if data.ndim == 3 else data[None]
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=dtype, crs=CRS, transform=transform, nodata=nodata, tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate") as dst:
+        dst.write(data.astype(dtype))
+        for i, name in enumerate(names or [], start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(simulated="yes: sinks demo county, not real data", **(tags or {}))
+
+
+def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> DemoWorld:
+    """Generate the demo county in ``folder`` (created); the same seed gives the same files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size, size)
+    transform = Affine(PIXEL_M, 0, ORIGIN[0], 0, -PIXEL_M, ORIGIN[1])
+    rows, cols = np.indices(shape)
+
+    # terrain: hills rising to the north, cut by a meandering river valley
+    river_row = size / 2 + 0.1 * size * np.sin(2 * np.pi * cols / size * 1.5)
+    river_dist = np.abs(rows - river_row)
+    elevation = (520 + 180 * _field(rng, shape, 40) + 60 * _field(rng, shape, 10) + 300 * (1 - rows / size)
+                 - 160 * np.exp(-((river_dist / 30) ** 2)))
+    wetland = river_dist < 5
+    gy, gx = np.gradient(elevation, PIXEL_M)
+    slope_deg = np.degrees(np.arctan(np.hypot(gx, gy)))
+
+    # land cover history: stable forest on hills, clearings in 2023, plantations since 2012
+    suitability = 0.9 * (elevation - elevation.mean()) / elevation.std() + 0.05 * slope_deg + _field(rng, shape, 20)
+    base_forest = (suitability > np.quantile(suitability, 0.5)) & ~wetland
+    cleared = _blobs(rng, base_forest & (river_dist > 40), 6, (10, 16)) & base_forest
+    planted = _blobs(rng, ~base_forest & (river_dist > 25), 5, (8, 13)) & ~base_forest & ~wetland
+    history = np.stack([(base_forest & ~(cleared & (y >= CLEARED_YEAR))) | (planted & (y >= PLANTED_YEAR))
+                        for y in YEARS]).astype(np.uint8)
+    forest_now = history[-1].astype(bool)
+
+    # hidden carbon density (Mg C/ha): saturating with stand development; young plantations low
+    development = np.clip(1.1 + 0.55 * _field(rng, shape, 15) + 0.35 * (elevation - elevation.mean()) / elevation.std(), 0.15, 3.5)
+    carbon = np.where(forest_now, 170 * (1 - np.exp(-development)), 0.0)
+    carbon = np.where(planted, 12 + 10 * np.clip(development, 0, 2), carbon)
+    carbon = carbon * np.exp(0.12 * rng.standard_normal(shape))  # pixel-scale variation no sensor explains
+    carbon = np.where(forest_now, carbon, 0.0).astype(np.float32)
+
+    # reflectance: canopy closure saturates; SWIR keeps some signal at high biomass
+    closure, deep = 1 - np.exp(-carbon / 40), 1 - np.exp(-carbon / 90)
+    aspect = np.arctan2(-gx, gy)
+    illumination = 0.9 + 0.1 * np.cos(np.radians(slope_deg)) + 0.08 * np.sin(np.radians(slope_deg)) * np.cos(aspect - np.radians(135))
+    red = (0.10 - 0.07 * closure + 0.006 * rng.standard_normal(shape)) * illumination
+    nir = (0.18 + 0.17 * closure + 0.012 * rng.standard_normal(shape)) * illumination
+    swir = (0.24 - 0.13 * deep + 0.008 * rng.standard_normal(shape)) * illumination
+    water = river_dist < 2.5
+    red[water], nir[water], swir[water] = 0.04, 0.03, 0.01
+    reflectance = np.stack([red, nir, swir])
+    reflectance = np.clip(np.round(reflectance * 10_000), 1, 65_535).astype(np.uint16)
+    cloud = (rows - 0.25 * size) ** 2 + (cols - 0.8 * size) ** 2 <= (0.045 * size) ** 2
+    reflectance[:, cloud] = 0
+
+    w = DemoWorld(folder, folder / "dem.tif", folder / "surface_reflectance.tif", folder / "forest_history.tif",
+                  folder / "wetland.tif", folder / "carbon_truth.tif", folder / "plots.gpkg", folder / "trees.csv",
+                  folder / "parcels.gpkg", folder / "parcels_truth.csv")
+    _write(w.dem, elevation.astype(np.float32), transform, dtype="float32", nodata=-9999.0, names=["elevation"],
+           tags={"units": "m"})
+    _write(w.reflectance, reflectance, transform, dtype="uint16", nodata=0, names=["red", "nir", "swir1"],
+           tags={"scale_factor": "0.0001", "units": "reflectance x 10000"})
+    _write(w.forest_history, history, transform, dtype="uint8", nodata=255, names=[str(y) for y in YEARS],
+           tags={"values": "1 forest, 0 non-forest, 255 unknown"})
+    _write(w.wetland, wetland.astype(np.uint8), transform, dtype="uint8", nodata=255, names=["wetland"],
+           tags={"values": "1 wetland, 0 dry land"})
+    _write(w.carbon_truth, carbon, transform, dtype="float32", names=["carbon"],
+           tags={"units": "Mg C/ha", "content": "hidden truth of the simulation"})
+
+    _make_plots(rng, w, transform, carbon, forest_now, elevation, development)
+    _make_parcels(rng, w, transform, history, wetland, forest_now, base_forest, cleared, planted)
+    (folder / "README.txt").write_text(
+        "SIMULATED DATA - the sinks demo county. Generated by sinks.demo.world.make_world "
+        f"(seed {seed}); not real measurements. See that module's docstring for what each file is.\n",
+        encoding="utf-8",
+    )
+    return w
+
+
+def _make_plots(rng, w: DemoWorld, transform, carbon, forest_now, elevation, development, n_forest=130, n_open=30):
+    forest_px = np.argwhere(forest_now)
+    open_px = np.argwhere(~forest_now & (elevation > 0))
+    chosen = np.vstack([forest_px[rng.choice(len(forest_px), n_forest, replace=False)],
+                        open_px[rng.choice(len(open_px), n_open, replace=False)]])
+    x, y = transform @ (chosen[:, 1] + 0.5, chosen[:, 0] + 0.5)
+    plot_ids = [f"P{i + 1:03d}" for i in range(len(chosen))]
+    plots = gpd.GeoDataFrame({"plot_id": plot_ids, "area_ha": PLOT_AREA_HA, "year": 2025},
+                             geometry=[Point(a, b) for a, b in zip(x, y)], crs=CRS)
+    low, high = np.quantile(elevation, [0.33, 0.66])
+    candidates = []
+    n_candidates = 400
+    for pid, (r, c) in zip(plot_ids, chosen):
+        target = float(carbon[r, c]) * PLOT_AREA_HA  # Mg C in the plot
+        if target <= 0:
+            continue
+        band = "low" if elevation[r, c] < low else "high" if elevation[r, c] > high else "mid"
+        names = [s[0] for s in SPECIES[band]]
+        dominant = rng.choice(len(names), p=[s[2] for s in SPECIES[band]])
+        species = np.where(rng.random(n_candidates) < 0.8, names[dominant], rng.choice(names, n_candidates))
+        mean_dbh = 7 + 12 * (1 - np.exp(-development[r, c]))
+        dbh = np.round(np.maximum(5.0, rng.lognormal(np.log(mean_dbh), 0.35, n_candidates)), 1)
+        hmax, b = np.array([HD_CURVES[s] for s in species]).T
+        height = np.round(np.maximum(1.5, 1.3 + hmax * (1 - np.exp(-b * dbh)) + rng.normal(0, 1.2, n_candidates)), 1)
+        candidates.append(pd.DataFrame({"plot_id": pid, "tree_id": np.arange(1, n_candidates + 1), "species": species,
+                                        "dbh_cm": dbh, "height_m": height, "_target": target}))
+    trees = pd.concat(candidates, ignore_index=True)
+    carbon_mg = forest.tree_carbon(trees.drop(columns="_target"))["carbon_mg"].to_numpy()
+    cumulative = pd.Series(carbon_mg).groupby(trees["plot_id"]).cumsum().to_numpy()
+    previous = cumulative - carbon_mg
+    keep = previous < trees["_target"].to_numpy()  # trees until the plot reaches its hidden carbon
+    trees = trees.loc[keep].drop(columns="_target")
+    zh = {s[0]: s[1] for band in SPECIES.values() for s in band}
+    trees.insert(3, "species_zh", trees["species"].map(zh))
+    trees.to_csv(w.trees, index=False)
+    plots.to_file(w.plots, driver="GPKG", layer="plots")
+
+
+def _make_parcels(rng, w: DemoWorld, transform, history, wetland, forest_now, base_forest, cleared, planted):
+    ever_forest = history.max(axis=0).astype(bool)
+    stable_open = ~ever_forest & ~wetland
+    kinds = [  # (kind, count, side range m, condition on the parcel's pixels, verdict, reason)
+        ("open_land", 10, (120, 380), lambda m: stable_open[m].all(), "eligible",
+         "non-forest in every year, dry land, large enough"),
+        ("cleared_2023", 4, (120, 250), lambda m: (cleared[m] & ~planted[m]).all(), "ineligible",
+         f"forest until {CLEARED_YEAR - 1}, cleared in {CLEARED_YEAR}"),
+        ("wetland", 3, (150, 300), lambda m: wetland[m].mean() > 0.5 and not ever_forest[m].any(), "ineligible",
+         "mostly river wetland"),
+        ("standing_forest", 3, (120, 300), lambda m: (base_forest[m] & ~cleared[m]).all(), "ineligible",
+         "forest in every year"),
+        ("too_small", 3, (16, 20), lambda m: stable_open[m].all(), "ineligible", "smaller than one mu (0.0667 ha)"),
+    ]
+    records, truth, taken = [], [], np.zeros(history.shape[1:], bool)
+    size = history.shape[1]
+    for kind, count, (lo, hi), condition, verdict, reason in kinds:
+        made = 0
+        for _ in range(5000):
+            if made == count:
+                break
+            cx, cy = transform @ (rng.uniform(20, size - 20), rng.uniform(20, size - 20))
+            width, height = rng.uniform(lo, hi), rng.uniform(lo, hi)
+            shape = affinity.rotate(box(cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2),
+                                    rng.uniform(0, 90))
+            mask = ~geometry_mask([shape], out_shape=taken.shape, transform=transform, all_touched=True)
+            if not mask.any() or taken[mask].any() or not condition(mask):
+                continue
+            taken |= mask
+            made += 1
+            pid = f"{kind}_{made:02d}"
+            records.append({"parcel_id": pid, "start_date": START_DATE, "geometry": shape})
+            truth.append({"parcel_id": pid, "kind": kind, "truth_verdict": verdict, "reason": reason,
+                          "area_ha": shape.area / 10_000})
+        if made < count:
+            raise RuntimeError(f"demo world: could only place {made} of {count} '{kind}' parcels")
+    gpd.GeoDataFrame(records, crs=CRS).to_file(w.parcels, driver="GPKG", layer="parcels")
+    pd.DataFrame(truth).to_csv(w.parcels_truth, index=False)

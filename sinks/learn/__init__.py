@@ -1,0 +1,1 @@
+"""Recipes, estimators, spatial cross-validation, prediction intervals, area of applicability."""

@@ -1,0 +1,1 @@
+"""Wall-to-wall maps from a model bundle: windows, executors, prediction, COG output."""
