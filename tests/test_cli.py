@@ -38,7 +38,7 @@ def test_version_and_entry_point():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("world"), size=120, seed=3)
+    return make_world(tmp_path_factory.mktemp("world"), size=150, seed=3)
 
 
 def _run(argv, capsys):

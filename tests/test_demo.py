@@ -22,7 +22,7 @@ def demo(tmp_path_factory):
 
 
 def test_world_is_deterministic(tmp_path):
-    a, b = make_world(tmp_path / "a", size=120, seed=7), make_world(tmp_path / "b", size=120, seed=7)
+    a, b = make_world(tmp_path / "a", size=150, seed=7), make_world(tmp_path / "b", size=150, seed=7)
     pd.testing.assert_frame_equal(pd.read_csv(a.trees), pd.read_csv(b.trees))
     with rasterio.open(a.reflectance) as ra, rasterio.open(b.reflectance) as rb:
         np.testing.assert_array_equal(ra.read(), rb.read())

@@ -1,7 +1,47 @@
-"""``sinks stocks wetland``: registered by its pool module (being written)."""
+"""``sinks stocks wetland INTERVALS [--cores CORES] --out PLOTS [--depth-cm 100]``."""
 
 from __future__ import annotations
 
+from sinks.cli._common import add_crs, add_rename, echo, renames
+from sinks.cli.stocks_soil import print_dropped, read_with_sites, summary
+from sinks.io import write_table
+from sinks.pools import wetland
+
 
 def register(pools) -> None:
-    pools.add_parser("wetland", help="(not yet available)")
+    parser = pools.add_parser(
+        "wetland",
+        help="wetland core intervals -> organic carbon stock to a reference depth (Mg C/ha)",
+        description="Carbon density = dry bulk density x fraction carbon (organic matter converted "
+        "by a cited equation where only it was measured), integrated to the reference depth; gaps "
+        "linearly interpolated, the deepest density extrapolated, each core flagged.",
+    )
+    parser.add_argument("intervals", help="interval table: core_id, top_cm, bottom_cm, dry_bulk_density_g_cm3, "
+                        "fraction_carbon and/or fraction_organic_matter")
+    parser.add_argument("--cores", help="core table joined by core_id (x, y, year, habitat)")
+    parser.add_argument("--out", required=True, help="plot table to write (.gpkg, .csv or .parquet)")
+    parser.add_argument("--depth-cm", type=float, help="reference depth in cm (default 100)")
+    parser.add_argument("--conversion", default="kauffman_donato_2012",
+                        help="organic matter -> organic carbon conversion (wetland_om_to_oc.csv)")
+    parser.add_argument("--intervals-out", help="also write the per-interval table (carbon density and its source)")
+    parser.add_argument("--drop-invalid", action="store_true", help="drop impossible rows and list them instead of failing")
+    add_rename(parser)
+    add_crs(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> None:
+    mapping = renames(args)
+    intervals = read_with_sites(args.intervals, args.cores, mapping, "core_id", wetland.INTERVAL_COLUMNS[:3])
+    result = wetland.wetland_stocks(intervals, depth_cm=args.depth_cm, conversion=args.conversion,
+                                    crs=args.crs, drop_invalid=args.drop_invalid, source=str(args.intervals))
+    print_dropped(result.dropped)
+    write_table(result.plots, args.out)
+    plots = result.plots
+    echo(f"{len(plots)} cores; carbon to {plots['reference_depth_cm'].iloc[0] if len(plots) else args.depth_cm:g} cm "
+         f"Mg C/ha: {summary(plots['carbon_mg_ha'])}")
+    echo("  flags: " + ", ".join(f"{k} {v}" for k, v in plots["flag"].value_counts().items()))
+    echo(f"plot table -> {args.out}")
+    if args.intervals_out:
+        write_table(result.intervals, args.intervals_out)
+        echo(f"per-interval table -> {args.intervals_out}")

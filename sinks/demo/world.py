@@ -38,6 +38,7 @@ from scipy.ndimage import gaussian_filter
 from shapely import affinity
 from shapely.geometry import Point, box
 
+from sinks.errors import InputError
 from sinks.pools import forest
 
 CRS = "EPSG:32648"
@@ -46,6 +47,7 @@ ORIGIN = (400_000.0, 3_310_000.0)  # west / north edge, near 29.9 N 104 E
 YEARS = tuple(range(2000, 2026))
 CLEARED_YEAR, PLANTED_YEAR = 2023, 2012
 START_DATE = "2025-01-01"
+MIN_SIZE = 150  # pixels per side: room for every kind of parcel
 PLOT_AREA_HA = 1 / 15  # one mu, the area of China's national forest inventory sample plots
 #: species by elevation band (simulation settings): (name, Chinese name, share in the band)
 SPECIES = {
@@ -102,6 +104,8 @@ def _write(path: Path, data: np.ndarray, transform, *, dtype, nodata=None, names
 
 def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> DemoWorld:
     """Generate the demo county in ``folder`` (created); the same seed gives the same files."""
+    if size < MIN_SIZE:
+        raise InputError(f"the demo county needs at least {MIN_SIZE} pixels per side (got {size})")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -226,7 +230,10 @@ def _make_parcels(rng, w: DemoWorld, transform, history, wetland, forest_now, ba
     ]
     records, truth, taken = [], [], np.zeros(history.shape[1:], bool)
     size = history.shape[1]
+    scale = min(1.0, size / 400)  # smaller parcels in a smaller county, except the too-small ones
     for kind, count, (lo, hi), condition, verdict, reason in kinds:
+        if kind != "too_small":
+            lo, hi = max(90.0, lo * scale), max(100.0, hi * scale)
         made = 0
         for _ in range(5000):
             if made == count:
