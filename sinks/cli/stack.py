@@ -14,7 +14,7 @@ def register(sub) -> None:
     )
     parser.add_argument("spec", help="feature spec (features/*.toml)")
     parser.add_argument("--out", required=True, help="output GeoTIFF (written as a COG)")
-    parser.add_argument("--block", type=int, default=512, help="window size in pixels (default 512)")
+    parser.add_argument("--block", type=int, default=512, help="window size in pixels, a multiple of 16 (default 512)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

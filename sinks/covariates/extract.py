@@ -8,12 +8,13 @@ feature as one band of a Cloud-Optimized GeoTIFF on the spec's grid.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rasterio.features import geometry_mask
+import shapely
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
@@ -25,89 +26,195 @@ from sinks.errors import InputError
 FEATURE_TABLE_KEYS = ("plot_id", "x", "y")
 
 
+
+#: A window of plots is split in four (recursively) while it holds more than this many grid pixels
+#: per plot: reading a sparse window whole costs more than the fixed cost of reading it in parts.
+#: Set from benchmarks/bench_covariates.py (engine.compute costs about 1 ms per call plus ~40 ns per
+#: pixel and band there, so splitting pays off above roughly 2 x 10^4 pixels per plot).
+SPARSE_PIXELS_PER_PLOT = 16384
+#: Most footprint pixels gathered at once (plots x stencil pixels) for buffer footprints.
+_GATHER_LIMIT = 2_000_000
+
+
+def _check_plots(spec: FeatureSpec, plots) -> None:
+    if "plot_id" not in plots.columns:
+        raise InputError("plots: missing required column plot_id")
+    if getattr(plots, "crs", None) is None:
+        raise InputError("plots: no CRS; pass --crs or use a file with a CRS")
+    if plots["plot_id"].duplicated().any():
+        dup = plots["plot_id"][plots["plot_id"].duplicated()].head(5)
+        raise InputError(f"plots: duplicate plot_id {', '.join(map(str, dup))}")
+    empty = plots.geometry.isna() | plots.geometry.is_empty
+    if empty.any():
+        raise InputError(f"plots: plot(s) {', '.join(map(str, plots['plot_id'][empty].head(5)))} have no geometry")
+    clash = [c for c in plots.columns if c in spec.feature_names or c in ("footprint_pixels", "valid_pixels")]
+    if clash:
+        raise InputError(f"plots: column(s) {', '.join(clash)} clash with feature names of spec {spec.name!r}")
+
+
 def _footprints(spec: FeatureSpec, plots, grid: TargetGrid):
+    """Plots in the grid CRS and the footprint geometry of each (centroids for point and buffer)."""
     plots = plots.to_crs(grid.crs)
-    kind = spec.footprint.kind
-    if kind == "polygon":
+    if spec.footprint.kind == "polygon":
         not_poly = ~plots.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
         if not_poly.any():
             raise InputError(
                 f"spec {spec.name!r} uses polygon footprints but plot(s) "
                 f"{', '.join(map(str, plots['plot_id'][not_poly].head(5)))} are not polygons"
             )
-        shapes = plots.geometry
-    elif kind == "buffer":
-        shapes = plots.geometry.centroid.buffer(spec.footprint.radius)
-    else:
-        shapes = plots.geometry.centroid
-    return plots, shapes
+        return plots, plots.geometry
+    return plots, plots.geometry.centroid
+
+
+def _pixel_bounds(shapes, grid: TargetGrid, radius: float):
+    """Inclusive pixel rows/columns (row_lo, row_hi, col_lo, col_hi) of each footprint's bounding box."""
+    b = shapes.bounds
+    inv = ~grid.transform
+    col_lo, row_lo = inv @ (b["minx"].to_numpy() - radius, b["maxy"].to_numpy() + radius)
+    col_hi, row_hi = inv @ (b["maxx"].to_numpy() + radius, b["miny"].to_numpy() - radius)
+    as_int = lambda v: np.floor(v).astype(np.int64)  # noqa: E731
+    return as_int(row_lo), as_int(row_hi), as_int(col_lo), as_int(col_hi)
+
+
+def _windows(members: np.ndarray, rows: np.ndarray, cols: np.ndarray, bounds):
+    """Split plots (by centre pixel) into windows that are not too sparse; yield (members, window)."""
+    row_lo, row_hi, col_lo, col_hi = bounds
+    r0, r1 = row_lo[members].min(), row_hi[members].max() + 1
+    c0, c1 = col_lo[members].min(), col_hi[members].max() + 1
+    area = (r1 - r0) * (c1 - c0)
+    if len(members) > 1 and area > SPARSE_PIXELS_PER_PLOT * len(members):
+        rm, cm = (r0 + r1) // 2, (c0 + c1) // 2
+        south, east = rows[members] >= rm, cols[members] >= cm
+        parts = [members[~south & ~east], members[~south & east], members[south & ~east], members[south & east]]
+        if max(len(p) for p in parts) < len(members):
+            for part in parts:
+                if len(part):
+                    yield from _windows(part, rows, cols, bounds)
+            return
+    yield members, Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
+
+
+def _mean_valid(pix: np.ndarray, inside: np.ndarray):
+    """Per plot: feature means over valid footprint pixels, footprint size, pixels valid in all features.
+
+    ``pix`` is (n_plots, n_pixels, n_features), ``inside`` (n_plots, n_pixels) bool.
+    """
+    finite = np.isfinite(pix) & inside[:, :, None]
+    counts = finite.sum(axis=1)
+    sums = np.where(finite, pix, 0.0).sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / counts, np.nan)
+    return means, inside.sum(axis=1), finite.all(axis=2).sum(axis=1)
+
+
+def _circle_pixels(block, window: Window, grid: TargetGrid, cx, cy, radius: float):
+    """Footprint pixels of buffers (pixel centres within ``radius`` of the plot centre; the pixel
+    under the centre when none is): values (n, k, n_features) and the inside mask (n, k)."""
+    t = grid.transform
+    xres, yres = t.a, -t.e
+    kc, kr = math.ceil(radius / xres) + 1, math.ceil(radius / yres) + 1
+    dr, dc = np.meshgrid(np.arange(-kr, kr + 1), np.arange(-kc, kc + 1), indexing="ij")
+    dr, dc = dr.ravel(), dc.ravel()
+    col_c = np.floor((cx - t.c) / xres).astype(np.int64)
+    row_c = np.floor((t.f - cy) / yres).astype(np.int64)
+    rows, cols = row_c[:, None] + dr, col_c[:, None] + dc
+    x = t.c + (cols + 0.5) * xres
+    y = t.f - (rows + 0.5) * yres
+    inside = (x - cx[:, None]) ** 2 + (y - cy[:, None]) ** 2 <= radius**2
+    centre = (dr == 0) & (dc == 0)
+    inside[~inside.any(axis=1)] |= centre
+    r_local, c_local = rows - int(window.row_off), cols - int(window.col_off)
+    in_block = (r_local >= 0) & (r_local < block.shape[1]) & (c_local >= 0) & (c_local < block.shape[2])
+    inside &= in_block
+    pix = block[:, np.clip(r_local, 0, block.shape[1] - 1), np.clip(c_local, 0, block.shape[2] - 1)]
+    return np.moveaxis(pix, 0, -1), inside
+
+
+def _polygon_pixels(block, window: Window, grid: TargetGrid, shape):
+    """Footprint pixels of one polygon (pixel centres inside; the pixel under its centroid when none)."""
+    t = grid.window_transform(window)
+    rows, cols = np.mgrid[0: block.shape[1], 0: block.shape[2]]
+    x, y = t @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    inside = shapely.contains_xy(shape, x, y)
+    if not inside.any():
+        c, r = ~t @ (shape.centroid.x, shape.centroid.y)
+        inside[min(max(int(r), 0), block.shape[1] - 1) * block.shape[2] + min(max(int(c), 0), block.shape[2] - 1)] = True
+    return block.reshape(block.shape[0], -1).T[None], inside[None]
 
 
 def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True) -> pd.DataFrame:
     """Feature table: ``plot_id``, ``x``, ``y`` (grid CRS), one column per feature, pixel counts.
 
     ``plots`` is a GeoDataFrame with ``plot_id`` and a CRS (any: it is reprojected to the grid).
-    Each feature is the mean of its valid pixels in the footprint (NaN when none is valid);
-    ``footprint_pixels`` counts the pixels in the footprint and ``valid_pixels`` those where every
-    feature is valid. The plots' other columns follow, unchanged. A plot whose footprint lies
-    outside the grid is an error that names it.
+    The footprint follows the spec: ``point`` = the pixel under the plot's centroid; ``buffer`` =
+    pixels whose centres lie within ``radius`` (grid CRS units) of the centroid; ``polygon`` =
+    pixels whose centres lie in the polygon; a footprint that holds no pixel centre falls back to
+    the pixel under the centroid. Each feature is the mean of its valid pixels in the footprint
+    (NaN when none is valid); ``footprint_pixels`` counts the pixels in the footprint (inside the
+    grid) and ``valid_pixels`` those where every feature is valid. The plots' other columns follow,
+    unchanged. A plot whose footprint lies wholly outside the grid is an error that names it.
+
+    Plots are grouped by ``tile`` x ``tile`` blocks of the grid and each group's window is computed
+    once; sparse groups are split so few pixels are read per plot. Memory is bounded by the window.
     """
-    if "plot_id" not in plots.columns:
-        raise InputError("plots: missing required column plot_id")
-    if plots.crs is None:
-        raise InputError("plots: no CRS; pass --crs or use a file with a CRS")
-    if plots["plot_id"].duplicated().any():
-        dup = plots["plot_id"][plots["plot_id"].duplicated()].head(5)
-        raise InputError(f"plots: duplicate plot_id {', '.join(map(str, dup))}")
-    clash = [c for c in plots.columns if c in spec.feature_names or c in ("footprint_pixels", "valid_pixels")]
-    if clash:
-        raise InputError(f"plots: column(s) {', '.join(clash)} clash with feature names of spec {spec.name!r}")
+    _check_plots(spec, plots)
     with LocalEngine(spec) as engine:
         grid = engine.grid
         plots_g, shapes = _footprints(spec, plots, grid)
-        inv = ~grid.transform
-        minx, miny, maxx, maxy = (shapes.bounds[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy"))
-        col_lo, row_lo = inv * (minx, maxy)
-        col_hi, row_hi = inv * (maxx, miny)
-        col_lo, row_lo = np.floor(col_lo).astype(np.int64), np.floor(row_lo).astype(np.int64)
-        col_hi, row_hi = np.floor(col_hi).astype(np.int64), np.floor(row_hi).astype(np.int64)
+        kind, radius = spec.footprint.kind, spec.footprint.radius
+        bounds = _pixel_bounds(shapes, grid, radius if kind == "buffer" else 0.0)
+        row_lo, row_hi, col_lo, col_hi = bounds
         outside = (col_hi < 0) | (row_hi < 0) | (col_lo >= grid.width) | (row_lo >= grid.height)
         if outside.any():
             ids = plots_g["plot_id"][outside]
             raise InputError(
                 f"{outside.sum()} of {len(plots_g)} plot(s) lie outside the grid of spec {spec.name!r} "
-                f"(first: {', '.join(map(str, ids.head(5)))}); check the plots' CRS "
-                f"({plots.crs.to_string()}) and that the rasters cover them"
+                f"(plot_id {', '.join(map(str, ids.head(5)))}{', ...' if outside.sum() > 5 else ''}; grid "
+                f"bounds {tuple(round(v, 3) for v in grid.bounds)} in {grid.crs.to_string()}); check the "
+                f"plots' CRS ({plots.crs.to_string()}) and that the rasters cover them"
             )
-        col_lo, row_lo = np.clip(col_lo, 0, grid.width - 1), np.clip(row_lo, 0, grid.height - 1)
-        col_hi, row_hi = np.clip(col_hi, 0, grid.width - 1), np.clip(row_hi, 0, grid.height - 1)
+        for arr, top in ((row_lo, grid.height), (row_hi, grid.height), (col_lo, grid.width), (col_hi, grid.width)):
+            np.clip(arr, 0, top - 1, out=arr)
+        centre = shapes.centroid if kind == "polygon" else shapes
+        cx, cy = centre.x.to_numpy(), centre.y.to_numpy()
+        inv = ~grid.transform
+        ccol, crow = inv @ (cx, cy)
+        crow = np.clip(np.floor(crow).astype(np.int64), 0, grid.height - 1)
+        ccol = np.clip(np.floor(ccol).astype(np.int64), 0, grid.width - 1)
+
         n_feat = len(spec.features)
         values = np.full((len(plots_g), n_feat), np.nan, dtype=np.float64)
         n_pixels = np.zeros(len(plots_g), dtype=np.int64)
         n_valid = np.zeros(len(plots_g), dtype=np.int64)
-        tile_key = (row_lo // tile) * (grid.width // tile + 1) + (col_lo // tile)
+        tile_key = (crow // tile) * (grid.width // tile + 1) + (ccol // tile)
         groups = pd.Series(np.arange(len(plots_g))).groupby(tile_key).indices
-        for members in tqdm(groups.values(), desc=f"extract {spec.name}", unit="tile", disable=not progress):
-            r0, r1 = row_lo[members].min(), row_hi[members].max() + 1
-            c0, c1 = col_lo[members].min(), col_hi[members].max() + 1
-            window = Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
-            block = engine.compute(window)
-            if spec.footprint.kind == "point":
-                vals = block[:, row_lo[members] - r0, col_lo[members] - c0].T
-                values[members] = vals
-                n_pixels[members] = 1
-                n_valid[members] = np.isfinite(vals).all(axis=1)
-                continue
-            for i in members:
-                sub = block[:, row_lo[i] - r0: row_hi[i] - r0 + 1, col_lo[i] - c0: col_hi[i] - c0 + 1]
-                inside = _inside(shapes.iloc[i], grid, int(col_lo[i]), int(row_lo[i]), sub.shape[1:])
-                pix = sub[:, inside]
-                n_pixels[i] = pix.shape[1]
-                n_valid[i] = int(np.isfinite(pix).all(axis=0).sum())
-                with np.errstate(invalid="ignore"):
-                    counts = np.isfinite(pix).sum(axis=1)
-                    sums = np.nansum(pix, axis=1)
-                    values[i] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        bar = tqdm(total=len(plots_g), desc=f"extract {spec.name}", unit="plot", disable=not progress)
+        for group in groups.values():
+            for members, window in _windows(np.asarray(group), crow, ccol, bounds):
+                block = engine.compute(window)
+                if kind == "point":
+                    vals = block[:, crow[members] - window.row_off, ccol[members] - window.col_off].T
+                    values[members] = vals
+                    n_pixels[members] = 1
+                    n_valid[members] = np.isfinite(vals).all(axis=1)
+                elif kind == "buffer":
+                    kc = math.ceil(radius / grid.transform.a) * 2 + 3
+                    kr = math.ceil(radius / -grid.transform.e) * 2 + 3
+                    step = max(1, _GATHER_LIMIT // (kc * kr * max(n_feat, 1)))
+                    for i in range(0, len(members), step):
+                        part = members[i: i + step]
+                        pix, inside = _circle_pixels(block, window, grid, cx[part], cy[part], radius)
+                        values[part], n_pixels[part], n_valid[part] = _mean_valid(pix, inside)
+                else:
+                    for i in members:
+                        r0, r1 = row_lo[i] - window.row_off, row_hi[i] - window.row_off + 1
+                        c0, c1 = col_lo[i] - window.col_off, col_hi[i] - window.col_off + 1
+                        sub_window = Window(int(col_lo[i]), int(row_lo[i]), int(c1 - c0), int(r1 - r0))
+                        pix, inside = _polygon_pixels(block[:, r0:r1, c0:c1], sub_window, grid, shapes.iloc[i])
+                        mean, count, valid = _mean_valid(pix, inside)
+                        values[i], n_pixels[i], n_valid[i] = mean[0], count[0], valid[0]
+                bar.update(len(members))
+        bar.close()
     out = pd.DataFrame({"plot_id": plots_g["plot_id"].to_numpy()})
     centroids = plots_g.geometry.centroid
     out["x"], out["y"] = centroids.x.to_numpy(), centroids.y.to_numpy()
@@ -121,18 +228,15 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
     return out
 
 
-def _inside(shape, grid: TargetGrid, col: int, row: int, size) -> np.ndarray:
-    """Pixels (of a small window) whose centres fall in ``shape``; the centre pixel if none do."""
-    transform = grid.window_transform(Window(col, row, size[1], size[0]))
-    mask = ~geometry_mask([shape], out_shape=size, transform=transform, all_touched=False)
-    if not mask.any():
-        c, r = ~transform * (shape.centroid.x, shape.centroid.y)
-        mask[min(max(int(r), 0), size[0] - 1), min(max(int(c), 0), size[1] - 1)] = True
-    return mask
-
-
 def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, progress: bool = True) -> Path:
-    """Write all features of ``spec`` on its grid as a multi-band COG (band names = features)."""
+    """Write all features of ``spec`` on its grid as a multi-band COG (band names = features).
+
+    Windows of ``block`` x ``block`` pixels (a multiple of 16: the GeoTIFF tile size) are computed
+    and written one at a time, so memory is bounded by the block, not the grid. NaN is written as
+    :data:`sinks.cog.FLOAT_NODATA`. On any error no file is left at ``out`` (nor a partial one).
+    """
+    if block <= 0 or block % 16:
+        raise InputError(f"block must be a positive multiple of 16 (GeoTIFF tile size), got {block}")
     with LocalEngine(spec) as engine:
         grid = engine.grid
         windows = list(grid.windows(block))

@@ -4,29 +4,44 @@ Sources are aligned to the spec's target grid on the fly: a source already on th
 pixel size and pixel-aligned origin) is read directly; any other is read around the window in its
 own CRS, masked, rescaled and reprojected to the window. Masks (``valid``) are applied to the raw
 values before any resampling, nodata stays NaN throughout, and terrain derivatives get the
-one-pixel halo they need. Nothing here reads a whole raster at once.
+one-pixel halo they need. Nothing here reads a whole raster at once, with one documented exception:
+the topographic wetness index (``terrain = "twi"``) needs flow accumulation over the whole DEM, so
+the engine reads the DEM once on the whole target grid (window by window), computes the index and
+keeps it in a small process-wide cache (shared by the engines of a multi-threaded map job). Its
+working memory is about :data:`sinks.covariates.terrain.FLOW_BYTES_PER_PIXEL` bytes per grid pixel;
+grids above ``SINKS_FLOW_MAX_PIXELS`` (default :data:`FLOW_MAX_PIXELS`) are refused with a message
+saying to precompute TWI with a hydrology tool (TauDEM, WhiteboxTools, SAGA) and add it as a band.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import rasterio
 from affine import Affine
 from pyproj import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from sinks.covariates import expressions, terrain
 from sinks.covariates.spec import FeatureSpec, Source
 from sinks.errors import InputError, SpecError
-from sinks.io import format_rows
+
+#: Largest grid (pixels) on which the TWI's whole-grid flow accumulation runs by default: at
+#: FLOW_BYTES_PER_PIXEL = 100 bytes per pixel (an upper bound) this is at most 2.5 GB of working memory
+#: (measured: about 58 bytes per pixel at 4 million pixels, so ~1.5 GB). Override with
+#: the environment variable SINKS_FLOW_MAX_PIXELS.
+FLOW_MAX_PIXELS = 25_000_000
+_FLOW_CACHE: OrderedDict = OrderedDict()  # key -> float32 TWI grid; at most 2 entries
+_FLOW_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -48,7 +63,7 @@ class TargetGrid:
         return self.height, self.width
 
     def window_transform(self, window: Window) -> Affine:
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def windows(self, block: int = 512):
         """Row-major blocks of at most ``block`` x ``block`` pixels covering the grid."""
@@ -94,7 +109,7 @@ def target_grid(spec: FeatureSpec) -> TargetGrid:
         if not source.paths:
             raise SpecError(f"spec {spec.name!r}: grid.like source {source.name!r} has no local file")
         with _open(source.paths[0]) as ds:
-            if CRS.from_user_input(ds.crs) == crs and np.isclose(abs(ds.transform.a), xres) and np.isclose(
+            if _north_up(ds) and CRS.from_user_input(ds.crs) == crs and np.isclose(abs(ds.transform.a), xres) and np.isclose(
                 abs(ds.transform.e), yres
             ):
                 return TargetGrid(crs, ds.transform, ds.width, ds.height)
@@ -103,6 +118,11 @@ def target_grid(spec: FeatureSpec) -> TargetGrid:
     width, height = math.ceil((right - left) / xres - 1e-9), math.ceil((top - bottom) / yres - 1e-9)
     top = bottom + height * yres
     return TargetGrid(crs, Affine(xres, 0, left, 0, -yres, top), width, height)
+
+
+def _north_up(ds) -> bool:
+    t = ds.transform
+    return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
 
 
 def _aligned(ds, grid: TargetGrid) -> bool:
@@ -154,7 +174,7 @@ class LocalEngine:
     def _check(self, source: Source, ds):
         self._datasets.setdefault("_all", []).append(ds)
         for band in source.bands:
-            if band.index > ds.count:
+            if not 1 <= band.index <= ds.count:
                 raise SpecError(
                     f"{ds.name}: source {source.name!r} names band {band.name!r} at index {band.index}, "
                     f"but the raster has {ds.count} band(s)"
@@ -202,11 +222,19 @@ class LocalEngine:
         raw = np.full((len(indexes), *shape), np.nan, dtype=np.float32)
         if src_window is not None:
             raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
-        src_transform = ds.transform * Affine.translation(col0, row0)
+        src_transform = ds.transform @ Affine.translation(col0, row0)
         return self._finish(source, raw, src_transform, ds.crs, window)
 
     def _read_raw(self, source: Source, ds, indexes, src_window: Window) -> np.ndarray:
-        data = ds.read(indexes, window=src_window, masked=True)
+        try:
+            data = ds.read(indexes, window=src_window, masked=True)
+        except RasterioError as exc:
+            raise InputError(
+                f"{ds.name}: cannot read band(s) {', '.join(b.name for b in source.bands)} of source "
+                f"{source.name!r} at rows {src_window.row_off}-{src_window.row_off + src_window.height}, "
+                f"columns {src_window.col_off}-{src_window.col_off + src_window.width} (is the file "
+                f"truncated or corrupt? {exc})"
+            ) from exc
         out = data.astype(np.float32).filled(np.nan)
         if source.nodata is not None:
             out[out == np.float32(source.nodata)] = np.nan
@@ -248,6 +276,39 @@ class LocalEngine:
                     out[band.name] = reducer[source.composite](stack, axis=0).astype(np.float32)
         return out
 
+    def _twi(self, ref: str) -> np.ndarray:
+        """The TWI of elevation ``ref`` on the whole grid (float32), computed once and cached."""
+        source, band = self.spec.resolve(ref)
+        limit = int(os.environ.get("SINKS_FLOW_MAX_PIXELS", FLOW_MAX_PIXELS))
+        n_pixels = self.grid.width * self.grid.height
+        if n_pixels > limit:
+            raise SpecError(
+                f"spec {self.spec.name!r}: terrain 'twi' needs flow accumulation over the whole grid "
+                f"({self.grid.width} x {self.grid.height} = {n_pixels:,} pixels, about "
+                f"{n_pixels * terrain.FLOW_BYTES_PER_PIXEL / 2**30:.1f} GiB), above the limit of {limit:,} "
+                "pixels; precompute TWI with a hydrology tool (TauDEM, WhiteboxTools, SAGA) and add it as a "
+                "source band, or raise SINKS_FLOW_MAX_PIXELS if the memory is there"
+            )
+        stats = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) if os.path.exists(p) else (p,)
+                      for p in source.paths)
+        g = self.grid
+        key = (stats, band, source.valid, source.nodata, source.resampling, source.composite,
+               g.crs.to_wkt(), tuple(g.transform), g.width, g.height)
+        with _FLOW_LOCK:
+            if key in _FLOW_CACHE:
+                _FLOW_CACHE.move_to_end(key)
+                return _FLOW_CACHE[key]
+            z = np.empty(g.shape, dtype=np.float32)
+            for window in g.windows(1024):
+                rows, cols = window.toslices()
+                z[rows, cols] = self.read_source(source, window)[band.name]
+            dx, dy = g.pixel_size_m(Window(0, 0, g.width, g.height))
+            result = terrain.twi_grid(z, dx, dy)
+            _FLOW_CACHE[key] = result
+            while len(_FLOW_CACHE) > 2:
+                _FLOW_CACHE.popitem(last=False)
+            return result
+
     def compute(self, window: Window) -> np.ndarray:
         """Features on ``window``: array (n_features, height, width), float32, NaN = nodata."""
         halo = self.halo
@@ -266,7 +327,9 @@ class LocalEngine:
                 values.setdefault(short, values[keys[0]])
         out = np.empty((len(self.spec.features), int(window.height), int(window.width)), dtype=np.float32)
         for i, feature in enumerate(self.spec.features):
-            if feature.terrain:
+            if feature.terrain == "twi":
+                result = _slice_padded(self._twi(feature.band), padded)
+            elif feature.terrain:
                 z = values[_ref(self.spec, feature.band)]
                 dx, dy = self.grid.pixel_size_m(padded)
                 result = terrain.DERIVATIVES[feature.terrain](z, dx, dy)
@@ -284,6 +347,17 @@ class LocalEngine:
 def _ref(spec: FeatureSpec, ref: str) -> str:
     source, band = spec.resolve(ref)
     return f"{source.name}.{band.name}"
+
+
+def _slice_padded(full: np.ndarray, window: Window) -> np.ndarray:
+    """``window`` of a whole-grid array, NaN where the window runs past the grid."""
+    col0, row0 = int(window.col_off), int(window.row_off)
+    shape = (int(window.height), int(window.width))
+    out = np.full(shape, np.nan, dtype=np.float32)
+    src, dst = _clip(col0, row0, shape, full.shape[1], full.shape[0])
+    if src is not None:
+        out[dst] = full[src.toslices()]
+    return out
 
 
 def _clip(col0: int, row0: int, shape, width: int, height: int):

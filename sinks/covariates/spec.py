@@ -40,7 +40,7 @@ from sinks.errors import SpecError
 FOOTPRINTS = ("point", "buffer", "polygon")
 COMPOSITES = ("median", "mean", "min", "max", "first")
 RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
-TERRAIN = ("slope", "aspect", "northness", "eastness", "curvature", "tpi")
+TERRAIN = ("slope", "aspect", "northness", "eastness", "curvature", "tpi", "twi")
 
 
 @dataclass(frozen=True)
