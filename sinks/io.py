@@ -128,6 +128,15 @@ def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str 
         bad = np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))
         if bad.size:
             raise InputError(f"{source}: row(s) {format_rows(bad)} have missing or non-numeric x/y")
+        from pyproj import CRS
+
+        if CRS.from_user_input(crs).is_geographic:
+            off = np.flatnonzero(((x.abs() > 180) | (y.abs() > 90)).to_numpy())
+            if off.size:
+                raise InputError(
+                    f"{source}: row(s) {format_rows(off)} have x/y outside longitude/latitude range for "
+                    f"{crs}; are they projected coordinates? (CRS mismatch: give their real --crs)"
+                )
         return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs=crs)
     raise InputError(f"{source}: no geometry and no x/y columns to locate the rows")
 

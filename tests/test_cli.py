@@ -79,7 +79,7 @@ def test_extract_crs_mismatch_and_uncovered_plots(world, tmp_path, capsys):
     out = tmp_path / "f.csv"
     code, err = _run(["extract", str(spec), str(tmp_path / "plots.csv"), "--crs", "EPSG:4326", "--out", str(out)], capsys)
     line = _one_clean_line(err)
-    assert code != 0 and "outside the grid" in line and "CRS" in line
+    assert code != 0 and "CRS mismatch" in line and "projected coordinates" in line
     # correct CRS but a plot 50 km away: the rasters do not cover it
     far = gpd.GeoDataFrame({"plot_id": ["far"]}, geometry=[Point(plots.geometry.x[0] + 50_000, plots.geometry.y[0])],
                            crs=plots.crs)

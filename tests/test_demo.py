@@ -46,7 +46,8 @@ def test_plot_carbon_from_trees_equals_hidden_truth(tmp_path):
 def test_demo_writes_every_output(demo):
     for path in ("maps/carbon_2025.tif", "models/demo_county/metadata.json", "models/demo_county/model.json",
                  "plots/plot_stocks.gpkg", "plots/features.csv", "features/demo_county.toml",
-                 "training/demo_county.toml", "reports/demo_check.json", "data/README.txt"):
+                 "training/demo_county.toml", "reports/demo_check.json", "data/README.txt",
+                 "reports/eligibility.json", "reports/eligibility.gpkg"):
         assert (demo / path).exists(), path
     assert not list(demo.rglob("*.partial*"))
 
@@ -71,3 +72,9 @@ def test_demo_map_recovers_hidden_truth(demo):
     assert abs(truth["map_total_mg_c"] / truth["truth_total_mg_c"] - 1) < 0.10
     assert truth["pixels_nodata"] > 0  # the simulated cloud stays nodata
     assert checks["validation"]["spatial"]["r2"] > 0.7
+
+
+def test_demo_eligibility_verdicts_match_known_truth(demo):
+    checks = json.loads((demo / "reports" / "demo_check.json").read_text())["checks"]["eligibility"]
+    assert checks["n"] == 23 and checks["agree"] == 23, checks["disagree"]
+    assert checks["verdicts"] == {"eligible": 10, "ineligible": 13, "undetermined": 0}

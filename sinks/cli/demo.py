@@ -39,4 +39,4 @@ def run(args) -> None:
              f"({', '.join(f'{k} {v}' for k, v in el['verdicts'].items())})")
     echo("outputs:")
     for name, path in result.outputs.items():
-        echo(f"  {name:<12} {path}")
+        echo(f"  {name:<16} {path}")

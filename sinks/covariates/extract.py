@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import shapely
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
@@ -22,6 +21,7 @@ from sinks.cog import cog_writer
 from sinks.covariates.local import LocalEngine, TargetGrid
 from sinks.covariates.spec import FeatureSpec
 from sinks.errors import InputError
+from sinks.pixels import polygon_pixels
 
 FEATURE_TABLE_KEYS = ("plot_id", "x", "y")
 
@@ -54,7 +54,15 @@ def _check_plots(spec: FeatureSpec, plots) -> None:
 
 def _footprints(spec: FeatureSpec, plots, grid: TargetGrid):
     """Plots in the grid CRS and the footprint geometry of each (centroids for point and buffer)."""
+    source_crs = plots.crs
     plots = plots.to_crs(grid.crs)
+    bounds = plots.geometry.bounds.to_numpy()
+    lost = ~np.isfinite(bounds).all(axis=1)
+    if lost.any():
+        raise InputError(
+            f"{lost.sum()} plot(s) (first: {', '.join(map(str, plots['plot_id'][lost].head(5)))}) cannot be "
+            f"placed in {grid.crs.to_string()} from {source_crs.to_string()}: check the plots' CRS"
+        )
     if spec.footprint.kind == "polygon":
         not_poly = ~plots.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
         if not_poly.any():
@@ -131,15 +139,9 @@ def _circle_pixels(block, window: Window, grid: TargetGrid, cx, cy, radius: floa
 
 
 def _polygon_pixels(block, window: Window, grid: TargetGrid, shape):
-    """Footprint pixels of one polygon (pixel centres inside; the pixel under its centroid when none)."""
-    t = grid.window_transform(window)
-    rows, cols = np.mgrid[0: block.shape[1], 0: block.shape[2]]
-    x, y = t @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
-    inside = shapely.contains_xy(shape, x, y)
-    if not inside.any():
-        c, r = ~t @ (shape.centroid.x, shape.centroid.y)
-        inside[min(max(int(r), 0), block.shape[1] - 1) * block.shape[2] + min(max(int(c), 0), block.shape[2] - 1)] = True
-    return block.reshape(block.shape[0], -1).T[None], inside[None]
+    """Footprint pixels of one polygon (see :func:`sinks.pixels.polygon_pixels`)."""
+    inside, _ = polygon_pixels(shape, grid.window_transform(window), block.shape[1], block.shape[2])
+    return block.reshape(block.shape[0], -1).T[None], inside.reshape(1, -1)
 
 
 def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True) -> pd.DataFrame:

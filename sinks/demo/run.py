@@ -21,7 +21,10 @@ import rasterio
 
 from sinks.covariates.extract import extract
 from sinks.covariates.spec import load_spec
-from sinks.demo.world import CRS, make_world
+from sinks.demo.world import make_world
+from sinks.eligibility.engine import assess
+from sinks.eligibility.report import write_report
+from sinks.eligibility.rules import load_ruleset
 from sinks.io import read_table, write_table
 from sinks.learn.recipe import load_recipe
 from sinks.learn.train import train
@@ -108,7 +111,20 @@ def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int 
                                         n_jobs=n_jobs, progress=progress)
     lap("map")
 
+    parcels = read_table(world.parcels, geometry=True)
+    report = assess(parcels, load_ruleset("ccer-14-001"),
+                    {"forest_history": world.forest_history, "wetland": world.wetland}, progress=progress)
+    result.outputs["eligibility"] = out / "reports" / "eligibility.json"
+    result.outputs["eligibility_gpkg"] = out / "reports" / "eligibility.gpkg"
+    write_report(report, result.outputs["eligibility"], result.outputs["eligibility_gpkg"])
+    lap("eligibility")
+
     result.checks["map_vs_truth"] = map_truth_check(result.outputs["map"], world.carbon_truth)
+    truth = pd.read_csv(world.parcels_truth).set_index("parcel_id")["truth_verdict"]
+    got = pd.Series({p.parcel_id: p.verdict for p in report.parcels})
+    result.checks["eligibility"] = {"n": len(got), "agree": int((got == truth.reindex(got.index)).sum()),
+                                    "verdicts": report.counts(),
+                                    "disagree": sorted(got.index[got != truth.reindex(got.index)])}
     meta = json.loads((result.outputs["model"] / "metadata.json").read_text())
     result.checks["validation"] = meta["validation"]
     check_path = out / "reports" / "demo_check.json"

@@ -1,0 +1,124 @@
+"""Check functions: one per kind of rule. Each returns a :class:`RuleResult` with evidence.
+
+A check sees one parcel (:class:`ParcelContext`): its geometry, equal-area area, start date and a
+reader for each layer that returns the parcel's pixels (see :func:`sinks.pixels.polygon_pixels`).
+Statuses: ``pass``, ``fail``, ``unknown`` (the data cannot decide), ``not_checked`` (an optional
+layer was not given).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+STATUSES = ("pass", "fail", "unknown", "not_checked")
+
+
+@dataclass
+class RuleResult:
+    status: str
+    reason: str
+    evidence: dict = field(default_factory=dict)
+
+
+@dataclass
+class LayerPixels:
+    """A parcel's pixels in one layer: ``values`` (bands, n) with NaN for nodata, band names."""
+
+    values: np.ndarray
+    bands: list[str]
+    centroid_pixel: bool = False
+
+    @property
+    def n(self) -> int:
+        return self.values.shape[1]
+
+
+@dataclass
+class ParcelContext:
+    parcel_id: str
+    area_ha: float
+    start_date: dt.date | None
+    pixels: Callable[[str], LayerPixels | None]  # layer name -> pixels, None when outside the layer
+
+
+def min_area_ha(rule, parcel: ParcelContext) -> RuleResult:
+    minimum = float(rule.params["min_area_ha"])
+    evidence = {"area_ha": round(parcel.area_ha, 6), "min_area_ha": minimum}
+    if parcel.area_ha >= minimum:
+        return RuleResult("pass", f"area {parcel.area_ha:.4f} ha >= {minimum:g} ha", evidence)
+    return RuleResult("fail", f"area {parcel.area_ha:.4f} ha is below the minimum {minimum:g} ha", evidence)
+
+
+def _outside(layer: str) -> RuleResult:
+    return RuleResult("unknown", f"parcel lies outside the '{layer}' layer", {"layer": layer})
+
+
+def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
+    """Non-forest (value 0) in every year from ``since`` to the year before the start date."""
+    if parcel.start_date is None:
+        return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)")
+    since = dt.date.fromisoformat(str(rule.params["since"]))
+    tolerance = float(rule.params["max_forest_fraction"])
+    pixels = parcel.pixels(rule.layer)
+    if pixels is None:
+        return _outside(rule.layer)
+    years = list(range(since.year, parcel.start_date.year))
+    available = {name: i for i, name in enumerate(pixels.bands) if name.isdigit()}
+    missing = [y for y in years if str(y) not in available]
+    per_year, failed, unknown = {}, [], []
+    for year in years:
+        if str(year) not in available:
+            continue
+        row = pixels.values[available[str(year)]]
+        valid = np.isfinite(row)
+        forest = float(np.mean(row[valid] == 1)) if valid.any() else None
+        per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 4),
+                               "nodata_pixels": int((~valid).sum())}
+        if forest is not None and forest > tolerance:
+            failed.append(year)
+        elif not valid.all():
+            unknown.append(year)
+    evidence = {"required_years": [years[0], years[-1]] if years else [], "pixels": pixels.n,
+                "centroid_pixel": pixels.centroid_pixel, "max_forest_fraction": tolerance,
+                "years": per_year, "missing_years": missing}
+    if failed:
+        return RuleResult("fail", f"forest on the parcel in {_years(failed)} (after the {since.isoformat()} cut-off)", evidence)
+    if missing:
+        return RuleResult("unknown", f"the forest history lacks {_years(missing)}", evidence)
+    if unknown:
+        return RuleResult("unknown", f"nodata on the parcel in {_years(unknown)}", evidence)
+    return RuleResult("pass", f"non-forest in every year {years[0]}-{years[-1]}" if years else "no year required", evidence)
+
+
+def raster_fraction_max(rule, parcel: ParcelContext) -> RuleResult:
+    """Fraction of parcel pixels with value 1 in a 0/1 layer is at most ``max_fraction``."""
+    limit = float(rule.params["max_fraction"])
+    pixels = parcel.pixels(rule.layer)
+    if pixels is None:
+        return _outside(rule.layer)
+    row = pixels.values[0]
+    valid = np.isfinite(row)
+    fraction = float(np.mean(row[valid] == 1)) if valid.any() else None
+    evidence = {"layer": rule.layer, "pixels": pixels.n, "centroid_pixel": pixels.centroid_pixel,
+                "fraction": None if fraction is None else round(fraction, 4), "max_fraction": limit,
+                "nodata_pixels": int((~valid).sum())}
+    if fraction is not None and fraction > limit:
+        return RuleResult("fail", f"{fraction:.0%} of the parcel is {rule.layer} (at most {limit:.0%} allowed)", evidence)
+    if not valid.all():
+        return RuleResult("unknown", f"nodata in the '{rule.layer}' layer on the parcel", evidence)
+    return RuleResult("pass", f"{fraction:.0%} of the parcel is {rule.layer}", evidence)
+
+
+def _years(years: list[int]) -> str:
+    return ", ".join(map(str, years[:6])) + (f" and {len(years) - 6} more" if len(years) > 6 else "")
+
+
+CHECKS: dict[str, Callable] = {
+    "min_area_ha": min_area_ha,
+    "non_forest_history": non_forest_history,
+    "raster_fraction_max": raster_fraction_max,
+}

@@ -1,0 +1,80 @@
+"""The eligibility report: JSON validated by ``report.schema.json``, and a GeoPackage."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import geopandas as gpd
+
+from sinks.bundle import versions
+from sinks.eligibility.engine import EligibilityReport
+from sinks.io import atomic_path, write_table
+
+SCHEMA_VERSION = "1"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The published JSON Schema of the report (draft 2020-12)."""
+    return json.loads(resources.files("sinks.eligibility").joinpath("report.schema.json").read_text(encoding="utf-8"))
+
+
+def validate(document: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``document`` does not follow the schema."""
+    import jsonschema
+
+    jsonschema.validate(document, schema(), cls=jsonschema.Draft202012Validator)
+
+
+def to_dict(report: EligibilityReport) -> dict:
+    ruleset = report.ruleset
+    counts = report.counts()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated": report.generated,
+        "software": {"name": "sinks", "version": versions()["sinks"], "versions": versions()},
+        "ruleset": {
+            "id": ruleset.id, "title": ruleset.title, "methodology": ruleset.methodology, "version": ruleset.version,
+            "sha256": ruleset.sha256, "overrides": ruleset.overrides, "not_checked": list(ruleset.not_checked),
+            "rules": [{"id": r.id, "check": r.check, "params": r.params, "description": r.description,
+                       "description_zh": r.description_zh, "layer": r.layer, "source": r.source,
+                       "confidence": r.confidence} for r in ruleset.rules],
+        },
+        "layers": report.layers,
+        "crs": report.crs,
+        "summary": {"parcels": len(report.parcels), **counts,
+                    "eligible_area_ha": round(sum(p.area_ha for p in report.parcels if p.verdict == "eligible"), 6)},
+        "parcels": [
+            {"parcel_id": p.parcel_id, "verdict": p.verdict, "area_ha": round(p.area_ha, 6), "start_date": p.start_date,
+             "rules": [{"id": rid, **asdict(result)} for rid, result in p.rules.items()]}
+            for p in report.parcels
+        ],
+    }
+
+
+def to_geodataframe(report: EligibilityReport) -> gpd.GeoDataFrame:
+    """One row per parcel: verdict, area, one status column per rule, the reasons."""
+    rows = []
+    for p in report.parcels:
+        row = {"parcel_id": p.parcel_id, "verdict": p.verdict, "area_ha": p.area_ha, "start_date": p.start_date}
+        row.update({f"rule_{rid}": r.status for rid, r in p.rules.items()})
+        row["reasons"] = "; ".join(f"{rid}: {r.reason}" for rid, r in p.rules.items() if r.status != "pass")
+        rows.append(row)
+    return gpd.GeoDataFrame(rows, geometry=[p.geometry for p in report.parcels], crs=report.crs)
+
+
+def write_report(report: EligibilityReport, json_path: str | os.PathLike,
+                 gpkg_path: str | os.PathLike | None = None) -> dict:
+    """Write the JSON report (validated first) and, if asked, the GeoPackage; returns the document."""
+    document = to_dict(report)
+    validate(document)
+    with atomic_path(json_path) as tmp:
+        Path(tmp).write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    if gpkg_path:
+        write_table(to_geodataframe(report), gpkg_path)
+    return document

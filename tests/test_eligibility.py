@@ -1,0 +1,147 @@
+"""Eligibility rules, verdicts, evidence, the report schema and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import jsonschema
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from shapely.geometry import Polygon, box
+
+from sinks.cli import main
+from sinks.eligibility.engine import assess, equal_area_ha
+from sinks.eligibility.report import to_dict, validate, write_report
+from sinks.eligibility.rules import load_ruleset, parse_overrides
+from sinks.errors import InputError, SpecError
+
+CRS = "EPSG:32648"
+T = Affine(30, 0, 500_000, 0, -30, 3_300_000)  # 100 x 100 pixels of 30 m
+YEARS = list(range(2003, 2026))
+
+
+def _cell(col0, row0, col1, row1):
+    """A polygon covering pixel columns col0..col1-1 and rows row0..row1-1."""
+    x0, y0 = T @ (col0, row0)
+    x1, y1 = T @ (col1, row1)
+    return box(x0, y1, x1, y0)
+
+
+@pytest.fixture()
+def layers(tmp_path):
+    history = np.zeros((len(YEARS), 100, 100), np.uint8)
+    history[:, 0:20, 0:20] = 1                            # forest every year
+    history[YEARS.index(2015):YEARS.index(2018), 0:20, 40:60] = 1  # forest 2015-2017 only
+    history[YEARS.index(2010), 60:80, 60:80] = 255        # unknown in 2010
+    wetland = np.zeros((100, 100), np.uint8)
+    wetland[80:100, 0:20] = 1
+    paths = {}
+    for name, data, names in (("forest_history", history, [str(y) for y in YEARS]), ("wetland", wetland[None], ["wetland"])):
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=data.shape[0], dtype="uint8",
+                           crs=CRS, transform=T, nodata=255) as dst:
+            dst.write(data)
+            for i, n in enumerate(names, start=1):
+                dst.set_band_description(i, n)
+        paths[name] = path
+    return paths
+
+
+@pytest.fixture()
+def parcels():
+    return gpd.GeoDataFrame(
+        {"parcel_id": ["open", "forest", "recent", "wet", "tiny", "nodata", "outside", "edge"],
+         "start_date": ["2025-01-01"] * 8},
+        geometry=[_cell(30, 30, 40, 40), _cell(5, 5, 10, 10), _cell(45, 5, 50, 10), _cell(5, 85, 10, 90),
+                  _cell(70, 30, 70.5, 30.5), _cell(65, 65, 70, 70), _cell(200, 200, 210, 210),
+                  _cell(95, 50, 105, 55)],
+        crs=CRS,
+    )
+
+
+def test_each_rule_outcome_and_verdict(parcels, layers):
+    report = assess(parcels, load_ruleset("ccer-14-001"), layers, progress=False)
+    got = {p.parcel_id: p for p in report.parcels}
+    assert got["open"].verdict == "eligible"
+    assert got["forest"].verdict == "ineligible" and got["forest"].rules["non_forest_since"].status == "fail"
+    recent = got["recent"].rules["non_forest_since"]
+    assert recent.status == "fail" and "2015, 2016, 2017" in recent.reason
+    assert recent.evidence["years"]["2016"]["forest_fraction"] == 1.0
+    assert got["wet"].rules["not_wetland"].status == "fail" and got["wet"].verdict == "ineligible"
+    tiny = got["tiny"]
+    assert tiny.rules["min_area"].status == "fail" and tiny.area_ha == pytest.approx(0.0225, rel=1e-3)
+    assert tiny.rules["non_forest_since"].evidence["centroid_pixel"] is True
+    assert got["nodata"].verdict == "undetermined" and "2010" in got["nodata"].rules["non_forest_since"].reason
+    assert got["outside"].verdict == "undetermined" and "outside" in got["outside"].rules["not_wetland"].reason
+    assert got["edge"].verdict == "undetermined"  # half the parcel is off the rasters: nodata there
+    assert all(p.rules["not_organic_soil"].status == "not_checked" for p in report.parcels)
+    assert report.counts() == {"eligible": 1, "ineligible": 4, "undetermined": 3}
+
+
+def test_start_date_and_cut_off_decide_the_years(parcels, layers):
+    # a project starting in 2015 only looks at 2005-2014: the 2015-2017 forest does not count
+    parcels = parcels.assign(start_date="2015-06-01")
+    report = assess(parcels, load_ruleset("ccer-14-001"), layers, progress=False)
+    assert {p.parcel_id: p.verdict for p in report.parcels}["recent"] == "eligible"
+    # a cut-off before the history begins makes the rule unknown, naming the missing years
+    early = load_ruleset("ccer-14-001", parse_overrides(["non_forest_since.since=2001-01-01"]))
+    result = {p.parcel_id: p for p in assess(parcels, early, layers, progress=False).parcels}["open"]
+    assert result.verdict == "undetermined" and "2001, 2002" in result.rules["non_forest_since"].reason
+
+
+def test_area_is_equal_area_whatever_the_crs():
+    square = gpd.GeoSeries([Polygon([(0, 0), (1000, 0), (1000, 1000), (0, 1000)])], crs=CRS)
+    square = square.translate(500_000, 3_300_000)
+    in_degrees = square.to_crs("EPSG:4326")
+    assert equal_area_ha(square)[0] == pytest.approx(100.0, rel=1e-3)  # UTM scale error < 0.1 % here
+    assert equal_area_ha(in_degrees)[0] == pytest.approx(equal_area_ha(square)[0], rel=1e-6)
+
+
+def test_report_validates_and_schema_rejects_bad_documents(parcels, layers, tmp_path):
+    report = assess(parcels, load_ruleset("ccer-14-001"), layers, progress=False)
+    document = write_report(report, tmp_path / "r.json", tmp_path / "r.gpkg")
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["eligible"] == 1
+    assert len(document["layers"]["forest_history"]["sha256"]) == 64
+    table = gpd.read_file(tmp_path / "r.gpkg")
+    assert list(table["verdict"]) == [p.verdict for p in report.parcels]
+    assert "rule_non_forest_since" in table.columns
+    broken = to_dict(report)
+    broken["parcels"][0]["verdict"] = "maybe"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_bad_input_is_named(parcels, layers):
+    rules = load_ruleset("ccer-14-001")
+    with pytest.raises(InputError, match="duplicate parcel_id"):
+        assess(parcels.assign(parcel_id="a"), rules, layers, progress=False)
+    with pytest.raises(InputError, match="not an ISO date"):
+        assess(parcels.assign(start_date="next spring"), rules, layers, progress=False)
+    with pytest.raises(InputError, match="needs layer"):
+        assess(parcels, rules, {"wetland": layers["wetland"]}, progress=False)
+    with pytest.raises(InputError, match="not used by rule set"):
+        assess(parcels, rules, {**layers, "roads": layers["wetland"]}, progress=False)
+    points = parcels.assign(geometry=parcels.geometry.centroid)
+    with pytest.raises(InputError, match="not polygons"):
+        assess(points, rules, layers, progress=False)
+    with pytest.raises(SpecError, match="no parameter"):
+        load_ruleset("ccer-14-001", parse_overrides(["min_area.bogus=1"]))
+    with pytest.raises(SpecError, match="not found"):
+        load_ruleset("no-such-methodology")
+
+
+def test_cli_writes_report_and_fails_cleanly(parcels, layers, tmp_path, capsys):
+    parcels.to_file(tmp_path / "parcels.gpkg")
+    out = tmp_path / "report.json"
+    args = ["eligibility", str(tmp_path / "parcels.gpkg"), "--layer", f"forest_history={layers['forest_history']}",
+            "--layer", f"wetland={layers['wetland']}", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "1 eligible" in capsys.readouterr().out
+    out.unlink()
+    assert main(args[:4] + ["--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "needs layer(s) wetland" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
