@@ -211,6 +211,23 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
+def read_toml(path: str | os.PathLike, what: str) -> dict:
+    """Parse a TOML file (a feature spec, recipe or rule set); :class:`SpecError` names the problem."""
+    import tomllib
+
+    from sinks.errors import SpecError
+
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: {what} not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

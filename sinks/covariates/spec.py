@@ -30,12 +30,12 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sinks.covariates import expressions
 from sinks.errors import SpecError
+from sinks.io import read_toml
 
 FOOTPRINTS = ("point", "buffer", "polygon")
 COMPOSITES = ("median", "mean", "min", "max", "first")
@@ -306,10 +306,4 @@ def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None 
 def load_spec(path: str | os.PathLike) -> FeatureSpec:
     """Read a feature spec TOML file."""
     path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: feature spec not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_spec(data, base=path.resolve().parent, name=path.stem, path=path)
+    return parse_spec(read_toml(path, "feature spec"), base=path.resolve().parent, name=path.stem, path=path)

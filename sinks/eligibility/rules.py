@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from sinks.errors import SpecError
+from sinks.io import read_toml, sha256_file
 
 RULE_KEYS = {"id", "check", "description", "description_zh", "source", "confidence", "layer", "optional_layer"}
 
@@ -80,16 +79,11 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
     """A shipped rule set by id (e.g. ``"ccer-14-001"``) or a TOML file, with parameter overrides."""
     path = Path(name_or_path)
     if not path.exists():
-        shipped = resources.files("sinks.eligibility.rulesets").joinpath(f"{name_or_path}.toml")
+        shipped = Path(str(resources.files("sinks.eligibility.rulesets").joinpath(f"{name_or_path}.toml")))
         if not shipped.is_file():
             raise SpecError(f"rule set {str(name_or_path)!r} not found: give a file or one of {', '.join(shipped_rulesets())}")
-        text, where = shipped.read_text(encoding="utf-8"), f"rule set {name_or_path}"
-    else:
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{where}: not valid TOML ({exc})") from exc
+        path = shipped
+    data, where = read_toml(path, "rule set"), str(path)
     from sinks.eligibility.checks import CHECKS
 
     overrides = overrides or {}
@@ -117,6 +111,6 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
     return RuleSet(
         id=data.get("id", path.stem), title=data.get("title", ""), methodology=data.get("methodology", ""),
         version=str(data.get("version", "")), rules=tuple(rules),
-        sha256=hashlib.sha256(text.encode()).hexdigest(), not_checked=tuple(data.get("not_checked", ())),
+        sha256=sha256_file(path), not_checked=tuple(data.get("not_checked", ())),
         note=data.get("note", ""), overrides=overrides, path=where,
     )

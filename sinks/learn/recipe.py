@@ -24,11 +24,11 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sinks.errors import SpecError
+from sinks.io import read_toml
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,9 @@ class Recipe:
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
+    """Read a training recipe TOML file."""
     path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: recipe not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_recipe(data, base=path.resolve().parent, path=path)
+    return parse_recipe(read_toml(path, "recipe"), base=path.resolve().parent, path=path)
 
 
 def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
