@@ -153,7 +153,10 @@ class FeatureSpec:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _expand(value: str, base: Path) -> str:
+def _expand(value: str, base: Path, keep_unset: bool = False) -> str:
+    """Expand ``${NAME}`` and resolve against ``base``; with ``keep_unset`` (a source that also has
+    an Earth Engine section) an unset variable is left as written instead of raising, so the spec
+    still loads for Earth Engine use and the local engine reports the path as not found."""
     env = dict(os.environ)
     env.setdefault("SINKS_DATASETS", str(Path(__file__).resolve().parents[1] / "datasets"))
     env.setdefault("SINKS_SHARED_DATA", str(Path("../shared/data").resolve()))
@@ -161,6 +164,8 @@ def _expand(value: str, base: Path) -> str:
     def sub(match: re.Match) -> str:
         key = match.group(1)
         if key not in env:
+            if keep_unset:
+                return match.group(0)
             raise SpecError(f"path {value!r} uses ${{{key}}}, which is not set")
         return env[key]
 
@@ -239,7 +244,7 @@ def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None 
             raise SpecError(f"{swhere}: needs path, paths or an [sources.ee] section")
         source = Source(
             name=sname,
-            paths=tuple(_expand(p, base) for p in paths),
+            paths=tuple(_expand(p, base, keep_unset="ee" in raw) for p in paths),
             bands=_bands(raw.get("bands"), swhere),
             nodata=raw.get("nodata"),
             valid=raw.get("valid"),
