@@ -243,3 +243,32 @@ def sha256_frame(frame: pd.DataFrame) -> str:
     digest.update("\x1f".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).values.tobytes())
     return digest.hexdigest()
+
+
+def first_per_id(frame: pd.DataFrame, column: str, ids, key: str) -> np.ndarray:
+    """The first non-missing ``column`` value of each ``key`` in ``ids`` (NaN where none)."""
+    if column not in frame.columns:
+        return np.full(len(ids), np.nan)
+    first = frame.dropna(subset=[column]).groupby(key, sort=False)[column].first()
+    return first.reindex(ids).to_numpy()
+
+
+def locate_by_id(plots: pd.DataFrame, rows: pd.DataFrame, ids, *, key: str, crs: str | None,
+                 source: str) -> pd.DataFrame:
+    """Give one-row-per-id ``plots`` the location of its first row in ``rows`` (many rows per id).
+
+    From ``rows``' geometry when it has one, else from ``x``/``y`` (kept as columns, and as point
+    geometry when ``crs`` is known).
+    """
+    if "geometry" in rows.columns and getattr(rows, "geometry", None) is not None:
+        import geopandas as gpd
+
+        first = gpd.GeoDataFrame(rows[[key]].assign(geometry=rows.geometry), geometry="geometry", crs=rows.crs)
+        first = first.drop_duplicates(key).set_index(key).reindex(ids)
+        return gpd.GeoDataFrame(plots, geometry=first.geometry.to_numpy(), crs=rows.crs)
+    if {"x", "y"} <= set(rows.columns):
+        plots["x"] = first_per_id(rows, "x", ids, key)
+        plots["y"] = first_per_id(rows, "y", ids, key)
+        if crs is not None:
+            return to_geodataframe(plots, crs=crs, source=source)
+    return plots

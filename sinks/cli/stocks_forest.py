@@ -1,38 +1,154 @@
-"""``sinks stocks forest TREES --plots PLOTS --out OUT``."""
+"""``sinks stocks forest INPUT --out PLOTS``: tree lists or stand volumes -> plot carbon stocks."""
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_rename, echo, renames
+from sinks.cli._common import add_crs, add_rename, echo, print_dropped, renames, summary
+from sinks.errors import InputError
 from sinks.io import read_table, write_table
-from sinks.pools import forest
+from sinks.pools import forest, height
+from sinks.pools.allometry import ExpressionAllometry, read_allometry_table
 
 
 def register(pools) -> None:
     parser = pools.add_parser(
         "forest",
-        help="tree lists -> plot carbon stocks (Chave 2014 + species-group parameters)",
-        description="Per-tree biomass and carbon from diameter, height and wood density (Chave et "
-        "al. 2014 eq. 4), summed to Mg C/ha per plot using each plot's area_ha.",
+        help="tree lists (or stand volumes) -> plot carbon stocks (Mg C/ha) with Monte Carlo uncertainty",
+        description="Tree route: height (measured, or a height-diameter model fitted on a height sample, "
+        "or Feldpausch et al. 2012), wood density (species -> genus -> family -> species group -> plot "
+        "mean), above-ground biomass by Chave et al. 2014 eq. 4 (with height) or eq. 7 (with --e), "
+        "roots and carbon by species-group root:shoot and carbon fraction; summed per plot over "
+        "area_ha, with a BIOMASS-style Monte Carlo (diameter, wood density, height and allometry "
+        "errors). Stand-volume route (an INPUT with volume_m3_ha): C = V x SVD x BEF x (1 + R) x CF.",
     )
-    parser.add_argument("trees", help="tree table: plot_id, tree_id, dbh_cm [, height_m, species, wood_density_g_cm3]")
-    parser.add_argument("--plots", required=True, help="plot table: plot_id, area_ha, geometry or x/y (+ --crs)")
+    parser.add_argument("input", help="tree table: plot_id, tree_id, dbh_cm [, height_m, species, genus, family, "
+                        "wood_density_g_cm3, status]; or stand table: plot_id, species_group, volume_m3_ha")
     parser.add_argument("--out", required=True, help="plot table to write (.gpkg, .csv or .parquet)")
+    parser.add_argument("--plots", help="plot table: plot_id, area_ha [, geometry or x/y with --crs]")
+    parser.add_argument("--area-ha", type=float, metavar="HA", help="area of every plot (ha), instead of --plots")
     parser.add_argument("--trees-out", help="also write the per-tree results here")
-    parser.add_argument("--species-table", help="your own species-group parameter table (CSV, same columns)")
+    group = parser.add_argument_group("height")
+    group.add_argument("--height-sample", metavar="TABLE",
+                       help="trees with dbh_cm and height_m to fit a height-diameter model for trees without height")
+    group.add_argument("--hd-model", choices=height.FITTED_METHODS, default="log2",
+                       help="model fitted on --height-sample (default log2)")
+    group.add_argument("--hd-weighted", action="store_true", help="weight the fit by D^2 H (BIOMASS useWeight)")
+    group.add_argument("--hd-per-plot", action="store_true",
+                       help="fit one model per plot_id of the height sample (stand-specific models)")
+    group.add_argument("--feldpausch", metavar="REGION",
+                       help="Feldpausch et al. 2012 regional model instead, e.g. GuianaShield, SEAsia")
+    group.add_argument("--height-sd", type=float, default=0.0, metavar="M",
+                       help="measurement sd of measured heights for the Monte Carlo (m, default 0)")
+    group.add_argument("--e", type=float, metavar="E",
+                       help="Chave 2014 stress index E: trees without height use eq. 7 (BIOMASS coefficients)")
+    group = parser.add_argument_group("wood density and allometry")
+    group.add_argument("--wood-density", metavar="TABLE",
+                       help="wood-density table (BIOMASS wsg_estimates, GWDD records or your own)")
+    group.add_argument("--species-table", metavar="CSV",
+                       help="your own species-group table (wood density, BEF, root:shoot, carbon fraction)")
+    group.add_argument("--allometry", metavar="EXPR",
+                       help="your AGB equation in kg over D (cm), H (m), WD (g/cm3), E, e.g. '0.0673*(WD*D**2*H)**0.976'")
+    group.add_argument("--allometry-table", metavar="CSV",
+                       help="equations per species group: species_group, equation, source, coefficient columns")
+    group = parser.add_argument_group("Monte Carlo")
+    group.add_argument("--draws", type=int, default=1000,
+                       help="Monte Carlo draws (default 1000; 0 turns it off)")
+    group.add_argument("--diameter-error", default="chave2004", metavar="SD|chave2004|none",
+                       help="diameter measurement error: chave2004 (default), an sd in cm, or none")
+    group.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    group.add_argument("--jobs", type=int, default=1, help="threads for the Monte Carlo (default 1)")
+    parser.add_argument("--drop-invalid", action="store_true",
+                        help="drop impossible tree rows and list them instead of failing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_rename(parser)
     add_crs(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> None:
-    trees = read_table(args.trees, rename=renames(args), required=forest.TREE_COLUMNS)
-    plots = read_table(args.plots, required=forest.PLOT_COLUMNS,
-                       crs=args.crs, geometry=True)
-    plot_table, tree_table = forest.forest_stocks(trees, plots, species_table=args.species_table)
+    table = read_table(args.input, rename=renames(args), crs=args.crs)
+    if "volume_m3_ha" in table.columns and "dbh_cm" not in table.columns:
+        return _run_volume(args, table)
+    trees = table
+    plots = _plots(args, trees)
+    options = forest.TreeOptions(
+        height_model=_height_model(args), e=args.e, allometry=_allometry(args),
+        wood_density_table=args.wood_density, species_table=args.species_table, height_sd_m=args.height_sd)
+    plot_table, tree_table, dropped, info = forest.forest_stocks(
+        trees, plots, options, n_draws=args.draws, diameter_error=_diameter_error(args.diameter_error),
+        seed=args.seed, drop_invalid=args.drop_invalid, n_jobs=args.jobs, progress=not args.quiet)
+    print_dropped(dropped.table())
     write_table(plot_table, args.out)
-    echo(f"{len(plot_table)} plots, {len(tree_table)} trees; carbon {plot_table['carbon_mg_ha'].mean():.1f} "
-         f"Mg C/ha on average (min {plot_table['carbon_mg_ha'].min():.1f}, max {plot_table['carbon_mg_ha'].max():.1f})")
+    echo(f"{len(plot_table)} plots, {len(tree_table)} trees ({info['route']} route)")
+    for model in info["height_models"]:
+        echo(f"  height: {model.describe()}")
+    echo("  wood density by level: " + ", ".join(f"{k} {v}" for k, v in info["wood_density_counts"].items()))
+    if info["unmatched_names"]:
+        names = info["unmatched_names"]
+        echo(f"  {len(names)} name(s) matched no taxon or species group (took a plot or dataset mean): "
+             + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
+    echo(f"  carbon Mg C/ha: {summary(plot_table['carbon_mg_ha'])}")
+    if args.draws:
+        echo(f"  Monte Carlo ({args.draws} draws): carbon sd {summary(plot_table['carbon_sd_mg_ha'])}")
     echo(f"plot table -> {args.out}")
     if args.trees_out:
         write_table(tree_table, args.trees_out)
         echo(f"per-tree results -> {args.trees_out}")
+
+
+def _run_volume(args, stands) -> None:
+    plot_table = forest.volume_stocks(stands, species_table=args.species_table, source=args.input)
+    write_table(plot_table, args.out)
+    echo(f"{len(plot_table)} stands (stand-volume route, C = V x SVD x BEF x (1 + R) x CF)")
+    echo(f"  carbon Mg C/ha: {summary(plot_table['carbon_mg_ha'])}")
+    echo(f"plot table -> {args.out}")
+
+
+def _plots(args, trees):
+    if args.plots and args.area_ha is not None:
+        raise InputError("give --plots or --area-ha, not both")
+    if args.plots:
+        return read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs, geometry=True)
+    if args.area_ha is None:
+        raise InputError("the tree route needs plot areas: --plots TABLE (plot_id, area_ha) or --area-ha HA")
+    if args.area_ha <= 0:
+        raise InputError(f"--area-ha must be positive, got {args.area_ha}")
+    if "plot_id" not in trees.columns:
+        raise InputError(f"{args.input}: missing required column(s) plot_id")
+    import pandas as pd
+
+    return pd.DataFrame({"plot_id": pd.unique(trees["plot_id"]), "area_ha": args.area_ha})
+
+
+def _height_model(args):
+    if args.feldpausch and args.height_sample:
+        raise InputError("give --height-sample or --feldpausch, not both")
+    if args.feldpausch:
+        return height.feldpausch_model(args.feldpausch)
+    if not args.height_sample:
+        return None
+    sample = read_table(args.height_sample, rename=renames(args), required=("dbh_cm", "height_m"))
+    if args.hd_per_plot:
+        if "plot_id" not in sample.columns:
+            raise InputError(f"{args.height_sample}: --hd-per-plot needs a plot_id column")
+        return {key: height.fit_height_model(rows["dbh_cm"], rows["height_m"], args.hd_model, weighted=args.hd_weighted)
+                for key, rows in sample.groupby("plot_id")}
+    return height.fit_height_model(sample["dbh_cm"], sample["height_m"], args.hd_model, weighted=args.hd_weighted)
+
+
+def _allometry(args):
+    if args.allometry and args.allometry_table:
+        raise InputError("give --allometry or --allometry-table, not both")
+    if args.allometry:
+        return ExpressionAllometry(args.allometry)
+    return read_allometry_table(args.allometry_table) if args.allometry_table else None
+
+
+def _diameter_error(text: str):
+    if text.lower() in ("none", "0"):
+        return None
+    if text.lower() == "chave2004":
+        return "chave2004"
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise InputError(f"--diameter-error expects chave2004, none or an sd in cm, got {text!r}") from exc

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
-from sinks.cli._common import add_crs, add_rename, echo, renames
-from sinks.errors import InputError
-from sinks.io import read_table, write_table
+from sinks.cli._common import add_crs, add_rename, echo, print_dropped, read_with_sites, renames, summary
+from sinks.io import write_table
 from sinks.pools import soil
 from sinks.pools.depth import METHODS, interval_label, parse_depths
 
@@ -36,48 +32,6 @@ def register(pools) -> None:
     add_rename(parser)
     add_crs(parser)
     parser.set_defaults(func=run)
-
-
-def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], key: str,
-                    required) -> pd.DataFrame:
-    """Read the main table and join a site/core table's x, y, year, habitat by ``key``.
-
-    Each ``--rename`` applies to whichever of the two tables has that column; one in neither
-    is an error.
-    """
-    rows = read_table(path)
-    sites = read_table(sites_path) if sites_path else None
-    unknown = [old for old in mapping if old not in rows.columns
-               and (sites is None or old not in sites.columns)]
-    if unknown:
-        raise InputError(f"{path}: --rename names columns not in the file(s): {', '.join(unknown)}")
-    rows = rows.rename(columns={o: n for o, n in mapping.items() if o in rows.columns})
-    missing = [c for c in required if c not in rows.columns]
-    if missing:
-        raise InputError(f"{path}: missing required column(s) {', '.join(missing)}; found "
-                         f"{', '.join(map(str, rows.columns))} (use --rename OLD=NEW for your own names)")
-    if sites is None:
-        return rows
-    sites = sites.rename(columns={o: n for o, n in mapping.items() if o in sites.columns})
-    if key not in sites.columns:
-        raise InputError(f"{sites_path}: missing column {key} (use --rename OLD=NEW)")
-    extra = [c for c in ("x", "y", "year", "habitat") if c in sites.columns and c not in rows.columns]
-    return rows.merge(sites[[key, *extra]].drop_duplicates(key), on=key, how="left") if extra else rows
-
-
-def print_dropped(dropped: pd.DataFrame) -> None:
-    if len(dropped):
-        echo(f"dropped {len(dropped)} invalid row(s):")
-        for row in dropped.itertuples(index=False):
-            echo(f"  row {row.row}: {row.reason}")
-
-
-def summary(values: pd.Series) -> str:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    if v.empty:
-        return "n 0"
-    q = np.quantile(v, [0.05, 0.5, 0.95])
-    return f"n {len(v)}, mean {v.mean():.1f}, median {q[1]:.1f}, 5-95% {q[0]:.1f}-{q[2]:.1f}"
 
 
 def run(args) -> None:

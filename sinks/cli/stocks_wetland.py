@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_rename, echo, renames
-from sinks.cli.stocks_soil import print_dropped, read_with_sites, summary
+from sinks.cli._common import add_crs, add_rename, echo, print_dropped, read_with_sites, renames, summary
 from sinks.io import write_table
 from sinks.pools import wetland
 

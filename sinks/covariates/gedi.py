@@ -39,7 +39,7 @@ import pandas as pd
 
 from sinks.errors import InputError
 from sinks.io import sha256_file
-from sinks.pools.tables import allometry_parameter, load_table
+from sinks.pools.tables import allometry_parameter, scalar_parameter
 
 #: ``delta_time`` is in seconds since 2018-01-01 00:00 (the dataset's own ``description``
 #: attribute: "Time delta since Jan 1 00:00 2018."). Leap seconds are not applied (an error of a
@@ -424,12 +424,7 @@ def filter_footprints(
 
 def gedi_parameter(name: str, table: str | os.PathLike | pd.DataFrame | None = None) -> float:
     """A value of ``gedi_parameters.csv`` (or the user's table with the same columns)."""
-    frame = load_table(table if table is not None else "", default="gedi_parameters.csv",
-                       required=("name", "value"))
-    row = frame[frame["name"] == name]
-    if row.empty:
-        raise InputError(f"GEDI parameter table has no {name!r} row")
-    return float(row["value"].iloc[0])
+    return scalar_parameter("gedi_parameters.csv", name, table)
 
 
 def footprint_area_ha(parameters: str | os.PathLike | pd.DataFrame | None = None) -> float:

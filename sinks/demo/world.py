@@ -203,7 +203,7 @@ def _make_plots(rng, w: DemoWorld, transform, carbon, forest_now, elevation, dev
         candidates.append(pd.DataFrame({"plot_id": pid, "tree_id": np.arange(1, n_candidates + 1), "species": species,
                                         "dbh_cm": dbh, "height_m": height, "_target": target}))
     trees = pd.concat(candidates, ignore_index=True)
-    carbon_mg = forest.tree_carbon(trees.drop(columns="_target"))["carbon_mg"].to_numpy()
+    carbon_mg = forest.tree_biomass(trees.drop(columns="_target"))[0]["carbon_mg"].to_numpy()
     cumulative = pd.Series(carbon_mg).groupby(trees["plot_id"]).cumsum().to_numpy()
     previous = cumulative - carbon_mg
     keep = previous < trees["_target"].to_numpy()  # trees until the plot reaches its hidden carbon

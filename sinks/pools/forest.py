@@ -1,35 +1,49 @@
-"""Forest inventory tree lists -> per-tree biomass and carbon -> plot carbon stocks (Mg C/ha).
+"""Forest inventory -> per-tree biomass and carbon -> plot carbon stocks (Mg C/ha), two routes.
 
-The route here is the allometric one: above-ground biomass (AGB) per tree from diameter, height
-and wood density with Chave et al. (2014) eq. 4, below-ground biomass by the species group's
-root-to-shoot ratio, and carbon by the group's carbon fraction. Parameters come from
-``sinks/pools/data/species_groups.csv`` and ``allometry.csv`` (each value with its source).
+**Tree route** (:func:`tree_biomass`, :func:`plot_stocks`, :func:`forest_stocks`): for each tree a
+height (measured, or from a height-diameter model, :mod:`sinks.pools.height`), a wood density
+(:mod:`sinks.pools.wood_density`), above-ground biomass by Chave et al. 2014 eq. 4 with height, or
+eq. 7 with the stress index E where no height is known, or a user's equation
+(:mod:`sinks.pools.allometry`); below-ground biomass by the species group's root:shoot ratio and
+carbon by its carbon fraction (``species_groups.csv``; IPCC 2006 default 0.47 and no roots for
+trees outside the groups). Sums per plot divided by the plot's area give Mg/ha, and the Monte
+Carlo of :mod:`sinks.pools.montecarlo` gives their uncertainty.
+
+**Stand-volume route** (:func:`volume_stocks`), used by Chinese inventories and the CCER
+methodologies: C = V x SVD x BEF x (1 + R) x CF (Mg C/ha), CO2e = C x 44/12, with the species
+group's basic wood density SVD, biomass expansion factor BEF, root:shoot R and carbon fraction CF.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError
 from sinks.io import format_rows
+from sinks.pools import montecarlo
+from sinks.pools.allometry import ExpressionAllometry, chave2014_eq4, chave2014_eq7
+from sinks.pools.height import HeightModel
 from sinks.pools.tables import allometry_parameter, load_table
+from sinks.pools.wood_density import lookup_wood_density
 
 TREE_COLUMNS = ("plot_id", "tree_id", "dbh_cm")
 PLOT_COLUMNS = ("plot_id", "area_ha")
+STAND_COLUMNS = ("plot_id", "species_group", "volume_m3_ha")
 #: Breast height (m): a tree shorter than this cannot have a diameter at breast height.
 BREAST_HEIGHT_M = 1.3
-
-
-def chave2014_eq4(dbh_cm, height_m, wood_density_g_cm3):
-    """Above-ground biomass (Mg) by Chave et al. (2014) eq. 4: 0.0673 (rho D^2 H)^0.976 / 1000.
-
-    ``dbh_cm`` in cm, ``height_m`` in m, ``wood_density_g_cm3`` in g/cm3; arrays broadcast.
-    """
-    a = allometry_parameter("chave2014_eq4", "a")
-    b = allometry_parameter("chave2014_eq4", "b")
-    rho_d2h = np.asarray(wood_density_g_cm3) * np.asarray(dbh_cm) ** 2 * np.asarray(height_m)
-    return a * rho_d2h**b / 1000.0
+#: Largest plausible values, to catch unit slips (a diameter in mm read as cm, a height in dm):
+#: the largest measured trees are ~ 1,400 cm in diameter (Sequoiadendron / Taxodium) and ~ 116 m tall
+#: (Sequoia sempervirens, Hyperion).
+MAX_DBH_CM = 1500.0
+MAX_HEIGHT_M = 130.0
+#: Column names that carry a diameter or height in another unit, and their factor to cm / m.
+UNIT_COLUMNS = {"dbh_mm": ("dbh_cm", 0.1), "dbh_m": ("dbh_cm", 100.0), "dbh_in": ("dbh_cm", 2.54),
+                "height_ft": ("height_m", 0.3048), "height_dm": ("height_m", 0.1)}
+UNITLESS = ("dbh", "diameter", "d", "height", "h")
+DEAD = {"dead", "d", "死", "枯死", "枯立木"}
 
 
 def species_groups(table=None) -> pd.DataFrame:
@@ -42,9 +56,9 @@ def species_groups(table=None) -> pd.DataFrame:
 
 
 def match_species_group(species: pd.Series, table: pd.DataFrame) -> pd.Series:
-    """Species group of each tree from its Latin or Chinese name (species, then genus level).
+    """Species group of each name (Latin or Chinese; exact, then genus = first word).
 
-    Returns the ``group`` name, or missing where no group matches.
+    Group names (``chinese_fir``, ``杉木``) match too. Returns the ``group`` or missing.
     """
     lookup: dict[str, str] = {}
     for row in table.itertuples(index=False):
@@ -59,75 +73,281 @@ def match_species_group(species: pd.Series, table: pd.DataFrame) -> pd.Series:
     return exact.fillna(genus)
 
 
-def check_trees(trees: pd.DataFrame, source: str = "trees") -> None:
-    """Raise :class:`InputError` for impossible tree records, naming the rows."""
-    missing = [c for c in TREE_COLUMNS if c not in trees.columns]
-    if missing:
-        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
-    dbh = pd.to_numeric(trees["dbh_cm"], errors="coerce").to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(dbh) | (dbh <= 0) | (dbh > 1500))
-    if bad.size:
-        raise InputError(f"{source}: dbh_cm missing, non-positive or above 1500 cm in row(s) {format_rows(bad)}")
-    if "height_m" in trees.columns:
-        height = pd.to_numeric(trees["height_m"], errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(np.isfinite(height) & ((height < BREAST_HEIGHT_M) | (height > 130)))
-        if bad.size:
-            raise InputError(
-                f"{source}: height_m below breast height ({BREAST_HEIGHT_M} m) or above 130 m in "
-                f"row(s) {format_rows(bad)}"
-            )
-    dup = trees.duplicated(subset=["plot_id", "tree_id"], keep=False).to_numpy()
-    if dup.any():
-        raise InputError(f"{source}: duplicate (plot_id, tree_id) in row(s) {format_rows(np.flatnonzero(dup))}")
+# ------------------------------------------------------------------------------------------------
+# Checking tree lists
+# ------------------------------------------------------------------------------------------------
 
 
-def tree_carbon(trees: pd.DataFrame, *, species_table=None, source: str = "trees") -> pd.DataFrame:
-    """Per-tree AGB, below-ground biomass and carbon (Mg) with the parameters each tree used.
+@dataclass
+class Dropped:
+    """Rows removed by ``drop_invalid``: their 1-based row numbers and why."""
 
-    Needs ``height_m`` for every tree and a ``species`` that matches a species group (or a
-    ``wood_density_g_cm3`` given per tree). Adds ``height_used_m``, ``height_source``,
-    ``wood_density_used``, ``wood_density_level``, ``species_group``, ``agb_mg``, ``bgb_mg``,
-    ``carbon_mg``.
+    rows: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, rows: np.ndarray, reason: str) -> None:
+        self.rows += [int(r) + 1 for r in rows]
+        self.reasons += [reason] * len(rows)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"row": self.rows, "reason": self.reasons}).sort_values("row", ignore_index=True)
+
+
+def normalise_units(trees: pd.DataFrame, source: str = "trees") -> pd.DataFrame:
+    """Convert ``dbh_mm`` / ``dbh_in`` / ``height_ft`` ... columns to ``dbh_cm`` / ``height_m``.
+
+    A diameter or height column without a unit in its name is refused (units are in the names).
     """
-    check_trees(trees, source)
-    table = species_groups(species_table)
     out = trees.copy()
-    if "height_m" not in out.columns or out["height_m"].isna().any():
-        rows = np.flatnonzero(out.get("height_m", pd.Series(np.nan, index=out.index)).isna().to_numpy())
-        raise InputError(f"{source}: height_m missing in row(s) {format_rows(rows)}; measure it or fit a height-diameter model")
-    group = match_species_group(out.get("species", pd.Series(pd.NA, index=out.index)), table)
-    params = table.set_index("group")
-    given_wd = pd.to_numeric(out.get("wood_density_g_cm3", pd.Series(np.nan, index=out.index)), errors="coerce")
-    group_wd = group.map(params["wood_density_g_cm3"]).astype(float)
-    wood_density = given_wd.fillna(group_wd)
-    unmatched = np.flatnonzero(wood_density.isna().to_numpy())
-    if unmatched.size:
-        names = sorted(set(out["species"].astype(str).iloc[unmatched])) if "species" in out else []
-        raise InputError(
-            f"{source}: no wood density for row(s) {format_rows(unmatched)} (species not in the "
-            f"species-group table: {', '.join(names[:10])}); give wood_density_g_cm3 or a table"
-        )
-    default_cf = allometry_parameter("default_carbon_fraction", "carbon_fraction")
-    out["species_group"] = group
-    out["height_used_m"] = out["height_m"].astype(float)
-    out["height_source"] = "measured"
-    out["wood_density_used"] = wood_density.to_numpy()
-    out["wood_density_level"] = np.where(given_wd.notna(), "given", "species_group")
-    out["agb_mg"] = chave2014_eq4(out["dbh_cm"].astype(float), out["height_used_m"], out["wood_density_used"])
-    root_shoot = group.map(params["root_shoot"]).astype(float).fillna(0.0)
-    out["bgb_mg"] = out["agb_mg"] * root_shoot
-    carbon_fraction = group.map(params["carbon_fraction"]).astype(float).fillna(default_cf)
-    out["carbon_mg"] = (out["agb_mg"] + out["bgb_mg"]) * carbon_fraction
+    for column, (target, factor) in UNIT_COLUMNS.items():
+        if column in out.columns:
+            if target in out.columns:
+                raise InputError(f"{source}: both {column} and {target}; keep one")
+            out[target] = pd.to_numeric(out.pop(column), errors="coerce") * factor
+    unitless = [c for c in out.columns if str(c).lower() in UNITLESS]
+    if unitless:
+        raise InputError(f"{source}: unknown units for column(s) {', '.join(map(str, unitless))}; rename to "
+                         "dbh_cm, dbh_mm, dbh_in, height_m or height_ft (--rename OLD=NEW)")
     return out
 
 
-def plot_stocks(tree_table: pd.DataFrame, plots: pd.DataFrame, *, source: str = "plots") -> pd.DataFrame:
-    """Sum per-tree results to per-plot densities (Mg/ha) using each plot's ``area_ha``.
+def check_trees(trees: pd.DataFrame, source: str = "trees", *, drop_invalid: bool = False):
+    """Refuse impossible tree records naming their rows, or drop and list them.
 
-    Returns the plot table of DESIGN.md (``plot_id``, geometry when ``plots`` has it,
-    ``area_ha``, ``pool``, ``agb_mg_ha``, ``carbon_mg_ha``, ``carbon_sd_mg_ha``, ``n_trees``,
-    ``stems_ha``, ``method``). Plots without trees get zero stock.
+    Checks: missing columns, diameters missing / non-positive / above 1,500 cm, heights below
+    breast height (1.3 m) or above 130 m, duplicate (plot_id, tree_id). Returns
+    ``(trees, Dropped)``; with ``drop_invalid=False`` any problem raises :class:`InputError`.
     """
+    trees = normalise_units(trees, source)
+    missing = [c for c in TREE_COLUMNS if c not in trees.columns]
+    if missing:
+        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    problems: list[tuple[np.ndarray, str]] = []
+    dbh = pd.to_numeric(trees["dbh_cm"], errors="coerce").to_numpy(dtype=float)
+    problems.append((~np.isfinite(dbh) | (dbh <= 0) | (dbh > MAX_DBH_CM),
+                     f"dbh_cm missing, non-positive or above {MAX_DBH_CM:g} cm"))
+    if "height_m" in trees.columns:
+        height = pd.to_numeric(trees["height_m"], errors="coerce").to_numpy(dtype=float)
+        problems.append((np.isfinite(height) & ((height < BREAST_HEIGHT_M) | (height > MAX_HEIGHT_M)),
+                         f"height_m below breast height ({BREAST_HEIGHT_M} m) or above {MAX_HEIGHT_M:g} m"))
+    if "wood_density_g_cm3" in trees.columns:
+        wd = pd.to_numeric(trees["wood_density_g_cm3"], errors="coerce").to_numpy(dtype=float)
+        problems.append((np.isfinite(wd) & ((wd <= 0) | (wd > 1.5)), "wood_density_g_cm3 not in (0; 1.5]"))
+    problems.append((trees.duplicated(subset=["plot_id", "tree_id"], keep=False).to_numpy(),
+                     "duplicate (plot_id, tree_id)"))
+    dropped = Dropped()
+    bad_any = np.zeros(len(trees), dtype=bool)
+    for bad, reason in problems:
+        rows = np.flatnonzero(bad & ~bad_any)
+        if rows.size and not drop_invalid:
+            raise InputError(f"{source}: {reason} in row(s) {format_rows(rows)}"
+                             " (fix them, or --drop-invalid to drop and list them)")
+        dropped.add(rows, reason)
+        bad_any |= bad
+    return trees.loc[~bad_any].copy(), dropped
+
+
+# ------------------------------------------------------------------------------------------------
+# Tree route
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TreeOptions:
+    """How the tree route fills what a tree list lacks.
+
+    ``height_model``: an H-D model (or a dict plot_id -> model) for trees without ``height_m``;
+    ``e``: Chave 2014 stress index for eq. 7 where heights are unknown (or a column name holding
+    it per tree); ``allometry``: None (Chave 2014), an :class:`ExpressionAllometry`, or a dict
+    species_group -> ExpressionAllometry (other groups keep Chave 2014);
+    ``wood_density_table``: path or frame (:func:`sinks.pools.wood_density.read_wood_density_table`);
+    ``species_table``: species-group table; ``height_sd_m``: sd of measured heights (m) for the
+    Monte Carlo (0 = exact); ``eq7``: ``"biomass_eq7"`` or ``"chave2014_eq7"``.
+    """
+
+    height_model: HeightModel | dict | None = None
+    e: float | str | None = None
+    allometry: ExpressionAllometry | dict | None = None
+    wood_density_table: object = None
+    species_table: object = None
+    height_sd_m: float = 0.0
+    eq7: str = "biomass_eq7"
+
+
+def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
+    n = len(trees)
+    measured = (pd.to_numeric(trees["height_m"], errors="coerce").to_numpy(dtype=float)
+                if "height_m" in trees else np.full(n, np.nan))
+    height = measured.copy()
+    height_source = np.where(np.isfinite(measured), "measured", "").astype(object)
+    models: list[HeightModel] = []
+    model_index = np.full(n, -1)
+    model = options.height_model
+    if model is not None:
+        todo = np.flatnonzero(~np.isfinite(measured))
+        plot_of = trees["plot_id"].to_numpy()
+        pairs = model.items() if isinstance(model, dict) else [(None, model)]
+        dbh = trees["dbh_cm"].to_numpy(dtype=float)
+        for key, chosen in pairs:
+            rows = todo if key is None else todo[plot_of[todo] == key]
+            if not rows.size:
+                continue
+            models.append(chosen)
+            height[rows] = chosen.predict(dbh[rows])
+            height_source[rows] = chosen.method
+            model_index[rows] = len(models) - 1
+    return height, height_source, models, model_index
+
+
+def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, source: str = "trees",
+                 drop_invalid: bool = False) -> tuple[pd.DataFrame, Dropped, dict]:
+    """Per-tree AGB, below-ground biomass and carbon (Mg) with what each tree used.
+
+    Returns ``(tree_table, dropped, info)``: the checked trees with ``height_used_m``,
+    ``height_source``, ``wood_density_used``, ``wood_density_sd``, ``wood_density_level``,
+    ``species_group``, ``allometry``, ``agb_mg``, ``bgb_mg``, ``carbon_mg``, ``co2e_mg``; the
+    rows dropped (``drop_invalid``); and ``info`` (height models, allometry route, unmatched
+    wood-density names) for the Monte Carlo and the summary. Dead trees (``status`` dead / 枯死)
+    are kept in the table with zero live biomass.
+    """
+    options = options or TreeOptions()
+    trees, dropped = check_trees(trees, source, drop_invalid=drop_invalid)
+    if trees.empty:
+        raise InputError(f"{source}: no valid tree left")
+    out = trees.reset_index(drop=True)
+    table = species_groups(options.species_table)
+    params = table.set_index("group")
+    names = out["species"] if "species" in out else pd.Series(pd.NA, index=out.index)
+    group = match_species_group(names, table)
+    if "genus" in out:
+        group = group.fillna(match_species_group(out["genus"], table))
+    wood = lookup_wood_density(out, table=options.wood_density_table,
+                               group_wd=group.map(params["wood_density_g_cm3"]).astype(float))
+    height, height_source, models, model_index = _heights(out, options, source)
+    dbh = out["dbh_cm"].to_numpy(dtype=float)
+    e = _e_values(out, options.e, source)
+    user = _user_allometries(options.allometry, group)
+    no_height = ~np.isfinite(height)
+    needs_height = np.array([a is None or a.needs_height for a in user])
+    if (no_height & needs_height).any():
+        if e is None:
+            raise InputError(
+                f"{source}: height_m missing in row(s) {format_rows(np.flatnonzero(no_height & needs_height))}; "
+                "measure it, give a height-diameter model (--height-model / --height-sample), or the stress "
+                "index E (--e) for Chave 2014 eq. 7")
+        route = "eq7"
+    else:
+        route = "eq4"
+    agb = np.empty(len(out))
+    label = np.empty(len(out), dtype=object)
+    default_rows = np.array([a is None for a in user])
+    if route == "eq4":
+        agb[default_rows] = chave2014_eq4(dbh[default_rows], height[default_rows], wood.wd_g_cm3[default_rows])
+        label[default_rows] = "chave2014_eq4"
+    else:
+        agb[default_rows] = chave2014_eq7(dbh[default_rows], wood.wd_g_cm3[default_rows], e[default_rows],
+                                          name=options.eq7)
+        label[default_rows] = options.eq7
+        height_source[default_rows & no_height] = "none"
+    for allom in {id(a): a for a in user if a is not None}.values():
+        rows = np.array([a is allom for a in user])
+        agb[rows] = allom.agb_mg(dbh[rows], height[rows], wood.wd_g_cm3[rows], None if e is None else e[rows])
+        label[rows] = allom.expression
+    dead = out["status"].astype("string").str.strip().str.lower().isin(DEAD).to_numpy() if "status" in out else np.zeros(len(out), bool)
+    agb[dead] = 0.0
+    root_shoot = group.map(params["root_shoot"]).astype(float).fillna(0.0).to_numpy()
+    default_cf = allometry_parameter("default_carbon_fraction", "carbon_fraction")
+    carbon_fraction = group.map(params["carbon_fraction"]).astype(float).fillna(default_cf).to_numpy()
+    out["species_group"] = group.to_numpy()
+    out["height_used_m"] = height
+    out["height_source"] = height_source
+    out["wood_density_used"] = wood.wd_g_cm3
+    out["wood_density_sd"] = wood.wd_sd_g_cm3
+    out["wood_density_level"] = wood.level
+    out["allometry"] = label
+    out["root_shoot"] = root_shoot
+    out["carbon_fraction"] = carbon_fraction
+    out["agb_mg"] = agb
+    out["bgb_mg"] = agb * root_shoot
+    out["carbon_mg"] = (agb + out["bgb_mg"].to_numpy()) * carbon_fraction
+    out["co2e_mg"] = out["carbon_mg"] * allometry_parameter("co2_per_c", "ratio")
+    info = {"route": route, "height_models": models, "height_model_index": model_index, "e": e,
+            "allometry": options.allometry, "user_rows": ~default_rows, "dead": dead,
+            "wood_density_counts": wood.counts(), "unmatched_names": wood.unmatched_names,
+            "height_sd_m": options.height_sd_m, "eq7": options.eq7}
+    return out, dropped, info
+
+
+def _e_values(trees: pd.DataFrame, e, source: str) -> np.ndarray | None:
+    if e is None:
+        return None
+    if isinstance(e, str):
+        if e not in trees:
+            raise InputError(f"{source}: no column {e!r} for the stress index E")
+        values = pd.to_numeric(trees[e], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(values).all():
+            raise InputError(f"{source}: E missing in row(s) {format_rows(np.flatnonzero(~np.isfinite(values)))}")
+        return values
+    return np.full(len(trees), float(e))
+
+
+def _user_allometries(allometry, group: pd.Series) -> list:
+    if allometry is None:
+        return [None] * len(group)
+    if isinstance(allometry, ExpressionAllometry):
+        return [allometry] * len(group)
+    return [allometry.get(g) if isinstance(g, str) else None for g in group]
+
+
+def monte_carlo(tree_table: pd.DataFrame, info: dict, plot_ids, *, n_draws: int = 1000,
+                diameter_error="chave2004", seed: int | None = None, n_jobs: int = 1,
+                progress: bool = False) -> montecarlo.MonteCarloResult:
+    """Monte Carlo draws of each plot's AGB and carbon (Mg), plots in the order of ``plot_ids``.
+
+    Wood density sd, height-model (or measured-height) error, diameter error and allometry
+    uncertainty are propagated (:mod:`sinks.pools.montecarlo`); root:shoot and carbon fraction
+    are taken as exact. A mix of user equations and Chave 2014 in one run is refused.
+    """
+    user_rows = info["user_rows"]
+    if user_rows.any() and not user_rows.all():
+        raise InputError("Monte Carlo: some trees use your equation and some Chave 2014; run them separately")
+    if user_rows.any():
+        allometry = info["allometry"]
+        if isinstance(allometry, dict):
+            if len({id(a) for a in allometry.values()}) > 1:
+                raise InputError("Monte Carlo: one user equation per run (several species-group equations given)")
+            allometry = next(iter(allometry.values()))
+    else:
+        allometry = info["route"]
+    codes = pd.Index(list(plot_ids)).get_indexer(tree_table["plot_id"])
+    source = tree_table["height_source"].to_numpy()
+    measured = source == "measured"
+    fixed_model = np.array([m.error_scale == "fixed_height" for m in info["height_models"]] + [False])
+    index = info["height_model_index"]
+    fixed = measured | ((index >= 0) & fixed_model[index])
+    height_sd = np.where(measured, info["height_sd_m"], 0.0)
+    for k, model in enumerate(info["height_models"]):
+        height_sd[(index == k) & fixed] = model.rse_m
+    mode = np.where(fixed, 2, np.where(index >= 0, 1, 0))
+    if allometry == "eq7":
+        mode[:] = 0
+    keep = ~info["dead"]
+    factor = ((1.0 + tree_table["root_shoot"]) * tree_table["carbon_fraction"]).to_numpy()
+    draws = montecarlo.TreeDraws(
+        plot_code=codes[keep], dbh_cm=tree_table["dbh_cm"].to_numpy(float)[keep],
+        wd_g_cm3=tree_table["wood_density_used"].to_numpy(float)[keep],
+        wd_sd_g_cm3=tree_table["wood_density_sd"].to_numpy(float)[keep],
+        height_m=tree_table["height_used_m"].to_numpy(float)[keep], height_sd_m=height_sd[keep],
+        height_mode=mode[keep], height_model_index=index[keep], carbon_factor=factor[keep],
+        e=None if info["e"] is None else info["e"][keep])
+    if isinstance(diameter_error, np.ndarray):
+        diameter_error = diameter_error[keep]
+    return montecarlo.propagate(draws, len(plot_ids), allometry=allometry, height_models=info["height_models"],
+                                n_draws=n_draws, diameter_error=diameter_error, seed=seed, n_jobs=n_jobs,
+                                eq7_name=info["eq7"], progress=progress)
+
+
+def _check_plots(plots: pd.DataFrame, source: str) -> np.ndarray:
     missing = [c for c in PLOT_COLUMNS if c not in plots.columns]
     if missing:
         raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
@@ -136,26 +356,135 @@ def plot_stocks(tree_table: pd.DataFrame, plots: pd.DataFrame, *, source: str = 
     if bad.size:
         raise InputError(f"{source}: area_ha missing or not positive in row(s) {format_rows(bad)}")
     if plots["plot_id"].duplicated().any():
-        raise InputError(f"{source}: duplicate plot_id in row(s) {format_rows(np.flatnonzero(plots['plot_id'].duplicated(keep=False)))}")
+        raise InputError(f"{source}: duplicate plot_id in row(s) "
+                         f"{format_rows(np.flatnonzero(plots['plot_id'].duplicated(keep=False)))}")
+    return area
+
+
+def plot_stocks(tree_table: pd.DataFrame, plots: pd.DataFrame, *, mc: montecarlo.MonteCarloResult | None = None,
+                method: str = "", source: str = "plots") -> pd.DataFrame:
+    """Sum per-tree results to per-plot densities (Mg/ha) using each plot's ``area_ha``.
+
+    Returns the plot table of DESIGN.md (``plot_id``, geometry when ``plots`` has it, ``area_ha``,
+    ``pool``, ``agb_mg_ha``, ``carbon_mg_ha``, ``co2e_mg_ha``, ``n_trees``, ``stems_ha``,
+    ``method``) and, from a Monte Carlo ``mc`` (plots in the same order), ``carbon_sd_mg_ha`` and
+    the mean, median, sd and 2.5 / 97.5 % quantiles of AGB and carbon (``*_mc_mean_mg_ha``, ...).
+    Plots without trees get zero stock. Plot ids come out as given.
+    """
+    area = _check_plots(plots, source)
     orphans = sorted(set(tree_table["plot_id"]) - set(plots["plot_id"]))
     if orphans:
         raise InputError(f"trees: plot_id(s) not in the plot table: {', '.join(map(str, orphans[:10]))}")
-    sums = tree_table.groupby("plot_id").agg(
-        agb_mg=("agb_mg", "sum"), carbon_mg=("carbon_mg", "sum"), n_trees=("tree_id", "size")
-    )
+    live = tree_table["agb_mg"] > 0
+    sums = tree_table.assign(live=live).groupby("plot_id").agg(
+        agb_mg=("agb_mg", "sum"), carbon_mg=("carbon_mg", "sum"), n_trees=("live", "sum"))
     out = plots.copy()
     joined = sums.reindex(out["plot_id"]).fillna(0.0)
     out["n_trees"] = joined["n_trees"].to_numpy().astype(int)
     out["stems_ha"] = out["n_trees"] / area
     out["agb_mg_ha"] = joined["agb_mg"].to_numpy() / area
     out["carbon_mg_ha"] = joined["carbon_mg"].to_numpy() / area
-    out["carbon_sd_mg_ha"] = np.nan  # filled by Monte Carlo propagation when asked for
+    out["co2e_mg_ha"] = out["carbon_mg_ha"] * allometry_parameter("co2_per_c", "ratio")
+    out["carbon_sd_mg_ha"] = np.nan
+    if mc is not None:
+        for name, draws in (("agb", mc.agb_mg), ("carbon", mc.carbon_mg)):
+            for stat, values in montecarlo.summarise(draws).items():
+                out[f"{name}_mc_{stat}_mg_ha"] = values / area
+        out["carbon_sd_mg_ha"] = out["carbon_mc_sd_mg_ha"]
     out["pool"] = "forest"
-    out["method"] = "Chave et al. 2014 eq. 4; species-group root:shoot and carbon fraction"
+    out["method"] = method or "Chave et al. 2014; species-group root:shoot and carbon fraction"
     return out
 
 
-def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, *, species_table=None):
-    """Tree list + plot table -> (plot table with ``carbon_mg_ha``, per-tree table)."""
-    tree_table = tree_carbon(trees, species_table=species_table)
-    return plot_stocks(tree_table, plots), tree_table
+def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, options: TreeOptions | None = None, *,
+                  n_draws: int = 0, diameter_error="chave2004", seed: int | None = None,
+                  drop_invalid: bool = False, n_jobs: int = 1, progress: bool = False):
+    """Tree list + plot table -> (plot table, per-tree table, dropped rows, info).
+
+    ``n_draws`` > 0 runs the Monte Carlo (1,000 is BIOMASS's maximum and usual choice).
+    """
+    tree_table, dropped, info = tree_biomass(trees, options, drop_invalid=drop_invalid)
+    plot_ids = plots["plot_id"].tolist() if "plot_id" in plots else []
+    mc = None
+    if n_draws:
+        _check_plots(plots, "plots")
+        mc = monte_carlo(tree_table, info, plot_ids, n_draws=n_draws, diameter_error=diameter_error,
+                         seed=seed, n_jobs=n_jobs, progress=progress)
+    method = describe_method(tree_table, info, n_draws=n_draws, diameter_error=diameter_error)
+    return plot_stocks(tree_table, plots, mc=mc, method=method), tree_table, dropped, info
+
+
+def describe_method(tree_table: pd.DataFrame, info: dict, *, n_draws: int = 0, diameter_error=None) -> str:
+    """One line of provenance: allometries, heights, wood-density levels, Monte Carlo settings."""
+    parts = ["AGB: " + ", ".join(sorted(set(tree_table["allometry"])))]
+    heights = tree_table["height_source"].value_counts()
+    parts.append("height: " + ", ".join(f"{k} {v}" for k, v in heights.items()))
+    parts += [m.describe() for m in info["height_models"]]
+    parts.append("wood density: " + ", ".join(f"{k} {v}" for k, v in info["wood_density_counts"].items()))
+    parts.append("BGB and carbon: species-group root:shoot and carbon fraction (species_groups.csv), "
+                 "else no roots and CF 0.47 (IPCC 2006 Vol. 4 Table 4.3)")
+    if n_draws:
+        parts.append(f"Monte Carlo {n_draws} draws as BIOMASS AGBmonteCarlo (diameter error {diameter_error})")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Stand-volume route
+# ------------------------------------------------------------------------------------------------
+
+
+def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "stands") -> pd.DataFrame:
+    """Stand volume (m3/ha) -> carbon (Mg C/ha): C = V x SVD x BEF x (1 + R) x CF.
+
+    ``stands``: ``plot_id``, ``species_group`` (group name, Chinese name or a species of the
+    group), ``volume_m3_ha`` [, ``volume_sd_m3_ha``]; several rows per plot (one per species
+    group of a mixed stand) are summed. Returns one row per plot with ``agb_mg_ha``,
+    ``bgb_mg_ha``, ``carbon_mg_ha``, ``co2e_mg_ha``, ``carbon_sd_mg_ha`` (from the volume sd
+    alone, when given) and the factors used.
+    """
+    missing = [c for c in STAND_COLUMNS if c not in stands.columns]
+    if missing:
+        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    table = species_groups(species_table)
+    params = table.set_index("group")
+    volume = pd.to_numeric(stands["volume_m3_ha"], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(volume) | (volume < 0) | (volume > 5000))
+    if bad.size:
+        raise InputError(f"{source}: volume_m3_ha missing, negative or above 5000 in row(s) {format_rows(bad)}")
+    group = match_species_group(stands["species_group"], table)
+    unknown = np.flatnonzero(group.isna().to_numpy())
+    if unknown.size:
+        names = sorted(set(stands["species_group"].astype(str).iloc[unknown]))
+        raise InputError(f"{source}: species group not in the table in row(s) {format_rows(unknown)}: "
+                         f"{', '.join(names[:10])} (known: {', '.join(table['group'])})")
+    factors = params.loc[group.to_numpy(), ["wood_density_g_cm3", "bef", "root_shoot", "carbon_fraction"]].astype(float)
+    no_value = np.flatnonzero(factors.isna().any(axis=1).to_numpy())
+    if no_value.size:
+        raise InputError(f"{source}: no volume-route factors for group(s) "
+                         f"{', '.join(sorted(set(group.iloc[no_value])))} in row(s) {format_rows(no_value)} "
+                         "(see the table's source column; give your own --species-table)")
+    svd, bef, r, cf = (factors[c].to_numpy() for c in factors.columns)
+    agb = volume * svd * bef
+    rows = pd.DataFrame({"plot_id": stands["plot_id"].to_numpy(), "agb": agb, "bgb": agb * r,
+                         "carbon": agb * (1 + r) * cf})
+    if "volume_sd_m3_ha" in stands:
+        sd = pd.to_numeric(stands["volume_sd_m3_ha"], errors="coerce").to_numpy(dtype=float)
+        rows["carbon_var"] = (sd * svd * bef * (1 + r) * cf) ** 2
+    else:
+        rows["carbon_var"] = np.nan
+    per_plot = rows.groupby("plot_id", sort=False).agg(
+        agb_mg_ha=("agb", "sum"), bgb_mg_ha=("bgb", "sum"), carbon_mg_ha=("carbon", "sum"),
+        carbon_var=("carbon_var", lambda v: v.sum(min_count=1)), n_groups=("agb", "size"))
+    extra = [c for c in ("species_group", "volume_m3_ha", "volume_sd_m3_ha") if c in stands.columns]
+    first = stands.drop(columns=extra).drop_duplicates("plot_id").set_index("plot_id")
+    out = first.join(per_plot, how="right").reset_index()
+    if hasattr(stands, "crs") and "geometry" in out.columns:
+        import geopandas as gpd
+
+        out = gpd.GeoDataFrame(out, geometry="geometry", crs=stands.crs)
+    out["carbon_sd_mg_ha"] = np.sqrt(out.pop("carbon_var"))
+    out["co2e_mg_ha"] = out["carbon_mg_ha"] * allometry_parameter("co2_per_c", "ratio")
+    out["species_groups"] = rows.assign(g=group.to_numpy()).groupby("plot_id", sort=False)["g"].agg(";".join).to_numpy()
+    out["pool"] = "forest"
+    out["method"] = "stand volume: C = V x SVD x BEF x (1 + R) x CF (species_groups.csv)"
+    return out

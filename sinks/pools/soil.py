@@ -35,7 +35,8 @@ from sinks.pools.depth import (
     parse_depths,
     uncovered_cm,
 )
-from sinks.pools.tables import load_table
+from sinks.io import first_per_id, locate_by_id
+from sinks.pools.tables import load_table, scalar_parameter
 
 HORIZON_COLUMNS = ("profile_id", "top_cm", "bottom_cm", "soc_g_kg")
 DEFAULT_DEPTHS: tuple[Interval, ...] = ((0.0, 30.0), (30.0, 100.0))
@@ -45,12 +46,7 @@ MG_HA_PER_G_KG_G_CM3_CM = 0.1
 
 def soil_parameter(name: str, table=None) -> float:
     """A scalar from ``soil_parameters.csv`` (or the user's table of the same columns)."""
-    params = load_table(table if table is not None else "", default="soil_parameters.csv",
-                        required=("name", "value"))
-    row = params[params["name"] == name]
-    if row.empty:
-        raise InputError(f"soil parameter table has no {name!r}")
-    return float(row["value"].iloc[0])
+    return scalar_parameter("soil_parameters.csv", name, table)
 
 
 def soc_g_kg_from_organic_matter_pct(om_pct, conversion: str = "van_bemmelen", table=None) -> np.ndarray:
@@ -152,7 +148,6 @@ def prepare_horizons(horizons: pd.DataFrame, *, fill_bd: bool = False, ptf: str 
     """
     soc = _numeric(horizons, "soc_g_kg")
     bd = _numeric(horizons, "bulk_density_g_cm3")
-    top, bottom = _numeric(horizons, "top_cm"), _numeric(horizons, "bottom_cm")
     samples = horizons[~np.isfinite(soc) & np.isfinite(bd)]
     sample_bd = _profile_sample_bd(horizons[np.isfinite(soc)], samples)
     out = horizons[np.isfinite(soc)].copy()
@@ -268,38 +263,11 @@ def soil_stocks(
     plots["carbon_sd_mg_ha"] = np.nan
     plots["pool"] = "soil"
     plots["area_ha"] = np.nan
-    plots["year"] = _first_per_profile(horizons, "year", profile_ids)
+    plots["year"] = first_per_id(horizons, "year", profile_ids, "profile_id")
     depth_method = (f"equal-area spline (Bishop et al. 1999; lambda={lam:g}, Malone et al. 2009)"
                     if method == "spline" else "thickness-weighted overlap")
     plots["method"] = (f"SOC x BD x thickness x (1 - CF/100); carbon density harmonised to "
                        f"{', '.join(interval_label(i).replace('_', '-') for i in intervals)} cm by {depth_method}"
                        + (f"; missing BD by {ptf}" if fill_bd else ""))
-    plots = _locate(plots, horizons, profile_ids, crs, source)
+    plots = locate_by_id(plots, horizons, profile_ids, key="profile_id", crs=crs, source=source)
     return SoilResult(plots=plots, horizons=table.reset_index(drop=True), dropped=dropped)
-
-
-def _first_per_profile(frame: pd.DataFrame, column: str, ids, key: str = "profile_id") -> np.ndarray:
-    if column not in frame.columns:
-        return np.full(len(ids), np.nan)
-    first = frame.dropna(subset=[column]).groupby(key, sort=False)[column].first()
-    return first.reindex(ids).to_numpy()
-
-
-def _locate(plots: pd.DataFrame, rows: pd.DataFrame, ids, crs: str | None, source: str,
-            key: str = "profile_id") -> pd.DataFrame:
-    """Attach point geometry from ``x``/``y`` (first row per id) when a CRS is known."""
-    from sinks.io import to_geodataframe
-
-    geometry = getattr(rows, "geometry", None) if "geometry" in rows.columns else None
-    if geometry is not None:
-        import geopandas as gpd
-
-        first = gpd.GeoDataFrame(rows[[key]].assign(geometry=geometry), geometry="geometry", crs=rows.crs)
-        first = first.drop_duplicates(key).set_index(key).reindex(ids)
-        return gpd.GeoDataFrame(plots, geometry=first.geometry.to_numpy(), crs=rows.crs)
-    if {"x", "y"} <= set(rows.columns):
-        plots["x"] = _first_per_profile(rows, "x", ids, key)
-        plots["y"] = _first_per_profile(rows, "y", ids, key)
-        if crs is not None:
-            return to_geodataframe(plots, crs=crs, source=source)
-    return plots

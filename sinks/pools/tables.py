@@ -47,6 +47,16 @@ def _read_csv(path: str) -> pd.DataFrame:
     return pd.read_csv(path, comment=None)
 
 
+def scalar_parameter(default: str, name: str, table=None) -> float:
+    """The ``value`` of row ``name`` in a name/value parameter table (``soil_parameters.csv``,
+    ``wetland_parameters.csv``, ``gedi_parameters.csv``), or in the user's table of that layout."""
+    params = load_table(table if table is not None else "", default=default, required=("name", "value"))
+    row = params[params["name"] == name]
+    if row.empty:
+        raise InputError(f"{default if table is None else table}: parameter table has no {name!r} row")
+    return float(row["value"].iloc[0])
+
+
 def allometry_parameter(name: str, parameter: str) -> float:
     """A parameter of a shipped allometry (``allometry.csv``), e.g. ``("chave2014_eq4", "a")``."""
     table = load_table("", default="allometry.csv", required=("name", "parameter", "value"))

@@ -25,8 +25,8 @@ import pandas as pd
 
 from sinks.errors import InputError
 from sinks.pools.depth import RowProblems, check_depth_intervals
-from sinks.pools.soil import _locate
-from sinks.pools.tables import load_table
+from sinks.io import locate_by_id
+from sinks.pools.tables import load_table, scalar_parameter
 
 INTERVAL_COLUMNS = ("core_id", "top_cm", "bottom_cm", "dry_bulk_density_g_cm3")
 CARBON_COLUMNS = ("fraction_carbon", "fraction_organic_matter")
@@ -36,12 +36,7 @@ MG_HA_PER_G_CM2 = 100.0
 
 def wetland_parameter(name: str, table=None) -> float:
     """A scalar from ``wetland_parameters.csv`` (or the user's table of the same columns)."""
-    params = load_table(table if table is not None else "", default="wetland_parameters.csv",
-                        required=("name", "value"))
-    row = params[params["name"] == name]
-    if row.empty:
-        raise InputError(f"wetland parameter table has no {name!r}")
-    return float(row["value"].iloc[0])
+    return scalar_parameter("wetland_parameters.csv", name, table)
 
 
 def fraction_carbon_from_organic_matter(fraction_organic_matter, conversion: str = "kauffman_donato_2012",
@@ -216,7 +211,7 @@ def wetland_stocks(
     if {"x", "y"} <= set(site.columns):
         plots["x"], plots["y"] = site["x"].to_numpy(), site["y"].to_numpy()
         where = pd.DataFrame({"core_id": ids, "x": plots["x"], "y": plots["y"]})
-        plots = _locate(plots.drop(columns=["x", "y"]), where, ids, crs, source, key="core_id")
+        plots = locate_by_id(plots.drop(columns=["x", "y"]), where, ids, key="core_id", crs=crs, source=source)
     return WetlandResult(plots=plots, intervals=table.reset_index(drop=True), dropped=dropped)
 
 
