@@ -33,7 +33,7 @@ def test_plot_carbon_from_trees_equals_hidden_truth(tmp_path):
     plots = pd.read_csv(world.trees)
     import geopandas as gpd
 
-    plot_table = forest_stocks(plots, gpd.read_file(world.plots))[0]
+    plot_table = forest_stocks(plots, gpd.read_file(world.plots)).plots
     with rasterio.open(world.carbon_truth) as src:
         truth = np.array([v[0] for v in src.sample(zip(plot_table.geometry.x, plot_table.geometry.y))])
     forested = truth > 0

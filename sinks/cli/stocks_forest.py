@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sinks.cli._common import add_crs, add_rename, echo, print_dropped, renames, summary
 from sinks.errors import InputError
-from sinks.io import read_table, write_table
+from sinks.io import read_table, to_geodataframe, write_table
 from sinks.pools import forest, height
 from sinks.pools.allometry import ExpressionAllometry, read_allometry_table
 
@@ -73,10 +73,11 @@ def run(args) -> None:
     options = forest.TreeOptions(
         height_model=_height_model(args), e=args.e, allometry=_allometry(args),
         wood_density_table=args.wood_density, species_table=args.species_table, height_sd_m=args.height_sd)
-    plot_table, tree_table, dropped, info = forest.forest_stocks(
+    stocks = forest.forest_stocks(
         trees, plots, options, n_draws=args.draws, diameter_error=_diameter_error(args.diameter_error),
         seed=args.seed, drop_invalid=args.drop_invalid, n_jobs=args.jobs, progress=not args.quiet)
-    print_dropped(dropped.table())
+    plot_table, tree_table, info = stocks.plots, stocks.trees, stocks.info
+    print_dropped(stocks.dropped.table())
     write_table(plot_table, args.out)
     echo(f"{len(plot_table)} plots, {len(tree_table)} trees ({info['route']} route)")
     for model in info["height_models"]:
@@ -107,7 +108,9 @@ def _plots(args, trees):
     if args.plots and args.area_ha is not None:
         raise InputError("give --plots or --area-ha, not both")
     if args.plots:
-        return read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs, geometry=True)
+        plots = read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs)
+        located = "geometry" in plots.columns or ({"x", "y"} <= set(plots.columns) and args.crs)
+        return to_geodataframe(plots, crs=args.crs, source=args.plots) if located else plots
     if args.area_ha is None:
         raise InputError("the tree route needs plot areas: --plots TABLE (plot_id, area_ha) or --area-ha HA")
     if args.area_ha <= 0:
@@ -126,7 +129,11 @@ def _height_model(args):
         return height.feldpausch_model(args.feldpausch)
     if not args.height_sample:
         return None
-    sample = read_table(args.height_sample, rename=renames(args), required=("dbh_cm", "height_m"))
+    sample = read_table(args.height_sample)  # --rename applies to the columns it has
+    sample = sample.rename(columns={old: new for old, new in renames(args).items() if old in sample.columns})
+    missing = [c for c in ("dbh_cm", "height_m") if c not in sample.columns]
+    if missing:
+        raise InputError(f"{args.height_sample}: missing required column(s) {', '.join(missing)} (use --rename OLD=NEW)")
     if args.hd_per_plot:
         if "plot_id" not in sample.columns:
             raise InputError(f"{args.height_sample}: --hd-per-plot needs a plot_id column")

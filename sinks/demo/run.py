@@ -94,7 +94,7 @@ def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int 
 
     trees = read_table(world.trees)
     plots = read_table(world.plots, geometry=True)
-    plot_table = forest_stocks(trees, plots)[0]
+    plot_table = forest_stocks(trees, plots).plots
     result.outputs["plot_stocks"] = write_table(plot_table, out / "plots" / "plot_stocks.gpkg")
     lap("stocks")
 

@@ -396,10 +396,29 @@ def plot_stocks(tree_table: pd.DataFrame, plots: pd.DataFrame, *, mc: montecarlo
     return out
 
 
+@dataclass
+class ForestStocks:
+    """What :func:`forest_stocks` returns.
+
+    ``plots``: one row per plot with ``agb_mg_ha``, ``carbon_mg_ha``, ``co2e_mg_ha`` and, with a
+    Monte Carlo, their ``*_mc_{mean,median,sd,q025,q975}_mg_ha`` and ``carbon_sd_mg_ha``;
+    ``trees``: one row per tree (height and its source, wood density and its level, AGB/BGB/carbon
+    in Mg); ``dropped``: rows refused with ``drop_invalid``; ``info``: height models, wood-density
+    counts, unmatched names, route; ``method``: one line of provenance.
+    """
+
+    plots: pd.DataFrame
+    trees: pd.DataFrame
+    dropped: Dropped
+    info: dict
+    method: str
+
+
 def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, options: TreeOptions | None = None, *,
                   n_draws: int = 0, diameter_error="chave2004", seed: int | None = None,
-                  drop_invalid: bool = False, n_jobs: int = 1, progress: bool = False):
-    """Tree list + plot table -> (plot table, per-tree table, dropped rows, info).
+                  drop_invalid: bool = False, n_jobs: int = 1, progress: bool = False) -> ForestStocks:
+    """Tree list (``plot_id``, ``tree_id``, ``dbh_cm``, ...) + plot table (``plot_id``, ``area_ha``)
+    -> :class:`ForestStocks` (plot stocks in Mg/ha, per-tree results, dropped rows, provenance).
 
     ``n_draws`` > 0 runs the Monte Carlo (1,000 is BIOMASS's maximum and usual choice).
     """
@@ -411,7 +430,7 @@ def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, options: TreeOptions
         mc = monte_carlo(tree_table, info, plot_ids, n_draws=n_draws, diameter_error=diameter_error,
                          seed=seed, n_jobs=n_jobs, progress=progress)
     method = describe_method(tree_table, info, n_draws=n_draws, diameter_error=diameter_error)
-    return plot_stocks(tree_table, plots, mc=mc, method=method), tree_table, dropped, info
+    return ForestStocks(plot_stocks(tree_table, plots, mc=mc, method=method), tree_table, dropped, info, method)
 
 
 def describe_method(tree_table: pd.DataFrame, info: dict, *, n_draws: int = 0, diameter_error=None) -> str:

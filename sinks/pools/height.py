@@ -149,8 +149,9 @@ def _fit_nonlinear(method: str, dbh: np.ndarray, height: np.ndarray, sqrt_w: np.
         def curve(p):
             return p[0] * (1.0 - np.exp(-((dbh / p[1]) ** p[2])))
         start = [float(np.max(height)), float(np.median(dbh)), 0.8]
-    fit = optimize.least_squares(lambda p: (curve(p) - height) * sqrt_w, start, method="lm",
-                                 x_scale="jac", max_nfev=20000)
+    with np.errstate(invalid="ignore", over="ignore"):  # trial steps may leave the valid domain
+        fit = optimize.least_squares(lambda p: (curve(p) - height) * sqrt_w, start, method="lm",
+                                     x_scale="jac", max_nfev=20000)
     if not fit.success or not np.all(np.isfinite(fit.x)):
         raise InputError(f"height sample: the {method} model did not converge ({fit.message})")
     return HeightModel(method, tuple(float(v) for v in fit.x), np.nan, None, len(height), False,
