@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import jsonschema
@@ -63,7 +64,8 @@ def parcels():
 
 
 def test_each_rule_outcome_and_verdict(parcels, layers):
-    report = assess(parcels, load_ruleset("ccer-14-001"), layers, progress=False)
+    # the 2013 methodology: non-forest every year since 2005-02-16, at least 1 mu, optional organic soil
+    report = assess(parcels, load_ruleset("ar-cm-001"), layers, progress=False)
     got = {p.parcel_id: p for p in report.parcels}
     assert got["open"].verdict == "eligible"
     assert got["forest"].verdict == "ineligible" and got["forest"].rules["non_forest_since"].status == "fail"
@@ -84,12 +86,52 @@ def test_each_rule_outcome_and_verdict(parcels, layers):
 def test_start_date_and_cut_off_decide_the_years(parcels, layers):
     # a project starting in 2015 only looks at 2005-2014: the 2015-2017 forest does not count
     parcels = parcels.assign(start_date="2015-06-01")
-    report = assess(parcels, load_ruleset("ccer-14-001"), layers, progress=False)
+    report = assess(parcels, load_ruleset("ar-cm-001"), layers, progress=False)
     assert {p.parcel_id: p.verdict for p in report.parcels}["recent"] == "eligible"
     # a cut-off before the history begins makes the rule unknown, naming the missing years
-    early = load_ruleset("ccer-14-001", parse_overrides(["non_forest_since.since=2001-01-01"]))
+    early = load_ruleset("ar-cm-001", parse_overrides(["non_forest_since.since=2001-01-01"]))
     result = {p.parcel_id: p for p in assess(parcels, early, layers, progress=False).parcels}["open"]
     assert result.verdict == "undetermined" and "2001, 2002" in result.rules["non_forest_since"].reason
+
+
+def test_ccer_14_001_three_years_before_start(parcels, layers):
+    rules = load_ruleset("ccer-14-001")
+    got = {p.parcel_id: p for p in assess(parcels, rules, layers, progress=False).parcels}
+    # start 2025-01-01: only 2022-2024 count, so forest in 2015-2017 and nodata in 2010 do not matter
+    assert got["recent"].verdict == "eligible" and got["nodata"].verdict == "eligible"
+    window = got["forest"].rules["non_forest_before_start"]
+    assert window.status == "fail" and "2022, 2023, 2024" in window.reason and "3 years before" in window.reason
+    assert window.evidence["required_years"] == [2022, 2024]
+    assert "not_organic_soil" not in got["open"].rules  # not a CCER-14-001 condition
+    # a project started in 2018 looks at 2015-2017: the recent forest now fails it
+    early = {p.parcel_id: p for p in assess(parcels.assign(start_date="2018-03-01"), rules, layers,
+                                                 progress=False).parcels}
+    assert early["recent"].rules["non_forest_before_start"].status == "fail"
+
+
+def test_ccer_14_001_minimum_area_depends_on_start_year(layers):
+    rules = load_ruleset("ccer-14-001")
+    side = 22.0  # a 484 m2 parcel: above 400 m2, below 1 mu (667 m2)
+    x0, y0 = T @ (30, 30)
+    small = gpd.GeoDataFrame({"parcel_id": ["new", "old", "undated"],
+                              "start_date": ["2024-05-01", "2019-06-01", None]},
+                             geometry=[box(x0, y0 - side, x0 + side, y0)] * 3, crs=CRS)
+    got = {p.parcel_id: p.rules["min_area"] for p in assess(small, rules, layers, progress=False).parcels}
+    assert got["new"].status == "pass" and got["new"].evidence["applied_min_area_ha"] == 0.04
+    assert got["old"].status == "fail" and "0.0667" in got["old"].reason
+    assert got["undated"].status == "unknown" and "no start date" in got["undated"].reason
+
+
+def test_rule_files_are_checked_for_their_parameters(tmp_path):
+    shipped = (Path(__file__).parents[1] / "sinks/eligibility/rulesets/ccer-14-001.toml").read_text()
+    both = tmp_path / "both.toml"
+    both.write_text(shipped.replace('years_before_start = 3', 'years_before_start = 3\nsince = "2005-02-16"'))
+    with pytest.raises(SpecError, match="exactly one of since, years_before_start"):
+        load_ruleset(both)
+    half = tmp_path / "half.toml"
+    half.write_text(shipped.replace('legacy_until = "2019-12-31"\n', ""))
+    with pytest.raises(SpecError, match="legacy_min_area_ha and legacy_until together"):
+        load_ruleset(half)
 
 
 def test_area_is_equal_area_whatever_the_crs():
@@ -103,11 +145,11 @@ def test_area_is_equal_area_whatever_the_crs():
 def test_report_validates_and_schema_rejects_bad_documents(parcels, layers, tmp_path):
     report = assess(parcels, load_ruleset("ccer-14-001"), layers, progress=False)
     document = write_report(report, tmp_path / "r.json", tmp_path / "r.gpkg")
-    assert json.loads((tmp_path / "r.json").read_text())["summary"]["eligible"] == 1
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["eligible"] == 3
     assert len(document["layers"]["forest_history"]["sha256"]) == 64
     table = gpd.read_file(tmp_path / "r.gpkg")
     assert list(table["verdict"]) == [p.verdict for p in report.parcels]
-    assert "rule_non_forest_since" in table.columns
+    assert "rule_non_forest_before_start" in table.columns
     broken = to_dict(report)
     broken["parcels"][0]["verdict"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
@@ -139,7 +181,7 @@ def test_cli_writes_report_and_fails_cleanly(parcels, layers, tmp_path, capsys):
     args = ["eligibility", str(tmp_path / "parcels.gpkg"), "--layer", f"forest_history={layers['forest_history']}",
             "--layer", f"wetland={layers['wetland']}", "--out", str(out), "--quiet"]
     assert main(args) == 0
-    assert "1 eligible" in capsys.readouterr().out
+    assert "3 eligible" in capsys.readouterr().out
     out.unlink()
     assert main(args[:4] + ["--out", str(out)]) != 0
     err = capsys.readouterr().err

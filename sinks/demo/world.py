@@ -226,7 +226,7 @@ def _make_parcels(rng, w: DemoWorld, transform, history, wetland, forest_now, ba
          "mostly river wetland"),
         ("standing_forest", 3, (120, 300), lambda m: (base_forest[m] & ~cleared[m]).all(), "ineligible",
          "forest in every year"),
-        ("too_small", 3, (16, 20), lambda m: stable_open[m].all(), "ineligible", "smaller than one mu (0.0667 ha)"),
+        ("too_small", 3, (12, 18), lambda m: stable_open[m].all(), "ineligible", "smaller than 400 m2 (0.04 ha)"),
     ]
     records, truth, taken = [], [], np.zeros(history.shape[1:], bool)
     size = history.shape[1]

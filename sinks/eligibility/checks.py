@@ -46,8 +46,22 @@ class ParcelContext:
 
 
 def min_area_ha(rule, parcel: ParcelContext) -> RuleResult:
+    """Equal-area parcel area >= ``min_area_ha``; a methodology that kept an older, larger minimum for
+    projects started up to a date gives it as ``legacy_min_area_ha`` and ``legacy_until`` (ISO date)."""
     minimum = float(rule.params["min_area_ha"])
     evidence = {"area_ha": round(parcel.area_ha, 6), "min_area_ha": minimum}
+    if "legacy_min_area_ha" in rule.params:
+        legacy, until = float(rule.params["legacy_min_area_ha"]), dt.date.fromisoformat(str(rule.params["legacy_until"]))
+        evidence.update(legacy_min_area_ha=legacy, legacy_until=until.isoformat())
+        if parcel.start_date is None:
+            if min(minimum, legacy) <= parcel.area_ha < max(minimum, legacy):
+                return RuleResult("unknown", f"area {parcel.area_ha:.4f} ha: the minimum is {legacy:g} ha for projects "
+                                  f"started by {until.isoformat()}, else {minimum:g} ha, and this parcel has no start "
+                                  "date", evidence)
+            minimum = max(minimum, legacy)
+        elif parcel.start_date <= until:
+            minimum = legacy
+        evidence["applied_min_area_ha"] = minimum
     if parcel.area_ha >= minimum:
         return RuleResult("pass", f"area {parcel.area_ha:.4f} ha >= {minimum:g} ha", evidence)
     return RuleResult("fail", f"area {parcel.area_ha:.4f} ha is below the minimum {minimum:g} ha", evidence)
@@ -57,16 +71,25 @@ def _outside(layer: str) -> RuleResult:
     return RuleResult("unknown", f"parcel lies outside the '{layer}' layer", {"layer": layer})
 
 
+def _required_years(rule, start: dt.date) -> tuple[list[int], str]:
+    """Calendar years that must be non-forest, and how they were chosen: every year from the
+    ``since`` cut-off date, or the ``years_before_start`` years just before the start year."""
+    if "since" in rule.params:
+        since = dt.date.fromisoformat(str(rule.params["since"]))
+        return list(range(since.year, start.year)), f"after the {since.isoformat()} cut-off"
+    n_years = int(rule.params["years_before_start"])
+    return list(range(start.year - n_years, start.year)), f"within {n_years} years before the {start.isoformat()} start"
+
+
 def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
-    """Non-forest (value 0) in every year from ``since`` to the year before the start date."""
+    """Non-forest (value 0) in every required year before the start year (see :func:`_required_years`)."""
     if parcel.start_date is None:
         return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)")
-    since = dt.date.fromisoformat(str(rule.params["since"]))
     tolerance = float(rule.params["max_forest_fraction"])
     pixels = parcel.pixels(rule.layer)
     if pixels is None:
         return _outside(rule.layer)
-    years = list(range(since.year, parcel.start_date.year))
+    years, window = _required_years(rule, parcel.start_date)
     available = {name: i for i, name in enumerate(pixels.bands) if name.isdigit()}
     missing = [y for y in years if str(y) not in available]
     per_year, failed, unknown = {}, [], []
@@ -86,7 +109,7 @@ def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
                 "centroid_pixel": pixels.centroid_pixel, "max_forest_fraction": tolerance,
                 "years": per_year, "missing_years": missing}
     if failed:
-        return RuleResult("fail", f"forest on the parcel in {_years(failed)} (after the {since.isoformat()} cut-off)", evidence)
+        return RuleResult("fail", f"forest on the parcel in {_years(failed)} ({window})", evidence)
     if missing:
         return RuleResult("unknown", f"the forest history lacks {_years(missing)}", evidence)
     if unknown:
@@ -122,3 +145,25 @@ CHECKS: dict[str, Callable] = {
     "non_forest_history": non_forest_history,
     "raster_fraction_max": raster_fraction_max,
 }
+#: Parameters each check needs: every group must be present, with exactly one of its names for an
+#: either-or group (a rule counts years from a cut-off date or back from the start, not both);
+#: PAIRED names come together or not at all.
+REQUIRED_PARAMS: dict[str, list[tuple[str, ...]]] = {
+    "min_area_ha": [("min_area_ha",)],
+    "non_forest_history": [("max_forest_fraction",), ("since", "years_before_start")],
+    "raster_fraction_max": [("max_fraction",)],
+}
+PAIRED_PARAMS = {"min_area_ha": ("legacy_min_area_ha", "legacy_until")}
+
+
+def parameter_problem(check: str, params: dict) -> str | None:
+    """What is wrong with a rule's parameters for its check, or None."""
+    for group in REQUIRED_PARAMS[check]:
+        present = [name for name in group if name in params]
+        if len(present) != 1:
+            wanted = group[0] if len(group) == 1 else "exactly one of " + ", ".join(group)
+            return f"check {check!r} needs {wanted}" + (f" (has {', '.join(present)})" if present else "")
+    pair = PAIRED_PARAMS.get(check, ())
+    if pair and sum(name in params for name in pair) == 1:
+        return f"check {check!r} needs {' and '.join(pair)} together"
+    return None

@@ -84,7 +84,7 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
             raise SpecError(f"rule set {str(name_or_path)!r} not found: give a file or one of {', '.join(shipped_rulesets())}")
         path = shipped
     data, where = read_toml(path, "rule set"), str(path)
-    from sinks.eligibility.checks import CHECKS
+    from sinks.eligibility.checks import CHECKS, parameter_problem
 
     overrides = overrides or {}
     rules = []
@@ -100,6 +100,9 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
                 raise SpecError(f"--param {raw['id']}.{key}: rule {raw['id']!r} has no parameter {key!r} "
                                 f"(it has {', '.join(params) or 'none'})")
             params[key] = value
+        problem = parameter_problem(raw["check"], params)
+        if problem:
+            raise SpecError(f"{where}: rule {raw['id']!r}: {problem}")
         rules.append(Rule(raw["id"], raw["check"], params, raw.get("description", ""), raw["source"],
                           raw["confidence"], raw.get("description_zh", ""), raw.get("layer"),
                           bool(raw.get("optional_layer", False))))
