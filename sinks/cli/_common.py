@@ -27,6 +27,25 @@ def add_crs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_engine(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", choices=("local", "ee"), default="local",
+                       help="local: GeoTIFF/VRT sources with rasterio (default); ee: the spec's [sources.ee] "
+                       "sections on Google Earth Engine (needs sinks[ee] and 'earthengine authenticate')")
+    group.add_argument("--ee-project", metavar="PROJECT",
+                       help="Google Cloud project with the Earth Engine API enabled (with --engine ee)")
+
+
+def start_engine(args: argparse.Namespace) -> None:
+    """Initialize Earth Engine for ``--engine ee`` (the only place the CLI calls ee.Initialize)."""
+    if args.engine == "ee":
+        from sinks.covariates.earthengine import initialize
+
+        initialize(args.ee_project)
+    elif args.ee_project:
+        raise InputError("--ee-project is for --engine ee")
+
+
 def renames(args: argparse.Namespace) -> dict[str, str]:
     return parse_rename(args.rename)
 

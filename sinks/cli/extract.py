@@ -1,8 +1,8 @@
-"""``sinks extract SPEC PLOTS --out TABLE``: covariates at plots."""
+"""``sinks extract SPEC PLOTS --out TABLE``: covariates at plots, on local rasters or Earth Engine."""
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_rename, echo, renames
+from sinks.cli._common import add_crs, add_engine, add_rename, echo, renames, start_engine
 from sinks.errors import InputError
 from sinks.io import read_table, write_table
 
@@ -13,7 +13,8 @@ def register(sub) -> None:
         help="covariates at plots from a feature spec -> feature table",
         description="Compute a feature spec's covariates over each plot's footprint (point, buffer or "
         "polygon, as the spec says) and write one row per plot: plot_id, x, y, one column per "
-        "feature, pixel counts, then the plot table's other columns (e.g. carbon_mg_ha).",
+        "feature, pixel counts, then the plot table's other columns (e.g. carbon_mg_ha). "
+        "The same spec runs on local rasters (default) or on Earth Engine (--engine ee).",
     )
     parser.add_argument("spec", help="feature spec (features/*.toml)")
     parser.add_argument("plots", help="plot table: plot_id and geometry, or x/y with --crs")
@@ -23,11 +24,11 @@ def register(sub) -> None:
     parser.add_argument("--row-ids", action="store_true",
                         help="number the rows 1..n as plot_id (for point tables without an id column)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> None:
-    from sinks.covariates.extract import extract
     from sinks.covariates.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -36,9 +37,17 @@ def run(args) -> None:
         if "plot_id" in plots.columns:
             raise InputError(f"{args.plots}: already has plot_id; drop --row-ids")
         plots.insert(0, "plot_id", range(1, len(plots) + 1))
-    table = extract(spec, plots, progress=not args.quiet)
+    start_engine(args)
+    if args.engine == "ee":
+        from sinks.covariates.earthengine import extract_ee
+
+        table = extract_ee(spec, plots)
+    else:
+        from sinks.covariates.extract import extract
+
+        table = extract(spec, plots, progress=not args.quiet)
     write_table(table, args.out)
     valid = int((table["valid_pixels"] > 0).sum())
-    echo(f"{len(table)} plots x {len(spec.features)} features of spec {spec.name!r}; "
+    echo(f"{len(table)} plots x {len(spec.features)} features of spec {spec.name!r} ({args.engine} engine); "
          f"{valid} plots with every feature valid")
     echo(f"feature table -> {args.out}")

@@ -1,8 +1,10 @@
-"""``sinks stack SPEC --out STACK.tif``: the covariate stack on the spec's grid."""
+"""``sinks stack SPEC --out STACK.tif``: the covariate stack on the spec's grid (local COG, or an
+Earth Engine export of COG tiles to Cloud Storage or Drive)."""
 
 from __future__ import annotations
 
-from sinks.cli._common import echo
+from sinks.cli._common import add_engine, echo, start_engine
+from sinks.errors import InputError
 
 
 def register(sub) -> None:
@@ -10,19 +12,52 @@ def register(sub) -> None:
         "stack",
         help="covariate stack (one band per feature) as a Cloud-Optimized GeoTIFF",
         description="Compute every feature of a spec over its whole target grid, window by window, "
-        "and write them as bands of one COG (band descriptions = feature names, nodata -9999).",
+        "and write them as bands of one COG (band descriptions = feature names, nodata -9999). "
+        "With --engine ee the stack is computed on Earth Engine and exported as COG tiles to a "
+        "Cloud Storage bucket (--bucket) or a Drive folder (--drive-folder); --out is then the file "
+        "name prefix, and the command prints the export task's id.",
     )
     parser.add_argument("spec", help="feature spec (features/*.toml)")
-    parser.add_argument("--out", required=True, help="output GeoTIFF (written as a COG)")
+    parser.add_argument("--out", required=True,
+                        help="output GeoTIFF (written as a COG); with --engine ee, the exported files' name prefix")
     parser.add_argument("--block", type=int, default=512, help="window size in pixels, a multiple of 16 (default 512)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine(parser)
+    export = parser.add_argument_group("Earth Engine export (with --engine ee)")
+    where = export.add_mutually_exclusive_group()
+    where.add_argument("--bucket", help="Cloud Storage bucket to export to")
+    where.add_argument("--drive-folder", help="Google Drive folder to export to")
+    export.add_argument("--tile-pixels", type=int,
+                        help="width and height of each exported file in pixels, a multiple of 256 "
+                        "(default: Earth Engine's file size)")
+    export.add_argument("--max-pixels", type=float, default=1e10,
+                        help="largest number of pixels the export may hold (default 1e10)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> None:
-    from sinks.covariates.extract import build_stack
     from sinks.covariates.spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.engine == "ee":
+        return _export_ee(args, spec)
+    if args.bucket or args.drive_folder or args.tile_pixels:
+        raise InputError("--bucket, --drive-folder and --tile-pixels are for --engine ee")
+    start_engine(args)
+    from sinks.covariates.extract import build_stack
+
     build_stack(spec, args.out, block=args.block, progress=not args.quiet)
     echo(f"{len(spec.features)} features of spec {spec.name!r} -> {args.out}")
+
+
+def _export_ee(args, spec) -> None:
+    from sinks.covariates.earthengine import export_stack_ee
+
+    if not (args.bucket or args.drive_folder):
+        raise InputError("--engine ee exports the stack: give --bucket BUCKET or --drive-folder FOLDER")
+    start_engine(args)
+    task = export_stack_ee(spec, bucket=args.bucket, folder=args.drive_folder, file_prefix=args.out,
+                           tile_pixels=args.tile_pixels, max_pixels=args.max_pixels, start=True)
+    where = f"gs://{args.bucket}/{args.out}*" if args.bucket else f"Drive folder {args.drive_folder!r}, files {args.out}*"
+    echo(f"{len(spec.features)} features of spec {spec.name!r}: Earth Engine export task {task.id} started -> {where}")
+    echo(f"follow it with 'earthengine task info {task.id}' or at https://code.earthengine.google.com/tasks")
