@@ -13,6 +13,7 @@ pixels, then measures, each case in a fresh subprocess so peak RSS is its own:
 - ``twi``: whole-grid flow accumulation + TWI on a 1000 x 1000 and a 2000 x 2000 DEM; tracemalloc
   peak per pixel (the basis of ``terrain.FLOW_BYTES_PER_PIXEL``).
 
+Every case runs ``--repeat`` times (default 3); times and peak memory are medians over the runs.
 Prints a table and writes ``benchmarks/results/bench_covariates.json``. Peak memory is
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the case's subprocess (GDAL's block cache
 included); for TWI also ``tracemalloc``'s peak in a second, untimed run.
@@ -24,6 +25,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,11 +161,19 @@ def case(name: str, workdir: Path, size: int, n_plots: int) -> dict:
     return result
 
 
+def _spawn(name: str, workdir: Path, args) -> dict:
+    """One run of a case in a fresh interpreter (its own peak RSS)."""
+    proc = subprocess.run([sys.executable, __file__, "--case", name, "--workdir", str(workdir), "--size",
+                           str(args.size), "--plots", str(args.plots)], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000, help="grid side in pixels (default 10000: 1e8 pixels)")
     parser.add_argument("--plots", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; medians are reported (default 3)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -178,21 +188,22 @@ def main() -> None:
     print(f"inputs: 3 x {args.size} x {args.size} float32 in {workdir} ({time.perf_counter() - t0:.1f} s)", flush=True)
     results = {}
     for name in ("extract", "naive_sample", "stack", "twi1000", "twi2000"):
-        proc = subprocess.run([sys.executable, __file__, "--case", name, "--workdir", str(workdir), "--size",
-                               str(args.size), "--plots", str(args.plots)], capture_output=True, text=True, check=True)
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        runs = [_spawn(name, workdir, args) for _ in range(args.repeat)]
+        results[name] = {**runs[0], **{key: statistics.median(r[key] for r in runs)
+                                       for key, value in runs[0].items() if isinstance(value, float)},
+                         "runs_s": [r["seconds"] for r in runs]}
         print(json.dumps(results[name]), flush=True)
     ratio = results["naive_sample"]["seconds"] / results["extract"]["seconds"]
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
-        "grid_pixels": args.size**2, "plots": args.plots,
+        "grid_pixels": args.size**2, "plots": args.plots, "repeat": args.repeat,
         "extract_s": results["extract"]["seconds"], "naive_sample_s": results["naive_sample"]["seconds"],
         "extract_speedup_vs_naive": ratio,
         "stack_s": results["stack"]["seconds"], "stack_peak_rss_mb": results["stack"]["peak_rss_mb"],
         "one_band_whole_mb": args.size**2 * 4 / 2**20,
         "results": results,
     }
-    print(f"extract {args.plots} plots: {summary['extract_s']:.1f} s vs naive sample loop "
+    print(f"medians of {args.repeat}: extract {args.plots} plots: {summary['extract_s']:.1f} s vs naive sample loop "
           f"{summary['naive_sample_s']:.1f} s (x{ratio:.2f}); stack {args.size}^2 x 4 features: "
           f"{summary['stack_s']:.1f} s, peak RSS {summary['stack_peak_rss_mb']:.0f} MB "
           f"(one whole band = {summary['one_band_whole_mb']:.0f} MB)")

@@ -39,7 +39,7 @@ def write_tif(path: Path, bands, *, res=10.0, origin=ORIGIN, crs=CRS, nodata=Non
 
 def write_spec(path: Path, body: str, *, grid: str = 'like = "a"', res: float = 10.0, footprint: str = "point") -> Path:
     path.write_text(f'name = "t"\n[grid]\ncrs = "{CRS}"\nresolution = {res}\n{grid}\n'
-                    f'[footprint]\nkind = "{footprint}"\n' + (f"radius = 15\n" if footprint == "buffer" else "")
+                    f'[footprint]\nkind = "{footprint}"\n' + ("radius = 15\n" if footprint == "buffer" else "")
                     + body)
     return path
 
