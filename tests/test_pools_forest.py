@@ -304,3 +304,24 @@ def test_cli_volume_route_and_bad_rows(tmp_path, capsys):
     assert main(argv + ["--drop-invalid"]) == 0
     assert "row 2: dbh_cm missing" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "o.csv")) == 2
+
+
+def test_cli_tree_list_is_its_own_height_sample(tmp_path, capsys):
+    """Heights measured on some trees fit the H-D model that fills the others; measured ones stay."""
+    rng = np.random.default_rng(3)
+    dbh = rng.uniform(8, 45, 40)
+    height = np.exp(0.9 + 0.55 * np.log(dbh)) * np.exp(rng.normal(0, 0.05, 40))
+    height[::2] = np.nan  # every other tree unmeasured
+    trees = pd.DataFrame({"plot_id": np.repeat(["a", "b"], 20), "tree_id": np.tile(np.arange(20), 2),
+                          "dbh_cm": dbh, "height_m": height, "species": "杉木"})
+    trees.to_csv(tmp_path / "trees.csv", index=False)
+    assert main(["stocks", "forest", str(tmp_path / "trees.csv"), "--area-ha", "0.0667", "--hd-model", "log1",
+                 "--height-sample", str(tmp_path / "trees.csv"), "--draws", "0", "--quiet",
+                 "--out", str(tmp_path / "plots.csv"), "--trees-out", str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    measured = np.isfinite(height)
+    assert (out["height_source"][measured] == "measured").all() and (out["height_source"][~measured] == "log1").all()
+    assert np.allclose(out["height_used_m"][measured], height[measured])
+    expected = np.exp(0.9 + 0.55 * np.log(dbh[~measured]))
+    assert np.allclose(out["height_used_m"][~measured], expected, rtol=0.05)  # the fitted curve, not the noise
+    assert (out["allometry"] == "chave2014_eq4").all()
