@@ -317,3 +317,22 @@ def test_missing_raster_named(tmp_path):
     with pytest.raises(InputError, match=r"a\.tif: raster not found"):
         LocalEngine(spec)
     assert os.listdir(tmp_path) == ["s.toml"]
+
+
+def test_window_arrays_are_freed_without_the_cyclic_collector():
+    """evaluate() must not leave a reference cycle holding the window's arrays: a map or stack job
+    would otherwise grow by every window until Python's cyclic collector happens to run."""
+    import gc
+    import weakref
+
+    from sinks.covariates.expressions import evaluate
+
+    gc.disable()
+    try:
+        band = np.ones((64, 64), dtype=np.float32)
+        alive = weakref.ref(band)
+        result = evaluate("(nir - red) / (nir + red) + 1", {"nir": band, "red": band * 0.5})
+        del band
+        assert alive() is None and result.shape == (64, 64)
+    finally:
+        gc.enable()

@@ -39,7 +39,8 @@ def register(pools) -> None:
     group.add_argument("--height-sd", type=float, default=0.0, metavar="M",
                        help="measurement sd of measured heights for the Monte Carlo (m, default 0)")
     group.add_argument("--e", type=float, metavar="E",
-                       help="Chave 2014 stress index E: trees without height use eq. 7 (BIOMASS coefficients)")
+                       help="Chave 2014 stress index E: if some trees lack a height and no H-D model is given, "
+                       "every tree uses eq. 7 (BIOMASS coefficients; one allometry per run)")
     group = parser.add_argument_group("wood density and allometry")
     group.add_argument("--wood-density", metavar="TABLE",
                        help="wood-density table (BIOMASS wsg_estimates, GWDD records or your own)")
