@@ -81,19 +81,30 @@ def read_table(
         raise
     except Exception as exc:  # corrupt or unreadable file
         raise InputError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from exc
+    frame = check_columns(frame, path, rename=rename, required=required)
+    if geometry:
+        frame = to_geodataframe(frame, crs=crs, source=str(path))
+    return frame
+
+
+def check_columns(frame: pd.DataFrame, source, *, rename: Mapping[str, str] | None = None,
+                  required: Sequence[str] = (), only_present: bool = False) -> pd.DataFrame:
+    """Rename columns (``{old: new}``) and check that ``required`` ones are there, naming ``source``.
+
+    A rename of a column the table lacks is an error, unless ``only_present`` (for a second table
+    read with the same ``--rename`` options as the first, e.g. a height sample beside a tree list).
+    """
     if rename:
         missing = [old for old in rename if old not in frame.columns]
-        if missing:
-            raise InputError(f"{path}: --rename names columns not in the file: {', '.join(missing)}")
-        frame = frame.rename(columns=dict(rename))
+        if missing and not only_present:
+            raise InputError(f"{source}: --rename names columns not in the file: {', '.join(missing)}")
+        frame = frame.rename(columns={old: new for old, new in rename.items() if old in frame.columns})
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(
-            f"{path}: missing required column(s) {', '.join(missing)}; found "
+            f"{source}: missing required column(s) {', '.join(missing)}; found "
             f"{', '.join(map(str, frame.columns))} (use --rename OLD=NEW for your own names)"
         )
-    if geometry:
-        frame = to_geodataframe(frame, crs=crs, source=str(path))
     return frame
 
 

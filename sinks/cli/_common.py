@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError
-from sinks.io import parse_rename, read_table
+from sinks.io import check_columns, parse_rename, read_table
 
 
 def add_rename(parser: argparse.ArgumentParser) -> None:
@@ -68,16 +68,10 @@ def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], 
                and (sites is None or old not in sites.columns)]
     if unknown:
         raise InputError(f"{path}: --rename names columns not in the file(s): {', '.join(unknown)}")
-    rows = rows.rename(columns={o: n for o, n in mapping.items() if o in rows.columns})
-    missing = [c for c in required if c not in rows.columns]
-    if missing:
-        raise InputError(f"{path}: missing required column(s) {', '.join(missing)}; found "
-                         f"{', '.join(map(str, rows.columns))} (use --rename OLD=NEW for your own names)")
+    rows = check_columns(rows, path, rename=mapping, required=required, only_present=True)
     if sites is None:
         return rows
-    sites = sites.rename(columns={o: n for o, n in mapping.items() if o in sites.columns})
-    if key not in sites.columns:
-        raise InputError(f"{sites_path}: missing column {key} (use --rename OLD=NEW)")
+    sites = check_columns(sites, sites_path, rename=mapping, required=(key,), only_present=True)
     extra = [c for c in ("x", "y", "year", "habitat") if c in sites.columns and c not in rows.columns]
     return rows.merge(sites[[key, *extra]].drop_duplicates(key), on=key, how="left") if extra else rows
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sinks.cli._common import add_crs, add_rename, echo, print_dropped, renames, summary
 from sinks.errors import InputError
-from sinks.io import read_table, to_geodataframe, write_table
+from sinks.io import check_columns, read_table, to_geodataframe, write_table
 from sinks.pools import forest, height
 from sinks.pools.allometry import ExpressionAllometry, read_allometry_table
 
@@ -130,11 +130,8 @@ def _height_model(args):
         return height.feldpausch_model(args.feldpausch)
     if not args.height_sample:
         return None
-    sample = read_table(args.height_sample)  # --rename applies to the columns it has
-    sample = sample.rename(columns={old: new for old, new in renames(args).items() if old in sample.columns})
-    missing = [c for c in ("dbh_cm", "height_m") if c not in sample.columns]
-    if missing:
-        raise InputError(f"{args.height_sample}: missing required column(s) {', '.join(missing)} (use --rename OLD=NEW)")
+    sample = check_columns(read_table(args.height_sample), args.height_sample, rename=renames(args),
+                           required=("dbh_cm", "height_m"), only_present=True)  # --rename is for the tree list too
     if args.hd_per_plot:
         if "plot_id" not in sample.columns:
             raise InputError(f"{args.height_sample}: --hd-per-plot needs a plot_id column")
