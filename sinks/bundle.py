@@ -108,7 +108,7 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
                 oof: pd.DataFrame) -> Path:
     """Write a bundle folder atomically; returns its path. ``metadata`` gets ids, hashes, versions."""
     folder = Path(folder)
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder_kind="bundle") as tmp:
         tmp.mkdir()
         save_model(kind, model, tmp)
         aoa.save(tmp / "aoa.npz")

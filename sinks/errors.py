@@ -1,8 +1,10 @@
 """One family of exceptions for everything sinks reports to a user.
 
 Each class is one kind of failure; its message names the file, row, column or band at fault and
-says what to do. The ``sinks`` command turns any :class:`SinksError` into one line on stderr and
-a non-zero exit code, without a traceback.
+says what to do. The ``sinks`` command turns any :class:`SinksError` (and the operating system's
+errors on paths: permissions, a full disk) into one line on stderr and a non-zero exit code,
+without a traceback (``--debug`` or ``SINKS_DEBUG=1`` shows it). ``docs/errors.md`` describes each
+class; a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ class InputError(SinksError, ValueError):
 
 class SpecError(InputError):
     """A feature spec, recipe or rule set that cannot be used as written."""
+
+
+class ImplausibleValueError(InputError):
+    """Values outside the physically plausible range, usually a unit slip (mm for cm, m² for ha)."""
+
+
+class OutputError(InputError):
+    """An output that cannot be written safely: it exists, is a folder, is an input, or its
+    folder is missing or read-only."""
+
+
+class ResourceError(InputError):
+    """A job larger than the limits: too many pixels, or more memory than the machine has."""
 
 
 class ModelMismatchError(SinksError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sinks.errors import InputError
+from sinks.errors import InputError, OutputError
 
 VECTOR_SUFFIXES = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 TABLE_SUFFIXES = {".csv", ".parquet", ".geoparquet", *VECTOR_SUFFIXES}
@@ -165,27 +165,161 @@ def format_rows(index: Sequence[int], limit: int = 10) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+#: What each kind of output may be called: file kinds by extension; folder kinds by the file that
+#: marks a folder as one sinks made (only such a folder is ever replaced, and only when asked).
+FILE_OUTPUTS = {
+    "table": frozenset(TABLE_SUFFIXES),
+    "raster": frozenset({".tif", ".tiff"}),
+    "json": frozenset({".json"}),
+    "gpkg": frozenset({".gpkg"}),
+}
+FOLDER_MARKERS = {"bundle": "metadata.json", "workspace": ".sinks-workspace"}
+_STAGING = ".partial"
+
+
+def is_sinks_folder(path: str | os.PathLike, kind: str) -> bool:
+    """Whether ``path`` is a folder sinks made of ``kind`` (``bundle`` or ``workspace``)."""
+    return (Path(path) / FOLDER_MARKERS[kind]).is_file()
+
+
+def check_outputs(outputs: Mapping[str | os.PathLike, str], *, inputs: Iterable[str | os.PathLike] = (),
+                  overwrite: bool = False) -> None:
+    """Check output paths before any work; :class:`~sinks.errors.OutputError` says what is wrong.
+
+    ``outputs`` maps each path to its kind (a key of :data:`FILE_OUTPUTS` or
+    :data:`FOLDER_MARKERS`). A file output must have a known extension, must not be a folder, and
+    is replaced only with ``overwrite``; a folder output may be new, empty, or a folder of its kind
+    (replaced only with ``overwrite``), never another folder. Every output's folder must exist and
+    be writable, and outputs must differ from each other and from the inputs.
+    """
+    seen: dict[Path, str] = {}
+    input_paths = {Path(p).resolve() for p in inputs if p}
+    for raw, kind in outputs.items():
+        text, path = str(raw), Path(raw)
+        if kind in FILE_OUTPUTS:
+            _check_file_output(text, path, FILE_OUTPUTS[kind], overwrite)
+        else:
+            _check_folder_output(path, kind, overwrite)
+        parent = path.resolve().parent
+        if not parent.is_dir():
+            raise OutputError(f"{path}: the folder {parent} does not exist; create it first or write elsewhere")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"{path}: the folder {parent} is not writable; write elsewhere")
+        resolved = path.resolve()
+        if resolved in input_paths:
+            raise OutputError(f"{path}: is also an input of this command; write the output elsewhere")
+        if resolved in seen:
+            raise OutputError(f"{path}: named as two outputs; give each output its own path")
+        seen[resolved] = kind
+
+
+def _check_file_output(text: str, path: Path, suffixes, overwrite: bool) -> None:
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name ({' or '.join(sorted(suffixes))}) "
+                          "- sinks never replaces a folder with a file")
+    if path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: unknown output format {path.suffix or '(no extension)'!r}; "
+                          f"use {', '.join(sorted(suffixes))}")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: exists; pass --overwrite to replace it")
+
+
+def _check_folder_output(path: Path, kind: str, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is a file, not a {kind} folder; choose another path")
+    if path.is_dir() and any(path.iterdir()):
+        if not is_sinks_folder(path, kind):
+            raise OutputError(f"{path}: is a folder that is not a sinks {kind}; sinks never replaces a "
+                              "folder it did not make: choose a new path")
+        if not overwrite:
+            raise OutputError(f"{path}: a {kind} exists there; pass --overwrite to replace it")
+
+
+def _staging_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
+    """Remove staging files that a killed run (its process gone) left for the output ``path``."""
+    import shutil
+
+    path = Path(path)
+    removed = []
+    prefix = _staging_prefix(path)
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        name = entry.name
+        if not (name.startswith(prefix) and _STAGING in name):
+            continue
+        pid_text = name[len(prefix):].split(".", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _replaceable(path: Path, kind: str | None) -> None:
+    if path.is_dir() and not path.is_symlink():
+        if kind is None:
+            raise OutputError(f"{path}: is a folder; sinks never replaces a folder with a file")
+        if any(path.iterdir()) and not is_sinks_folder(path, kind):
+            raise OutputError(f"{path}: is a folder that is not a sinks {kind}; sinks never replaces a "
+                              "folder it did not make: choose a new path")
+    elif path.exists() and kind is not None:
+        raise OutputError(f"{path}: exists and is a file, not a {kind} folder; choose another path")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None,
+                folder_kind: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    Works for files and folders (a folder is replaced whole). On error the temporary is removed
-    and any existing ``path`` is left untouched.
+    For a file, or for a folder of ``folder_kind`` (``bundle``, ``workspace``): an existing folder
+    is replaced only when it is one sinks made of that kind (or empty), never otherwise, and a file
+    never replaces a folder. On error (and on SIGINT, or SIGTERM/SIGHUP under the ``sinks``
+    command) the temporary is removed and any existing ``path`` is left untouched. Staging that a
+    killed run left for the same output is removed first. The staging name is
+    ``.NAME.PID.RANDOM.partialSUFFIX`` in the target's folder.
     """
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replaceable(path, folder_kind)
+    clean_stale_staging(path)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{_staging_prefix(path)}{os.getpid()}.",
+                                    suffix=f"{_STAGING}{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
     try:
         yield tmp
+        _replaceable(path, folder_kind)
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -194,9 +328,27 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         raise
 
 
-def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a (Geo)DataFrame by extension, atomically. Returns the path written."""
-    path = Path(path)
+def _write_table_file(frame: pd.DataFrame, tmp: Path, path: Path) -> None:
+    suffix = path.suffix.lower()
+    import geopandas as gpd
+
+    is_geo = isinstance(frame, gpd.GeoDataFrame) and "geometry" in frame.columns
+    if suffix == ".csv":
+        out = frame
+        if is_geo:
+            out = pd.DataFrame(frame.drop(columns="geometry"))
+            if frame.geometry.geom_type.eq("Point").all():
+                out["x"], out["y"] = frame.geometry.x, frame.geometry.y
+            else:
+                out["wkt"] = frame.geometry.to_wkt()
+        out.to_csv(tmp, index=False)
+    elif suffix in (".parquet", ".geoparquet"):
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_file(tmp, driver=VECTOR_SUFFIXES[suffix], layer=path.stem)
+
+
+def _check_table_output(frame: pd.DataFrame, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise InputError(f"{path}: unsupported output format {suffix!r}; use .csv, .gpkg or .parquet")
@@ -205,21 +357,25 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     is_geo = isinstance(frame, gpd.GeoDataFrame) and "geometry" in frame.columns
     if suffix in VECTOR_SUFFIXES and not is_geo:
         raise InputError(f"{path}: {suffix} needs geometry; write .csv or .parquet instead")
-    with atomic_path(path) as tmp:
-        if suffix == ".csv":
-            out = frame
-            if is_geo:
-                out = pd.DataFrame(frame.drop(columns="geometry"))
-                if frame.geometry.geom_type.eq("Point").all():
-                    out["x"], out["y"] = frame.geometry.x, frame.geometry.y
-                else:
-                    out["wkt"] = frame.geometry.to_wkt()
-            out.to_csv(tmp, index=False)
-        elif suffix in (".parquet", ".geoparquet"):
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_file(tmp, driver=VECTOR_SUFFIXES[suffix], layer=path.stem)
-    return path
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a (Geo)DataFrame by extension, atomically. Returns the path written."""
+    return write_tables({path: frame})[0]
+
+
+def write_tables(tables: Mapping[str | os.PathLike, pd.DataFrame]) -> list[Path]:
+    """Write tables that belong together (a plot table and its tree table): all appear or none.
+
+    Each is written to its staging name; only when every one is complete are they renamed.
+    """
+    items = [(Path(path), frame) for path, frame in tables.items()]
+    for path, frame in items:
+        _check_table_output(frame, path)
+    with contextlib.ExitStack() as stack:
+        for path, frame in items:
+            _write_table_file(frame, stack.enter_context(atomic_path(path)), path)
+    return [path for path, _ in items]
 
 
 def read_toml(path: str | os.PathLike, what: str) -> dict:

@@ -1,14 +1,24 @@
 """The ``sinks`` command: a thin layer over the Python API.
 
 Each subcommand lives in its own module of this package and exposes ``register(subparsers)``,
-which adds its parser and sets ``func`` to the function that runs it. Errors of the
-:class:`sinks.errors.SinksError` family become one line on stderr and a non-zero exit.
+which adds its parser and sets ``func`` to the function that runs it, ``outputs`` (the options
+that name files it writes, with their kind) and ``inputs`` (the options that name files it reads).
+Before ``func`` runs, every output is checked (:func:`sinks.io.check_outputs`): nothing existing is
+replaced without ``--overwrite``, no folder the user made is ever replaced, and outputs are distinct
+from each other and from the inputs.
+
+Every expected failure (:class:`sinks.errors.SinksError`, the operating system's errors on paths,
+a usage mistake) becomes one line on stderr and a non-zero exit; ``--debug`` or ``SINKS_DEBUG=1``
+shows the traceback instead. SIGTERM and SIGHUP stop the command as SIGINT does: staging files are
+removed and nothing half-written is kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 import sinks
@@ -18,38 +28,118 @@ from sinks.errors import SinksError
 COMMANDS = ("demo", "stocks", "extract", "stack", "train", "map", "eligibility")
 
 
+class UsageError(SinksError):
+    """A command line argparse cannot parse (unknown option, bad value)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP received: unwinds like KeyboardInterrupt so staging files are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at ``--help``."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sinks",
         description=(
             "Machine-learning carbon-sink estimation: field plots -> carbon stocks -> covariates "
             "-> spatially validated model -> Cloud-Optimized GeoTIFF carbon map -> per-parcel "
             "eligibility report."
         ),
-        epilog="Run 'sinks COMMAND --help' for the options of one step. Units: Mg C/ha, t CO2e, ha.",
+        epilog="Run 'sinks COMMAND --help' for the options of one step. Units: Mg C/ha, t CO2e, ha. "
+        "Errors are one line; --debug (or SINKS_DEBUG=1) shows the traceback.",
     )
     parser.add_argument("--version", action="version", version=f"sinks {sinks.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         importlib.import_module(f"sinks.cli.{name}").register(sub)
     return parser
 
 
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def _catch_signals() -> dict:
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            try:
+                previous[signum] = signal.signal(signum, _terminate)
+            except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+                pass
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("SINKS_DEBUG", "") not in ("", "0") or "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 1
+    command = "sinks"
+    previous = _catch_signals()
     try:
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 1
+        command = f"sinks {args.command}"
+        from sinks.cli._common import check_cli_outputs
+
+        check_cli_outputs(args)
         args.func(args)
     except SinksError as exc:
-        print(f"sinks {args.command}: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"{command}: error: {_os_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"sinks {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        print(f"{command}: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"{command}: stopped by {signal.Signals(exc.signum).name}; nothing half-written was kept",
+              file=sys.stderr)
+        return 128 + exc.signum
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        print(f"{command}: internal error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
+
+
+def _os_message(exc: OSError) -> str:
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    advice = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EACCES: "check the permissions, or write elsewhere",
+        errno.EROFS: "the file system is read-only; write elsewhere",
+        errno.ENOENT: "check the path",
+    }.get(exc.errno, "")
+    return f"{where}{what}" + (f"; {advice}" if advice else "")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,3 +89,75 @@ def summary(values: pd.Series) -> str:
         return "n 0"
     q = np.quantile(v, [0.05, 0.5, 0.95])
     return f"n {len(v)}, mean {v.mean():.1f}, median {q[1]:.1f}, 5-95% {q[0]:.1f}-{q[2]:.1f}"
+
+
+# ---- option types: a bad number is a one-line usage error naming the option ---------------------
+
+def _typed(convert, test, what: str):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _typed(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _typed(float, lambda v: np.isfinite(v) and v > 0, "a positive number")
+nonnegative_float = _typed(float, lambda v: np.isfinite(v) and v >= 0, "a number >= 0")
+unit_fraction = _typed(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
+
+
+def crs_string(text: str) -> str:
+    """A CRS as the user wrote it, checked by pyproj (``EPSG:32648``, a WKT, a PROJ string)."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(text)
+    except CRSError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CRS pyproj knows; use e.g. EPSG:32648 or EPSG:4326") from None
+    return text
+
+
+crs_string.__name__ = "CRS"
+
+
+# ---- outputs: declared by each subcommand, checked before any work --------------------------------
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "output files") -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace existing {what} (never a folder sinks did not make)")
+
+
+def _declared(args: argparse.Namespace, name: str):
+    value = getattr(args, name, None)
+    return value(args) if callable(value) else (value or ())
+
+
+def check_cli_outputs(args: argparse.Namespace) -> None:
+    """Check the outputs a subcommand declared before it runs.
+
+    ``outputs`` is ``{option: kind}`` (or a function of the arguments giving it); ``inputs`` is a
+    tuple of option names (or a function giving the input paths).
+    """
+    from sinks.io import check_outputs
+
+    outputs = {getattr(args, opt): kind for opt, kind in dict(_declared(args, "outputs")).items()
+               if getattr(args, opt, None)}
+    declared_inputs = getattr(args, "inputs", None)
+    if callable(declared_inputs):
+        inputs = list(declared_inputs(args))
+    else:
+        inputs = []
+        for opt in declared_inputs or ():
+            value = getattr(args, opt, None)
+            inputs += [v for v in (value if isinstance(value, list) else [value]) if v]
+    if outputs:
+        check_outputs(outputs, inputs=inputs, overwrite=getattr(args, "overwrite", False))
