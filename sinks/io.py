@@ -53,6 +53,7 @@ def read_table(
     required: Sequence[str] = (),
     crs: str | None = None,
     geometry: bool = False,
+    encoding: str | None = None,
 ) -> pd.DataFrame:
     """Read a table by its extension and check its columns.
 
@@ -64,13 +65,15 @@ def read_table(
     crs : CRS of ``x``/``y`` columns in a CSV (e.g. ``"EPSG:4326"``); with ``geometry=True`` a
         CSV with ``x``/``y`` becomes a GeoDataFrame of points in that CRS.
     geometry : return a GeoDataFrame with a CRS (an error when none can be had).
+    encoding : text encoding of a CSV; by default UTF-8 (with or without BOM), else GB18030 (the
+        superset of GBK, what Chinese Excel writes), detected.
     """
     path = Path(path)
     _check_exists(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = pd.read_csv(path)
+            frame = read_csv(path, encoding=encoding)
         elif suffix in (".parquet", ".geoparquet"):
             frame = _read_parquet(path)
         else:
@@ -84,6 +87,43 @@ def read_table(
     frame = check_columns(frame, path, rename=rename, required=required)
     if geometry:
         frame = to_geodataframe(frame, crs=crs, source=str(path))
+    return frame
+
+
+#: Encodings tried in turn when none is given: UTF-8 (a BOM is skipped), then GB18030, the
+#: Chinese national standard that contains GBK and GB2312 (the ANSI code page of Chinese Windows).
+CSV_ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.DataFrame:
+    """Read a CSV in ``encoding``, or in the first of :data:`CSV_ENCODINGS` that decodes it.
+
+    A file whose header is one column holding ``;``, tab or ``|`` was split on the wrong delimiter:
+    that is an :class:`InputError` listing what was found.
+    """
+    path = Path(path)
+    if encoding is not None:
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise InputError(f"--encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, gbk, gb18030)") from None
+    tried = [encoding] if encoding else list(CSV_ENCODINGS)
+    for i, name in enumerate(tried):
+        try:
+            frame = pd.read_csv(path, encoding=name)
+            break
+        except UnicodeDecodeError as exc:
+            if i == len(tried) - 1:
+                raise InputError(f"{path}: cannot decode the text as {' or '.join(tried)} ({exc.reason} at byte "
+                                 f"{exc.start}); save it as UTF-8 or give --encoding") from exc
+    if len(frame.columns) == 1:
+        header = str(frame.columns[0])
+        for sep, label in ((";", "semicolon"), ("\t", "tab"), ("|", "'|'")):
+            if sep in header:
+                raise InputError(f"{path}: found a single column {header!r}: the file looks {label}-separated; "
+                                 "save it as comma-separated CSV")
     return frame
 
 
@@ -182,19 +222,20 @@ def is_sinks_folder(path: str | os.PathLike, kind: str) -> bool:
     return (Path(path) / FOLDER_MARKERS[kind]).is_file()
 
 
-def check_outputs(outputs: Mapping[str | os.PathLike, str], *, inputs: Iterable[str | os.PathLike] = (),
-                  overwrite: bool = False) -> None:
+def check_outputs(outputs: Mapping[str | os.PathLike, str] | Iterable[tuple[str | os.PathLike, str]], *,
+                  inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> None:
     """Check output paths before any work; :class:`~sinks.errors.OutputError` says what is wrong.
 
     ``outputs`` maps each path to its kind (a key of :data:`FILE_OUTPUTS` or
-    :data:`FOLDER_MARKERS`). A file output must have a known extension, must not be a folder, and
+    :data:`FOLDER_MARKERS`), as a mapping or as ``(path, kind)`` pairs. A file output must have a known extension, must not be a folder, and
     is replaced only with ``overwrite``; a folder output may be new, empty, or a folder of its kind
     (replaced only with ``overwrite``), never another folder. Every output's folder must exist and
     be writable, and outputs must differ from each other and from the inputs.
     """
     seen: dict[Path, str] = {}
     input_paths = {Path(p).resolve() for p in inputs if p}
-    for raw, kind in outputs.items():
+    pairs = outputs.items() if isinstance(outputs, Mapping) else outputs
+    for raw, kind in pairs:
         text, path = str(raw), Path(raw)
         if kind in FILE_OUTPUTS:
             _check_file_output(text, path, FILE_OUTPUTS[kind], overwrite)
@@ -371,6 +412,7 @@ def write_tables(tables: Mapping[str | os.PathLike, pd.DataFrame]) -> list[Path]
     """
     items = [(Path(path), frame) for path, frame in tables.items()]
     for path, frame in items:
+        _replaceable(path, None)
         _check_table_output(frame, path)
     with contextlib.ExitStack() as stack:
         for path, frame in items:

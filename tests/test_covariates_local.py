@@ -336,3 +336,47 @@ def test_window_arrays_are_freed_without_the_cyclic_collector():
         assert alive() is None and result.shape == (64, 64)
     finally:
         gc.enable()
+
+
+def test_grid_size_and_window_memory_guards(tmp_path, monkeypatch):
+    from sinks.covariates.local import check_grid_size
+    from sinks.errors import ResourceError
+
+    write_tif(tmp_path / "a.tif", [np.ones((6, 8))])
+    spec = load_spec(write_spec(tmp_path / "s.toml", BODY))
+    with LocalEngine(spec) as engine:
+        assert check_grid_size(spec, engine.grid, n_bands=2) == 6 * 8 * 2 * 4
+        with pytest.raises(ResourceError, match=r"8 x 6 = 48 pixels.*--max-pixels 48"):
+            check_grid_size(spec, engine.grid, n_bands=2, max_pixels=47)
+        small = engine.window_bytes(16)
+        assert 0 < small == engine.window_bytes(512)  # a window never exceeds the grid
+        monkeypatch.setattr(local, "available_memory", lambda: small)
+        with pytest.raises(ResourceError, match="needs about .* of memory.*--block"):
+            engine.check_memory(512)
+        monkeypatch.setattr(local, "available_memory", lambda: None)  # unknown: not refused
+        assert engine.check_memory(512) == small
+
+
+def test_window_memory_counts_a_source_finer_than_the_grid(tmp_path):
+    # a 10 m source on a 1 km grid: a window of 4 x 4 grid pixels reads ~400 x 400 source pixels
+    write_tif(tmp_path / "a.tif", [np.ones((400, 400))])
+    coarse = load_spec(write_spec(tmp_path / "c.toml", BODY, res=1000.0))
+    with LocalEngine(coarse) as c:
+        assert c.grid.shape == (4, 4)
+        assert c.window_bytes(512) >= 400 * 400 * 9  # float copy, masked read and mask per source pixel
+
+
+def test_degree_crs_with_metre_resolution_is_refused_at_load(tmp_path):
+    text = write_spec(tmp_path / "s.toml", BODY).read_text().replace(CRS, "EPSG:4326").replace("resolution = 10.0", "resolution = 30")
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(SpecError, match=r"resolution = 30 is in degrees for EPSG:4326.*UTM.*0.00027 degrees"):
+        load_spec(tmp_path / "s.toml")
+    text = text.replace("resolution = 30", "resolution = 0.00027")
+    (tmp_path / "s.toml").write_text(text)
+    assert load_spec(tmp_path / "s.toml").grid.resolution == (0.00027, 0.00027)
+
+
+def test_spec_typo_suggests_the_key(tmp_path):
+    write_tif(tmp_path / "a.tif", [np.ones((3, 3))])
+    with pytest.raises(SpecError, match=r"unknown key 'bnad' \(did you mean 'band'\?\)"):
+        load_spec(write_spec(tmp_path / "s.toml", BODY.replace('band = "a.v"', 'bnad = "a.v"')))

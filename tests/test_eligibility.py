@@ -88,10 +88,10 @@ def test_start_date_and_cut_off_decide_the_years(parcels, layers):
     parcels = parcels.assign(start_date="2015-06-01")
     report = assess(parcels, load_ruleset("ar-cm-001"), layers, progress=False)
     assert {p.parcel_id: p.verdict for p in report.parcels}["recent"] == "eligible"
-    # a cut-off before the history begins makes the rule unknown, naming the missing years
+    # a cut-off before the history begins is refused at layer level, naming the missing years
     early = load_ruleset("ar-cm-001", parse_overrides(["non_forest_since.since=2001-01-01"]))
-    result = {p.parcel_id: p for p in assess(parcels, early, layers, progress=False).parcels}["open"]
-    assert result.verdict == "undetermined" and "2001, 2002" in result.rules["non_forest_since"].reason
+    with pytest.raises(InputError, match=r"needs the years 2001-2014 .* has 2003-2025; missing 2001, 2002"):
+        assess(parcels, early, layers, progress=False)
 
 
 def test_ccer_14_001_three_years_before_start(parcels, layers):

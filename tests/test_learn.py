@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from sinks.bundle import load_bundle, save_bundle
-from sinks.errors import InputError, ModelMismatchError, SpecError
+from sinks.errors import ImplausibleValueError, InputError, ModelMismatchError, SpecError
 from sinks.learn import cv
 from sinks.learn.aoa import fit_aoa
-from sinks.learn.estimators import make_estimator
+from sinks.learn.estimators import check_params, make_estimator
 from sinks.learn.intervals import calibrate, coverage
 from sinks.learn.recipe import parse_recipe
+from sinks.learn.targets import target_quantity
+from sinks.learn.train import training_arrays
 
 
 def test_spatial_blocks_keep_blocks_in_one_fold():
@@ -74,14 +77,16 @@ def test_aoa_flags_points_far_from_training_data():
 
 
 def test_recipe_errors_are_specific(tmp_path):
-    with pytest.raises(SpecError, match="missing 'target'"):
+    with pytest.raises(SpecError, match=r"missing \[target\]"):
         parse_recipe({"features": "x.toml"}, base=tmp_path)
-    with pytest.raises(SpecError, match="unknown key"):
+    with pytest.raises(SpecError, match="unknown key 'bogus'"):
         parse_recipe({"features": "x.toml", "target": {"column": "c"}, "bogus": 1}, base=tmp_path)
-    with pytest.raises(SpecError, match="folds must be at least 2"):
+    with pytest.raises(SpecError, match="'folds' = 1 is out of range; it must be >= 2"):
         parse_recipe({"features": "x.toml", "target": {"column": "c"}, "validation": {"folds": 1}}, base=tmp_path)
-    with pytest.raises(SpecError, match="unknown estimator"):
-        make_estimator("nope", {})
+    with pytest.raises(SpecError, match="unknown estimator kind 'xgbost' .did you mean 'xgboost'"):
+        make_estimator("xgbost", {})
+    with pytest.raises(SpecError, match="feature spec .* not found"):
+        parse_recipe({"features": "x.toml", "target": {"column": "c"}}, base=tmp_path)
 
 
 def _tiny_bundle(tmp_path):
@@ -125,3 +130,75 @@ def test_tampered_bundle_is_refused(tmp_path):
         load_bundle(folder2)
     with pytest.raises(ModelMismatchError, match="not a model bundle"):
         load_bundle(tmp_path)
+
+
+# ---- recipe and training-table checks (the CLI catalogue is tests/test_badinput_train.py) -------
+
+def _recipe(tmp_path, **sections):
+    data = {"features": str(Path(__file__).resolve().parents[1] / "features" / "meuse.toml"),
+            "target": {"column": "carbon_mg_ha", "units": "Mg C/ha"},
+            "estimator": {"params": {"n_estimators": 10, "n_jobs": 1}},
+            "validation": {"folds": 3, "block_size": 500}}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return parse_recipe(data, base=tmp_path, path=tmp_path / "r.toml")
+
+
+def test_recipe_is_fully_validated_when_loaded(tmp_path):
+    recipe = _recipe(tmp_path, target={"pool": "forest"})
+    assert recipe.pool == "forest" and recipe.folds == 3 and recipe.interval_level == 0.9
+    with pytest.raises(SpecError, match=r"r.toml \[intervals\]: 'level' = 90 looks like a percentage.*level = 0.9"):
+        _recipe(tmp_path, intervals={"level": 90})
+    with pytest.raises(SpecError, match=r"r.toml \[estimator\] params: max_depth = -1 is rejected by xgboost"):
+        _recipe(tmp_path, estimator={"params": {"max_depth": -1}})
+    with pytest.raises(SpecError, match=r"unknown xgboost parameter 'colsample_bytre' \(did you mean 'colsample_bytree'"):
+        _recipe(tmp_path, estimator={"params": {"colsample_bytre": 0.5}})
+    with pytest.raises(SpecError, match="'seed' must be an integer"):
+        _recipe(tmp_path, validation={"seed": "zero"})
+
+
+def test_check_params_names_the_culprit_among_good_ones():
+    with pytest.raises(SpecError, match=r"where: booster = 'gbtreee' is rejected by xgboost: Unknown gbm type"):
+        check_params("xgboost", {"max_depth": 3, "booster": "gbtreee", "learning_rate": 0.1}, "where")
+    check_params("xgboost", {"max_depth": 3, "objective": "reg:absoluteerror"}, "where")
+
+
+def _table(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"plot_id": np.arange(n), "x": rng.uniform(0, 3000, n), "y": rng.uniform(0, 3000, n)})
+    for name in ("a", "b"):
+        frame[name] = rng.normal(size=n)
+    frame["carbon_mg_ha"] = 100 + 10 * frame["a"] + rng.normal(0, 2, n)
+    return frame
+
+
+def test_training_arrays_drop_missing_rows_and_refuse_bad_targets(tmp_path):
+    recipe = _recipe(tmp_path)
+    frame = _table()
+    frame.loc[[0, 1], "a"] = np.nan
+    X, y, keep = training_arrays(recipe, frame, ["a", "b"], source="t.csv")
+    assert X.shape == (58, 2) and not keep[:2].any()
+
+    constant = _table().assign(carbon_mg_ha=5.0)
+    with pytest.raises(InputError, match="t.csv: target column 'carbon_mg_ha' is constant"):
+        training_arrays(recipe, constant, ["a", "b"], source="t.csv")
+    negative = _table()
+    negative.loc[4, "carbon_mg_ha"] = -3
+    with pytest.raises(ImplausibleValueError, match=r"row\(s\) 5 are negative"):
+        training_arrays(recipe, negative, ["a", "b"], source="t.csv")
+    # the pool comes from the recipe, or else from the table's pool column
+    slip = _table().assign(carbon_mg_ha=lambda f: f.carbon_mg_ha * 1000, pool="forest")
+    with pytest.raises(ImplausibleValueError, match="plausible maximum for forest carbon"):
+        training_arrays(recipe, slip, ["a", "b"], source="t.csv")
+    training_arrays(recipe, slip.drop(columns="pool"), ["a", "b"], source="t.csv")  # pool unknown: no bound
+    with pytest.raises(ImplausibleValueError, match="plausible maximum for forest carbon"):
+        training_arrays(_recipe(tmp_path, target={"pool": "forest"}), slip.drop(columns="pool"), ["a", "b"])
+
+
+def test_concentration_targets_are_not_bounded_as_stocks(tmp_path):
+    recipe = _recipe(tmp_path, target={"column": "soc", "units": "g C/kg", "pool": "soil"})
+    frame = _table().assign(soc=lambda f: f.carbon_mg_ha * 100)  # 10,000 g/kg is impossible but not a stock
+    assert target_quantity("g C/kg", "soc") == "concentration"
+    assert target_quantity("", "carbon_mg_ha") == "stock" and target_quantity("index", "ndvi") is None
+    X, y, _ = training_arrays(recipe, frame, ["a", "b"])
+    assert len(y) == 60

@@ -32,6 +32,7 @@ def test_meuse_extract_and_train(repo, tmp_path, capsys):
         direct[direct == src.nodata] = np.nan
     np.testing.assert_array_equal(features["elevation"].to_numpy(), direct)
 
+    (tmp_path / "models").mkdir()
     bundle = tmp_path / "models" / "meuse_soc"
     assert main(["train", str(repo / "training" / "meuse.toml"), str(table), "--out", str(bundle), "--quiet"]) == 0
     meta = json.loads((bundle / "metadata.json").read_text())

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from sinks.errors import InputError
+from sinks.errors import InputError, SinksError
 from sinks.io import check_columns, parse_rename, read_table
 
 
@@ -19,11 +19,15 @@ def add_rename(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="rename an input column to its standard name (repeatable), e.g. --rename DBH=dbh_cm",
     )
+    parser.add_argument(
+        "--encoding", metavar="NAME",
+        help="text encoding of CSV inputs (default: UTF-8, else GB18030/GBK as Chinese Excel writes, detected)",
+    )
 
 
 def add_crs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--crs", metavar="CRS", help="CRS of x/y columns in a CSV input, e.g. EPSG:32648"
+        "--crs", metavar="CRS", type=crs_string, help="CRS of x/y columns in a CSV input, e.g. EPSG:32648"
     )
 
 
@@ -50,20 +54,25 @@ def renames(args: argparse.Namespace) -> dict[str, str]:
     return parse_rename(args.rename)
 
 
+def table_options(args: argparse.Namespace) -> dict:
+    """``read_table`` keywords from ``--rename`` and ``--encoding``."""
+    return {"rename": renames(args), "encoding": getattr(args, "encoding", None)}
+
+
 def echo(message: str = "") -> None:
     """Print a line of a command's summary (stdout)."""
     print(message, flush=True)
 
 
 def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], key: str,
-                    required) -> pd.DataFrame:
+                    required, encoding: str | None = None) -> pd.DataFrame:
     """Read the main table and join a site/core table's x, y, year, habitat by ``key``.
 
     Each ``--rename`` applies to whichever of the two tables has that column; one in neither
     is an error.
     """
-    rows = read_table(path)
-    sites = read_table(sites_path) if sites_path else None
+    rows = read_table(path, encoding=encoding)
+    sites = read_table(sites_path, encoding=encoding) if sites_path else None
     unknown = [old for old in mapping if old not in rows.columns
                and (sites is None or old not in sites.columns)]
     if unknown:
@@ -129,6 +138,49 @@ def crs_string(text: str) -> str:
 crs_string.__name__ = "CRS"
 
 
+# ---- options of the raster commands (stack, map) ------------------------------------------------
+
+def block_size(text: str) -> int:
+    """argparse type of ``--block``: a multiple of 16 (the GeoTIFF tile size), at least 16."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 16 (e.g. 256 or 512), got {text!r}") from None
+    if value < 16 or value % 16:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 16 (the GeoTIFF tile size) and at least 16, "
+                                         f"e.g. 256 or 512, got {text!r}")
+    return value
+
+
+block_size.__name__ = "block size"
+
+
+def max_pixels_option(group, *, ee: bool = False) -> None:
+    from sinks.covariates.spec import MAX_PIXELS
+
+    group.add_argument("--max-pixels", type=positive_float, metavar="N",
+                       help=f"largest grid, in pixels, the job may compute (default {MAX_PIXELS:.0e}, a guard "
+                       "against a resolution in the wrong units)"
+                       + ("; with --engine ee, the export's maxPixels (default 1e10)" if ee else ""))
+
+
+def spec_inputs(*names: str):
+    """``inputs`` of a command that reads a feature spec: the named options' files and the spec's
+    local rasters (so an output can never replace one of them)."""
+
+    def inputs(args) -> list[str]:
+        paths = [getattr(args, n) for n in names if getattr(args, n, None)]
+        try:
+            from sinks.covariates.spec import load_spec
+
+            spec = load_spec(args.spec)
+        except (SinksError, OSError):  # reported when the command loads it
+            return paths
+        return paths + [p for s in spec.sources for p in s.paths]
+
+    return inputs
+
+
 # ---- outputs: declared by each subcommand, checked before any work --------------------------------
 
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "output files") -> None:
@@ -149,8 +201,8 @@ def check_cli_outputs(args: argparse.Namespace) -> None:
     """
     from sinks.io import check_outputs
 
-    outputs = {getattr(args, opt): kind for opt, kind in dict(_declared(args, "outputs")).items()
-               if getattr(args, opt, None)}
+    outputs = [(getattr(args, opt), kind) for opt, kind in dict(_declared(args, "outputs")).items()
+               if getattr(args, opt, None)]
     declared_inputs = getattr(args, "inputs", None)
     if callable(declared_inputs):
         inputs = list(declared_inputs(args))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import echo
+from sinks.cli._common import add_overwrite, echo, nonnegative_int, positive_int
 
 
 def register(sub) -> None:
@@ -15,17 +15,19 @@ def register(sub) -> None:
         "-> carbon map (COG) -> eligibility report; then check the map and the verdicts against the truth.",
     )
     parser.add_argument("--out", default="sinks-demo", help="folder for the demo workspace (default: ./sinks-demo)")
-    parser.add_argument("--seed", type=int, default=2025, help="random seed of the simulated county (default 2025)")
-    parser.add_argument("--size", type=int, default=400, help="county size in 30 m pixels per side (default 400 = 12 km)")
-    parser.add_argument("--jobs", type=int, default=1, help="threads for the map step (default 1)")
+    parser.add_argument("--seed", type=nonnegative_int, default=2025, help="random seed of the simulated county (default 2025)")
+    parser.add_argument("--size", type=positive_int, default=400, help="county size in 30 m pixels per side (default 400 = 12 km)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="threads for the map step (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
+    add_overwrite(parser, "demo workspace (a folder 'sinks demo' made)")
+    parser.set_defaults(func=run, outputs={"out": "workspace"})
 
 
 def run(args) -> None:
     from sinks.demo.run import run_demo
 
-    result = run_demo(args.out, seed=args.seed, size=args.size, n_jobs=args.jobs, progress=not args.quiet)
+    result = run_demo(args.out, seed=args.seed, size=args.size, n_jobs=args.jobs, progress=not args.quiet,
+                      overwrite=args.overwrite)
     check = result.checks["map_vs_truth"]
     spatial = result.checks["validation"]["spatial"]
     echo(f"sinks demo: SIMULATED county in {result.out} ({sum(result.seconds.values()):.0f} s)")

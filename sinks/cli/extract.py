@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_engine, add_rename, echo, renames, start_engine
+import sys
+
+from sinks.cli._common import (add_crs, add_engine, add_overwrite, add_rename, echo, start_engine,
+                               table_options)
 from sinks.errors import InputError
 from sinks.io import read_table, write_table
 
@@ -21,22 +24,28 @@ def register(sub) -> None:
     parser.add_argument("--out", required=True, help="feature table to write (.csv or .parquet)")
     add_rename(parser)
     add_crs(parser)
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="keep plots outside the grid or a raster's coverage (local engine): their "
+                        "features are NaN and a missing_reason column says why (default: an error)")
+    add_overwrite(parser)
     parser.add_argument("--row-ids", action="store_true",
                         help="number the rows 1..n as plot_id (for point tables without an id column)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_engine(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, outputs={"out": "table"}, inputs=("spec", "plots"))
 
 
 def run(args) -> None:
     from sinks.covariates.spec import load_spec
 
     spec = load_spec(args.spec)
-    plots = read_table(args.plots, rename=renames(args), crs=args.crs, geometry=True)
+    plots = read_table(args.plots, **table_options(args), crs=args.crs, geometry=True)
     if args.row_ids:
         if "plot_id" in plots.columns:
             raise InputError(f"{args.plots}: already has plot_id; drop --row-ids")
         plots.insert(0, "plot_id", range(1, len(plots) + 1))
+    if args.allow_missing and args.engine == "ee":
+        raise InputError("--allow-missing is for the local engine (Earth Engine gives NaN outside its data)")
     start_engine(args)
     if args.engine == "ee":
         from sinks.covariates.earthengine import extract_ee
@@ -45,8 +54,16 @@ def run(args) -> None:
     else:
         from sinks.covariates.extract import extract
 
-        table = extract(spec, plots, progress=not args.quiet)
+        table = extract(spec, plots, progress=not args.quiet, allow_missing=args.allow_missing)
     write_table(table, args.out)
+    if "missing_reason" in table.columns:
+        missing = table[table["missing_reason"].astype(bool)]
+        if len(missing):
+            counts = missing.groupby("missing_reason", sort=False)["plot_id"].agg(list)
+            parts = [f"{reason}: {len(ids)} ({', '.join(map(str, ids[:3]))}{', ...' if len(ids) > 3 else ''})"
+                     for reason, ids in counts.items()]
+            print(f"sinks extract: warning: {len(missing)} of {len(table)} plot(s) have missing features, kept "
+                  f"with NaN (column missing_reason): {'; '.join(parts)}", file=sys.stderr)
     valid = int((table["valid_pixels"] > 0).sum())
     echo(f"{len(table)} plots x {len(spec.features)} features of spec {spec.name!r} ({args.engine} engine); "
          f"{valid} plots with every feature valid")

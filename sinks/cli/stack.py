@@ -3,7 +3,8 @@ Earth Engine export of COG tiles to Cloud Storage or Drive)."""
 
 from __future__ import annotations
 
-from sinks.cli._common import add_engine, echo, start_engine
+from sinks.cli._common import (add_engine, add_overwrite, block_size, echo, max_pixels_option, positive_int,
+                               spec_inputs, start_engine)
 from sinks.errors import InputError
 
 
@@ -20,19 +21,21 @@ def register(sub) -> None:
     parser.add_argument("spec", help="feature spec (features/*.toml)")
     parser.add_argument("--out", required=True,
                         help="output GeoTIFF (written as a COG); with --engine ee, the exported files' name prefix")
-    parser.add_argument("--block", type=int, default=512, help="window size in pixels, a multiple of 16 (default 512)")
+    parser.add_argument("--block", type=block_size, default=512,
+                        help="window size in pixels, a multiple of 16 (default 512)")
+    max_pixels_option(parser, ee=True)
+    add_overwrite(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_engine(parser)
     export = parser.add_argument_group("Earth Engine export (with --engine ee)")
     where = export.add_mutually_exclusive_group()
     where.add_argument("--bucket", help="Cloud Storage bucket to export to")
     where.add_argument("--drive-folder", help="Google Drive folder to export to")
-    export.add_argument("--tile-pixels", type=int,
+    export.add_argument("--tile-pixels", type=positive_int,
                         help="width and height of each exported file in pixels, a multiple of 256 "
                         "(default: Earth Engine's file size)")
-    export.add_argument("--max-pixels", type=float, default=1e10,
-                        help="largest number of pixels the export may hold (default 1e10)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, outputs=lambda args: {} if args.engine == "ee" else {"out": "raster"},
+                        inputs=spec_inputs("spec"))
 
 
 def run(args) -> None:
@@ -46,7 +49,7 @@ def run(args) -> None:
     start_engine(args)
     from sinks.covariates.extract import build_stack
 
-    build_stack(spec, args.out, block=args.block, progress=not args.quiet)
+    build_stack(spec, args.out, block=args.block, progress=not args.quiet, max_pixels=args.max_pixels)
     echo(f"{len(spec.features)} features of spec {spec.name!r} -> {args.out}")
 
 
@@ -57,7 +60,8 @@ def _export_ee(args, spec) -> None:
         raise InputError("--engine ee exports the stack: give --bucket BUCKET or --drive-folder FOLDER")
     start_engine(args)
     task = export_stack_ee(spec, bucket=args.bucket, folder=args.drive_folder, file_prefix=args.out,
-                           tile_pixels=args.tile_pixels, max_pixels=args.max_pixels, start=True)
+                           tile_pixels=args.tile_pixels,
+                           max_pixels=1e10 if args.max_pixels is None else args.max_pixels, start=True)
     where = f"gs://{args.bucket}/{args.out}*" if args.bucket else f"Drive folder {args.drive_folder!r}, files {args.out}*"
     echo(f"{len(spec.features)} features of spec {spec.name!r}: Earth Engine export task {task.id} started -> {where}")
     echo(f"follow it with 'earthengine task info {task.id}' or at https://code.earthengine.google.com/tasks")

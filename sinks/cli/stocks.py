@@ -7,6 +7,14 @@ import importlib
 POOLS = ("forest", "soil", "wetland", "gedi")
 
 
+def add_allow_implausible(parser) -> None:
+    """``--allow-implausible``: keep stocks outside the documented bounds (and heuristic unit checks)."""
+    parser.add_argument("--allow-implausible", action="store_true",
+                        help="accept stocks below 0 or above the pool's documented maximum, and values the "
+                        "unit-slip heuristics flag (see docs: plausible_ranges.csv); impossible values are "
+                        "still refused")
+
+
 def register(sub) -> None:
     parser = sub.add_parser(
         "stocks",

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_rename, echo, print_dropped, renames, summary
+from sinks.cli._common import (
+    add_crs,
+    add_overwrite,
+    add_rename,
+    echo,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    print_dropped,
+    renames,
+    summary,
+    table_options,
+)
 from sinks.errors import InputError
-from sinks.io import check_columns, read_table, to_geodataframe, write_table
-from sinks.pools import forest, height
+from sinks.io import check_columns, read_table, to_geodataframe, write_tables
+from sinks.pools import forest, height, plausibility
+from sinks.cli.stocks import add_allow_implausible
 from sinks.pools.allometry import ExpressionAllometry, read_allometry_table
 
 
@@ -24,7 +38,7 @@ def register(pools) -> None:
                         "wood_density_g_cm3, status]; or stand table: plot_id, species_group, volume_m3_ha")
     parser.add_argument("--out", required=True, help="plot table to write (.gpkg, .csv or .parquet)")
     parser.add_argument("--plots", help="plot table: plot_id, area_ha [, geometry or x/y with --crs]")
-    parser.add_argument("--area-ha", type=float, metavar="HA", help="area of every plot (ha), instead of --plots")
+    parser.add_argument("--area-ha", type=positive_float, metavar="HA", help="area of every plot (ha), instead of --plots")
     parser.add_argument("--trees-out", help="also write the per-tree results here")
     group = parser.add_argument_group("height")
     group.add_argument("--height-sample", metavar="TABLE",
@@ -36,7 +50,7 @@ def register(pools) -> None:
                        help="fit one model per plot_id of the height sample (stand-specific models)")
     group.add_argument("--feldpausch", metavar="REGION",
                        help="Feldpausch et al. 2012 regional model instead, e.g. GuianaShield, SEAsia")
-    group.add_argument("--height-sd", type=float, default=0.0, metavar="M",
+    group.add_argument("--height-sd", type=nonnegative_float, default=0.0, metavar="M",
                        help="measurement sd of measured heights for the Monte Carlo (m, default 0)")
     group.add_argument("--e", type=float, metavar="E",
                        help="Chave 2014 stress index E: if some trees lack a height and no H-D model is given, "
@@ -51,22 +65,28 @@ def register(pools) -> None:
     group.add_argument("--allometry-table", metavar="CSV",
                        help="equations per species group: species_group, equation, source, coefficient columns")
     group = parser.add_argument_group("Monte Carlo")
-    group.add_argument("--draws", type=int, default=1000,
+    group.add_argument("--draws", type=nonnegative_int, default=1000,
                        help="Monte Carlo draws (default 1000; 0 turns it off)")
     group.add_argument("--diameter-error", default="chave2004", metavar="SD|chave2004|none",
                        help="diameter measurement error: chave2004 (default), an sd in cm, or none")
     group.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    group.add_argument("--jobs", type=int, default=1, help="threads for the Monte Carlo (default 1)")
+    group.add_argument("--jobs", type=positive_int, default=1, help="threads for the Monte Carlo (default 1)")
     parser.add_argument("--drop-invalid", action="store_true",
                         help="drop impossible tree rows and list them instead of failing")
+    add_allow_implausible(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_rename(parser)
     add_crs(parser)
-    parser.set_defaults(func=run)
+    add_overwrite(parser)
+    parser.set_defaults(func=run, outputs={"out": "table", "trees_out": "table"},
+                        inputs=("input", "plots", "height_sample", "wood_density", "species_table",
+                                "allometry_table"))
+
 
 
 def run(args) -> None:
-    table = read_table(args.input, rename=renames(args), crs=args.crs)
+    plausibility.check_rename_units(renames(args))
+    table = read_table(args.input, **table_options(args), crs=args.crs)
     if "volume_m3_ha" in table.columns and "dbh_cm" not in table.columns:
         return _run_volume(args, table)
     trees = table
@@ -76,10 +96,12 @@ def run(args) -> None:
         wood_density_table=args.wood_density, species_table=args.species_table, height_sd_m=args.height_sd)
     stocks = forest.forest_stocks(
         trees, plots, options, n_draws=args.draws, diameter_error=_diameter_error(args.diameter_error),
-        seed=args.seed, drop_invalid=args.drop_invalid, n_jobs=args.jobs, progress=not args.quiet)
+        seed=args.seed, drop_invalid=args.drop_invalid, n_jobs=args.jobs, progress=not args.quiet,
+        allow_implausible=args.allow_implausible, trees_source=str(args.input),
+        plots_source=str(args.plots or "--area-ha"))
     plot_table, tree_table, info = stocks.plots, stocks.trees, stocks.info
     print_dropped(stocks.dropped.table())
-    write_table(plot_table, args.out)
+    write_tables({args.out: plot_table, **({args.trees_out: tree_table} if args.trees_out else {})})
     echo(f"{len(plot_table)} plots, {len(tree_table)} trees ({info['route']} route)")
     for model in info["height_models"]:
         echo(f"  height: {model.describe()}")
@@ -93,13 +115,15 @@ def run(args) -> None:
         echo(f"  Monte Carlo ({args.draws} draws): carbon sd {summary(plot_table['carbon_sd_mg_ha'])}")
     echo(f"plot table -> {args.out}")
     if args.trees_out:
-        write_table(tree_table, args.trees_out)
         echo(f"per-tree results -> {args.trees_out}")
 
 
 def _run_volume(args, stands) -> None:
-    plot_table = forest.volume_stocks(stands, species_table=args.species_table, source=args.input)
-    write_table(plot_table, args.out)
+    if args.trees_out:
+        raise InputError("--trees-out is for a tree list; a stand-volume table has no trees")
+    plot_table = forest.volume_stocks(stands, species_table=args.species_table, source=args.input,
+                                      allow_implausible=args.allow_implausible)
+    write_tables({args.out: plot_table})
     echo(f"{len(plot_table)} stands (stand-volume route, C = V x SVD x BEF x (1 + R) x CF)")
     echo(f"  carbon Mg C/ha: {summary(plot_table['carbon_mg_ha'])}")
     echo(f"plot table -> {args.out}")
@@ -109,13 +133,11 @@ def _plots(args, trees):
     if args.plots and args.area_ha is not None:
         raise InputError("give --plots or --area-ha, not both")
     if args.plots:
-        plots = read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs)
+        plots = read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs, encoding=args.encoding)
         located = "geometry" in plots.columns or ({"x", "y"} <= set(plots.columns) and args.crs)
         return to_geodataframe(plots, crs=args.crs, source=args.plots) if located else plots
     if args.area_ha is None:
         raise InputError("the tree route needs plot areas: --plots TABLE (plot_id, area_ha) or --area-ha HA")
-    if args.area_ha <= 0:
-        raise InputError(f"--area-ha must be positive, got {args.area_ha}")
     if "plot_id" not in trees.columns:
         raise InputError(f"{args.input}: missing required column(s) plot_id")
     import pandas as pd
@@ -130,7 +152,7 @@ def _height_model(args):
         return height.feldpausch_model(args.feldpausch)
     if not args.height_sample:
         return None
-    sample = check_columns(read_table(args.height_sample), args.height_sample, rename=renames(args),
+    sample = check_columns(read_table(args.height_sample, encoding=args.encoding), args.height_sample, rename=renames(args),
                            required=("dbh_cm", "height_m"), only_present=True)  # --rename is for the tree list too
     if args.hd_per_plot:
         if "plot_id" not in sample.columns:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import echo
+from sinks.cli._common import add_overwrite, echo, unit_fraction
+from sinks.cli.stocks import add_allow_implausible
 from sinks.covariates import gedi
 from sinks.errors import InputError
-from sinks.io import read_table, write_table
+from sinks.io import read_table, write_tables
+from sinks.pools import plausibility
 
 
 def register(pools) -> None:
@@ -26,7 +28,7 @@ def register(pools) -> None:
                         help="keep footprints inside these polygons (GeoPackage, Shapefile, GeoParquet)")
     parser.add_argument("--start", metavar="YYYY-MM-DD", help="first acquisition date kept (UTC)")
     parser.add_argument("--end", metavar="YYYY-MM-DD", help="last acquisition date kept (UTC)")
-    parser.add_argument("--min-sensitivity", type=float, metavar="S",
+    parser.add_argument("--min-sensitivity", type=unit_fraction, metavar="S",
                         help="also require sensitivity >= S (0..1; no default: cite your choice)")
     parser.add_argument("--exclude-degraded", action="store_true",
                         help="also require degrade_flag == 0 (not part of l4_quality_flag)")
@@ -36,11 +38,14 @@ def register(pools) -> None:
                         help="keep only these pft_class values, e.g. 1,2,3,4 (MODIS tree classes)")
     parser.add_argument("--all-shots", action="store_true",
                         help="skip the l4_quality_flag rule (shots without a prediction are still dropped)")
-    parser.add_argument("--carbon-fraction", type=float, metavar="CF",
+    parser.add_argument("--carbon-fraction", type=unit_fraction, metavar="CF",
                         help="carbon fraction of dry biomass (default 0.47, IPCC 2006 Vol. 4 Table 4.3)")
     parser.add_argument("--parameters", metavar="CSV",
                         help="your own gedi_parameters.csv (footprint_diameter_m, with source)")
-    parser.set_defaults(func=run)
+    add_allow_implausible(parser)
+    add_overwrite(parser)
+    parser.set_defaults(func=run, outputs={"out": "table"},
+                        inputs=lambda args: [*args.granules, *(p for p in (args.clip, args.parameters) if p)])
 
 
 def run(args) -> None:
@@ -68,7 +73,11 @@ def run(args) -> None:
     if plots.empty:
         raise InputError("no footprint is left after the filters above; nothing written "
                          "(widen --bbox/--clip/dates or relax the options)")
-    write_table(plots, args.out)
+    plausibility.check_stocks(plots["carbon_mg_ha"].to_numpy(float), "gedi", source=", ".join(args.granules[:3]),
+                              ids=plots["shot_number"].to_numpy() if "shot_number" in plots else None,
+                              allow_implausible=args.allow_implausible,
+                              what="a --carbon-fraction or --parameters table off by a factor")
+    write_tables({args.out: plots})
     echo(f"{len(plots)} footprints: AGBD {plots['agbd_mg_ha'].mean():.1f} Mg/ha on average, carbon "
          f"{plots['carbon_mg_ha'].mean():.1f} Mg C/ha (CF {plots['carbon_fraction'].iloc[0]:g})")
     echo(f"plot table -> {args.out}")

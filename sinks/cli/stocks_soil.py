@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_rename, echo, print_dropped, read_with_sites, renames, summary
-from sinks.io import write_table
-from sinks.pools import soil
+from sinks.cli._common import (
+    add_crs,
+    add_overwrite,
+    add_rename,
+    echo,
+    positive_float,
+    print_dropped,
+    read_with_sites,
+    renames,
+    summary,
+)
+from sinks.cli.stocks import add_allow_implausible
+from sinks.io import write_tables
+from sinks.pools import plausibility, soil
 from sinks.pools.depth import METHODS, interval_label, parse_depths
 
 
@@ -22,26 +33,30 @@ def register(pools) -> None:
     parser.add_argument("--out", required=True, help="plot table to write (.gpkg, .csv or .parquet)")
     parser.add_argument("--depths", default="0-30,30-100", help="standard intervals in cm (default 0-30,30-100)")
     parser.add_argument("--method", choices=METHODS, default="spline", help="depth harmonisation (default spline)")
-    parser.add_argument("--lambda", dest="lam", type=float, help="spline smoothing (default 0.1, Malone et al. 2009)")
+    parser.add_argument("--lambda", dest="lam", type=positive_float, help="spline smoothing (default 0.1, Malone et al. 2009)")
     parser.add_argument("--fill-bd", action="store_true",
                         help="fill missing bulk density by a pedotransfer function (flagged in bd_source)")
     parser.add_argument("--ptf", default="manrique_jones_1991", help="pedotransfer function for --fill-bd")
     parser.add_argument("--sites", help="optional site table joined by profile_id (x, y, year)")
     parser.add_argument("--horizons-out", help="also write the per-horizon table (BD used and its source)")
     parser.add_argument("--drop-invalid", action="store_true", help="drop impossible rows and list them instead of failing")
+    add_allow_implausible(parser)
     add_rename(parser)
     add_crs(parser)
-    parser.set_defaults(func=run)
+    add_overwrite(parser)
+    parser.set_defaults(func=run, outputs={"out": "table", "horizons_out": "table"}, inputs=("horizons", "sites"))
 
 
 def run(args) -> None:
     mapping = renames(args)
-    horizons = read_with_sites(args.horizons, args.sites, mapping, "profile_id", soil.HORIZON_COLUMNS)
+    plausibility.check_rename_units(mapping)
+    horizons = read_with_sites(args.horizons, args.sites, mapping, "profile_id", soil.HORIZON_COLUMNS, encoding=args.encoding)
     result = soil.soil_stocks(horizons, depths=args.depths, method=args.method, lam=args.lam,
                               fill_bd=args.fill_bd, ptf=args.ptf, crs=args.crs,
-                              drop_invalid=args.drop_invalid, source=str(args.horizons))
+                              drop_invalid=args.drop_invalid, source=str(args.horizons),
+                              allow_implausible=args.allow_implausible)
     print_dropped(result.dropped)
-    write_table(result.plots, args.out)
+    write_tables({args.out: result.plots, **({args.horizons_out: result.horizons} if args.horizons_out else {})})
     echo(f"{len(result.plots)} profiles, {len(result.horizons)} carbon horizons "
          f"(bulk density: {', '.join(f'{k} {v}' for k, v in result.horizons['bd_source'].value_counts().items())})")
     for interval in parse_depths(args.depths):
@@ -50,5 +65,4 @@ def run(args) -> None:
              f"SOC g/kg {summary(result.plots[f'soc_g_kg_{label}'])}")
     echo(f"plot table -> {args.out}")
     if args.horizons_out:
-        write_table(result.horizons, args.horizons_out)
         echo(f"per-horizon table -> {args.horizons_out}")

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_rename, echo, print_dropped, read_with_sites, renames, summary
-from sinks.io import write_table
-from sinks.pools import wetland
+from sinks.cli._common import (
+    add_crs,
+    add_overwrite,
+    add_rename,
+    echo,
+    positive_float,
+    print_dropped,
+    read_with_sites,
+    renames,
+    summary,
+)
+from sinks.cli.stocks import add_allow_implausible
+from sinks.io import write_tables
+from sinks.pools import plausibility, wetland
 
 
 def register(pools) -> None:
@@ -19,28 +30,31 @@ def register(pools) -> None:
                         "fraction_carbon and/or fraction_organic_matter")
     parser.add_argument("--cores", help="core table joined by core_id (x, y, year, habitat)")
     parser.add_argument("--out", required=True, help="plot table to write (.gpkg, .csv or .parquet)")
-    parser.add_argument("--depth-cm", type=float, help="reference depth in cm (default 100)")
+    parser.add_argument("--depth-cm", type=positive_float, help="reference depth in cm (default 100)")
     parser.add_argument("--conversion", default="kauffman_donato_2012",
                         help="organic matter -> organic carbon conversion (wetland_om_to_oc.csv)")
     parser.add_argument("--intervals-out", help="also write the per-interval table (carbon density and its source)")
     parser.add_argument("--drop-invalid", action="store_true", help="drop impossible rows and list them instead of failing")
+    add_allow_implausible(parser)
     add_rename(parser)
     add_crs(parser)
-    parser.set_defaults(func=run)
+    add_overwrite(parser)
+    parser.set_defaults(func=run, outputs={"out": "table", "intervals_out": "table"}, inputs=("intervals", "cores"))
 
 
 def run(args) -> None:
     mapping = renames(args)
-    intervals = read_with_sites(args.intervals, args.cores, mapping, "core_id", wetland.INTERVAL_COLUMNS[:3])
+    plausibility.check_rename_units(mapping)
+    intervals = read_with_sites(args.intervals, args.cores, mapping, "core_id", wetland.INTERVAL_COLUMNS[:3], encoding=args.encoding)
     result = wetland.wetland_stocks(intervals, depth_cm=args.depth_cm, conversion=args.conversion,
-                                    crs=args.crs, drop_invalid=args.drop_invalid, source=str(args.intervals))
+                                    crs=args.crs, drop_invalid=args.drop_invalid, source=str(args.intervals),
+                                    allow_implausible=args.allow_implausible)
     print_dropped(result.dropped)
-    write_table(result.plots, args.out)
+    write_tables({args.out: result.plots, **({args.intervals_out: result.intervals} if args.intervals_out else {})})
     plots = result.plots
     echo(f"{len(plots)} cores; carbon to {plots['reference_depth_cm'].iloc[0] if len(plots) else args.depth_cm:g} cm "
          f"Mg C/ha: {summary(plots['carbon_mg_ha'])}")
     echo("  flags: " + ", ".join(f"{k} {v}" for k, v in plots["flag"].value_counts().items()))
     echo(f"plot table -> {args.out}")
     if args.intervals_out:
-        write_table(result.intervals, args.intervals_out)
         echo(f"per-interval table -> {args.intervals_out}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sinks.cli._common import echo
+from sinks.cli._common import add_overwrite, echo
 from sinks.io import read_table
 
 
@@ -19,9 +19,12 @@ def register(sub) -> None:
     )
     parser.add_argument("recipe", help="training recipe (training/*.toml)")
     parser.add_argument("table", help="feature table from 'sinks extract' (.csv or .parquet)")
-    parser.add_argument("--out", required=True, help="bundle folder to write (e.g. models/NAME)")
+    parser.add_argument("--out", required=True,
+                        help="bundle folder to write (e.g. models/NAME); its parent folder must exist, "
+                        "and a folder that is not a bundle is never replaced")
+    add_overwrite(parser, "bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, outputs={"out": "bundle"}, inputs=("recipe", "table"))
 
 
 def run(args) -> None:
@@ -30,7 +33,7 @@ def run(args) -> None:
 
     recipe = load_recipe(args.recipe)
     table = read_table(args.table, required=("x", "y"))
-    folder = train(recipe, table, args.out, progress=not args.quiet)
+    folder = train(recipe, table, args.out, progress=not args.quiet, source=args.table)
     meta = json.loads((folder / "metadata.json").read_text())
     units = meta["target"]["units"]
     echo(f"recipe {recipe.name!r}: {meta['training']['n']} plots used, {meta['training']['dropped']} dropped (missing values)")

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from sinks.cog import cog_writer
-from sinks.covariates.local import LocalEngine, TargetGrid
+from sinks.covariates.local import LocalEngine, TargetGrid, check_grid_size
 from sinks.covariates.spec import FeatureSpec
 from sinks.errors import InputError
 from sinks.pixels import polygon_pixels
@@ -47,7 +47,7 @@ def _check_plots(spec: FeatureSpec, plots) -> None:
     empty = plots.geometry.isna() | plots.geometry.is_empty
     if empty.any():
         raise InputError(f"plots: plot(s) {', '.join(map(str, plots['plot_id'][empty].head(5)))} have no geometry")
-    clash = [c for c in plots.columns if c in spec.feature_names or c in ("footprint_pixels", "valid_pixels")]
+    clash = [c for c in plots.columns if c in spec.feature_names or c in ("footprint_pixels", "valid_pixels", "missing_reason")]
     if clash:
         raise InputError(f"plots: column(s) {', '.join(clash)} clash with feature names of spec {spec.name!r}")
 
@@ -144,7 +144,8 @@ def _polygon_pixels(block, window: Window, grid: TargetGrid, shape):
     return block.reshape(block.shape[0], -1).T[None], inside.reshape(1, -1)
 
 
-def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True) -> pd.DataFrame:
+def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True,
+            allow_missing: bool = False) -> pd.DataFrame:
     """Feature table: ``plot_id``, ``x``, ``y`` (grid CRS), one column per feature, pixel counts.
 
     ``plots`` is a GeoDataFrame with ``plot_id`` and a CRS (any: it is reprojected to the grid).
@@ -154,7 +155,11 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
     the pixel under the centroid. Each feature is the mean of its valid pixels in the footprint
     (NaN when none is valid); ``footprint_pixels`` counts the pixels in the footprint (inside the
     grid) and ``valid_pixels`` those where every feature is valid. The plots' other columns follow,
-    unchanged. A plot whose footprint lies wholly outside the grid is an error that names it.
+    unchanged. A plot whose footprint lies wholly outside the grid, or whose centre lies outside
+    the files of a source the features read, is an error that names it and the raster. With
+    ``allow_missing`` such plots are kept instead, with NaN for what could not be read, and a
+    ``missing_reason`` column says for every plot with a missing feature why ("outside the grid",
+    "outside raster F (source S)", "nodata in FEATURES"; empty when complete).
 
     Plots are grouped by ``tile`` x ``tile`` blocks of the grid and each group's window is computed
     once; sparse groups are split so few pixels are read per plot. Memory is bounded by the window.
@@ -167,14 +172,18 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
         bounds = _pixel_bounds(shapes, grid, radius if kind == "buffer" else 0.0)
         row_lo, row_hi, col_lo, col_hi = bounds
         outside = (col_hi < 0) | (row_hi < 0) | (col_lo >= grid.width) | (row_lo >= grid.height)
+        reasons = np.full(len(plots_g), "", dtype=object)
         if outside.any():
             ids = plots_g["plot_id"][outside]
-            raise InputError(
-                f"{outside.sum()} of {len(plots_g)} plot(s) lie outside the grid of spec {spec.name!r} "
-                f"(plot_id {', '.join(map(str, ids.head(5)))}{', ...' if outside.sum() > 5 else ''}; grid "
-                f"bounds {tuple(round(v, 3) for v in grid.bounds)} in {grid.crs.to_string()}); check the "
-                f"plots' CRS ({plots.crs.to_string()}) and that the rasters cover them"
-            )
+            if not allow_missing:
+                raise InputError(
+                    f"{outside.sum()} of {len(plots_g)} plot(s) lie outside the grid of spec {spec.name!r} "
+                    f"(plot_id {', '.join(map(str, ids.head(5)))}{', ...' if outside.sum() > 5 else ''}; grid "
+                    f"bounds {tuple(round(v, 3) for v in grid.bounds)} in {grid.crs.to_string()}); check the "
+                    f"plots' CRS ({plots.crs.to_string()}) and that the rasters cover them, or pass "
+                    "--allow-missing to keep them with NaN features"
+                )
+            reasons[outside] = f"outside the grid of spec {spec.name!r}"
         for arr, top in ((row_lo, grid.height), (row_hi, grid.height), (col_lo, grid.width), (col_hi, grid.width)):
             np.clip(arr, 0, top - 1, out=arr)
         centre = shapes.centroid if kind == "polygon" else shapes
@@ -183,13 +192,38 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
         ccol, crow = inv @ (cx, cy)
         crow = np.clip(np.floor(crow).astype(np.int64), 0, grid.height - 1)
         ccol = np.clip(np.floor(ccol).astype(np.int64), 0, grid.width - 1)
-
+        by_files: dict[tuple, list] = {}  # the same file(s) read as several sources: one reason
+        for name, uncovered in engine.uncovered(cx, cy).items():
+            uncovered &= ~outside
+            if not uncovered.any():
+                continue
+            files = tuple(Path(ds.name).name for ds in engine._datasets[name])
+            raster = f"raster{'s' if len(files) > 1 else ''} {', '.join(files)} (source {name!r})"
+            if not allow_missing:
+                ids = plots_g["plot_id"][uncovered]
+                ds = engine._datasets[name][0]
+                raise InputError(
+                    f"{uncovered.sum()} of {len(plots_g)} plot(s) lie outside {raster} of spec {spec.name!r} "
+                    f"(plot_id {', '.join(map(str, ids.head(5)))}{', ...' if uncovered.sum() > 5 else ''}; "
+                    f"{files[0]} covers {tuple(round(v, 3) for v in ds.bounds)} in {ds.crs.to_string()}); "
+                    "use rasters that cover every plot, or pass --allow-missing to keep these plots with NaN "
+                    "features and a missing_reason column"
+                )
+            by_files.setdefault(files, []).append((name, uncovered))
+        for files, parts in by_files.items():
+            names = ", ".join(repr(n) for n, _ in parts)
+            raster = (f"raster{'s' if len(files) > 1 else ''} {', '.join(files)} "
+                      f"(source{'s' if len(parts) > 1 else ''} {names})")
+            for i in np.flatnonzero(np.logical_or.reduce([m for _, m in parts])):
+                reasons[i] = f"{reasons[i]}; outside {raster}" if reasons[i] else f"outside {raster}"
         n_feat = len(spec.features)
         values = np.full((len(plots_g), n_feat), np.nan, dtype=np.float64)
         n_pixels = np.zeros(len(plots_g), dtype=np.int64)
         n_valid = np.zeros(len(plots_g), dtype=np.int64)
         tile_key = (crow // tile) * (grid.width // tile + 1) + (ccol // tile)
-        groups = pd.Series(np.arange(len(plots_g))).groupby(tile_key).indices
+        inside_grid = np.flatnonzero(~outside)
+        groups = pd.Series(inside_grid).groupby(tile_key[inside_grid]).indices
+        groups = {key: inside_grid[idx] for key, idx in groups.items()}
         bar = tqdm(total=len(plots_g), desc=f"extract {spec.name}", unit="plot", disable=not progress)
         for group in groups.values():
             for members, window in _windows(np.asarray(group), crow, ccol, bounds):
@@ -216,6 +250,7 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
                         mean, count, valid = _mean_valid(pix, inside)
                         values[i], n_pixels[i], n_valid[i] = mean[0], count[0], valid[0]
                 bar.update(len(members))
+        bar.update(int(outside.sum()))
         bar.close()
     out = pd.DataFrame({"plot_id": plots_g["plot_id"].to_numpy()})
     centroids = plots_g.geometry.centroid
@@ -223,6 +258,13 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
     for j, name in enumerate(spec.feature_names):
         out[name] = values[:, j]
     out["footprint_pixels"], out["valid_pixels"] = n_pixels, n_valid
+    if allow_missing:
+        names = spec.feature_names
+        for i in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+            if not reasons[i]:
+                nan = [names[j] for j in np.flatnonzero(~np.isfinite(values[i]))]
+                reasons[i] = f"nodata in {', '.join(nan[:3])}{', ...' if len(nan) > 3 else ''}"
+        out["missing_reason"] = reasons
     rest = [c for c in plots.columns if c not in (*FEATURE_TABLE_KEYS, plots.geometry.name)]
     for column in rest:
         out[column] = plots[column].to_numpy()
@@ -230,17 +272,30 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True)
     return out
 
 
-def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, progress: bool = True) -> Path:
+def check_block(block) -> int:
+    """A window size: an integer multiple of 16 (the GeoTIFF tile size), at least 16."""
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 16 or block % 16:
+        raise InputError(f"block must be a multiple of 16 (the GeoTIFF tile size) and at least 16, got {block!r}; "
+                         "e.g. 256 or 512")
+    return int(block)
+
+
+def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, progress: bool = True,
+                max_pixels: float | None = None) -> Path:
     """Write all features of ``spec`` on its grid as a multi-band COG (band names = features).
 
     Windows of ``block`` x ``block`` pixels (a multiple of 16: the GeoTIFF tile size) are computed
     and written one at a time, so memory is bounded by the block, not the grid. NaN is written as
     :data:`sinks.cog.FLOAT_NODATA`. On any error no file is left at ``out`` (nor a partial one).
+    Before anything is written, a grid above ``max_pixels`` (default
+    :data:`sinks.covariates.local.MAX_PIXELS`) or a window needing more memory than is available is
+    refused with :class:`~sinks.errors.ResourceError`.
     """
-    if block <= 0 or block % 16:
-        raise InputError(f"block must be a positive multiple of 16 (GeoTIFF tile size), got {block}")
+    block = check_block(block)
     with LocalEngine(spec) as engine:
         grid = engine.grid
+        check_grid_size(spec, grid, n_bands=len(spec.features), max_pixels=max_pixels, what="stack")
+        engine.check_memory(block, what="stack")
         windows = list(grid.windows(block))
         with cog_writer(
             out, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,

@@ -11,6 +11,12 @@ keeps it in a small process-wide cache (shared by the engines of a multi-threade
 working memory is about :data:`sinks.covariates.terrain.FLOW_BYTES_PER_PIXEL` bytes per grid pixel;
 grids above ``SINKS_FLOW_MAX_PIXELS`` (default :data:`FLOW_MAX_PIXELS`) are refused with a message
 saying to precompute TWI with a hydrology tool (TauDEM, WhiteboxTools, SAGA) and add it as a band.
+
+Resource guards, before anything is allocated or written: :func:`check_grid_size` refuses a grid
+above :data:`~sinks.covariates.spec.MAX_PIXELS` pixels (``max_pixels`` / ``--max-pixels`` raises it)
+and :meth:`LocalEngine.check_memory` refuses windows whose estimated working memory
+(:meth:`LocalEngine.window_bytes`: each source read at its own resolution, composites, features)
+times the number of threads exceeds :data:`MEMORY_FRACTION` of the available memory.
 """
 
 from __future__ import annotations
@@ -32,14 +38,16 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from sinks.covariates import expressions, terrain
-from sinks.covariates.spec import FeatureSpec, Source
-from sinks.errors import InputError, SpecError
+from sinks.covariates.spec import MAX_PIXELS, FeatureSpec, Source
+from sinks.errors import InputError, ResourceError, SpecError
 
 #: Largest grid (pixels) on which the TWI's whole-grid flow accumulation runs by default: at
 #: FLOW_BYTES_PER_PIXEL = 100 bytes per pixel (an upper bound) this is at most 2.5 GB of working memory
 #: (measured: about 58 bytes per pixel at 4 million pixels, so ~1.5 GB). Override with
 #: the environment variable SINKS_FLOW_MAX_PIXELS.
 FLOW_MAX_PIXELS = 25_000_000
+#: Fraction of the memory available (MemAvailable) that a job's windows may use, all threads together.
+MEMORY_FRACTION = 0.8
 _FLOW_CACHE: OrderedDict = OrderedDict()  # key -> float32 TWI grid; at most 2 entries
 _FLOW_LOCK = threading.Lock()
 
@@ -81,6 +89,49 @@ class TargetGrid:
         lat = np.radians(self.transform.f + rows * self.transform.e)
         metres_per_degree = 2 * math.pi * 6371008.8 / 360  # mean Earth radius, IUGG
         return xres * metres_per_degree * np.cos(lat), np.full(lat.shape, yres * metres_per_degree)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new job (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _gib(n_bytes: float) -> str:
+    if n_bytes >= 2**27:
+        return f"{n_bytes / 2**30:,.1f} GiB"
+    return f"{n_bytes / 2**20:,.0f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:,.0f} KiB"
+
+
+def check_grid_size(spec: FeatureSpec, grid: TargetGrid, *, n_bands: int, max_pixels: float | None = None,
+                    what: str = "stack") -> int:
+    """Refuse a grid with more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`) before
+    anything is allocated or written; returns the estimated output size in bytes (float32,
+    uncompressed) of ``n_bands`` bands."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    pixels = grid.width * grid.height
+    size = pixels * n_bands * 4
+    if pixels > limit:
+        unit = grid.crs.axis_info[0].unit_name if grid.crs.axis_info else "CRS units"
+        hint = ""
+        if not grid.crs.is_geographic and abs(grid.transform.a) < 0.01:
+            hint = (f" (a resolution in degrees? in {grid.crs.to_string()} it is in {unit}s, so "
+                    f"{grid.transform.a:g} is a pixel of {grid.transform.a * 1000:g} mm)")
+        raise ResourceError(
+            f"spec {spec.name!r}: the {what} grid is {grid.width:,} x {grid.height:,} = {pixels:,} pixels "
+            f"(about {_gib(size)} uncompressed for {n_bands} float32 band(s)), more than the limit of "
+            f"{int(limit):,} pixels; check [grid] resolution {grid.transform.a:g} ({unit}){hint} and the extent, "
+            f"or pass --max-pixels {pixels:.3g} to run it anyway")
+    return size
 
 
 def _open(path: str):
@@ -160,6 +211,78 @@ class LocalEngine:
         except BaseException:
             self.close()
             raise
+
+    def window_bytes(self, block: int) -> int:
+        """Estimated peak working memory (bytes) of :meth:`compute` on a ``block`` x ``block`` window:
+        each source's read window in its own pixels (larger when the source is finer than the grid,
+        and one per scene of a composite), its reprojected copy, and the features with temporaries."""
+        side = min(block, max(self.grid.width, self.grid.height)) + 2 * self.halo
+        h, w = min(side, self.grid.height + 2 * self.halo), min(side, self.grid.width + 2 * self.halo)
+        window = Window(-self.halo, -self.halo, w, h)
+        bounds = rasterio.windows.bounds(window, self.grid.transform)
+        total = 0
+        for source in self.spec.sources:
+            for ds in self._datasets.get(source.name, []):
+                n = len(source.bands)
+                if _aligned(ds, self.grid):
+                    src_pixels = h * w
+                else:
+                    try:
+                        src_bounds = transform_bounds(self.grid.crs, ds.crs, *bounds, densify_pts=21)
+                        approx = from_bounds(*src_bounds, transform=ds.transform)
+                        src_pixels = (abs(approx.height) + 5) * (abs(approx.width) + 5)
+                    except Exception:  # noqa: BLE001 - an estimate only; the read reports real errors
+                        src_pixels = h * w
+                    if not math.isfinite(src_pixels):
+                        src_pixels = float(ds.width) * ds.height
+                total += n * (src_pixels * (4 + 4 + 1) + h * w * 4)  # float copy, masked read, mask; dst
+            if len(self._datasets.get(source.name, [])) > 1:
+                total += len(source.bands) * h * w * 4 * 2  # the composite's stack and result
+        total += len(self.spec.features) * h * w * 4 * 4  # values, output slice, expression temporaries
+        return int(total)
+
+    def check_memory(self, block: int, *, n_jobs: int = 1, extra_per_pixel: int = 0, what: str = "stack") -> int:
+        """Refuse a job whose windows (``n_jobs`` at a time) would need more memory than is available.
+
+        Returns the estimate in bytes. ``extra_per_pixel`` adds the caller's own arrays per window
+        pixel (e.g. the map's output bands and model inputs)."""
+        side = min(block, max(self.grid.width, self.grid.height))
+        need = (self.window_bytes(block) + extra_per_pixel * side * side) * max(1, n_jobs)
+        have = available_memory()
+        if have is not None and need > MEMORY_FRACTION * have:
+            finer = [s.name for s in self.spec.sources for ds in self._datasets.get(s.name, [])
+                     if not _aligned(ds, self.grid)]
+            raise ResourceError(
+                f"spec {self.spec.name!r}: a {what} window of {block} x {block} pixels"
+                f"{f' with {n_jobs} jobs' if n_jobs > 1 else ''} needs about {_gib(need)} of memory, more than "
+                f"{MEMORY_FRACTION:.0%} of the {_gib(have)} available; use a smaller --block"
+                + (" or fewer --jobs" if n_jobs > 1 else "")
+                + (f", or check that the grid's resolution ({self.grid.transform.a:g} {self.grid.crs.axis_info[0].unit_name if self.grid.crs.axis_info else 'CRS units'}) "
+                   f"is not far coarser than source(s) {', '.join(dict.fromkeys(finer))} (each window is read from them at their own resolution)"
+                   if finer else ""))
+        return need
+
+    def uncovered(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Which points (grid CRS) lie outside every file of each source the features read:
+        ``{source name: bool array}``. A point outside a source's files gets NaN from it."""
+        from rasterio.warp import transform as transform_xy
+
+        out = {}
+        for source in self.spec.sources:
+            datasets = self._datasets.get(source.name, [])
+            if not datasets:
+                continue
+            outside = np.ones(len(x), dtype=bool)
+            for ds in datasets:
+                if CRS.from_user_input(ds.crs) == self.grid.crs:
+                    sx, sy = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+                else:
+                    sx, sy = (np.asarray(v, dtype=float) for v in transform_xy(self.grid.crs, ds.crs, list(x), list(y)))
+                left, bottom, right, top = ds.bounds
+                inside = np.isfinite(sx) & np.isfinite(sy) & (sx >= left) & (sx < right) & (sy > bottom) & (sy <= top)
+                outside &= ~inside
+            out[source.name] = outside
+        return out
 
     def _needed_sources(self) -> set[str]:
         refs: list[str] = []

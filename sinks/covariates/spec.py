@@ -36,6 +36,7 @@ from pathlib import Path
 from sinks.covariates import expressions
 from sinks.errors import SpecError
 from sinks.io import read_toml
+from sinks.validate import check_keys, did_you_mean, number, string, table
 
 FOOTPRINTS = ("point", "buffer", "polygon")
 COMPOSITES = ("median", "mean", "min", "max", "first")
@@ -174,138 +175,272 @@ def _expand(value: str, base: Path, keep_unset: bool = False) -> str:
     return str(path if path.is_absolute() else (base / path))
 
 
+#: Allowed keys of each part of a spec (unknown keys are refused with a did-you-mean).
+TOP_KEYS = ("name", "description", "grid", "footprint", "sources", "features")
+GRID_KEYS = ("crs", "resolution", "extent", "like")
+FOOTPRINT_KEYS = ("kind", "radius")
+SOURCE_KEYS = ("name", "path", "paths", "bands", "nodata", "valid", "composite", "resampling", "ee")
+BAND_KEYS = ("name", "index", "scale", "offset")
+FEATURE_KEYS = ("name", "band", "expression", "terrain")
+#: Largest grid (pixels) a stack or a map computes unless told otherwise (``max_pixels``, CLI
+#: ``--max-pixels``): 10^9 pixels is a 31,623 x 31,623 grid, e.g. Chongqing (82,400 km2) at 10 m or
+#: Sichuan (486,000 km2) at 30 m; one float32 band of it is 3.7 GiB uncompressed, and at the measured
+#: ~1 us per pixel and feature a 4-feature stack takes over an hour. Larger grids are nearly always a
+#: resolution in the wrong units or an extent in the wrong CRS. Checked by
+#: :func:`sinks.covariates.local.check_grid_size` once the grid is known.
+MAX_PIXELS = 1_000_000_000
+#: Largest resolution accepted in a geographic (degree) CRS: 1 degree is ~111 km. A larger number is
+#: almost always a resolution in metres written for a degree CRS (30 "degrees" for 30 m).
+MAX_DEGREE_RESOLUTION = 1.0
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _utm_hint(extent, crs) -> str:
+    """An example projected CRS for a geographic grid: the UTM zone of the extent's centre."""
+    if extent is not None and -180 <= extent[0] <= extent[2] <= 180 and -90 <= extent[1] <= extent[3] <= 90:
+        lon, lat = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
+        zone = min(int((lon + 180) // 6) + 1, 60)
+        return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    return "EPSG:32648"
+
+
+def _grid(raw: dict, where: str) -> Grid:
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    where = f"{where} [grid]"
+    check_keys(raw, GRID_KEYS, where)
+    crs_text = string(raw, "crs", where)
+    try:
+        crs = CRS.from_user_input(crs_text)
+    except CRSError:
+        raise SpecError(f"{where}: crs {crs_text!r} is not a CRS pyproj knows; use e.g. EPSG:32648 "
+                        "(UTM 48N) or EPSG:4326") from None
+    if "resolution" not in raw:
+        raise SpecError(f"{where}: missing 'resolution' (pixel size in CRS units, or [xres, yres])")
+    res = raw["resolution"]
+    if isinstance(res, list):
+        if len(res) != 2:
+            raise SpecError(f"{where}: 'resolution' must be one number or [xres, yres], got {res!r}")
+        res = tuple(number({"resolution": v}, "resolution", where, minimum=0, exclusive_minimum=True) for v in res)
+    else:
+        one = number(raw, "resolution", where, minimum=0, exclusive_minimum=True)
+        res = (one, one)
+    extent = None
+    if "extent" in raw:
+        ext = raw["extent"]
+        if not isinstance(ext, list) or len(ext) != 4:
+            raise SpecError(f"{where}: 'extent' must be [xmin, ymin, xmax, ymax], got {ext!r}")
+        extent = tuple(number({"extent": v}, "extent", where) for v in ext)
+        if extent[2] <= extent[0] or extent[3] <= extent[1]:
+            raise SpecError(f"{where}: 'extent' = {list(ext)} is not ordered [xmin, ymin, xmax, ymax] "
+                            "(xmin < xmax, ymin < ymax)")
+    like = None
+    if "like" in raw:
+        like = string(raw, "like", where)
+        if extent is not None:
+            raise SpecError(f"{where}: give extent or like, not both")
+    if extent is None and like is None:
+        raise SpecError(f"{where}: needs extent = [xmin, ymin, xmax, ymax] or like = SOURCE")
+    if crs.is_geographic:
+        if max(res) > MAX_DEGREE_RESOLUTION:
+            metres = max(res)
+            raise SpecError(
+                f"{where}: resolution = {metres:g} is in degrees for {crs_text} (a geographic CRS), about "
+                f"{metres * 111.32:,.0f} km per pixel; for a {metres:g} m grid use a projected CRS such as "
+                f"UTM ({_utm_hint(extent, crs)}), or give the resolution in degrees "
+                f"({metres:g} m is about {metres / 111_320:.2g} degrees)")
+        if extent is not None and not (-180 <= extent[0] < extent[2] <= 360 and -90 <= extent[1] < extent[3] <= 90):
+            raise SpecError(
+                f"{where}: extent {list(extent)} is not in degrees, but {crs_text} is a geographic CRS; give the "
+                f"extent in longitude/latitude, or use the projected CRS the extent is written in "
+                f"(e.g. UTM {_utm_hint(None, crs)})")
+    return Grid(crs_text, res, extent, like)
+
+
+def _footprint(raw, where: str) -> Footprint:
+    where = f"{where} [footprint]"
+    check_keys(raw, FOOTPRINT_KEYS, where)
+    kind = string(raw, "kind", where, default="point", choices=FOOTPRINTS)
+    radius = number(raw, "radius", where, default=0.0, minimum=0)
+    if kind == "buffer" and radius <= 0:
+        raise SpecError(f"{where}: a buffer footprint needs a positive radius (CRS units)")
+    if kind != "buffer" and "radius" in raw and radius:
+        raise SpecError(f"{where}: radius is for kind = \"buffer\", not {kind!r}")
+    return Footprint(kind, radius)
+
+
 def _bands(raw, where: str) -> tuple[Band, ...]:
-    if not raw:
-        raise SpecError(f"{where}: 'bands' must list at least one band")
+    if raw is None:
+        raise SpecError(f"{where}: missing 'bands' (names of bands 1..n, or tables with name/index/scale/offset)")
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(f"{where}: 'bands' must list at least one band, got {raw!r}")
     bands = []
     for i, item in enumerate(raw, start=1):
         if isinstance(item, str):
+            if not _NAME.fullmatch(item):
+                raise SpecError(f"{where}: band name {item!r} must be made of letters, digits and _")
             bands.append(Band(item, i))
-        elif isinstance(item, dict) and "name" in item:
-            unknown = set(item) - {"name", "index", "scale", "offset"}
-            if unknown:
-                raise SpecError(f"{where}: band {item['name']!r} has unknown key(s) {', '.join(sorted(unknown))}")
-            bands.append(Band(item["name"], int(item.get("index", i)), float(item.get("scale", 1.0)),
-                              float(item.get("offset", 0.0))))
+        elif isinstance(item, dict):
+            bname = string(item, "name", f"{where} band {i}")
+            bwhere = f"{where} band {bname!r}"
+            check_keys(item, BAND_KEYS, bwhere)
+            if not _NAME.fullmatch(bname):
+                raise SpecError(f"{bwhere}: band name must be made of letters, digits and _")
+            scale = number(item, "scale", bwhere, default=1.0)
+            if scale == 0:
+                raise SpecError(f"{bwhere}: 'scale' = 0 would make every value equal to the offset")
+            bands.append(Band(bname, number(item, "index", bwhere, default=i, integer=True, minimum=1),
+                              scale, number(item, "offset", bwhere, default=0.0)))
         else:
-            raise SpecError(f"{where}: each band is a name or a table with 'name'")
+            raise SpecError(f"{where}: each band is a name or a table with 'name', got {item!r}")
     names = [b.name for b in bands]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: band names repeat: {names}")
     return tuple(bands)
 
 
+def _source(raw, where: str, base: Path) -> Source:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: each [[sources]] entry must be a table, got {raw!r}")
+    sname = raw.get("name")
+    if not isinstance(sname, str) or not _NAME.fullmatch(sname):
+        raise SpecError(f"{where}: every source needs a name made of letters, digits and _ (got {sname!r})")
+    swhere = f"{where} source {sname!r}"
+    check_keys(raw, SOURCE_KEYS, swhere)
+    if "path" in raw and "paths" in raw:
+        raise SpecError(f"{swhere}: give path or paths, not both")
+    if "paths" in raw:
+        paths = raw["paths"]
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+            raise SpecError(f"{swhere}: 'paths' must be a non-empty list of file paths, got {paths!r}")
+    else:
+        paths = [string(raw, "path", swhere)] if "path" in raw else []
+    ee = raw.get("ee", {})
+    if not isinstance(ee, dict):
+        raise SpecError(f"{swhere}: 'ee' must be a [sources.ee] table, got {ee!r}")
+    if ee:
+        from sinks.covariates.earthengine import EE_KEYS
+
+        check_keys(ee, EE_KEYS, f"{swhere} [sources.ee]")
+    if not paths and "ee" not in raw:
+        raise SpecError(f"{swhere}: needs path, paths or an [sources.ee] section")
+    nodata = raw.get("nodata")
+    if nodata is not None:
+        nodata = number(raw, "nodata", swhere)
+    valid = string(raw, "valid", swhere, default=None)
+    source = Source(
+        name=sname,
+        paths=tuple(_expand(p, base, keep_unset="ee" in raw) for p in paths),
+        bands=_bands(raw.get("bands"), swhere),
+        nodata=nodata,
+        valid=valid,
+        composite=string(raw, "composite", swhere, default="median", choices=COMPOSITES),
+        resampling=string(raw, "resampling", swhere, default="bilinear", choices=RESAMPLING),
+        ee=dict(ee),
+    )
+    if source.valid:
+        try:
+            refs = expressions.names(source.valid)
+        except SpecError as exc:
+            raise SpecError(f"{swhere}: valid: {exc}") from None
+        for ref in refs:
+            if ref not in {b.name for b in source.bands}:
+                raise SpecError(f"{swhere}: valid = {source.valid!r} names {ref!r}, which is not a band of this "
+                                f"source{did_you_mean(ref, [b.name for b in source.bands])}; its bands are "
+                                f"{', '.join(b.name for b in source.bands)}")
+    return source
+
+
+def _list_of_tables(data: dict, key: str, where: str) -> list:
+    value = data.get(key)
+    if value is None:
+        raise SpecError(f"{where}: missing [[{key}]] (at least one)")
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: '{key}' must be a list of [[{key}]] tables, got {value!r}")
+    return value
+
+
 def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None = None) -> FeatureSpec:
-    """Build a :class:`FeatureSpec` from the parsed TOML mapping; paths resolved against ``base``."""
+    """Build a :class:`FeatureSpec` from the parsed TOML mapping; paths resolved against ``base``.
+
+    Every part is checked here, before any raster is opened: unknown keys (with a did-you-mean),
+    types, ranges (resolution > 0, radius >= 0, ordered extent, known CRS, composite, resampling
+    and terrain names), references between sources and features, and a degree CRS with a
+    metre-like resolution.
+    """
     where = str(path or name)
-    unknown = set(data) - {"name", "description", "grid", "footprint", "sources", "features"}
-    if unknown:
-        raise SpecError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}")
-    for key in ("grid", "sources", "features"):
-        if key not in data:
-            raise SpecError(f"{where}: missing [{key}]")
-    grid_raw = data["grid"]
-    if "crs" not in grid_raw or "resolution" not in grid_raw:
-        raise SpecError(f"{where}: [grid] needs crs and resolution")
-    res = grid_raw["resolution"]
-    res = (float(res), float(res)) if isinstance(res, (int, float)) else (float(res[0]), float(res[1]))
-    if min(res) <= 0:
-        raise SpecError(f"{where}: [grid] resolution must be positive")
-    extent = tuple(float(v) for v in grid_raw["extent"]) if "extent" in grid_raw else None
-    if extent is None and "like" not in grid_raw:
-        raise SpecError(f"{where}: [grid] needs extent = [xmin, ymin, xmax, ymax] or like = SOURCE")
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
+    check_keys(data, TOP_KEYS, where)
+    spec_name = string(data, "name", where, default=name)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(f"{where}: 'description' must be a string, got {description!r}")
+    grid = _grid(table(data, "grid", where, required=True), where)
+    footprint = _footprint(table(data, "footprint", where), where)
 
-    try:
-        CRS.from_user_input(grid_raw["crs"])
-    except CRSError as exc:
-        raise SpecError(f"{where}: [grid] crs {grid_raw['crs']!r} is not a valid CRS") from exc
-    grid = Grid(str(grid_raw["crs"]), res, extent, grid_raw.get("like"))
-
-    fp_raw = data.get("footprint", {})
-    footprint = Footprint(fp_raw.get("kind", "point"), float(fp_raw.get("radius", 0.0)))
-    if footprint.kind not in FOOTPRINTS:
-        raise SpecError(f"{where}: footprint kind must be one of {FOOTPRINTS}")
-    if footprint.kind == "buffer" and footprint.radius <= 0:
-        raise SpecError(f"{where}: a buffer footprint needs a positive radius (CRS units)")
-
-    sources = []
-    for raw in data["sources"]:
-        sname = raw.get("name")
-        if not sname or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sname):
-            raise SpecError(f"{where}: every source needs a name made of letters, digits and _")
-        swhere = f"{where} source {sname!r}"
-        unknown = set(raw) - {"name", "path", "paths", "bands", "nodata", "valid", "composite", "resampling", "ee"}
-        if unknown:
-            raise SpecError(f"{swhere}: unknown key(s) {', '.join(sorted(unknown))}")
-        paths = raw.get("paths") or ([raw["path"]] if "path" in raw else [])
-        if not paths and "ee" not in raw:
-            raise SpecError(f"{swhere}: needs path, paths or an [sources.ee] section")
-        source = Source(
-            name=sname,
-            paths=tuple(_expand(p, base, keep_unset="ee" in raw) for p in paths),
-            bands=_bands(raw.get("bands"), swhere),
-            nodata=raw.get("nodata"),
-            valid=raw.get("valid"),
-            composite=raw.get("composite", "median"),
-            resampling=raw.get("resampling", "bilinear"),
-            ee=dict(raw.get("ee", {})),
-        )
-        if source.composite not in COMPOSITES:
-            raise SpecError(f"{swhere}: composite must be one of {COMPOSITES}")
-        if source.resampling not in RESAMPLING:
-            raise SpecError(f"{swhere}: resampling must be one of {RESAMPLING}")
-        if source.valid:
-            for ref in expressions.names(source.valid):
-                source.band(ref)
-        sources.append(source)
-    if len({s.name for s in sources}) != len(sources):
-        raise SpecError(f"{where}: source names repeat")
+    sources = [_source(raw, where, base) for raw in _list_of_tables(data, "sources", where)]
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: source names repeat: {names}")
 
     spec = FeatureSpec(
-        name=data.get("name", name),
-        description=data.get("description", ""),
+        name=spec_name,
+        description=description,
         grid=grid,
         footprint=footprint,
         sources=tuple(sources),
         features=(),
         path=path,
     )
-    if grid.like is not None:
-        spec.source(grid.like)
+    if grid.like is not None and grid.like not in names:
+        raise SpecError(f"{where} [grid]: like = {grid.like!r} is not a source{did_you_mean(grid.like, names)}; "
+                        f"sources: {', '.join(names)}")
 
     features: list[Feature] = []
-    for raw in data["features"]:
+    for raw in _list_of_tables(data, "features", where):
+        if not isinstance(raw, dict):
+            raise SpecError(f"{where}: each [[features]] entry must be a table, got {raw!r}")
         fname = raw.get("name")
-        if not fname or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", fname):
-            raise SpecError(f"{where}: every feature needs a name made of letters, digits and _")
-        unknown = set(raw) - {"name", "band", "expression", "terrain"}
-        if unknown:
-            raise SpecError(f"{where} feature {fname!r}: unknown key(s) {', '.join(sorted(unknown))}")
-        feature = Feature(fname, raw.get("band"), raw.get("expression"), raw.get("terrain"))
+        if not isinstance(fname, str) or not _NAME.fullmatch(fname):
+            raise SpecError(f"{where}: every feature needs a name made of letters, digits and _ (got {fname!r})")
         fwhere = f"{where} feature {fname!r}"
+        check_keys(raw, FEATURE_KEYS, fwhere)
+        feature = Feature(fname, string(raw, "band", fwhere, default=None),
+                          string(raw, "expression", fwhere, default=None),
+                          string(raw, "terrain", fwhere, default=None, choices=TERRAIN))
         if bool(feature.expression) == bool(feature.band) or (feature.expression and feature.terrain):
             raise SpecError(f"{fwhere}: give exactly one of band, expression, or terrain (with band)")
-        if feature.terrain:
-            if feature.terrain not in TERRAIN:
-                raise SpecError(f"{fwhere}: terrain must be one of {TERRAIN}")
-            if not feature.band:
-                raise SpecError(f"{fwhere}: a terrain feature needs band = 'source.band' (the elevation)")
+        if feature.terrain and not feature.band:
+            raise SpecError(f"{fwhere}: a terrain feature needs band = 'source.band' (the elevation)")
         if feature.band:
-            spec.resolve(feature.band)
+            _resolve_or_suggest(spec, feature.band, fwhere)
         if feature.expression:
             known = {f.name for f in features}
-            for ref in expressions.names(feature.expression):
+            try:
+                refs = expressions.names(feature.expression)
+            except SpecError as exc:
+                raise SpecError(f"{fwhere}: {exc}") from None
+            for ref in refs:
                 if ref not in known:
                     try:
                         spec.resolve(ref)
                     except SpecError as exc:
-                        raise SpecError(f"{fwhere}: expression names {ref!r}, which is neither an earlier feature nor a source band ({exc})") from None
+                        options = [*known, *(b.name for s in sources for b in s.bands)]
+                        raise SpecError(f"{fwhere}: expression names {ref!r}, which is neither an earlier feature "
+                                        f"nor a source band ({exc}){did_you_mean(ref, options)}") from None
         features.append(feature)
-    if len({f.name for f in features}) != len(features):
-        raise SpecError(f"{where}: feature names repeat")
+    fnames = [f.name for f in features]
+    if len(set(fnames)) != len(fnames):
+        raise SpecError(f"{where}: feature names repeat: {fnames}")
     return FeatureSpec(spec.name, spec.grid, spec.footprint, spec.sources, tuple(features), spec.description, path)
+
+
+def _resolve_or_suggest(spec: FeatureSpec, ref: str, where: str) -> None:
+    try:
+        spec.resolve(ref)
+    except SpecError as exc:
+        options = [f"{s.name}.{b.name}" for s in spec.sources for b in s.bands]
+        raise SpecError(f"{where}: band = {ref!r}: {exc}{did_you_mean(ref, options)}") from None
 
 
 def load_spec(path: str | os.PathLike) -> FeatureSpec:

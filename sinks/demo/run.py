@@ -4,11 +4,16 @@ The demo writes a workspace in ``out``: ``data/`` (the simulated inputs), ``feat
 ``training/`` (the spec and recipe), ``plots/`` (plot stocks and the feature table), ``models/``
 (the bundle), ``maps/`` (the carbon COG), ``reports/`` (eligibility report and the truth check).
 Each step is the public function the matching ``sinks`` subcommand calls.
+
+The workspace is marked by a ``.sinks-workspace`` file. An existing folder is used only when it is
+empty, or when it is a demo workspace and ``overwrite`` is set: the old workspace is moved aside,
+and put back if the run fails or is interrupted, so a user's folder is never written into.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ from sinks.demo.world import make_world
 from sinks.eligibility.engine import assess
 from sinks.eligibility.report import write_report
 from sinks.eligibility.rules import load_ruleset
-from sinks.io import read_table, write_table
+from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, read_table, write_table
 from sinks.learn.recipe import load_recipe
 from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
@@ -75,9 +80,35 @@ def map_truth_check(map_path: Path, truth_path: Path, band: str = "carbon") -> d
 
 
 def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int = 1,
-             progress: bool = True) -> DemoResult:
-    """Generate the demo county in ``out`` and run every step; returns outputs and truth checks."""
+             progress: bool = True, overwrite: bool = False) -> DemoResult:
+    """Generate the demo county in ``out`` and run every step; returns outputs and truth checks.
+
+    ``out`` must be new, empty, or (with ``overwrite``) a demo workspace, which is replaced.
+    """
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs({out: "workspace"}, overwrite=overwrite)
+    clean_stale_staging(out)
+    aside = out.with_name(f".{out.name}.{os.getpid()}.partial.old")
+    if out.is_dir() and any(out.iterdir()):
+        os.replace(out, aside)
+    try:
+        out.mkdir(exist_ok=True)
+        marker = out / FOLDER_MARKERS["workspace"]
+        marker.write_text(json.dumps({"sinks": "demo workspace", "complete": False}), encoding="utf-8")
+        result = _run_steps(out, seed=seed, size=size, n_jobs=n_jobs, progress=progress)
+        marker.write_text(json.dumps({"sinks": "demo workspace", "complete": True, "seed": seed, "size": size}),
+                          encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if aside.exists():
+            os.replace(aside, out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return result
+
+
+def _run_steps(out: Path, *, seed: int, size: int, n_jobs: int, progress: bool) -> DemoResult:
     result = DemoResult(out)
     clock = time.perf_counter()
 

@@ -14,6 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from sinks import validate
+from sinks.errors import SpecError
+
 STATUSES = ("pass", "fail", "unknown", "not_checked")
 
 
@@ -26,11 +29,18 @@ class RuleResult:
 
 @dataclass
 class LayerPixels:
-    """A parcel's pixels in one layer: ``values`` (bands, n) with NaN for nodata, band names."""
+    """A parcel's pixels in one layer: ``values`` (bands, n) with NaN for nodata, band names, and
+    the layer's declared classes (``{class: values}``, see :class:`sinks.eligibility.rules.LayerEncoding`)."""
 
     values: np.ndarray
     bands: list[str]
     centroid_pixel: bool = False
+    classes: dict = field(default_factory=dict)
+
+    def fraction(self, row: np.ndarray, name: str) -> float | None:
+        """Fraction of the valid (non-NaN) pixels of ``row`` in class ``name``; None if none is valid."""
+        valid = np.isfinite(row)
+        return float(np.mean(np.isin(row[valid], self.classes[name]))) if valid.any() else None
 
     @property
     def n(self) -> int:
@@ -71,7 +81,7 @@ def _outside(layer: str) -> RuleResult:
     return RuleResult("unknown", f"parcel lies outside the '{layer}' layer", {"layer": layer})
 
 
-def _required_years(rule, start: dt.date) -> tuple[list[int], str]:
+def required_years(rule, start: dt.date) -> tuple[list[int], str]:
     """Calendar years that must be non-forest, and how they were chosen: every year from the
     ``since`` cut-off date, or the ``years_before_start`` years just before the start year."""
     if "since" in rule.params:
@@ -82,14 +92,15 @@ def _required_years(rule, start: dt.date) -> tuple[list[int], str]:
 
 
 def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
-    """Non-forest (value 0) in every required year before the start year (see :func:`_required_years`)."""
+    """Non-forest (no pixel of the layer's ``forest`` class beyond the tolerance) in every required
+    year before the start year (see :func:`required_years`)."""
     if parcel.start_date is None:
         return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)")
     tolerance = float(rule.params["max_forest_fraction"])
     pixels = parcel.pixels(rule.layer)
     if pixels is None:
         return _outside(rule.layer)
-    years, window = _required_years(rule, parcel.start_date)
+    years, window = required_years(rule, parcel.start_date)
     available = {name: i for i, name in enumerate(pixels.bands) if name.isdigit()}
     missing = [y for y in years if str(y) not in available]
     per_year, failed, unknown = {}, [], []
@@ -98,7 +109,7 @@ def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
             continue
         row = pixels.values[available[str(year)]]
         valid = np.isfinite(row)
-        forest = float(np.mean(row[valid] == 1)) if valid.any() else None
+        forest = pixels.fraction(row, "forest")
         per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 4),
                                "nodata_pixels": int((~valid).sum())}
         if forest is not None and forest > tolerance:
@@ -118,22 +129,22 @@ def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
 
 
 def raster_fraction_max(rule, parcel: ParcelContext) -> RuleResult:
-    """Fraction of parcel pixels with value 1 in a 0/1 layer is at most ``max_fraction``."""
-    limit = float(rule.params["max_fraction"])
+    """Fraction of parcel pixels in the layer's class ``class`` (e.g. ``wetland``) is at most ``max_fraction``."""
+    limit, name = float(rule.params["max_fraction"]), rule.params["class"]
     pixels = parcel.pixels(rule.layer)
     if pixels is None:
         return _outside(rule.layer)
     row = pixels.values[0]
     valid = np.isfinite(row)
-    fraction = float(np.mean(row[valid] == 1)) if valid.any() else None
-    evidence = {"layer": rule.layer, "pixels": pixels.n, "centroid_pixel": pixels.centroid_pixel,
+    fraction = pixels.fraction(row, name)
+    evidence = {"layer": rule.layer, "class": name, "pixels": pixels.n, "centroid_pixel": pixels.centroid_pixel,
                 "fraction": None if fraction is None else round(fraction, 4), "max_fraction": limit,
                 "nodata_pixels": int((~valid).sum())}
     if fraction is not None and fraction > limit:
-        return RuleResult("fail", f"{fraction:.0%} of the parcel is {rule.layer} (at most {limit:.0%} allowed)", evidence)
+        return RuleResult("fail", f"{fraction:.0%} of the parcel is {name} (at most {limit:.0%} allowed)", evidence)
     if not valid.all():
         return RuleResult("unknown", f"nodata in the '{rule.layer}' layer on the parcel", evidence)
-    return RuleResult("pass", f"{fraction:.0%} of the parcel is {rule.layer}", evidence)
+    return RuleResult("pass", f"{fraction:.0%} of the parcel is {name}", evidence)
 
 
 def _years(years: list[int]) -> str:
@@ -151,9 +162,70 @@ CHECKS: dict[str, Callable] = {
 REQUIRED_PARAMS: dict[str, list[tuple[str, ...]]] = {
     "min_area_ha": [("min_area_ha",)],
     "non_forest_history": [("max_forest_fraction",), ("since", "years_before_start")],
-    "raster_fraction_max": [("max_fraction",)],
+    "raster_fraction_max": [("max_fraction",), ("class",)],
 }
 PAIRED_PARAMS = {"min_area_ha": ("legacy_min_area_ha", "legacy_until")}
+
+#: Whether a check reads a layer, and how: ``"years"`` (one band per calendar year, band
+#: descriptions are the years) or ``"single"`` (one band); None for geometry-only checks.
+LAYER_BANDS: dict[str, str | None] = {"min_area_ha": None, "non_forest_history": "years",
+                                      "raster_fraction_max": "single"}
+
+
+def _area(section, key, where):
+    return validate.number(section, key, where, minimum=0, exclusive_minimum=True)
+
+
+def _fraction(section, key, where):
+    return validate.number(section, key, where, minimum=0, maximum=1)
+
+
+def _year_count(section, key, where):
+    return validate.number(section, key, where, integer=True, minimum=0, maximum=200)
+
+
+def _date(section, key, where):
+    """An ISO date (TOML date or ``"YYYY-MM-DD"`` string) -> its ISO string."""
+    value = section[key]
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        parsed = value
+    else:
+        try:
+            parsed = dt.date.fromisoformat(str(value).strip())
+        except ValueError:
+            raise SpecError(f"{where}: '{key}' must be an ISO date (YYYY-MM-DD), got {value!r}") from None
+    if not 1900 <= parsed.year <= 2100:
+        raise SpecError(f"{where}: '{key}' = {parsed.isoformat()} is not a plausible date (year 1900-2100)")
+    return parsed.isoformat()
+
+
+def _class_name(section, key, where):
+    return validate.string(section, key, where).strip()
+
+
+#: Every parameter a check knows, with the function that validates and normalizes its value.
+PARAM_TYPES: dict[str, dict[str, Callable]] = {
+    "min_area_ha": {"min_area_ha": _area, "legacy_min_area_ha": _area, "legacy_until": _date},
+    "non_forest_history": {"max_forest_fraction": _fraction, "since": _date, "years_before_start": _year_count},
+    "raster_fraction_max": {"max_fraction": _fraction, "class": _class_name},
+}
+
+
+def check_params(check: str, params: dict, where: str) -> dict:
+    """Validate and normalize a rule's parameters for its check; :class:`SpecError` names the key."""
+    known = PARAM_TYPES[check]
+    out = {}
+    for key in params:
+        if key not in known:
+            raise SpecError(f"{where}: unknown parameter '{key}'{validate.did_you_mean(key, known)} for check "
+                            f"'{check}' (it takes {', '.join(known)})")
+        out[key] = known[key](params, key, where)
+    problem = parameter_problem(check, out)
+    if problem:
+        raise SpecError(f"{where}: {problem}")
+    return out
 
 
 def parameter_problem(check: str, params: dict) -> str | None:

@@ -3,6 +3,10 @@
 Verdict: ``ineligible`` if any rule fails; else ``undetermined`` if any rule is unknown; else
 ``eligible``. Rules whose optional layer was not given are ``not_checked`` and do not change the
 verdict (the report lists them). Rasters are read only around each parcel.
+
+Before any parcel is assessed, each layer is checked as a whole against its declared encoding
+(:class:`sinks.eligibility.rules.LayerEncoding`): it overlaps the parcels, has the year bands the
+rules need, and holds no value outside its declared classes and nodata.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from pyproj import CRS
 from rasterio.windows import Window, from_bounds
 from tqdm.auto import tqdm
 
-from sinks.eligibility.checks import CHECKS, LayerPixels, ParcelContext, RuleResult
-from sinks.eligibility.rules import RuleSet
+from sinks.eligibility.checks import CHECKS, LAYER_BANDS, LayerPixels, ParcelContext, RuleResult, required_years
+from sinks.eligibility.rules import LayerEncoding, RuleSet, _fmt
 from sinks.errors import InputError
 from sinks.io import format_rows, sha256_file
 from sinks.pixels import polygon_pixels
+from sinks.validate import did_you_mean
 
 VERDICTS = ("eligible", "ineligible", "undetermined")
 
@@ -60,7 +65,9 @@ def check_parcels(parcels, *, start_date_column: str = "start_date") -> None:
     if "parcel_id" not in parcels.columns:
         raise InputError("parcels: missing required column parcel_id")
     if parcels.crs is None:
-        raise InputError("parcels: geometry has no CRS")
+        raise InputError("parcels: geometry has no CRS (pass --crs)")
+    if len(parcels) == 0:
+        raise InputError("parcels: the table has no rows")
     ids = parcels["parcel_id"]
     bad = np.flatnonzero(ids.isna().to_numpy())
     if bad.size:
@@ -76,10 +83,48 @@ def check_parcels(parcels, *, start_date_column: str = "start_date") -> None:
     if bad.size:
         raise InputError(f"parcels: invalid or empty polygon in row(s) {format_rows(bad)} (fix with make_valid)")
     if start_date_column in parcels.columns:
-        parsed = pd.to_datetime(parcels[start_date_column], errors="coerce", format="ISO8601")
-        bad = np.flatnonzero((parsed.isna() & parcels[start_date_column].notna()).to_numpy())
-        if bad.size:
-            raise InputError(f"parcels: {start_date_column} is not an ISO date (YYYY-MM-DD) in row(s) {format_rows(bad)}")
+        parse_start_dates(parcels, start_date_column)
+
+
+def _to_date(value) -> dt.date | None:
+    """A start date from a cell (ISO string, date, timestamp); None when missing; ValueError if bad."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, (pd.Timestamp, dt.datetime)):
+        day = value.date()
+    elif isinstance(value, dt.date):
+        day = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            day = dt.datetime.fromisoformat(text).date()  # "2025-01-01T00:00:00"; ValueError if not a date
+    else:
+        raise ValueError(f"not a date: {value!r}")
+    if not 1900 <= day.year <= 2100:
+        raise ValueError(f"implausible year {day.year}")
+    return day
+
+
+def parse_start_dates(parcels, column: str = "start_date") -> list[dt.date | None]:
+    """Each parcel's start date (None where empty); :class:`InputError` names the rows and parcels
+    whose value is not an ISO date (YYYY-MM-DD) of a year 1900-2100."""
+    out, bad = [], []
+    for i, value in enumerate(parcels[column].tolist()):
+        try:
+            out.append(_to_date(value))
+        except ValueError:
+            out.append(None)
+            bad.append(i)
+    if bad:
+        ids = parcels["parcel_id"].tolist()
+        shown = ", ".join(f"row {i + 1} (parcel {ids[i]!s}: {parcels[column].iloc[i]!r})" for i in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise InputError(f"parcels: {column} is not an ISO date (YYYY-MM-DD) in {shown}{more}")
+    return out
 
 
 def equal_area_ha(geometries) -> np.ndarray:
@@ -91,7 +136,7 @@ def equal_area_ha(geometries) -> np.ndarray:
 
 
 class _Layer:
-    def __init__(self, name: str, path: str):
+    def __init__(self, name: str, path: str, encoding: LayerEncoding):
         if not Path(path).exists():
             raise InputError(f"layer {name}: {path}: raster not found")
         try:
@@ -101,8 +146,16 @@ class _Layer:
         if self.ds.crs is None:
             self.ds.close()
             raise InputError(f"layer {name}: {path}: raster has no CRS")
-        self.name, self.path = name, path
+        self.name, self.path, self.encoding = name, path, encoding
         self.bands = [d if d else str(i) for i, d in enumerate(self.ds.descriptions, start=1)]
+        # declared values as the raster stores them (0.7 in a float32 raster is float32(0.7))
+        dtype = np.dtype(self.ds.dtypes[0])
+        as_stored = (lambda v: np.asarray(v, dtype=dtype).astype("float64")) if dtype.kind == "f" else \
+            (lambda v: np.asarray(v, dtype="float64"))
+        self.classes = {c: as_stored(v) for c, v in encoding.classes.items()}
+        self.extra_nodata = as_stored(encoding.nodata)
+        self.values_found: dict[str, int] = {}
+        self.nodata_pixels = 0
 
     def pixels(self, geometry) -> LayerPixels | None:
         ds = self.ds
@@ -117,41 +170,156 @@ class _Layer:
         data = ds.read(window=window, boundless=True, masked=True)
         mask, centroid = polygon_pixels(geometry, ds.window_transform(window), int(window.height), int(window.width))
         values = data.astype("float64").filled(np.nan)[:, mask]
-        return LayerPixels(values, self.bands, centroid)
+        if self.extra_nodata.size:
+            values[np.isin(values, self.extra_nodata)] = np.nan
+        return LayerPixels(values, self.bands, centroid, self.classes)
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": sha256_file(self.path), "crs": self.ds.crs.to_string(),
-                "bands": self.bands, "resolution": list(self.ds.res)}
+                "bands": self.bands, "resolution": list(self.ds.res),
+                "encoding": {**self.encoding.describe(), "raster_nodata": self.ds.nodata},
+                "values_found": self.values_found, "nodata_pixels": self.nodata_pixels}
+
+    # ---- layer-level checks, before any parcel is assessed ------------------------------------
+
+    def check_overlap(self, geometries) -> None:
+        """At least one parcel overlaps the raster (else the CRS or the file is likely wrong)."""
+        b = self.ds.bounds
+        minx, miny, maxx, maxy = geometries.total_bounds
+        if minx >= b.right or maxx <= b.left or miny >= b.top or maxy <= b.bottom:
+            raise InputError(f"layer {self.name}: {self.path}: no parcel overlaps the raster (raster bounds "
+                             f"{_bounds(b)}, parcels {_bounds((minx, miny, maxx, maxy))} in {self.ds.crs.to_string()}): "
+                             "check the parcels' CRS and that this is the right raster")
+
+    def year_bands(self, rule) -> dict[int, int]:
+        """``{year: band index}`` of a layer with one band per year; :class:`InputError` if the bands are not years."""
+        not_years = [b for b in self.bands if not (b.strip().isdigit() and len(b.strip()) == 4)]
+        if not_years:
+            raise InputError(f"layer {self.name}: {self.path}: rule '{rule.id}' reads one band per year, named by "
+                             f"its year (band descriptions \"2019\", \"2020\", ...), but found band(s) named "
+                             f"{', '.join(repr(b) for b in not_years[:5])}: set the band descriptions to the years")
+        return {int(b): i for i, b in enumerate(self.bands)}
+
+    def check_years(self, rule, starts) -> list[int]:
+        """The band indexes ``rule`` needs for these start dates; one :class:`InputError` naming the
+        missing years."""
+        available = self.year_bands(rule)
+        needed = sorted({y for start in set(starts) if start is not None for y in required_years(rule, start)[0]})
+        missing = [y for y in needed if y not in available]
+        if missing:
+            have = sorted(available)
+            raise InputError(f"layer {self.name}: {self.path}: rule '{rule.id}' needs the years {_span(needed)} for "
+                             f"the parcels' start dates, but the layer has {_span(have) if have else 'no year band'}; "
+                             f"missing {_span(missing)}: give a history with those years (or check the start dates "
+                             "and the rule's parameters)")
+        return [available[y] for y in needed]
+
+    def check_values(self, bands: list[int], geometries) -> None:
+        """Every value over the parcels' extent in ``bands`` is a declared class value or nodata."""
+        if not bands:
+            return
+        ds = self.ds
+        b = ds.bounds
+        minx, miny, maxx, maxy = geometries.total_bounds
+        left, bottom, right, top = max(minx, b.left), max(miny, b.bottom), min(maxx, b.right), min(maxy, b.top)
+        w = from_bounds(left, bottom, right, top, ds.transform)
+        col0, row0 = max(int(np.floor(w.col_off)), 0), max(int(np.floor(w.row_off)), 0)
+        col1 = min(int(np.ceil(w.col_off + w.width)), ds.width)
+        row1 = min(int(np.ceil(w.row_off + w.height)), ds.height)
+        col1, row1 = max(col1, col0 + 1), max(row1, row0 + 1)
+        step = max(1, 4_000_000 // max(1, (col1 - col0) * len(bands)))
+        counts: dict[float, int] = {}
+        nodata = 0
+        for r in range(row0, row1, step):
+            window = Window(col0, r, col1 - col0, min(step, row1 - r))
+            data = ds.read([i + 1 for i in bands], window=window, masked=True)
+            flat = data.compressed().astype("float64")
+            finite = flat[np.isfinite(flat)]
+            nodata += int(data.size - finite.size)
+            values, n = np.unique(finite, return_counts=True)
+            for v, k in zip(values.tolist(), n.tolist()):
+                counts[v] = counts.get(v, 0) + k
+        declared = {float(v) for vals in self.classes.values() for v in vals}
+        extra = {float(v) for v in self.extra_nodata}
+        undeclared = sorted(v for v in counts if v not in declared | extra)
+        self.values_found = {_fmt(v): k for v, k in sorted(counts.items())}
+        self.nodata_pixels = nodata + sum(k for v, k in counts.items() if v in extra)
+        if undeclared:
+            found = ", ".join(f"{_fmt(v)} ({counts[v]:,} px)" for v in sorted(counts, key=lambda v: -counts[v])[:8])
+            if len(counts) > 8:
+                found += f" and {len(counts) - 8} more values"
+            raster_nd = f", raster nodata {_fmt(ds.nodata)}" if ds.nodata is not None else ""
+            example = ";".join(f"{c}=V" for c in self.encoding.classes)
+            raise InputError(f"layer {self.name}: {self.path}: value(s) {', '.join(_fmt(v) for v in undeclared[:8])} "
+                             f"are not in the declared encoding ({self.encoding.declared()}{raster_nd}); values found "
+                             f"over the parcels: {found}; if the map is coded otherwise, declare it with "
+                             f"--layer-values {self.name}:{example} (or [layers.{self.name}] in the rule set)")
+
+
+def _bounds(b) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in tuple(b)) + ")"
+
+
+def _span(years: list[int]) -> str:
+    if years and years == list(range(years[0], years[-1] + 1)) and len(years) > 2:
+        return f"{years[0]}-{years[-1]}"
+    return ", ".join(map(str, years[:8])) + (f" and {len(years) - 8} more" if len(years) > 8 else "")
 
 
 def assess(parcels, ruleset: RuleSet, layers: dict[str, str | os.PathLike], *,
            start_date: str | dt.date | None = None, start_date_column: str = "start_date",
-           progress: bool = True) -> EligibilityReport:
+           layer_values: dict[str, dict] | None = None, progress: bool = True) -> EligibilityReport:
     """Apply ``ruleset`` to ``parcels`` (GeoDataFrame with parcel_id, polygons, CRS).
 
     ``layers`` maps layer names the rules use (e.g. ``forest_history``, ``wetland``) to rasters.
-    ``start_date`` is used where a parcel has no ``start_date`` of its own.
+    ``start_date`` is used where a parcel has no ``start_date`` of its own. ``layer_values``
+    replaces the declared encoding of layers, ``{layer: {class: [values], "nodata": [values]}}``
+    (e.g. ``{"forest_history": {"forest": [100], "non_forest": [0]}}``).
+
+    Before any parcel is assessed each layer is checked as a whole: it overlaps the parcels, it has
+    a band for every year the rules need, and every value over the parcels' extent is declared in
+    its encoding (or is nodata); each failure is one :class:`InputError`.
     """
+    ruleset = ruleset.with_layer_values(layer_values)
     check_parcels(parcels, start_date_column=start_date_column)
-    default_start = dt.date.fromisoformat(str(start_date)) if start_date else None
+    try:
+        default_start = _to_date(start_date) if start_date else None
+    except ValueError:
+        raise InputError(f"start date {start_date!r} is not an ISO date (YYYY-MM-DD) of a year 1900-2100") from None
+    layers = {str(name): path for name, path in layers.items()}
+    unused = sorted(set(layers) - set(ruleset.layers))
+    if unused:
+        raise InputError(f"layer '{unused[0]}'{did_you_mean(unused[0], ruleset.layers)} is not used by rule set "
+                         f"{ruleset.id} (it reads {', '.join(ruleset.layers)})")
     missing = [name for name, required in ruleset.layers.items() if required and name not in layers]
     if missing:
         raise InputError(f"rule set {ruleset.id} needs layer(s) {', '.join(missing)}: pass --layer NAME=RASTER")
-    unused = sorted(set(layers) - set(ruleset.layers))
-    if unused:
-        raise InputError(f"layer(s) {', '.join(unused)} are not used by rule set {ruleset.id} "
-                         f"(it reads {', '.join(ruleset.layers)})")
+    own = (parse_start_dates(parcels, start_date_column) if start_date_column in parcels.columns
+           else [None] * len(parcels))
+    starts = [day if day is not None else default_start for day in own]
     opened: dict[str, _Layer] = {}
     try:
         for name, path in layers.items():
-            opened[name] = _Layer(name, str(path))
+            opened[name] = _Layer(name, str(path), ruleset.encodings[name])
         areas = equal_area_ha(parcels.geometry)
         in_crs = {name: parcels.geometry.to_crs(layer.ds.crs) for name, layer in opened.items()}
-        starts = (pd.to_datetime(parcels[start_date_column], errors="coerce", format="ISO8601")
-                  if start_date_column in parcels.columns else pd.Series(pd.NaT, index=parcels.index))
+        for name, layer in opened.items():
+            layer.check_overlap(in_crs[name])
+            bands: set[int] = set()
+            for rule in ruleset.rules:
+                if rule.layer != name:
+                    continue
+                if LAYER_BANDS[rule.check] == "years":
+                    bands.update(layer.check_years(rule, starts))
+                else:
+                    if layer.ds.count != 1:
+                        raise InputError(f"layer {name}: {layer.path}: has {layer.ds.count} bands but rule "
+                                         f"'{rule.id}' reads a one-band layer: give the single-band raster")
+                    bands.add(0)
+            layer.check_values(sorted(bands), in_crs[name])
         results = []
         for i in tqdm(range(len(parcels)), desc="eligibility", unit="parcel", disable=not progress):
-            start = starts.iloc[i].date() if pd.notna(starts.iloc[i]) else default_start
+            start = starts[i]
             cache: dict[str, LayerPixels | None] = {}
 
             def pixels(name: str, i=i, cache=cache):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict
@@ -13,7 +14,8 @@ import geopandas as gpd
 
 from sinks.bundle import versions
 from sinks.eligibility.engine import EligibilityReport
-from sinks.io import atomic_path, write_table
+from sinks.errors import OutputError
+from sinks.io import atomic_path
 
 SCHEMA_VERSION = "1"
 
@@ -41,6 +43,8 @@ def to_dict(report: EligibilityReport) -> dict:
         "ruleset": {
             "id": ruleset.id, "title": ruleset.title, "methodology": ruleset.methodology, "version": ruleset.version,
             "sha256": ruleset.sha256, "overrides": ruleset.overrides, "not_checked": list(ruleset.not_checked),
+            "encodings": {name: enc.describe() for name, enc in ruleset.encodings.items()},
+            "layer_values": ruleset.layer_values,
             "rules": [{"id": r.id, "check": r.check, "params": r.params, "description": r.description,
                        "description_zh": r.description_zh, "layer": r.layer, "source": r.source,
                        "confidence": r.confidence} for r in ruleset.rules],
@@ -70,11 +74,23 @@ def to_geodataframe(report: EligibilityReport) -> gpd.GeoDataFrame:
 
 def write_report(report: EligibilityReport, json_path: str | os.PathLike,
                  gpkg_path: str | os.PathLike | None = None) -> dict:
-    """Write the JSON report (validated first) and, if asked, the GeoPackage; returns the document."""
+    """Write the JSON report (validated first) and, if asked, the GeoPackage; returns the document.
+
+    Both are written to staging names and renamed only when both are complete: they appear together
+    or not at all, and an existing report is left as it was when writing fails.
+    """
+    if gpkg_path is not None and Path(gpkg_path).resolve() == Path(json_path).resolve():
+        raise OutputError(f"{gpkg_path}: named as both the JSON report and the GeoPackage; give each its own path")
+    if gpkg_path is not None and Path(gpkg_path).suffix.lower() != ".gpkg":
+        raise OutputError(f"{gpkg_path}: the GeoPackage must end in .gpkg")
     document = to_dict(report)
     validate(document)
-    with atomic_path(json_path) as tmp:
-        Path(tmp).write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
-    if gpkg_path:
-        write_table(to_geodataframe(report), gpkg_path)
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    table = to_geodataframe(report) if gpkg_path else None
+    with contextlib.ExitStack() as stack:
+        json_tmp = stack.enter_context(atomic_path(json_path))
+        gpkg_tmp = stack.enter_context(atomic_path(gpkg_path)) if gpkg_path else None
+        Path(json_tmp).write_text(text, encoding="utf-8")
+        if gpkg_tmp is not None:
+            table.to_file(gpkg_tmp, driver="GPKG", layer=Path(gpkg_path).stem)
     return document

@@ -10,6 +10,7 @@
     band = "soc"                            # name of the predicted band in maps (default "carbon")
     derive = "soc_g_kg_from_organic_matter_pct"   # optional: computed from another column
     from = "om"
+    pool = "soil"                           # optional: forest, soil or wetland (plausibility bounds)
     [estimator]
     kind = "xgboost"                        # see sinks.learn.estimators.ESTIMATORS
     params = { n_estimators = 400, max_depth = 3, learning_rate = 0.05 }
@@ -27,8 +28,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sinks import validate
 from sinks.errors import SpecError
 from sinks.io import read_toml
+from sinks.learn.estimators import ESTIMATORS, check_param_names, check_params
+from sinks.learn.targets import DERIVATIONS
+from sinks.validate import check_keys
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Recipe:
     band: str = "carbon"
     derive: str | None = None
     derive_from: str | None = None
+    pool: str | None = None
     estimator: str = "xgboost"
     params: dict = field(default_factory=dict)
     folds: int = 5
@@ -52,45 +58,86 @@ class Recipe:
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read a training recipe TOML file."""
+    """Read a training recipe TOML file and validate all of it (see :func:`parse_recipe`)."""
     path = Path(path)
     return parse_recipe(read_toml(path, "recipe"), base=path.resolve().parent, path=path)
 
 
+TOP_KEYS = ("name", "description", "features", "target", "estimator", "validation", "intervals")
+TARGET_KEYS = ("column", "units", "band", "derive", "from", "pool")
+ESTIMATOR_KEYS = ("kind", "params")
+VALIDATION_KEYS = ("folds", "block_size", "seed")
+INTERVAL_KEYS = ("level",)
+POOLS = ("forest", "soil", "wetland")
+
+
 def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
+    """Validate a parsed recipe completely, before any work, and return it.
+
+    Every section's keys (with a did-you-mean for a misspelt one), every value's type and range,
+    the estimator kind, the estimator's parameter names (against the estimator's own parameters)
+    and values (the estimator is fitted once on a tiny synthetic array, so a value the library
+    rejects is found now, not after cross-validation), and that the feature spec exists. Each
+    problem is one :class:`~sinks.errors.SpecError` naming the file, the section and the key.
+    """
     where = str(path or "recipe")
-    unknown = set(data) - {"name", "description", "features", "target", "estimator", "validation", "intervals"}
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for key in ("features", "target"):
-        if key not in data:
-            raise SpecError(f"{where}: missing '{key}'")
-    target = data["target"]
-    if "column" not in target:
-        raise SpecError(f"{where}: [target] needs column")
-    estimator = data.get("estimator", {})
-    validation = data.get("validation", {})
-    intervals = data.get("intervals", {})
-    recipe = Recipe(
-        name=data.get("name", path.stem if path else "recipe"),
-        description=data.get("description", ""),
-        features=(base / data["features"]).resolve(),
-        target=target["column"],
-        target_units=target.get("units", ""),
-        band=target.get("band", "carbon"),
-        derive=target.get("derive"),
-        derive_from=target.get("from"),
-        estimator=estimator.get("kind", "xgboost"),
-        params=dict(estimator.get("params", {})),
-        folds=int(validation.get("folds", 5)),
-        block_size=float(validation.get("block_size", 1000.0)),
-        seed=int(validation.get("seed", 0)),
-        interval_level=float(intervals.get("level", 0.9)),
-        path=path,
-        raw=data,
+    check_keys(data, TOP_KEYS, where)
+    name = validate.string(data, "name", where, default=path.stem if path else "recipe")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(f"{where}: 'description' must be a string, got {description!r}")
+    features = validate.string(data, "features", where)
+
+    target = validate.table(data, "target", where, required=True)
+    at = f"{where} [target]"
+    check_keys(target, TARGET_KEYS, at)
+    column = validate.string(target, "column", at)
+    units = target.get("units", "")
+    if not isinstance(units, str):
+        raise SpecError(f"{at}: 'units' must be a string such as \"Mg C/ha\", got {units!r}")
+    band = validate.string(target, "band", at, default="carbon")
+    if not band.replace("_", "").replace("-", "").isalnum():
+        raise SpecError(f"{at}: 'band' = {band!r} must be a name of letters, digits, '_' and '-' (it names the map band)")
+    derive = validate.string(target, "derive", at, default=None, choices=DERIVATIONS)
+    derive_from = validate.string(target, "from", at, default=None)
+    if (derive is None) != (derive_from is None):
+        raise SpecError(f"{at}: derive and from go together: 'derive' names the conversion, "
+                        "'from' the column it converts")
+    pool = validate.string(target, "pool", at, default=None, choices=POOLS)
+
+    estimator = validate.table(data, "estimator", where)
+    at = f"{where} [estimator]"
+    check_keys(estimator, ESTIMATOR_KEYS, at)
+    kind = validate.string(estimator, "kind", at, default="xgboost", choices=ESTIMATORS)
+    params = validate.table(estimator, "params", at)
+    check_param_names(kind, params, f"{at} params")
+
+    validation = validate.table(data, "validation", where)
+    at = f"{where} [validation]"
+    check_keys(validation, VALIDATION_KEYS, at)
+    folds = validate.number(validation, "folds", at, default=5, integer=True, minimum=2)
+    block_size = validate.number(validation, "block_size", at, default=1000.0, minimum=0,
+                                 exclusive_minimum=True)
+    seed = validate.number(validation, "seed", at, default=0, integer=True, minimum=0, maximum=2**32 - 1)
+
+    intervals = validate.table(data, "intervals", where)
+    at = f"{where} [intervals]"
+    check_keys(intervals, INTERVAL_KEYS, at)
+    level = intervals.get("level")
+    if (isinstance(level, (int, float)) and not isinstance(level, bool) and 1 < level < 100):
+        raise SpecError(f"{at}: 'level' = {level!r} looks like a percentage; the level is a fraction "
+                        f"between 0 and 1: write level = {level / 100:g}")
+    level = validate.number(intervals, "level", at, default=0.9, minimum=0, maximum=1,
+                            exclusive_minimum=True, exclusive_maximum=True)
+
+    features_path = (base / features).resolve()
+    if not features_path.is_file():
+        raise SpecError(f"{where}: 'features' = {features!r}: feature spec {features_path} not found "
+                        "(the path is relative to the recipe file)")
+    check_params(kind, params, f"{where} [estimator] params")
+    return Recipe(
+        name=name, description=description, features=features_path, target=column,
+        target_units=units, band=band, derive=derive, derive_from=derive_from, pool=pool,
+        estimator=kind, params=dict(params), folds=folds, block_size=block_size, seed=seed,
+        interval_level=level, path=path, raw=data,
     )
-    if recipe.folds < 2:
-        raise SpecError(f"{where}: [validation] folds must be at least 2")
-    if bool(recipe.derive) != bool(recipe.derive_from):
-        raise SpecError(f"{where}: [target] derive and from go together")
-    return recipe

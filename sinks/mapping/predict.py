@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,20 @@ from tqdm.auto import tqdm
 
 from sinks.bundle import Bundle, load_bundle
 from sinks.cog import cog_writer
-from sinks.covariates.local import LocalEngine, target_grid
+from sinks.covariates.extract import check_block
+from sinks.covariates.local import LocalEngine, check_grid_size, target_grid
 from sinks.covariates.spec import FeatureSpec, load_spec
-from sinks.errors import ModelMismatchError
+from sinks.errors import InputError, ModelMismatchError
 
 OUTPUT_BANDS = ("lower", "upper", "di", "aoa")
+#: Working memory per window pixel of the prediction itself, beyond the features: the flat copy
+#: (float32 and the model's float64), five output bands and the DI's distances (an upper bound).
+PREDICT_BYTES_PER_PIXEL_FEATURE = 16
+PREDICT_BYTES_PER_PIXEL = 64
+
+
+class AOAWarning(UserWarning):
+    """A map none of whose valid pixels lies inside the model's area of applicability."""
 
 
 def check_compatible(bundle: Bundle, spec: FeatureSpec) -> None:
@@ -59,8 +69,20 @@ def predict_window(engine: LocalEngine, bundle: Bundle, window: Window) -> np.nd
 
 def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os.PathLike,
                 out: str | os.PathLike, *, block: int = 512, n_jobs: int = 1,
-                progress: bool = True) -> Path:
-    """Write the map of ``bundle`` over ``spec``'s grid to ``out`` (a COG, written atomically)."""
+                progress: bool = True, max_pixels: float | None = None) -> Path:
+    """Write the map of ``bundle`` over ``spec``'s grid to ``out`` (a COG, written atomically).
+
+    Refused before anything is written: a spec that differs from the bundle's
+    (:class:`~sinks.errors.ModelMismatchError`), ``block`` not a multiple of 16, ``n_jobs`` < 1, a
+    grid above ``max_pixels`` (default :data:`sinks.covariates.local.MAX_PIXELS`) or windows needing
+    more memory than is available (:class:`~sinks.errors.ResourceError`). A map with no valid pixel
+    (every pixel lacks some feature) is an :class:`~sinks.errors.InputError` and leaves no file; a
+    map none of whose valid pixels is inside the area of applicability is written with an
+    :class:`AOAWarning`.
+    """
+    block = check_block(block)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise InputError(f"n_jobs must be a positive integer (threads), got {n_jobs!r}")
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
     check_compatible(bundle, spec)
@@ -88,7 +110,14 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
         return predict_window(engine, bundle, window)
 
     grid = target_grid(spec)
+    check_grid_size(spec, grid, n_bands=len(band_names), max_pixels=max_pixels, what="map")
+    with LocalEngine(spec, grid) as probe:
+        n_feat = len(spec.features)
+        probe.check_memory(block, n_jobs=n_jobs, what="map",
+                           extra_per_pixel=PREDICT_BYTES_PER_PIXEL + PREDICT_BYTES_PER_PIXEL_FEATURE * n_feat)
     windows = list(grid.windows(block))
+    counts = {"valid": 0, "inside": 0}
+    aoa_band = 1 + OUTPUT_BANDS.index("aoa")
     try:
         with cog_writer(out, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                         band_names=band_names, blocksize=block, tags=tags, band_tags=band_tags) as dst:
@@ -98,8 +127,22 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
             )
             for window, data in tqdm(zip(windows, results), total=len(windows), desc="map",
                                      unit="tile", disable=not progress):
+                valid = np.isfinite(data[0])
+                counts["valid"] += int(valid.sum())
+                counts["inside"] += int((data[aoa_band][valid] == 1).sum())
                 dst.write(np.where(np.isnan(data), nodata, data), window=window)
+            if counts["valid"] == 0:  # inside the writer: the staging file is removed, nothing is left
+                raise InputError(
+                    f"map of bundle {bundle.bundle_id} over spec {spec.name!r}: no valid pixel in the "
+                    f"{grid.width} x {grid.height} grid (every pixel lacks at least one of the features "
+                    f"{', '.join(spec.feature_names)}); check the sources' nodata and valid masks and that "
+                    "they overlap each other")
     finally:
         for engine in engines:
             engine.close()
+    if counts["inside"] == 0:
+        warnings.warn(
+            f"none of the {counts['valid']:,} valid pixels of {out} is inside the area of applicability of "
+            f"bundle {bundle.bundle_id} (DI > {bundle.aoa.threshold:.3g} everywhere): the covariates are "
+            "unlike the training plots, so the predictions are extrapolations", AOAWarning, stacklevel=2)
     return Path(out)

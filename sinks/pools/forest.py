@@ -23,7 +23,7 @@ import pandas as pd
 
 from sinks.errors import InputError
 from sinks.io import format_rows
-from sinks.pools import montecarlo
+from sinks.pools import montecarlo, plausibility
 from sinks.pools.allometry import ExpressionAllometry, chave2014_eq4, chave2014_eq7
 from sinks.pools.height import HeightModel
 from sinks.pools.tables import allometry_parameter, load_table
@@ -111,17 +111,22 @@ def normalise_units(trees: pd.DataFrame, source: str = "trees") -> pd.DataFrame:
     return out
 
 
-def check_trees(trees: pd.DataFrame, source: str = "trees", *, drop_invalid: bool = False):
+def check_trees(trees: pd.DataFrame, source: str = "trees", *, drop_invalid: bool = False,
+                allow_implausible: bool = False):
     """Refuse impossible tree records naming their rows, or drop and list them.
 
     Checks: missing columns, diameters missing / non-positive / above 1,500 cm, heights below
     breast height (1.3 m) or above 130 m, duplicate (plot_id, tree_id). Returns
     ``(trees, Dropped)``; with ``drop_invalid=False`` any problem raises :class:`InputError`.
+    Before them, whole-table unit slips (diameters in mm, heights in cm or dm) raise
+    :class:`~sinks.errors.ImplausibleValueError` even with ``drop_invalid``
+    (:func:`sinks.pools.plausibility.check_tree_units`).
     """
     trees = normalise_units(trees, source)
     missing = [c for c in TREE_COLUMNS if c not in trees.columns]
     if missing:
         raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    plausibility.check_tree_units(trees, source, allow_implausible=allow_implausible)
     problems: list[tuple[np.ndarray, str]] = []
     dbh = pd.to_numeric(trees["dbh_cm"], errors="coerce").to_numpy(dtype=float)
     problems.append((~np.isfinite(dbh) | (dbh <= 0) | (dbh > MAX_DBH_CM),
@@ -200,7 +205,7 @@ def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
 
 
 def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, source: str = "trees",
-                 drop_invalid: bool = False) -> tuple[pd.DataFrame, Dropped, dict]:
+                 drop_invalid: bool = False, allow_implausible: bool = False) -> tuple[pd.DataFrame, Dropped, dict]:
     """Per-tree AGB, below-ground biomass and carbon (Mg) with what each tree used.
 
     Returns ``(tree_table, dropped, info)``: the checked trees with ``height_used_m``,
@@ -211,7 +216,7 @@ def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, sou
     are kept in the table with zero live biomass.
     """
     options = options or TreeOptions()
-    trees, dropped = check_trees(trees, source, drop_invalid=drop_invalid)
+    trees, dropped = check_trees(trees, source, drop_invalid=drop_invalid, allow_implausible=allow_implausible)
     if trees.empty:
         raise InputError(f"{source}: no valid tree left")
     out = trees.reset_index(drop=True)
@@ -233,7 +238,7 @@ def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, sou
         if e is None:
             raise InputError(
                 f"{source}: height_m missing in row(s) {format_rows(np.flatnonzero(no_height & needs_height))}; "
-                "measure it, give a height-diameter model (--height-model / --height-sample), or the stress "
+                "measure it, give a height-diameter model (--height-sample or --feldpausch), or the stress "
                 "index E (--e) for Chave 2014 eq. 7")
         route = "eq7"
     else:
@@ -416,21 +421,52 @@ class ForestStocks:
 
 def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, options: TreeOptions | None = None, *,
                   n_draws: int = 0, diameter_error="chave2004", seed: int | None = None,
-                  drop_invalid: bool = False, n_jobs: int = 1, progress: bool = False) -> ForestStocks:
+                  drop_invalid: bool = False, n_jobs: int = 1, progress: bool = False,
+                  allow_implausible: bool = False, trees_source: str = "trees",
+                  plots_source: str = "plots") -> ForestStocks:
     """Tree list (``plot_id``, ``tree_id``, ``dbh_cm``, ...) + plot table (``plot_id``, ``area_ha``)
     -> :class:`ForestStocks` (plot stocks in Mg/ha, per-tree results, dropped rows, provenance).
 
     ``n_draws`` > 0 runs the Monte Carlo (1,000 is BIOMASS's maximum and usual choice).
+    Before it, the plausibility guards run (:mod:`sinks.pools.plausibility`): unit slips of
+    diameters, heights and plot areas, and plot stocks below 0 or above the documented maximum
+    (an allometry off by a factor or its sign, a bad E) raise
+    :class:`~sinks.errors.ImplausibleValueError` unless ``allow_implausible``.
     """
-    tree_table, dropped, info = tree_biomass(trees, options, drop_invalid=drop_invalid)
+    tree_table, dropped, info = tree_biomass(trees, options, drop_invalid=drop_invalid, source=trees_source,
+                                             allow_implausible=allow_implausible)
     plot_ids = plots["plot_id"].tolist() if "plot_id" in plots else []
+    check_plausible_plots(tree_table, plots, allow_implausible=allow_implausible, source=plots_source,
+                          trees_source=trees_source)
     mc = None
     if n_draws:
-        _check_plots(plots, "plots")
+        _check_plots(plots, plots_source)
         mc = monte_carlo(tree_table, info, plot_ids, n_draws=n_draws, diameter_error=diameter_error,
                          seed=seed, n_jobs=n_jobs, progress=progress)
     method = describe_method(tree_table, info, n_draws=n_draws, diameter_error=diameter_error)
     return ForestStocks(plot_stocks(tree_table, plots, mc=mc, method=method), tree_table, dropped, info, method)
+
+
+def check_plausible_plots(tree_table: pd.DataFrame, plots: pd.DataFrame, *, allow_implausible: bool = False,
+                          source: str = "plots", trees_source: str = "trees") -> None:
+    """Plot areas in m² or 亩, and deterministic plot stocks outside [0, documented maximum]."""
+    if "area_ha" in plots.columns and "plot_id" in plots.columns:
+        live = tree_table.loc[tree_table["agb_mg"] != 0, "plot_id"].value_counts()
+        n_trees = live.reindex(plots["plot_id"]).fillna(0).to_numpy()
+        plausibility.check_plot_area(plots, source, n_trees=n_trees, allow_implausible=allow_implausible)
+    if allow_implausible:
+        return
+    stocks = plot_stocks(tree_table, plots, source=source)
+    bad = ~np.isfinite(tree_table["agb_mg"].to_numpy(dtype=float))
+    if bad.any():
+        raise plausibility.ImplausibleValueError(
+            f"{trees_source}: the allometry gives no finite biomass for tree(s) "
+            f"{', '.join(map(str, tree_table.loc[bad, 'tree_id'].head(10)))}; "
+            "check the equation and its inputs (D cm, H m, WD g/cm3)")
+    plausibility.check_stocks(stocks["carbon_mg_ha"].to_numpy(float), "forest", source=source,
+                              ids=stocks["plot_id"].to_numpy())
+    plausibility.check_tree_biomass(tree_table["dbh_cm"].to_numpy(float), tree_table["agb_mg"].to_numpy(float),
+                                    trees_source, tree_ids=tree_table["tree_id"].to_numpy())
 
 
 def describe_method(tree_table: pd.DataFrame, info: dict, *, n_draws: int = 0, diameter_error=None) -> str:
@@ -452,14 +488,16 @@ def describe_method(tree_table: pd.DataFrame, info: dict, *, n_draws: int = 0, d
 # ------------------------------------------------------------------------------------------------
 
 
-def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "stands") -> pd.DataFrame:
+def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "stands",
+                  allow_implausible: bool = False) -> pd.DataFrame:
     """Stand volume (m3/ha) -> carbon (Mg C/ha): C = V x SVD x BEF x (1 + R) x CF.
 
     ``stands``: ``plot_id``, ``species_group`` (group name, Chinese name or a species of the
     group), ``volume_m3_ha`` [, ``volume_sd_m3_ha``]; several rows per plot (one per species
     group of a mixed stand) are summed. Returns one row per plot with ``agb_mg_ha``,
     ``bgb_mg_ha``, ``carbon_mg_ha``, ``co2e_mg_ha``, ``carbon_sd_mg_ha`` (from the volume sd
-    alone, when given) and the factors used.
+    alone, when given) and the factors used. Carbon below 0 or above the documented maximum
+    (:func:`sinks.pools.plausibility.max_stock_mg_ha`) raises unless ``allow_implausible``.
     """
     missing = [c for c in STAND_COLUMNS if c not in stands.columns]
     if missing:
@@ -506,4 +544,7 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
     out["species_groups"] = rows.assign(g=group.to_numpy()).groupby("plot_id", sort=False)["g"].agg(";".join).to_numpy()
     out["pool"] = "forest"
     out["method"] = "stand volume: C = V x SVD x BEF x (1 + R) x CF (species_groups.csv)"
+    plausibility.check_stocks(out["carbon_mg_ha"].to_numpy(float), "forest", source=source,
+                              ids=out["plot_id"].to_numpy(), allow_implausible=allow_implausible,
+                              what="volume in another unit, or factors of your --species-table off by a factor")
     return out

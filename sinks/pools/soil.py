@@ -36,6 +36,7 @@ from sinks.pools.depth import (
     uncovered_cm,
 )
 from sinks.io import first_per_id, locate_by_id
+from sinks.pools import plausibility
 from sinks.pools.tables import load_table, scalar_parameter
 
 HORIZON_COLUMNS = ("profile_id", "top_cm", "bottom_cm", "soc_g_kg")
@@ -211,6 +212,7 @@ def soil_stocks(
     crs: str | None = None,
     drop_invalid: bool = False,
     source: str = "horizons",
+    allow_implausible: bool = False,
 ) -> SoilResult:
     """Soil horizons -> plot table of organic carbon stocks (Mg C/ha) per depth interval.
 
@@ -222,9 +224,15 @@ def soil_stocks(
     (thickness of the interval between or beyond the horizons that have a stock: bridged by the
     spline, or NaN beyond the ends), ``n_horizons``, ``method``; geometry when ``x``/``y`` and
     ``crs`` are given (or the input is a GeoDataFrame).
+
+    Plausibility guards (:mod:`sinks.pools.plausibility`): before the per-row checks, SOC in %,
+    depths in m and bulk density in kg/m³ raise :class:`~sinks.errors.ImplausibleValueError`
+    (the SOC-in-% heuristic is skipped with ``allow_implausible``); after, a stock below 0 or above
+    the physical bound per cm times the interval's thickness raises unless ``allow_implausible``.
     """
     intervals = parse_depths(depths)
     lam = soil_parameter("spline_lambda") if lam is None else float(lam)
+    plausibility.check_soil_units(horizons, source, allow_implausible=allow_implausible)
     kept, dropped = check_horizons(horizons, source=source, drop_invalid=drop_invalid)
     table = prepare_horizons(kept, fill_bd=fill_bd, ptf=ptf)
     profile_ids = pd.unique(horizons["profile_id"])
@@ -259,6 +267,11 @@ def soil_stocks(
         for column in (f"carbon_mg_ha_{label}", f"soc_g_kg_{label}", f"uncovered_cm_{label}"):
             if column not in plots.columns:
                 plots[column] = np.nan
+    for a, b in intervals:
+        plausibility.check_stocks(plots[f"carbon_mg_ha_{interval_label((a, b))}"].to_numpy(float), "soil",
+                                  source=source, column=f"carbon_mg_ha_{interval_label((a, b))}",
+                                  ids=plots["plot_id"].to_numpy(), depth_cm=b - a,
+                                  allow_implausible=allow_implausible)
     plots["carbon_mg_ha"] = plots[f"carbon_mg_ha_{first}"]
     plots["carbon_sd_mg_ha"] = np.nan
     plots["pool"] = "soil"

@@ -26,6 +26,7 @@ import pandas as pd
 from sinks.errors import InputError
 from sinks.pools.depth import RowProblems, check_depth_intervals
 from sinks.io import locate_by_id
+from sinks.pools import plausibility
 from sinks.pools.tables import load_table, scalar_parameter
 
 INTERVAL_COLUMNS = ("core_id", "top_cm", "bottom_cm", "dry_bulk_density_g_cm3")
@@ -163,6 +164,7 @@ def wetland_stocks(
     crs: str | None = None,
     drop_invalid: bool = False,
     source: str = "intervals",
+    allow_implausible: bool = False,
 ) -> WetlandResult:
     """Core depth intervals (+ optional core table) -> plot table of stocks to ``depth_cm``.
 
@@ -172,10 +174,16 @@ def wetland_stocks(
     ``gap_filled_cm``, ``extrapolated_cm``, ``n_om_converted`` (intervals whose fraction carbon
     was converted from organic matter), ``flag`` (``complete``, ``gaps_interpolated``,
     ``extrapolated`` or both joined by ``+``), ``method``; geometry from ``x``/``y`` + ``crs``.
+
+    Plausibility guards (:mod:`sinks.pools.plausibility`): before the per-row checks, fractions
+    in %, depths in m and dry bulk density in kg/m³ raise
+    :class:`~sinks.errors.ImplausibleValueError`; after, a stock below 0 or above the physical
+    bound per cm times ``depth_cm`` raises unless ``allow_implausible``.
     """
     depth_cm = wetland_parameter("reference_depth_cm") if depth_cm is None else float(depth_cm)
     if not depth_cm > 0:
         raise InputError(f"reference depth must be positive, got {depth_cm:g} cm")
+    plausibility.check_wetland_units(intervals, source)
     kept, dropped = check_intervals(intervals, source=source, drop_invalid=drop_invalid)
     table = kept.copy()
     fc = _numeric(table, "fraction_carbon")
@@ -199,6 +207,9 @@ def wetland_stocks(
     plots = pd.DataFrame.from_records(records, columns=["plot_id", "carbon_mg_ha", "measured_depth_cm",
                                                         "gap_filled_cm", "extrapolated_cm", "n_intervals",
                                                         "n_om_converted", "flag"])
+    plausibility.check_stocks(plots["carbon_mg_ha"].to_numpy(float), "wetland", source=source,
+                              ids=plots["plot_id"].to_numpy(), depth_cm=depth_cm,
+                              allow_implausible=allow_implausible)
     plots["carbon_sd_mg_ha"] = np.nan
     plots["pool"] = "wetland"
     plots["area_ha"] = np.nan

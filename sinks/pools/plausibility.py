@@ -1,0 +1,427 @@
+"""Plausibility guards with units: catch unit slips in field data and impossible stocks.
+
+Two kinds of guard, both driven by the data table ``plausible_ranges.csv`` (every bound with its
+source and a confidence note; pass your own file with the same columns as ``table`` to override):
+
+* **Input unit slips**, checked on the whole table before any long work (Monte Carlo, depth
+  splines): a diameter in mm, heights in cm or dm, plot areas in m² or in 亩 (mu) given as ha,
+  SOC in %, depths in m, fractions in %, bulk density in kg/m³. Each raises
+  :class:`~sinks.errors.ImplausibleValueError` naming the file, the column, the rows, the values
+  and the likely slip. They are table-level signals (a median, a maximum), so they never replace
+  the per-row validity checks of the pools (and ``--drop-invalid`` does not drop a unit slip).
+  The heuristic ones (medians) can be passed with ``allow_implausible=True``
+  (``--allow-implausible``) for genuine extreme data; impossible values (beyond the physical
+  maxima) cannot.
+* **Output stocks** outside ``[0, maximum]``, with the maximum the pool's documented highest
+  carbon density (:func:`max_stock_mg_ha`): an allometry off by x1000 or by its sign, a bad ``--e``.
+  An error unless ``allow_implausible=True``.
+
+Unit conversions used in the messages and checked by the property tests are here too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sinks.errors import ImplausibleValueError, InputError
+from sinks.io import HA_PER_MU, format_rows
+from sinks.pools.tables import load_table
+
+DEFAULT_TABLE = "plausible_ranges.csv"
+RANGE_COLUMNS = ("quantity", "pool", "minimum", "maximum", "units", "likely_slip", "source", "confidence")
+#: Pools whose stock bound is the one of another pool (GEDI footprints hold forest biomass).
+POOL_ALIASES = {"gedi": "forest"}
+#: Depth over which a soil or wetland stock is bounded when no depth is given (cm).
+REFERENCE_DEPTH_CM = 100.0
+#: t CO2e per t C: the ratio of molar masses 44/12.
+CO2_PER_C = 44.0 / 12.0
+OVERRIDE_HINT = "pass --allow-implausible (allow_implausible=True) if the values are real"
+
+
+# ---- unit conversions -------------------------------------------------------------------------
+
+def ha_from_mu(mu):
+    """亩 (mu) -> ha (1 mu = 1/15 ha)."""
+    return np.asarray(mu, dtype=float) * HA_PER_MU if np.ndim(mu) else float(mu) * HA_PER_MU
+
+
+def mu_from_ha(ha):
+    """ha -> 亩 (mu)."""
+    return np.asarray(ha, dtype=float) / HA_PER_MU if np.ndim(ha) else float(ha) / HA_PER_MU
+
+
+def co2e_from_carbon(carbon):
+    """Mg C -> t CO2e (x 44/12)."""
+    return np.asarray(carbon, dtype=float) * CO2_PER_C if np.ndim(carbon) else float(carbon) * CO2_PER_C
+
+
+def carbon_from_co2e(co2e):
+    """t CO2e -> Mg C (x 12/44)."""
+    return np.asarray(co2e, dtype=float) / CO2_PER_C if np.ndim(co2e) else float(co2e) / CO2_PER_C
+
+
+def g_kg_from_pct(pct):
+    """mass % -> g/kg (x 10)."""
+    return np.asarray(pct, dtype=float) * 10.0 if np.ndim(pct) else float(pct) * 10.0
+
+
+def pct_from_g_kg(g_kg):
+    """g/kg -> mass % (/ 10)."""
+    return np.asarray(g_kg, dtype=float) / 10.0 if np.ndim(g_kg) else float(g_kg) / 10.0
+
+
+def cm_from_m(m):
+    """m -> cm (x 100)."""
+    return np.asarray(m, dtype=float) * 100.0 if np.ndim(m) else float(m) * 100.0
+
+
+def m_from_cm(cm):
+    """cm -> m (/ 100)."""
+    return np.asarray(cm, dtype=float) / 100.0 if np.ndim(cm) else float(cm) / 100.0
+
+
+def cm_from_mm(mm):
+    """mm -> cm (/ 10)."""
+    return np.asarray(mm, dtype=float) / 10.0 if np.ndim(mm) else float(mm) / 10.0
+
+
+# ---- the table ------------------------------------------------------------------------------------
+
+def plausible_ranges(table: str | os.PathLike | pd.DataFrame | None = None) -> pd.DataFrame:
+    """The plausible-range table: the shipped ``plausible_ranges.csv`` or the user's file/frame."""
+    return load_table(table if table is not None else "", default=DEFAULT_TABLE, required=RANGE_COLUMNS)
+
+
+def bound(quantity: str, pool: str, table=None) -> dict:
+    """The row of ``quantity`` for ``pool`` as a dict (``minimum``/``maximum`` NaN when open)."""
+    pool = POOL_ALIASES.get(pool, pool)
+    ranges = plausible_ranges(table)
+    row = ranges[(ranges["quantity"] == quantity) & (ranges["pool"] == pool)]
+    if row.empty:
+        where = DEFAULT_TABLE if table is None or isinstance(table, pd.DataFrame) else str(table)
+        raise InputError(f"{where}: plausible-range table has no row for {quantity!r} of pool {pool!r}")
+    out = row.iloc[0].to_dict()
+    for key in ("minimum", "maximum"):
+        out[key] = float(out[key]) if pd.notna(out[key]) else float("nan")
+    return out
+
+
+def max_stock_mg_ha(pool: str, table=None, *, depth_cm: float | None = None) -> tuple[float, str]:
+    """Documented maximum carbon stock density (Mg C/ha) of ``pool`` and its source text.
+
+    ``pool``: ``"forest"`` (and ``"gedi"``, which maps to forest), ``"soil"`` or ``"wetland"``.
+    Soil and wetland bounds are per cm of depth, multiplied by ``depth_cm`` (default: the 100 cm
+    reference depth).
+    """
+    name = POOL_ALIASES.get(pool, pool)
+    if name == "forest":
+        row = bound("carbon_stock", name, table)
+        return row["maximum"], str(row["source"])
+    if name in ("soil", "wetland"):
+        row = bound("carbon_stock_per_cm", name, table)
+        depth = REFERENCE_DEPTH_CM if depth_cm is None else float(depth_cm)
+        return row["maximum"] * depth, f"{row['maximum']:g} Mg C/ha per cm x {depth:g} cm: {row['source']}"
+    raise InputError(f"no plausible stock bound for pool {pool!r}; use forest, gedi, soil or wetland")
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+
+
+def _values(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _short(source: str, limit: int = 140) -> str:
+    """The citation part of a source text (before its first parenthesis), at most ``limit`` characters."""
+    text = str(source).split(" (")[0]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _fail(source, column: str, rows, values, problem: str, slip: str, *, hint: str = "",
+          overridable: bool = True) -> None:
+    rows = np.asarray(rows)
+    where = f"row(s) {format_rows(rows)}" if rows.size else "all rows"
+    message = (f"{source}: column {column}, {where}: {problem} (values {_values(np.asarray(values, float))}); "
+               f"likely {slip}")
+    if hint:
+        message += f"; {hint}"
+    if overridable:
+        message += f"; or {OVERRIDE_HINT}"
+    raise ImplausibleValueError(message)
+
+
+#: Column-name hints of a unit other than the standard one, per standard column.
+_NAME_SLIPS = {
+    "dbh_cm": (r"mm\b|_mm|毫米", "dbh in mm (rename to dbh_mm, which sinks converts)"),
+    "height_m": (r"cm\b|_cm|dm\b|_dm|厘米|分米", "heights in cm or dm (convert to m)"),
+    "area_ha": (r"m2|m²|sqm|sq_m|平方米|mu\b|_mu|亩", "plot area in m² or 亩 (mu) (convert to ha: m² / 10,000; mu / 15)"),
+    "soc_g_kg": (r"pct|percent|perc\b|%|百分", "SOC in % (g/kg = % x 10)"),
+    "top_cm": (r"_m\b|\bm$|(?<![厘毫分])米$", "depths in m (cm = m x 100)"),
+    "bottom_cm": (r"_m\b|\bm$|(?<![厘毫分])米$", "depths in m (cm = m x 100)"),
+    "fraction_carbon": (r"pct|percent|%", "fraction_carbon in % (fraction = % / 100)"),
+    "fraction_organic_matter": (r"pct|percent|%|loi", "fraction_organic_matter in % (fraction = % / 100)"),
+    "bulk_density_g_cm3": (r"kg|t_m3|mg_m3", "bulk density in kg/m³ (g/cm3 = kg/m³ / 1000)"),
+    "dry_bulk_density_g_cm3": (r"kg", "dry bulk density in kg/m³ (g/cm3 = kg/m³ / 1000)"),
+}
+
+
+def check_rename_units(mapping: Mapping[str, str], source: str = "--rename") -> None:
+    """Refuse ``--rename OLD=NEW`` that gives a unit-bearing name to a column of another unit
+    (``SOC_pct=soc_g_kg``, ``DBH_mm=dbh_cm``, ``area_m2=area_ha``, ``depth_m=bottom_cm``)."""
+    for old, new in mapping.items():
+        rule = _NAME_SLIPS.get(new)
+        if rule and re.search(rule[0], str(old).lower()):
+            raise ImplausibleValueError(
+                f"{source}: --rename {old}={new}: the name {old!r} says another unit than {new}; likely {rule[1]}. "
+                f"Convert the values (or rename the column so its name states the unit it really has)")
+
+
+# ---- forest ---------------------------------------------------------------------------------------
+
+def check_tree_units(trees: pd.DataFrame, source: str = "trees", *, allow_implausible: bool = False,
+                     table=None) -> None:
+    """Diameters in mm, heights in cm or dm: whole-table signals, before the per-row checks.
+
+    dbh: any value above the maximum (1,500 cm) *and* a median above 100 cm, or a median above
+    100 cm alone (heuristic, passable with ``allow_implausible``). Heights: a median above 60 m, or
+    (impossible) most values above 130 m.
+    """
+    if "dbh_cm" in trees.columns:
+        dbh = _numeric(trees, "dbh_cm")
+        ok = np.isfinite(dbh) & (dbh > 0)
+        if ok.sum():
+            limit = bound("dbh_cm", "forest", table)
+            median_limit = bound("dbh_cm_median", "forest", table)["maximum"]
+            median = float(np.median(dbh[ok]))
+            if median > median_limit:
+                over = np.flatnonzero(ok & (dbh > limit["maximum"]))
+                rows = over if over.size else np.flatnonzero(ok & (dbh > median_limit))
+                impossible = over.size > 0
+                if impossible or not allow_implausible:
+                    _fail(source, "dbh_cm", rows, dbh[rows],
+                          f"median diameter {median:.4g} cm is above {median_limit:g} cm"
+                          + (f" and {over.size} tree(s) exceed the largest known ({limit['maximum']:g} cm)"
+                             if impossible else ""),
+                          "dbh in mm", hint="divide by 10, or name the column dbh_mm (sinks converts it)",
+                          overridable=not impossible)
+    if "height_m" in trees.columns:
+        height = _numeric(trees, "height_m")
+        ok = np.isfinite(height) & (height > 0)
+        if ok.sum():
+            limit = bound("height_m", "forest", table)
+            median_limit = bound("height_m_median", "forest", table)["maximum"]
+            median = float(np.median(height[ok]))
+            if median > median_limit:
+                over = np.flatnonzero(ok & (height > limit["maximum"]))
+                rows = over if over.size else np.flatnonzero(ok & (height > median_limit))
+                if allow_implausible and not over.size:
+                    return
+                unit = "heights in cm" if median > 500 else "heights in dm"
+                factor = 100 if median > 500 else 10
+                _fail(source, "height_m", rows, height[rows],
+                      f"median height {median:.4g} m is above {median_limit:g} m (the tallest tree known is "
+                      f"~116 m, {limit['maximum']:g} m allowed)", unit,
+                      hint=f"divide by {factor}", overridable=over.size == 0)
+
+
+def check_plot_area(plots: pd.DataFrame, source: str = "plots", *, n_trees=None,
+                    allow_implausible: bool = False, table=None) -> None:
+    """Plot areas in m² or in 亩 (mu) given as ha.
+
+    Refused: any ``area_ha`` above the largest forest plots (150 ha) - likely m²; and, with
+    ``n_trees`` (trees per plot, aligned with ``plots``), a median below 1 stem/ha over plots with
+    trees (m²), or areas that are all whole numbers 1-15 with a median below 100 stems/ha (mu).
+    The stem-density signals are heuristics (passable with ``allow_implausible``).
+    """
+    if "area_ha" not in plots.columns:
+        return
+    area = _numeric(plots, "area_ha")
+    ok = np.isfinite(area) & (area > 0)
+    limit = bound("area_ha", "forest", table)
+    over = np.flatnonzero(ok & (area > limit["maximum"]))
+    if over.size:
+        _fail(source, "area_ha", over, area[over],
+              f"plot area above {limit['maximum']:g} ha, larger than the largest forest plots", "plot area in m²",
+              hint="divide m² by 10,000 to get ha", overridable=False)
+    if n_trees is None or allow_implausible:
+        return
+    n = np.asarray(n_trees, dtype=float)
+    with_trees = ok & (n > 0)
+    if not with_trees.any():
+        return
+    stems = n[with_trees] / area[with_trees]
+    median = float(np.median(stems))
+    m2_limit = bound("stems_ha_median", "forest", table)["minimum"]
+    rows = np.flatnonzero(with_trees)
+    if median < m2_limit:
+        _fail(source, "area_ha", rows, area[rows],
+              f"median stem density {median:.3g} stems/ha is below {m2_limit:g} stems/ha", "plot area in m²",
+              hint="divide m² by 10,000 to get ha")
+    mu_limit = bound("stems_ha_median_integer_area", "forest", table)["minimum"]
+    whole = area[with_trees]
+    if (np.all(np.isclose(whole, np.round(whole))) and whole.min() >= 1 and whole.max() <= 15
+            and median < mu_limit):
+        _fail(source, "area_ha", rows, area[rows],
+              f"areas are whole numbers with a median of {median:.3g} stems/ha (below {mu_limit:g})",
+              "areas in 亩 (mu) given as ha", hint=f"1 mu = 1/15 ha = {HA_PER_MU:.4f} ha: multiply by 1/15")
+
+
+def check_tree_biomass(dbh_cm, agb_mg, source: str = "trees", *, tree_ids=None, allow_implausible: bool = False,
+                       table=None) -> None:
+    """Refuse per-tree AGB that most live trees could not have: less than the wood of the trunk
+    below breast height (a cylinder of diameter D and 1.3 m at the lightest wood density).
+
+    Catches an allometry or a stress index E off by a large factor towards zero (a bad ``--e``);
+    stocks too high or negative are caught on the plot stocks (:func:`check_stocks`).
+    """
+    if allow_implausible:
+        return
+    dbh = np.asarray(dbh_cm, dtype=float)
+    agb = np.asarray(agb_mg, dtype=float)
+    live = np.isfinite(dbh) & (dbh > 0) & np.isfinite(agb) & (agb > 0)
+    if not live.any():
+        return
+    rho = bound("tree_agb_trunk_base", "forest", table)["minimum"]
+    # pi/4 D^2 (m2) x 1.3 m x rho (g/cm3 = Mg/m3) -> Mg
+    floor = np.pi / 4.0 * (dbh / 100.0) ** 2 * 1.3 * rho
+    low = live & (agb < floor)
+    if low.sum() > 0.5 * live.sum():
+        rows = np.flatnonzero(low)
+        names = (", ".join(map(str, np.asarray(tree_ids, dtype=object)[rows][:10])) if tree_ids is not None
+                 else format_rows(rows))
+        raise ImplausibleValueError(
+            f"{source}: agb_mg: {rows.size} of {int(live.sum())} live trees get less above-ground biomass than "
+            f"the trunk below breast height could hold (a 1.3 m cylinder of diameter D at {rho:g} g/cm3), e.g. "
+            f"tree(s) {names} (values {_values(agb[rows])} Mg); likely "
+            f"{bound('tree_agb_trunk_base', 'forest', table)['likely_slip']}; check the equation, E and units, "
+            f"or {OVERRIDE_HINT}")
+
+
+# ---- soil and wetland ---------------------------------------------------------------------------
+
+def _check_depth_units(frame: pd.DataFrame, source: str, pool: str, table) -> None:
+    if "bottom_cm" not in frame.columns:
+        return
+    bottom = _numeric(frame, "bottom_cm")
+    ok = np.isfinite(bottom)
+    if not ok.any():
+        return
+    limit = bound("bottom_cm_max", pool, table)["minimum"]
+    deepest = float(bottom[ok].max())
+    if 0 < deepest <= limit:
+        rows = np.flatnonzero(ok)
+        _fail(source, "bottom_cm", rows, bottom[rows],
+              f"the deepest bottom is {deepest:.4g} cm (at most {limit:g} cm in the whole table)",
+              "depths in m", hint="multiply top_cm and bottom_cm by 100", overridable=False)
+
+
+def _check_density_units(frame: pd.DataFrame, column: str, source: str, pool: str, table) -> None:
+    if column not in frame.columns:
+        return
+    values = _numeric(frame, column)
+    limit = bound(column, pool, table)
+    ok = np.isfinite(values)
+    # kg/m3 reads 10-2,650; only values far beyond the physical maximum name the slip (the per-row
+    # checks refuse the rest as above the maximum)
+    over = np.flatnonzero(ok & (values > 10 * limit["maximum"]))
+    if over.size:
+        _fail(source, column, over, values[over], f"above {limit['maximum']:g} g/cm3, the density of quartz",
+              f"{column.replace('_g_cm3', '')} in kg/m³", hint="divide kg/m³ by 1000 to get g/cm3",
+              overridable=False)
+
+
+def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_implausible: bool = False,
+                     table=None) -> None:
+    """SOC in %, depths in m, bulk density in kg/m³ (whole-table signals, before the per-row checks).
+
+    SOC in %: every value at most 10 g/kg, topsoils included, in two or more profiles (or in one
+    whose topsoil is below 3 g/kg) (heuristic, passable with ``allow_implausible``: carbon-poor
+    dryland soils exist);
+    SOC above 600 g/kg with a median above 100 is refused per row already (g/kg x 10 is not a
+    slip users make). Depths in m: the deepest bottom of the table at most 5 cm.
+    """
+    _check_depth_units(horizons, source, "soil", table)
+    _check_density_units(horizons, "bulk_density_g_cm3", source, "soil", table)
+    if allow_implausible or "soc_g_kg" not in horizons.columns or "profile_id" not in horizons.columns:
+        return
+    soc = _numeric(horizons, "soc_g_kg")
+    ok = np.isfinite(soc)
+    table_max = bound("soc_g_kg_table_max", "soil", table)["maximum"]
+    if not ok.any() or soc[ok].max() > table_max:
+        return
+    frame = pd.DataFrame({"id": horizons["profile_id"].to_numpy(), "soc": soc,
+                          "top": _numeric(horizons, "top_cm") if "top_cm" in horizons else 0.0})[ok]
+    top = frame.sort_values("top", kind="stable").groupby("id", sort=False).head(1)
+    limit = bound("soc_g_kg_topsoil_median", "soil", table)["minimum"]
+    median = float(top["soc"].median())
+    if top["id"].nunique() >= 2 or median < limit:
+        rows = np.flatnonzero(ok)
+        _fail(source, "soc_g_kg", rows, soc[rows],
+              f"every SOC value of {top['id'].nunique()} profile(s), topsoils included, is at most {table_max:g} "
+              f"g/kg (topsoil median {median:.3g})",
+              "SOC in %", hint="multiply % by 10 to get g/kg")
+
+
+def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, table=None) -> None:
+    """Fractions in % (half or more of the values above 1), depths in m, dry bulk density in
+    kg/m³ (before the per-row checks, which still refuse a single fraction above 1)."""
+    _check_depth_units(intervals, source, "wetland", table)
+    _check_density_units(intervals, "dry_bulk_density_g_cm3", source, "wetland", table)
+    for column in ("fraction_carbon", "fraction_organic_matter"):
+        if column not in intervals.columns:
+            continue
+        values = _numeric(intervals, column)
+        given = np.isfinite(values)
+        over = np.flatnonzero(given & (values > 1) & (values <= 100))
+        # a table-level signal: most values above 1 (a single one is a per-row error)
+        if over.size and over.size >= 0.5 * given.sum():
+            _fail(source, column, over, values[over], f"{over.size} of {int(given.sum())} fractions are above 1",
+                  f"{column} in %", hint="divide % by 100", overridable=False)
+
+
+# ---- output stocks --------------------------------------------------------------------------------
+
+def check_stocks(values, pool: str, *, source: str = "stocks", column: str = "carbon_mg_ha", ids=None,
+                 depth_cm: float | None = None, allow_implausible: bool = False, table=None,
+                 what: str = "") -> None:
+    """Refuse stock densities below 0 or above the pool's documented maximum (:func:`max_stock_mg_ha`).
+
+    ``ids`` (plot, profile or core ids, aligned with ``values``) name the culprits; ``depth_cm``
+    scales a soil or wetland bound (per cm) to the stock's depth; ``what`` adds the likely causes.
+    Missing values are not checked here.
+    """
+    if allow_implausible:
+        return
+    values = np.asarray(values, dtype=float)
+    maximum, cite = max_stock_mg_ha(pool, table, depth_cm=depth_cm)
+    negative = np.flatnonzero(np.isfinite(values) & (values < 0))
+    high = np.flatnonzero(np.isfinite(values) & (values > maximum))
+    if not (negative.size or high.size):
+        return
+    bad = negative if negative.size else high
+    names = (", ".join(map(str, np.asarray(ids, dtype=object)[bad][:10])) + (" ..." if bad.size > 10 else "")
+             if ids is not None else format_rows(bad))
+    label = "id(s)" if ids is not None else "row(s)"
+    if negative.size:
+        problem = f"negative stock in {label} {names}"
+    else:
+        problem = f"stock above the documented maximum of {maximum:g} Mg C/ha ({_short(cite)}) in {label} {names}"
+    causes = what or bound("carbon_stock" if POOL_ALIASES.get(pool, pool) == "forest" else "carbon_stock_per_cm",
+                           pool, table)["likely_slip"]
+    raise ImplausibleValueError(
+        f"{source}: {column}: {problem} (values {_values(values[bad])}); likely {causes}; "
+        f"check the units and equations, or {OVERRIDE_HINT}")
+
+
+def describe_bounds(pools: Sequence[str] = ("forest", "soil", "wetland"), table=None) -> str:
+    """One line per pool: its maximum stock and source (for docs and provenance)."""
+    return "\n".join(f"{p}: {m:g} Mg C/ha ({s})" for p in pools for m, s in [max_stock_mg_ha(p, table)])

@@ -1,0 +1,166 @@
+"""Fault tests: ``sinks map``, ``sinks stack`` and ``sinks train`` killed mid-run (SIGTERM, kill -9).
+
+After each kill the previous output is intact; after SIGTERM no staging file is left; after kill -9
+the staging a killed run left is removed by the next run; and the rerun's output equals a clean
+run's (the same bytes for rasters, the same model and metrics for bundles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sinks.demo.run import run_demo
+from sinks.io import atomic_path, clean_stale_staging
+from tests.badinput import tree_hash
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run_demo(tmp_path_factory.mktemp("faults") / "ws", size=150, seed=5, progress=False)
+
+
+def _staging(folder: Path, name: str) -> list[str]:
+    return sorted(e for e in os.listdir(folder) if e.startswith(f".{name}.") and ".partial" in e)
+
+
+def _cli(argv) -> list[str]:
+    return [sys.executable, "-m", "sinks.cli", *map(str, argv)]
+
+
+def _kill_mid_run(argv, folder: Path, name: str, signum: int, *, after: float | None = None) -> int:
+    """Start ``sinks ARGV``; send ``signum`` as soon as its staging appears in ``folder``, or (for a
+    command whose staging exists only for a moment at its end) ``after`` seconds. Returns the exit code."""
+    proc = subprocess.Popen(_cli(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    start = time.monotonic()
+    while proc.poll() is None:
+        elapsed = time.monotonic() - start
+        if (after is None and _staging(folder, name)) or (after is not None and elapsed > after):
+            proc.send_signal(signum)
+            break
+        assert elapsed < 120, "no staging file appeared"
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, f"the run finished before it could be killed: {err}"
+    return proc.returncode
+
+
+def _clean_run(argv) -> float:
+    start = time.monotonic()
+    done = subprocess.run(_cli(argv), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return time.monotonic() - start
+
+
+def _map_argv(demo, out):
+    return ["map", demo.outputs["model"], demo.out / "features" / "demo_county.toml", "--out", out,
+            "--block", "32", "--quiet"]
+
+
+def _stack_argv(demo, out):
+    return ["stack", demo.out / "features" / "demo_county.toml", "--out", out, "--block", "32", "--quiet"]
+
+
+def _train_argv(demo, out):
+    return ["train", demo.out / "training" / "demo_county.toml", demo.outputs["features"], "--out", out, "--quiet"]
+
+
+COMMANDS = {"map": (_map_argv, "carbon.tif"), "stack": (_stack_argv, "stack.tif"), "train": (_train_argv, "bundle")}
+
+
+def _content(path: Path):
+    """What must be equal between a rerun and a clean run: a raster's bytes; a bundle's model, AOA,
+    out-of-fold predictions and metrics (its creation time differs)."""
+    if path.is_file():
+        return path.read_bytes()
+    files = tree_hash(path)
+    meta = json.loads((path / "metadata.json").read_text())
+    return {"model": files["model.json"], "aoa": files["aoa.npz"], "oof": files["oof.csv"],
+            "validation": meta["validation"], "interval": meta["interval"]}
+
+
+@pytest.fixture(scope="module", params=sorted(COMMANDS))
+def clean_run(request, demo, tmp_path_factory):
+    """One uninterrupted run of each command: its output and how long it took (start-up included)."""
+    command = request.param
+    argv, name = COMMANDS[command]
+    reference = tmp_path_factory.mktemp(f"clean-{command}") / name
+    return command, reference, _clean_run(argv(demo, reference))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_kill_mid_run_then_rerun(demo, clean_run, tmp_path, signum):
+    command, reference, seconds = clean_run
+    argv, name = COMMANDS[command]
+    out = tmp_path / name
+    if reference.is_dir():  # the previous output the killed run was to replace
+        shutil.copytree(reference, out)
+    else:
+        shutil.copyfile(reference, out)
+    previous = tree_hash(tmp_path)
+    # rasters: killed once their staging exists; train stages only at its very end, so it is
+    # killed during cross-validation, well after start-up (the clean run's time includes it)
+    after = seconds * 0.7 if command == "train" else None
+    code = _kill_mid_run([*argv(demo, out), "--overwrite"], tmp_path, out.name, signum, after=after)
+    if signum == signal.SIGTERM:
+        assert code == 128 + signal.SIGTERM
+        assert tree_hash(tmp_path) == previous  # the previous output intact, no staging left
+    else:
+        assert {k: v for k, v in tree_hash(tmp_path).items() if not k.startswith(".")} == previous
+    _clean_run([*argv(demo, out), "--overwrite"])
+    assert _staging(tmp_path, out.name) == []
+    assert _content(out) == _content(reference)
+
+
+_HOLD_STAGING = """
+import sys, time
+from sinks.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    print(tmp, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_staging_of_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    out = tmp_path / "result.csv"
+    out.write_text("previous")
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_STAGING, str(out)], stdout=subprocess.PIPE, text=True)
+    staged = Path(proc.stdout.readline().strip())
+    assert staged.exists() and clean_stale_staging(out) == []  # its process is alive: kept
+    proc.kill()
+    proc.wait()
+    assert staged.exists() and out.read_text() == "previous"
+    with atomic_path(out) as tmp:
+        tmp.write_text("new")
+    assert not staged.exists() and out.read_text() == "new"
+    assert _staging(tmp_path, out.name) == []
+
+
+def test_sigterm_unwinds_like_sigint(tmp_path):
+    """In-process: the handler the CLI installs turns SIGTERM into an exception that cleans up."""
+    from sinks.cli import Terminated, _catch_signals
+
+    out = tmp_path / "x.csv"
+    previous = _catch_signals()
+    try:
+        with pytest.raises(Terminated):
+            with atomic_path(out) as tmp:
+                tmp.write_text("half")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert not out.exists() and _staging(tmp_path, out.name) == []

@@ -1,0 +1,124 @@
+"""Outputs never destroy what the user did not ask to replace; tables in Chinese-office encodings."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sinks.errors import InputError, OutputError
+from sinks.io import atomic_path, check_outputs, read_table, write_table, write_tables
+from tests.badinput import tree_hash
+
+
+@pytest.fixture()
+def user_folder(tmp_path):
+    folder = tmp_path / "myproject"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["table", "raster", "json", "gpkg"])
+def test_file_output_naming_a_folder_is_refused(user_folder, kind):
+    before = tree_hash(user_folder)
+    for path in (str(user_folder), str(user_folder) + "/"):
+        with pytest.raises(OutputError, match="is a folder"):
+            check_outputs({path: kind}, overwrite=True)
+    assert tree_hash(user_folder) == before
+
+
+def test_folder_that_is_not_a_bundle_is_never_replaced(user_folder):
+    before = tree_hash(user_folder)
+    with pytest.raises(OutputError, match="not a sinks bundle"):
+        check_outputs({user_folder: "bundle"}, overwrite=True)
+    with pytest.raises(OutputError, match="not a sinks bundle"):
+        with atomic_path(user_folder, suffix="", folder_kind="bundle") as tmp:
+            tmp.mkdir()
+    assert tree_hash(user_folder) == before
+
+
+def test_a_file_never_replaces_a_folder_even_from_python(user_folder):
+    before = tree_hash(user_folder)
+    with pytest.raises(OutputError, match="is a folder"):
+        write_table(pd.DataFrame({"a": [1]}), user_folder / "sub")  # no extension check needed to refuse
+    with pytest.raises(OutputError):
+        with atomic_path(user_folder) as tmp:
+            tmp.write_text("x")
+    assert tree_hash(user_folder) == before
+
+
+def test_existing_file_needs_overwrite(tmp_path):
+    out = tmp_path / "t.csv"
+    out.write_text("old")
+    with pytest.raises(OutputError, match="--overwrite"):
+        check_outputs({out: "table"})
+    check_outputs({out: "table"}, overwrite=True)
+
+
+@pytest.mark.parametrize("outputs, inputs, message", [
+    ({"t.txt": "table"}, [], "unknown output format"),
+    ({"m.csv": "raster"}, [], "unknown output format"),
+    ({"r.gpkg": "json"}, [], "unknown output format"),
+    ({"r.json": "json", "r.gpkg": "gpkg", "r2.gpkg": "table"}, ["r2.gpkg"], "is also an input"),
+    ({"missing/t.csv": "table"}, [], "does not exist"),
+])
+def test_output_checks(tmp_path, outputs, inputs, message):
+    outputs = {tmp_path / p: k for p, k in outputs.items()}
+    with pytest.raises(OutputError, match=message):
+        check_outputs(outputs, inputs=[tmp_path / p for p in inputs])
+
+
+def test_same_path_twice_is_refused(tmp_path):
+    with pytest.raises(OutputError, match="two outputs"):
+        check_outputs({f"{tmp_path}/a.csv": "table", f"{tmp_path}/./a.csv": "table"})
+
+
+def test_read_only_folder_is_refused(tmp_path):
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(OutputError, match="not writable"):
+            check_outputs({folder / "t.csv": "table"})
+    finally:
+        folder.chmod(0o700)
+
+
+def test_tables_that_belong_together_appear_together(tmp_path):
+    good = pd.DataFrame({"a": [1, 2]})
+    plots, trees = tmp_path / "plots.csv", tmp_path / "trees.gpkg"
+    with pytest.raises(InputError, match="needs geometry"):
+        write_tables({plots: good, trees: good})  # the second cannot be written: neither appears
+    assert not plots.exists() and not trees.exists()
+    assert list(tmp_path.iterdir()) == []
+    write_tables({plots: good, tmp_path / "trees.csv": good})
+    assert plots.exists() and (tmp_path / "trees.csv").exists()
+
+
+def test_gbk_csv_is_detected_and_encoding_can_be_given(tmp_path):
+    text = "plot_id,树种,dbh_cm\n1,杉木,12.5\n2,马尾松,20.1\n"
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(text.encode("gbk"))
+    frame = read_table(path)
+    assert list(frame.columns) == ["plot_id", "树种", "dbh_cm"] and frame["树种"].tolist() == ["杉木", "马尾松"]
+    assert read_table(path, encoding="gb18030")["树种"].tolist() == ["杉木", "马尾松"]
+    (tmp_path / "bom.csv").write_bytes(text.encode("utf-8-sig"))
+    assert list(read_table(tmp_path / "bom.csv").columns)[0] == "plot_id"
+    with pytest.raises(InputError, match="not an encoding"):
+        read_table(path, encoding="klingon")
+    with pytest.raises(InputError, match="cannot decode"):
+        read_table(path, encoding="utf-8")
+
+
+@pytest.mark.parametrize("sep, label", [(";", "semicolon"), ("\t", "tab")])
+def test_wrong_delimiter_lists_the_columns_found(tmp_path, sep, label):
+    path = tmp_path / "t.csv"
+    path.write_text(sep.join(["plot_id", "tree_id", "dbh_cm"]) + "\n" + sep.join("112") + "\n")
+    with pytest.raises(InputError, match=f"{label}-separated") as info:
+        read_table(path, required=("dbh_cm",))
+    assert "plot_id" in str(info.value)
