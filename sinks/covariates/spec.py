@@ -300,12 +300,18 @@ def _bands(raw, where: str) -> tuple[Band, ...]:
     return tuple(bands)
 
 
-def _source(raw, where: str, base: Path) -> Source:
+def _entry_name(raw, kind: str, where: str) -> str:
+    """The name of a ``[[sources]]`` or ``[[features]]`` entry, checked."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: each [[sources]] entry must be a table, got {raw!r}")
-    sname = raw.get("name")
-    if not isinstance(sname, str) or not _NAME.fullmatch(sname):
-        raise SpecError(f"{where}: every source needs a name made of letters, digits and _ (got {sname!r})")
+        raise SpecError(f"{where}: each [[{kind}s]] entry must be a table, got {raw!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SpecError(f"{where}: every {kind} needs a name made of letters, digits and _ (got {name!r})")
+    return name
+
+
+def _source(raw, where: str, base: Path) -> Source:
+    sname = _entry_name(raw, "source", where)
     swhere = f"{where} source {sname!r}"
     check_keys(raw, SOURCE_KEYS, swhere)
     if "path" in raw and "paths" in raw:
@@ -398,11 +404,7 @@ def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None 
 
     features: list[Feature] = []
     for raw in _list_of_tables(data, "features", where):
-        if not isinstance(raw, dict):
-            raise SpecError(f"{where}: each [[features]] entry must be a table, got {raw!r}")
-        fname = raw.get("name")
-        if not isinstance(fname, str) or not _NAME.fullmatch(fname):
-            raise SpecError(f"{where}: every feature needs a name made of letters, digits and _ (got {fname!r})")
+        fname = _entry_name(raw, "feature", where)
         fwhere = f"{where} feature {fname!r}"
         check_keys(raw, FEATURE_KEYS, fwhere)
         feature = Feature(fname, string(raw, "band", fwhere, default=None),

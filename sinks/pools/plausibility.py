@@ -195,42 +195,34 @@ def check_tree_units(trees: pd.DataFrame, source: str = "trees", *, allow_implau
     100 cm alone (heuristic, passable with ``allow_implausible``). Heights: a median above 60 m, or
     (impossible) most values above 130 m.
     """
+    def median_slip(column: str, unit: str, describe, slip_and_hint) -> None:
+        values = _numeric(trees, column)
+        ok = np.isfinite(values) & (values > 0)
+        if not ok.any():
+            return
+        limit = bound(column, "forest", table)["maximum"]
+        median_limit = bound(f"{column}_median", "forest", table)["maximum"]
+        median = float(np.median(values[ok]))
+        if median <= median_limit:
+            return
+        over = np.flatnonzero(ok & (values > limit))
+        impossible = over.size > 0
+        if allow_implausible and not impossible:
+            return
+        rows = over if impossible else np.flatnonzero(ok & (values > median_limit))
+        slip, hint = slip_and_hint(median)
+        _fail(source, column, rows, values[rows],
+              f"median {describe} {median:.4g} {unit} is above {median_limit:g} {unit}"
+              + (f" and {over.size} value(s) exceed the largest known ({limit:g} {unit})" if impossible else ""),
+              slip, hint=hint, overridable=not impossible)
+
     if "dbh_cm" in trees.columns:
-        dbh = _numeric(trees, "dbh_cm")
-        ok = np.isfinite(dbh) & (dbh > 0)
-        if ok.sum():
-            limit = bound("dbh_cm", "forest", table)
-            median_limit = bound("dbh_cm_median", "forest", table)["maximum"]
-            median = float(np.median(dbh[ok]))
-            if median > median_limit:
-                over = np.flatnonzero(ok & (dbh > limit["maximum"]))
-                rows = over if over.size else np.flatnonzero(ok & (dbh > median_limit))
-                impossible = over.size > 0
-                if impossible or not allow_implausible:
-                    _fail(source, "dbh_cm", rows, dbh[rows],
-                          f"median diameter {median:.4g} cm is above {median_limit:g} cm"
-                          + (f" and {over.size} tree(s) exceed the largest known ({limit['maximum']:g} cm)"
-                             if impossible else ""),
-                          "dbh in mm", hint="divide by 10, or name the column dbh_mm (sinks converts it)",
-                          overridable=not impossible)
+        median_slip("dbh_cm", "cm", "diameter",
+                    lambda median: ("dbh in mm", "divide by 10, or name the column dbh_mm (sinks converts it)"))
     if "height_m" in trees.columns:
-        height = _numeric(trees, "height_m")
-        ok = np.isfinite(height) & (height > 0)
-        if ok.sum():
-            limit = bound("height_m", "forest", table)
-            median_limit = bound("height_m_median", "forest", table)["maximum"]
-            median = float(np.median(height[ok]))
-            if median > median_limit:
-                over = np.flatnonzero(ok & (height > limit["maximum"]))
-                rows = over if over.size else np.flatnonzero(ok & (height > median_limit))
-                if allow_implausible and not over.size:
-                    return
-                unit = "heights in cm" if median > 500 else "heights in dm"
-                factor = 100 if median > 500 else 10
-                _fail(source, "height_m", rows, height[rows],
-                      f"median height {median:.4g} m is above {median_limit:g} m (the tallest tree known is "
-                      f"~116 m, {limit['maximum']:g} m allowed)", unit,
-                      hint=f"divide by {factor}", overridable=over.size == 0)
+        median_slip("height_m", "m", "height (the tallest tree known is ~116 m)",
+                    lambda median: ("heights in cm", "divide by 100") if median > 500
+                    else ("heights in dm", "divide by 10"))
 
 
 def check_plot_area(plots: pd.DataFrame, source: str = "plots", *, n_trees=None,
