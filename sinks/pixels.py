@@ -55,7 +55,7 @@ def pixel_window(shape, transform: Affine, height: int, width: int) -> tuple[int
     if shape is None or shape.is_empty:
         return None
     minx, miny, maxx, maxy = shape.bounds
-    cols, rows = ~transform * (np.array([minx, maxx]), np.array([maxy, miny]))
+    cols, rows = ~transform @ (np.array([minx, maxx]), np.array([maxy, miny]))
     c0, c1 = int(np.floor(cols.min())), int(np.ceil(cols.max()))
     r0, r1 = int(np.floor(rows.min())), int(np.ceil(rows.max()))
     c0, c1 = max(c0, 0), min(c1, width)
@@ -122,7 +122,7 @@ def coverage_fractions(shape, transform: Affine, window: tuple[int, int, int, in
     full = fraction == 1.0
     if full.any():
         rows, cols = np.nonzero(full)
-        x, y = transform * (cols + col_off + 0.5, rows + row_off + 0.5)
+        x, y = transform @ (cols + col_off + 0.5, rows + row_off + 0.5)
         cx[full], cy[full] = x, y
     return fraction, cx, cy
 

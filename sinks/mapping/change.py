@@ -1,0 +1,312 @@
+"""Stock change between two carbon maps: the annual sink in t CO2e ha⁻¹ yr⁻¹, with its interval.
+
+The sink of a pixel is the stock-difference estimate of IPCC (2006) *Guidelines for National
+Greenhouse Gas Inventories*, Vol. 4 (AFOLU), Ch. 2, Eq. 2.5, ΔC = (C_t2 − C_t1) / (t2 − t1),
+converted from carbon to CO2 by the ratio of molecular weights 44/12 (IPCC 2006 Vol. 4 Ch. 2,
+§2.2): ``sink = (C2 − C1) × 44/12 / (Y2 − Y1)``. A positive sink is a removal from the atmosphere
+(the stock grew).
+
+Interval. Each map's interval is read as a normal one: its per-pixel standard deviation is the
+larger half-width divided by the normal quantile of its level, σ = max(upper − C, C − lower) / z
+(the larger side, because the lower bound of a carbon map is clipped at 0). The two epochs combine
+with a stated correlation ρ between their errors at the same pixel,
+``var(C2 − C1) = σ1² + σ2² − 2 ρ σ1 σ2``, and the sink's interval is ``sink ± z σ_sink`` at the
+output level. The default ρ = 0 (independent epochs) gives a wider interval than any positive ρ;
+errors of one model at one place in two years are expected to be positively correlated (a site the
+model over-predicts in one year it tends to over-predict in the next), so ρ = 0 is conservative
+unless errors change sign between epochs. ρ = -1 gives the widest interval possible (σ1 + σ2).
+ρ is recorded in the output's tags.
+
+Work goes window by window (memory bounded by the window size, whatever the map size), into a
+COG (:func:`sinks.cog.cog_writer`, written atomically) with bands ``sink``, ``lower``, ``upper``
+and ``aoa`` (1 where both epochs are inside their area of applicability, 0 where either is not).
+A pixel that is nodata in either map is nodata in every band.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sinks.errors import InputError, ModelMismatchError
+
+#: Molecular weight ratio CO2 / C (44.01 / 12.011 rounded as IPCC 2006 uses it: 44/12).
+CO2_PER_C = 44.0 / 12.0
+SINK_UNITS = "t CO2e/ha/yr"
+SINK_BANDS = ("sink", "lower", "upper", "aoa")
+#: Bands a carbon map must have for a stock change.
+CARBON_BANDS = ("carbon", "lower", "upper", "aoa")
+#: Units of a stock density that sinks accepts as Mg C/ha (= t C/ha).
+_LEVEL_PATTERN = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+
+@dataclass
+class MapInfo:
+    """What sinks needs to know about a carbon (or sink) map, read from its header and tags."""
+
+    path: Path
+    crs: object
+    transform: object
+    width: int
+    height: int
+    nodata: float | None
+    bands: dict[str, int]
+    band_tags: dict[str, dict[str, str]]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bundle_id(self) -> str | None:
+        return self.tags.get("sinks_bundle_id") or None
+
+    def units(self, band: str) -> str:
+        return (self.band_tags.get(band, {}).get("units") or self.tags.get("units") or "").strip()
+
+    def require(self, names) -> None:
+        missing = [n for n in names if n not in self.bands]
+        if missing:
+            raise InputError(f"{self.path}: missing band(s) {', '.join(missing)}; it has "
+                             f"{', '.join(self.bands) or 'no named bands'} (a carbon map from 'sinks map' "
+                             "has carbon, lower, upper, di, aoa)")
+
+    def level(self, band: str = "lower") -> float:
+        """The level of the map's interval (e.g. 0.9), from the tags or the band descriptions."""
+        candidates = []
+        for name in (band, "lower", "upper"):
+            tags = self.band_tags.get(name, {})
+            candidates += [tags.get("interval_level"), tags.get("level")]
+        candidates += [self.tags.get("sinks_interval_level")]
+        for value in candidates:
+            if value not in (None, ""):
+                try:
+                    level = float(value)
+                except ValueError:
+                    continue
+                if 0 < level < 1:
+                    return level
+        for name in ("lower", "upper"):
+            match = _LEVEL_PATTERN.search(self.band_tags.get(name, {}).get("description", ""))
+            if match:
+                level = float(match.group(1)) / 100
+                if 0 < level < 1:
+                    return level
+        raise InputError(f"{self.path}: the level of its interval (lower/upper) is not stated in the band "
+                         "tags (interval_level) or descriptions ('90% prediction interval'), so its "
+                         "standard deviation cannot be derived; state it in the map's tags, e.g. "
+                         f"gdal_edit.py -mo sinks_interval_level=0.9 {self.path}")
+
+    def same_grid(self, other: MapInfo) -> bool:
+        from pyproj import CRS
+
+        try:
+            same_crs = CRS.from_user_input(self.crs.to_wkt()).equals(CRS.from_user_input(other.crs.to_wkt()),
+                                                                     ignore_axis_order=True)
+        except Exception:
+            same_crs = self.crs == other.crs
+        size = max(abs(self.transform.a), abs(self.transform.e))
+        return (same_crs and (self.width, self.height) == (other.width, other.height)
+                and self.transform.almost_equals(other.transform, precision=1e-6 * size))
+
+
+def read_map_info(path: str | os.PathLike) -> MapInfo:
+    """Open a raster and read its grid, band names (descriptions) and tags; refuse what is unusable."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a raster map")
+    try:
+        with rasterio.open(path) as ds:
+            if ds.crs is None:
+                raise InputError(f"{path}: the raster has no CRS; assign one (gdal_edit.py -a_srs) first")
+            bands, band_tags = {}, {}
+            for i, desc in enumerate(ds.descriptions, start=1):
+                name = desc or ds.tags(i).get("name")
+                if name:
+                    bands.setdefault(name, i)
+                    band_tags.setdefault(name, ds.tags(i))
+            return MapInfo(path, ds.crs, ds.transform, ds.width, ds.height, ds.nodata, bands, band_tags,
+                           ds.tags())
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: cannot read it as a raster ({exc})") from exc
+
+
+def check_stock_units(info: MapInfo, band: str) -> None:
+    """Refuse a band whose units are not a carbon stock density (Mg C/ha)."""
+    from sinks.learn.targets import target_quantity
+
+    units = info.units(band)
+    if target_quantity(units, "carbon_mg_ha" if band == "carbon" else band) != "stock":
+        raise InputError(f"{info.path}: band {band!r} has units {units or '(none)'!r}, not a carbon stock "
+                         "density in Mg C/ha; stock change and totals need Mg C/ha maps")
+
+
+def normal_quantile(level: float) -> float:
+    """Two-sided standard normal quantile of a central interval at ``level`` (1.645 for 0.9)."""
+    from statistics import NormalDist  # the standard library's: scipy.stats costs a second to import
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def sd_from_interval(value: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float) -> np.ndarray:
+    """Standard deviation from an interval at ``level``: the larger half-width over z (normal errors)."""
+    half = np.maximum(upper - value, value - lower)
+    return np.maximum(half, 0) / normal_quantile(level)
+
+
+def _check_years(year1, year2) -> tuple[float, float]:
+    try:
+        y1, y2 = float(year1), float(year2)
+    except (TypeError, ValueError):
+        raise InputError(f"--years must be two numbers, got {year1!r} {year2!r}") from None
+    if not (math.isfinite(y1) and math.isfinite(y2)):
+        raise InputError(f"--years must be finite, got {year1!r} {year2!r}")
+    if y2 <= y1:
+        raise InputError(f"--years {year1:g} {year2:g}: the second epoch must be later than the first "
+                         "(give MAP_T1 and its year first)")
+    if not (1900 <= y1 <= 2200 and 1900 <= y2 <= 2200):
+        raise InputError(f"--years {year1:g} {year2:g} are not calendar years (1900-2200)")
+    return y1, y2
+
+
+def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool = False) -> None:
+    """Refuse two maps that cannot be differenced: bands, grids, units, models."""
+    for info in (info1, info2):
+        info.require(CARBON_BANDS)
+    if not info1.same_grid(info2):
+        raise InputError(f"{info1.path} and {info2.path} are on different grids ({info1.crs} "
+                         f"{info1.width}x{info1.height} vs {info2.crs} {info2.width}x{info2.height}, or "
+                         "another origin or pixel size); map both epochs with one feature spec grid")
+    u1, u2 = info1.units("carbon"), info2.units("carbon")
+    if u1.replace(" ", "").lower() != u2.replace(" ", "").lower():
+        raise InputError(f"{info1.path} is in {u1 or '(no units)'!r} but {info2.path} in {u2 or '(no units)'!r}; "
+                         "both epochs must be in the same units")
+    check_stock_units(info1, "carbon")
+    b1, b2 = info1.bundle_id, info2.bundle_id
+    if not allow_different_models and (b1 is None or b2 is None or b1 != b2):
+        raise ModelMismatchError(
+            f"{info1.path} (bundle {b1 or 'unknown'}) and {info2.path} (bundle {b2 or 'unknown'}) were not "
+            "mapped by the same model bundle: a change between two models mixes model differences into the "
+            "sink; pass --allow-different-models to difference them anyway (recorded in the tags)")
+
+
+def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float, year2: float,
+                 out: str | os.PathLike, *, epoch_correlation: float = 0.0, level: float | None = None,
+                 allow_different_models: bool = False, block: int = 512, progress: bool = True) -> Path:
+    """Write the annual sink map (t CO2e/ha/yr) of ``map1`` (year ``year1``) to ``map2`` (``year2``).
+
+    ``epoch_correlation`` is ρ between the two epochs' errors at a pixel (default 0: independent,
+    conservative for any ρ >= 0); ``level`` the output interval's level (default: the maps' level,
+    which must then agree). Refused before anything is written: maps on different grids or CRS, in
+    different units or not in Mg C/ha, lacking a band, from different bundles (unless
+    ``allow_different_models``: :class:`~sinks.errors.ModelMismatchError`), ``year2 <= year1``,
+    ρ outside [-1, 1], an interval level that cannot be read.
+    """
+    import sinks
+    from rasterio.windows import Window
+    from tqdm.auto import tqdm
+
+    from sinks.cog import FLOAT_NODATA, cog_writer
+    from sinks.covariates.extract import check_block
+    from sinks.io import sha256_file
+
+    block = check_block(block)
+    y1, y2 = _check_years(year1, year2)
+    rho = float(epoch_correlation)
+    if not (math.isfinite(rho) and -1 <= rho <= 1):
+        raise InputError(f"--epoch-correlation must be between -1 and 1, got {epoch_correlation!r}")
+    info1, info2 = read_map_info(map1), read_map_info(map2)
+    check_epochs(info1, info2, allow_different_models=allow_different_models)
+    level1, level2 = info1.level(), info2.level()
+    if level is None:
+        if abs(level1 - level2) > 1e-9:
+            raise InputError(f"{info1.path} has a {level1:.0%} interval but {info2.path} a {level2:.0%} one; "
+                             "pass --level to choose the output's level")
+        level = level1
+    if not (0 < float(level) < 1):
+        raise InputError(f"--level must be between 0 and 1 (e.g. 0.9), got {level!r}")
+    level = float(level)
+    z1, z2, z_out = normal_quantile(level1), normal_quantile(level2), normal_quantile(level)
+    dt = y2 - y1
+    factor = CO2_PER_C / dt
+    pct = f"{level:.0%}"
+    band_tags = {
+        "sink": {"units": SINK_UNITS, "description": "annual sink (C2 - C1) x 44/12 / (Y2 - Y1); positive = removal"},
+        "lower": {"units": SINK_UNITS, "interval_level": level,
+                  "description": f"lower bound of the {pct} interval of the sink (epoch correlation {rho:g})"},
+        "upper": {"units": SINK_UNITS, "interval_level": level,
+                  "description": f"upper bound of the {pct} interval of the sink (epoch correlation {rho:g})"},
+        "aoa": {"units": "1", "description": "1 = inside the area of applicability in both epochs"},
+    }
+    same_bundle = info1.bundle_id is not None and info1.bundle_id == info2.bundle_id
+    tags = {
+        "sinks_version": sinks.__version__,
+        "sinks_product": "annual sink",
+        "sinks_method": "IPCC 2006 GL Vol. 4 Ch. 2 Eq. 2.5 stock difference, x 44/12",
+        "sinks_years": f"{y1:g} {y2:g}",
+        "sinks_epoch_correlation": f"{rho:g}",
+        "sinks_interval_level": f"{level:g}",
+        "sinks_interval_model": ("normal: sd_i = max(upper - C, C - lower) / z(level_i); "
+                                 "var(C2 - C1) = sd1^2 + sd2^2 - 2 rho sd1 sd2"),
+        "sinks_map_t1": str(info1.path.name), "sinks_map_t1_sha256": sha256_file(info1.path),
+        "sinks_map_t2": str(info2.path.name), "sinks_map_t2_sha256": sha256_file(info2.path),
+        "sinks_bundle_id_t1": info1.bundle_id or "unknown", "sinks_bundle_id_t2": info2.bundle_id or "unknown",
+        "sinks_allow_different_models": str(bool(allow_different_models)).lower(),
+    }
+    if same_bundle:
+        tags["sinks_bundle_id"] = info1.bundle_id
+    import rasterio
+
+    idx1 = [info1.bands[b] for b in CARBON_BANDS]
+    idx2 = [info2.bands[b] for b in CARBON_BANDS]
+    windows = [Window(c, r, min(block, info1.width - c), min(block, info1.height - r))
+               for r in range(0, info1.height, block) for c in range(0, info1.width, block)]
+    counts = {"valid": 0, "inside": 0}
+    with rasterio.open(info1.path) as ds1, rasterio.open(info2.path) as ds2, \
+            cog_writer(out, crs=info1.crs, transform=info1.transform, width=info1.width, height=info1.height,
+                       band_names=SINK_BANDS, blocksize=block, tags=tags, band_tags=band_tags) as dst:
+        for window in tqdm(windows, desc="change", unit="tile", disable=not progress):
+            a = _read(ds1, idx1, window, info1.nodata)
+            b = _read(ds2, idx2, window, info2.nodata)
+            data = change_window(a, b, z1=z1, z2=z2, z_out=z_out, rho=rho, factor=factor)
+            valid = np.isfinite(data[0])
+            counts["valid"] += int(valid.sum())
+            counts["inside"] += int((data[3][valid] == 1).sum())
+            dst.write(np.where(np.isfinite(data), data, np.float32(FLOAT_NODATA)).astype(np.float32),
+                      window=window)
+        if counts["valid"] == 0:
+            raise InputError(f"{info1.path} and {info2.path} have no pixel valid in both epochs; nothing to "
+                             "difference (check their nodata and extents)")
+    return Path(out)
+
+
+def _read(ds, indexes, window, nodata) -> np.ndarray:
+    data = ds.read(indexes, window=window).astype(np.float64)
+    if nodata is not None and not np.isnan(nodata):
+        data[data == nodata] = np.nan
+    return data
+
+
+def change_window(a: np.ndarray, b: np.ndarray, *, z1: float, z2: float, z_out: float, rho: float,
+                  factor: float) -> np.ndarray:
+    """Sink bands (4, h, w) from the (carbon, lower, upper, aoa) stacks of two epochs; NaN = nodata."""
+    valid = np.isfinite(a).all(axis=0) & np.isfinite(b).all(axis=0)
+    c1, l1, u1, aoa1 = a
+    c2, l2, u2, aoa2 = b
+    with np.errstate(invalid="ignore"):
+        s1 = np.maximum(np.maximum(u1 - c1, c1 - l1), 0) / z1
+        s2 = np.maximum(np.maximum(u2 - c2, c2 - l2), 0) / z2
+        var = np.maximum(s1 ** 2 + s2 ** 2 - 2 * rho * s1 * s2, 0)
+        sink = (c2 - c1) * factor
+        sd = np.sqrt(var) * factor
+        aoa = ((aoa1 == 1) & (aoa2 == 1)).astype(np.float64)
+    out = np.stack([sink, sink - z_out * sd, sink + z_out * sd, aoa])
+    out[:, ~valid] = np.nan
+    return out

@@ -1,0 +1,209 @@
+"""Bad-input catalogue of ``sinks change`` and ``sinks zonal``: every case is one clean line on
+stderr, a non-zero exit, and the output folder byte-for-byte as before. Polygons in another CRS
+are reprojected, not refused (tests/test_zonal.py)."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+
+from tests.badinput import assert_refused
+from tests.test_change import T4326, make_map
+
+C = np.full((20, 20), 50.0)
+BOX = shapely.box(100.02, 30.02, 100.13, 30.14)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("a user's file")
+    make_map(tmp_path / "t1.tif", C)
+    make_map(tmp_path / "t2.tif", C + 5)
+    gpd.GeoDataFrame({"parcel_id": ["p1"]}, geometry=[BOX], crs=4326).to_file(tmp_path / "p.gpkg")
+    return tmp_path
+
+
+def _change(ws, *extra, t1=None, t2=None, out=None):
+    return ["change", t1 or ws / "t1.tif", t2 or ws / "t2.tif", "--years", "2015", "2020",
+            "--out", out or ws / "out" / "sink.tif", "--quiet", *extra]
+
+
+def _zonal(ws, *extra, map_=None, polys=None, out=None):
+    return ["zonal", map_ or ws / "t1.tif", polys or ws / "p.gpkg", "--out", out or ws / "out" / "z.csv",
+            "--quiet", *extra]
+
+
+def _polys(ws, geoms, crs=4326, ids=None, name="bad.gpkg"):
+    ids = ids or [f"p{i + 1}" for i in range(len(geoms))]
+    frame = gpd.GeoDataFrame({"parcel_id": ids}, geometry=geoms, crs=crs)
+    frame.to_file(ws / name)
+    return ws / name
+
+
+# ---- sinks change ----------------------------------------------------------------------------------
+
+def test_change_output_exists(ws, capsys):
+    (ws / "out" / "sink.tif").write_bytes(b"old")
+    assert_refused(_change(ws), capsys, keywords=["exists", "--overwrite"], watch=ws / "out")
+
+
+def test_change_years_not_increasing(ws, capsys):
+    argv = _change(ws)
+    argv[argv.index("--years") + 1:argv.index("--years") + 3] = ["2020", "2020"]
+    assert_refused(argv, capsys, keywords=["--years", "later"], watch=ws / "out")
+
+
+def test_change_different_grids(ws, capsys):
+    make_map(ws / "shifted.tif", C, Affine(0.01, 0, 100.005, 0, -0.01, 30.2))
+    assert_refused(_change(ws, t2=ws / "shifted.tif"), capsys, keywords=["different grids"], watch=ws / "out")
+
+
+def test_change_different_crs(ws, capsys):
+    make_map(ws / "utm.tif", C, Affine(30, 0, 500000, 0, -30, 3300000), crs="EPSG:32648")
+    assert_refused(_change(ws, t2=ws / "utm.tif"), capsys, keywords=["different grids", "EPSG:32648"],
+                   watch=ws / "out")
+
+
+def test_change_different_units(ws, capsys):
+    make_map(ws / "kg.tif", C, units="kg C/m2")
+    assert_refused(_change(ws, t2=ws / "kg.tif"), capsys, keywords=["kg C/m2", "same units"], watch=ws / "out")
+
+
+def test_change_not_a_stock_density(ws, capsys):
+    make_map(ws / "a.tif", C, units="g C/kg")
+    make_map(ws / "b.tif", C, units="g C/kg")
+    assert_refused(_change(ws, t1=ws / "a.tif", t2=ws / "b.tif"), capsys, keywords=["g C/kg", "Mg C/ha"],
+                   watch=ws / "out")
+
+
+def test_change_different_bundles(ws, capsys):
+    make_map(ws / "other.tif", C, bundle="bundle-b")
+    assert_refused(_change(ws, t2=ws / "other.tif"), capsys,
+                   keywords=["bundle-a", "bundle-b", "--allow-different-models"], watch=ws / "out")
+
+
+def test_change_missing_band(ws, capsys):
+    make_map(ws / "noaoa.tif", C, bands=["carbon", "lower", "upper", "di"])
+    assert_refused(_change(ws, t2=ws / "noaoa.tif"), capsys, keywords=["missing band", "aoa"], watch=ws / "out")
+
+
+def test_change_unknown_interval_level(ws, capsys):
+    make_map(ws / "a.tif", C, describe_level=False)
+    make_map(ws / "b.tif", C, describe_level=False)
+    assert_refused(_change(ws, t1=ws / "a.tif", t2=ws / "b.tif"), capsys,
+                   keywords=["level", "sinks_interval_level"], watch=ws / "out")
+
+
+def test_change_epoch_correlation_out_of_range(ws, capsys):
+    assert_refused(_change(ws, "--epoch-correlation", "1.5"), capsys, keywords=["--epoch-correlation", "-1 and 1"],
+                   watch=ws / "out")
+
+
+def test_change_map_not_found(ws, capsys):
+    assert_refused(_change(ws, t1=ws / "nope.tif"), capsys, keywords=["nope.tif", "not found"], watch=ws / "out")
+
+
+def test_change_not_a_raster(ws, capsys):
+    (ws / "text.tif").write_text("not a raster")
+    assert_refused(_change(ws, t1=ws / "text.tif"), capsys, keywords=["text.tif", "raster"], watch=ws / "out")
+
+
+def test_change_output_is_an_input(ws, capsys):
+    assert_refused(_change(ws, "--overwrite", out=ws / "t2.tif"), capsys, keywords=["also an input"], watch=ws)
+
+
+def test_change_no_common_valid_pixel(ws, capsys):
+    a = C.copy()
+    a[:, :10] = np.nan
+    b = C.copy()
+    b[:, 10:] = np.nan
+    make_map(ws / "a.tif", a)
+    make_map(ws / "b.tif", b)
+    assert_refused(_change(ws, t1=ws / "a.tif", t2=ws / "b.tif"), capsys, keywords=["no pixel valid"],
+                   watch=ws / "out")
+
+
+# ---- sinks zonal -----------------------------------------------------------------------------------
+
+def test_zonal_output_exists(ws, capsys):
+    (ws / "out" / "z.csv").write_text("old")
+    assert_refused(_zonal(ws), capsys, keywords=["exists", "--overwrite"], watch=ws / "out")
+
+
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_zonal_polygons_without_crs(ws, capsys):
+    gpd.GeoDataFrame({"parcel_id": ["p1"]}, geometry=[BOX]).to_file(ws / "nocrs.gpkg")
+    assert_refused(_zonal(ws, polys=ws / "nocrs.gpkg"), capsys, keywords=["no crs", "--crs"], watch=ws / "out")
+
+
+def test_zonal_self_intersecting_polygon_named(ws, capsys):
+    bowtie = shapely.Polygon([(100.02, 30.02), (100.1, 30.1), (100.1, 30.02), (100.02, 30.1)])
+    path = _polys(ws, [BOX, bowtie], ids=["fine", "bowtie"])
+    line = assert_refused(_zonal(ws, polys=path), capsys, keywords=["bowtie", "self-intersection", "never repairs"],
+                          watch=ws / "out")
+    assert "fine" not in line.split("cannot be used")[1]
+
+
+def test_zonal_polygon_outside_raster(ws, capsys):
+    path = _polys(ws, [BOX, shapely.box(110, 40, 110.1, 40.1)], ids=["in", "far"])
+    assert_refused(_zonal(ws, polys=path), capsys, keywords=["outside the raster", "far"], watch=ws / "out")
+
+
+def test_zonal_unknown_band(ws, capsys):
+    assert_refused(_zonal(ws, "--band", "carbn"), capsys, keywords=["no band 'carbn'", "did you mean 'carbon'"],
+                   watch=ws / "out")
+
+
+def test_zonal_band_not_a_quantity(ws, capsys):
+    assert_refused(_zonal(ws, "--band", "aoa"), capsys, keywords=["aoa", "not a quantity"], watch=ws / "out")
+
+
+def test_zonal_concentration_map(ws, capsys):
+    make_map(ws / "soc.tif", C, units="g C/kg")
+    assert_refused(_zonal(ws, map_=ws / "soc.tif"), capsys, keywords=["g C/kg", "Mg C/ha"], watch=ws / "out")
+
+
+def test_zonal_points_not_polygons(ws, capsys):
+    path = _polys(ws, [shapely.Point(100.05, 30.05)])
+    assert_refused(_zonal(ws, polys=path), capsys, keywords=["p1", "Point", "not a polygon"], watch=ws / "out")
+
+
+def test_zonal_duplicate_ids(ws, capsys):
+    path = _polys(ws, [BOX, BOX], ids=["same", "same"])
+    assert_refused(_zonal(ws, polys=path), capsys, keywords=["parcel_id", "repeated", "same"], watch=ws / "out")
+
+
+def test_zonal_unknown_id_column(ws, capsys):
+    assert_refused(_zonal(ws, "--id", "plot"), capsys, keywords=["'plot'", "--id"], watch=ws / "out")
+
+
+def test_zonal_bad_output_extension(ws, capsys):
+    assert_refused(_zonal(ws, out=ws / "out" / "z.txt"), capsys, keywords=["z.txt", ".csv"], watch=ws / "out")
+
+
+def test_zonal_negative_error_range(ws, capsys):
+    assert_refused(_zonal(ws, "--error-range-m", "-5"), capsys, keywords=["--error-range-m"], watch=ws / "out")
+
+
+def test_zonal_level_in_percent(ws, capsys):
+    assert_refused(_zonal(ws, "--level", "90"), capsys, keywords=["--level", "0.9"], watch=ws / "out")
+
+
+def test_zonal_map_missing_interval_band(ws, capsys):
+    make_map(ws / "bare.tif", C, bands=["carbon", "aoa"])
+    assert_refused(_zonal(ws, map_=ws / "bare.tif"), capsys, keywords=["missing band", "lower"], watch=ws / "out")
+
+
+def test_zonal_polygons_not_found(ws, capsys):
+    assert_refused(_zonal(ws, polys=ws / "none.gpkg"), capsys, keywords=["none.gpkg", "not found"], watch=ws / "out")
+
+
+def test_zonal_bad_error_range_tag(ws, capsys):
+    make_map(ws / "tagged.tif", C, tags={"sinks_error_range_m": "far"})
+    assert_refused(_zonal(ws, map_=ws / "tagged.tif"), capsys, keywords=["sinks_error_range_m", "far"],
+                   watch=ws / "out")
