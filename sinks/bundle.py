@@ -4,10 +4,12 @@ A bundle is a folder::
 
     model.json        the fitted estimator in a safe format (XGBoost JSON; never a pickle)
     metadata.json     bundle id, recipe, feature names, feature-spec fingerprint, target and units,
-                      CV metrics (random and spatial), interval calibration, training-data hash,
-                      versions, and the sha256 of every other file
+                      CV metrics of every scheme (pooled and per fold, with W), the interval
+                      calibration and its held-out-fold check, the DI -> error profile,
+                      training-data hash, versions, and the sha256 of every other file
     aoa.npz           area-of-applicability reference (standardised, weighted training predictors)
-    oof.csv           out-of-fold predictions of both CV schemes, per training plot
+    calibration.npz   |out-of-fold residual| of each training plot (the intervals' difficulty)
+    oof.csv           out-of-fold predictions and folds of every CV scheme, per training plot
     MODEL_CARD.md     the same, for people
 
 :func:`load_bundle` checks every file against its recorded sha256 before using it.
@@ -28,9 +30,9 @@ import pandas as pd
 
 from sinks.errors import ModelMismatchError
 from sinks.io import atomic_path, sha256_file
-from sinks.learn.aoa import AOAReference
+from sinks.learn.aoa import AOAReference, ErrorProfile
 from sinks.learn.estimators import load_model, save_model
-from sinks.learn.intervals import ConformalInterval
+from sinks.learn.intervals import AdaptiveInterval, ConformalInterval
 
 FORMAT_VERSION = 1
 
@@ -61,8 +63,11 @@ class Bundle:
     path: Path
     metadata: dict
     model: object
-    interval: ConformalInterval
+    interval: ConformalInterval | AdaptiveInterval
     aoa: AOAReference
+    #: |out-of-fold residual| per training plot, aligned with ``aoa.train`` (adaptive intervals)
+    abs_residual: np.ndarray | None = None
+    error_profile: ErrorProfile | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -85,7 +90,13 @@ class Bundle:
         return self.metadata["target"]["units"]
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``."""
+        """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
+
+        With an adaptive interval (bundles from ``sinks train``), ``lower``/``upper`` differ per row:
+        ``prediction ± q · σ``, σ from the row's nearest training plots and its DI (see
+        :mod:`sinks.learn.intervals`); with an error profile, ``error`` is the expected absolute
+        error at the row's DI (CAST's errorProfiles).
+        """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
             raise ModelMismatchError(
@@ -93,10 +104,20 @@ class Bundle:
                 f"({', '.join(self.feature_names)}), got an array with {X.shape[-1]} columns"
             )
         prediction = self.model.predict(X).astype(np.float32)
-        lower, upper = self.interval.apply(prediction)
-        di = self.aoa.dissimilarity(X).astype(np.float32)
-        return {"prediction": prediction, "lower": lower, "upper": upper, "di": di,
-                "aoa": (di <= self.aoa.threshold).astype(np.float32)}
+        if isinstance(self.interval, AdaptiveInterval) and self.abs_residual is not None:
+            di64, index = self.aoa.neighbours(X, self.interval.neighbours)
+            s = self.abs_residual[index].mean(axis=1)
+            lower, upper = self.interval.apply(prediction.astype(np.float64), s, di64)
+        else:
+            di64 = self.aoa.dissimilarity(X)
+            lower, upper = self.interval.apply(prediction)
+        di = di64.astype(np.float32)
+        out = {"prediction": prediction, "lower": np.asarray(lower, dtype=np.float32),
+               "upper": np.asarray(upper, dtype=np.float32), "di": di,
+               "aoa": (di <= self.aoa.threshold).astype(np.float32)}
+        if self.error_profile is not None:
+            out["error"] = self.error_profile(di64).astype(np.float32)
+        return out
 
 
 def _digest(files: dict[str, str], metadata: dict) -> str:
@@ -105,13 +126,18 @@ def _digest(files: dict[str, str], metadata: dict) -> str:
 
 
 def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, aoa: AOAReference,
-                oof: pd.DataFrame) -> Path:
-    """Write a bundle folder atomically; returns its path. ``metadata`` gets ids, hashes, versions."""
+                oof: pd.DataFrame, calibration: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a bundle folder atomically; returns its path. ``metadata`` gets ids, hashes, versions.
+
+    ``calibration`` (arrays, e.g. ``abs_residual``) is written to ``calibration.npz``.
+    """
     folder = Path(folder)
     with atomic_path(folder, suffix="", folder_kind="bundle") as tmp:
         tmp.mkdir()
         save_model(kind, model, tmp)
         aoa.save(tmp / "aoa.npz")
+        if calibration:
+            np.savez_compressed(tmp / "calibration.npz", **calibration)
         oof.to_csv(tmp / "oof.csv", index=False)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         meta = {
@@ -149,43 +175,118 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
     stripped = {k: v for k, v in meta.items() if k != "bundle_id"}
     if _digest(meta["files"], stripped) != meta.get("bundle_id"):
         raise ModelMismatchError(f"{meta_path}: metadata was edited after the bundle was made (bundle id mismatch)")
-    interval = ConformalInterval(**meta["interval"])
+    if "method" in meta["interval"]:
+        interval = AdaptiveInterval(**meta["interval"])
+    else:
+        interval = ConformalInterval(**meta["interval"])
+    abs_residual = None
+    if (folder / "calibration.npz").exists():
+        with np.load(folder / "calibration.npz", allow_pickle=False) as data:
+            abs_residual = np.asarray(data["abs_residual"], dtype=np.float64)
+    profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
     return Bundle(folder, meta, load_model(meta["estimator"]["kind"], folder), interval,
-                  AOAReference.load(folder / "aoa.npz"))
+                  AOAReference.load(folder / "aoa.npz"), abs_residual, profile)
+
+
+def _f(value, fmt: str = ".3g") -> str:
+    return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, fmt)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
 
 
 def model_card(meta: dict) -> str:
-    """A short human-readable model card (Markdown) from a bundle's metadata."""
+    """A human-readable model card (Markdown) from a bundle's metadata."""
     target, cv = meta["target"], meta["validation"]
+    units = target["units"]
+    setup = meta.get("validation_setup", {})
     lines = [
         f"# Model card: {meta['recipe']['name']}",
         "",
         f"- bundle id: `{meta['bundle_id']}`, created {meta['created']} with sinks {meta['versions'].get('sinks')}",
-        f"- predicts **{target['column']}** ({target['units'] or 'units not given'}) as map band `{target['band']}`",
+        f"- predicts **{target['column']}** ({units or 'units not given'}) as map band `{target['band']}`",
         f"- estimator: {meta['estimator']['kind']} with {json.dumps(meta['estimator'].get('params', {}))}",
         f"- features ({len(meta['features']['names'])}) from spec `{meta['features']['spec']}` "
         f"(fingerprint `{meta['features']['spec_fingerprint'][:12]}`): {', '.join(meta['features']['names'])}",
         f"- trained on {meta['training']['n']} plots (table sha256 `{meta['training']['sha256'][:12]}`); "
         f"{meta['training']['dropped']} dropped for missing values",
         "",
-        "## Validation (out-of-fold)",
+        "## Validation (out-of-fold, pooled over folds)",
         "",
-        "| scheme | folds | R² | RMSE | MAE | bias |",
-        "|---|---|---|---|---|---|",
+        "W: Wasserstein distance between the scheme's test-to-train nearest-neighbour distances and the "
+        "map's prediction-to-plot distances (smaller = the CV resembles the map's situation).",
+        "",
+        "| scheme | folds | R² | RMSE | rel. RMSE | MAE | bias | W |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for s in cv.values():
-        lines.append(f"| {s['scheme']} | {s['folds']} | {s['r2']:.3f} | {s['rmse']:.3g} | {s['mae']:.3g} | {s['bias']:.3g} |")
+    for name, s in cv.items():
+        if name == "spatial" and "scheme" in s and s["scheme"] != "spatial" and s["scheme"] in cv:
+            continue  # the alias of the chosen scheme
+        mark = " (chosen)" if name == setup.get("scheme") else ""
+        lines.append(f"| {name}{mark} | {s['folds']} | {_f(s['r2'], '.3f')} | {_f(s['rmse'])} | "
+                     f"{_f(s.get('rel_rmse'), '.1%')} | {_f(s['mae'])} | {_f(s['bias'])} | {_f(s.get('W'))} |")
+    lines.append("")
+    if "block_size" in setup and setup.get("block_size") is not None:
+        vg = setup.get("variogram") or {}
+        lines.append(f"Spatial blocks of {setup['block_size']:g} CRS units ({setup.get('block_size_from', 'recipe')}; "
+                     f"{setup.get('n_blocks', '?')} blocks with plots); variogram of the target: "
+                     f"{vg.get('model', '–')} model, practical range {_f(vg.get('range'), '.4g')}"
+                     + (f" ({vg['note']})" if vg.get("note") else "") + ".")
+    if "knndm" in setup:
+        kn = setup["knndm"]
+        lines.append(f"kNNDM folds: {kn['method']} (q = {kn['q']}, KS p = {_f(kn['ks_pvalue'], '.3f')}), "
+                     f"fold sizes {kn['fold_sizes']}.")
+    if "prediction_area" in setup:
+        pa = setup["prediction_area"]
+        lines.append(f"Prediction area: {pa['area']}, {pa['points']} sample points, median distance to the "
+                     f"nearest plot {_f(pa.get('median_distance_to_plots'), '.4g')} CRS units.")
+    lines.append("Quote the chosen scheme's row for a map.")
+    for name, rows in meta.get("validation_folds", {}).items():
+        lines += ["", f"### Per fold: {name}", "", "| fold | n | R² | RMSE | rel. RMSE | MAE | bias |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['fold']} | {r['n']} | {_f(r['r2'], '.3f')} | {_f(r['rmse'])} | "
+                         f"{_f(r['rel_rmse'], '.1%')} | {_f(r['mae'])} | {_f(r['bias'])} |")
     iv = meta["interval"]
+    lines += ["", "## Prediction intervals", ""]
+    if "method" in iv:
+        desc = {"normalized": "normalised conformal (σ from the mean |residual| of the nearest plots and the DI)",
+                "mondrian": "Mondrian conformal by DI bin", "split": "split conformal, one width"}[iv["method"]]
+        a, b, c = iv["coef"]
+        lines.append(f"{iv['level']:.0%} intervals, {desc}, calibrated on {iv['n_calibration']} "
+                     f"{iv['residuals_from']} out-of-fold residuals: half-width = q · σ, q = "
+                     f"{', '.join(_f(q) for q in iv['quantiles'])}"
+                     + (f" (DI bins split at {', '.join(_f(e) for e in iv['bin_edges'])})" if iv["bin_edges"] else "")
+                     + (f", σ = {a:.3g} + {b:.3g}·s + {c:.3g}·DI {units}" if iv["method"] == "normalized" else "")
+                     + ".")
+        lines += ["", "The guarantee is marginal (on average over locations exchangeable with the plots), "
+                  "not per pixel, and there is none outside the area of applicability.", ""]
+    else:
+        lines.append(f"{iv['level']:.0%} split-conformal intervals, half-width {iv['half_width']:.3g} {units}, "
+                     f"calibrated on {iv['n_calibration']} {iv['residuals_from']} out-of-fold residuals.")
+    checks = meta.get("interval_check")
+    if checks:
+        lines += ["Coverage measured on held-out folds only (calibrated on the other K−1 folds):", "",
+                  "| method | coverage | inside AOA | outside AOA | mean width | sd width | width–DI ρ |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, ch in checks.items():
+            mark = " (used)" if name == iv.get("method") else ""
+            lines.append(f"| {name}{mark} | {_pct(ch['coverage'])} | {_pct(ch['inside_aoa']['coverage'])} "
+                         f"(n {ch['inside_aoa']['n']}) | {_pct(ch['outside_aoa']['coverage'])} "
+                         f"(n {ch['outside_aoa']['n']}) | {_f(ch['mean_width'])} | {_f(ch['sd_width'])} | "
+                         f"{_f(ch.get('width_di_spearman'), '.2f')} |")
+        used = checks.get(iv.get("method"))
+        if used:
+            lines += ["", f"Per fold ({iv['method']}):", "", "| fold | n | coverage | mean width |", "|---|---|---|---|"]
+            for r in used["per_fold"]:
+                lines.append(f"| {r['fold']} | {r['n']} | {_pct(r['coverage'])} | {_f(r['mean_width'])} |")
+            lines += ["", f"By DI quartile of the held-out plots ({iv['method']}):", "",
+                      "| DI from | DI to | n | coverage | mean width |", "|---|---|---|---|---|"]
+            for r in used["by_di_bin"]:
+                lines.append(f"| {_f(r['di_from'])} | {_f(r['di_to'])} | {r['n']} | {_pct(r['coverage'])} | "
+                             f"{_f(r['mean_width'])} |")
     lines += [
-        "",
-        f"Spatial blocks of {meta['validation_setup']['block_size']:g} CRS units. Trust the spatial row for "
-        "mapping: it scores predictions away from the training plots.",
-        "",
-        "## Prediction intervals",
-        "",
-        f"{iv['level']:.0%} split-conformal intervals, half-width {iv['half_width']:.3g} {target['units']}, "
-        f"calibrated on {iv['n_calibration']} {iv['residuals_from']} out-of-fold residuals "
-        f"(empirical coverage there: {meta['interval_coverage']:.1%}).",
         "",
         "## Area of applicability",
         "",
@@ -193,4 +294,11 @@ def model_card(meta: dict) -> str:
         "with DI above it are outside the area of applicability (band `aoa` = 0): treat their "
         "predictions as extrapolation.",
     ]
+    ep = meta.get("error_profile")
+    if ep:
+        probe = np.quantile(ep["di"], [0, 0.25, 0.5, 0.75, 1]) if ep["di"] else []
+        values = np.interp(probe, ep["di"], ep["error"]) if ep["di"] else []
+        lines += ["", f"Expected absolute error by DI ({ep['method']}, {ep['scheme']}-CV, {ep['n']} plots): "
+                  + ", ".join(f"DI {d:.3g}: {e:.3g} {units}" for d, e in zip(probe, values))
+                  + "; held at the last value beyond the largest training DI."]
     return "\n".join(lines) + "\n"

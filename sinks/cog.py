@@ -58,14 +58,37 @@ def cog_writer(
                     dst.update_tags(i, name=name, **{k: str(v) for k, v in (band_tags or {}).get(name, {}).items()})
                 dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
                 yield dst
-            predictor = 3 if np.dtype(dtype).kind == "f" else 2
-            rio_copy(
-                staging, final_tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor,
-                BLOCKSIZE=blocksize, OVERVIEWS="AUTO", RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER",
-            )
+            to_cog(staging, final_tmp, blocksize=blocksize, resampling=resampling,
+                   predictor=3 if np.dtype(dtype).kind == "f" else 2)
         finally:
             staging.unlink(missing_ok=True)
             Path(str(staging) + ".aux.xml").unlink(missing_ok=True)
+
+
+def cog_threads() -> int:
+    """Threads GDAL uses to compress a COG and compute its overviews: ``SINKS_COG_THREADS``, else
+    every core this process may use."""
+    text = os.environ.get("SINKS_COG_THREADS", "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def to_cog(source: str | os.PathLike, dest: str | os.PathLike, *, blocksize: int = 512, resampling: str = "average",
+           predictor: int = 3, threads: int | None = None) -> Path:
+    """Convert a raster GDAL can read (a GeoTIFF, a VRT of tiles) into a COG at ``dest``: DEFLATE,
+    internal tiles, overviews, compressed with ``threads`` threads (default :func:`cog_threads`;
+    the bytes do not depend on it). Band descriptions, units, nodata and tags are copied."""
+    rio_copy(
+        str(source), str(dest), driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor,
+        BLOCKSIZE=blocksize if blocksize >= 128 else 512,  # the COG driver's minimum; 512 is its default
+        OVERVIEWS="AUTO", RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER",
+        NUM_THREADS=str(threads or cog_threads()),
+    )
+    return Path(dest)
 
 
 def band_index(ds, name: str) -> int:

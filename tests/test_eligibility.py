@@ -75,7 +75,10 @@ def test_each_rule_outcome_and_verdict(parcels, layers):
     assert got["wet"].rules["not_wetland"].status == "fail" and got["wet"].verdict == "ineligible"
     tiny = got["tiny"]
     assert tiny.rules["min_area"].status == "fail" and tiny.area_ha == pytest.approx(0.0225, rel=1e-3)
-    assert tiny.rules["non_forest_since"].evidence["centroid_pixel"] is True
+    # a parcel of a quarter pixel: its real area share of the one pixel it lies on, not "no pixels"
+    year = tiny.rules["non_forest_since"].evidence["years"]["2010"]
+    assert year["pixels"] == 1 and year["area_with_data_ha"] == pytest.approx(0.0225, rel=1e-3)
+    assert year["nodata_share"] == 0 and year["forest_fraction"] == 0
     assert got["nodata"].verdict == "undetermined" and "2010" in got["nodata"].rules["non_forest_since"].reason
     assert got["outside"].verdict == "undetermined" and "outside" in got["outside"].rules["not_wetland"].reason
     assert got["edge"].verdict == "undetermined"  # half the parcel is off the rasters: nodata there
@@ -187,3 +190,29 @@ def test_cli_writes_report_and_fails_cleanly(parcels, layers, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs layer(s) wetland" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_evidence_is_exact_area_shares_not_pixel_centres(layers):
+    """A 400 m2 parcel (20 m x 20 m) astride four 30 m pixels, one of them wetland, and a parcel
+    half on wetland whose pixel centres all miss the wetland."""
+    rules = load_ruleset("ccer-14-001")
+    x, y = T @ (19, 79)  # the corner of the wetland block (rows 80-99, cols 0-19) is at pixel (80, 20)
+    x20, y80 = T @ (20, 80)
+    sub = box(x20 - 10, y80 - 10, x20 + 10, y80 + 10)  # a quarter in pixel (80, 19): wetland
+    # 45 m wide over cols 18.5..20: pixel 19 (wetland) and the left half of pixel 20 (dry); wide enough
+    # only when measured exactly
+    x185, _ = T @ (18.5, 0)
+    x21, _ = T @ (21.5, 0)
+    astride = box(x185, y80 - 60, x21, y80 - 30)
+    parcels = gpd.GeoDataFrame({"parcel_id": ["sub", "astride"], "start_date": ["2025-01-01"] * 2},
+                               geometry=[sub, astride], crs=CRS)
+    got = {p.parcel_id: p for p in assess(parcels, rules, layers, progress=False).parcels}
+    wet = got["sub"].rules["not_wetland"]
+    assert got["sub"].area_ha == pytest.approx(0.04, rel=2e-3)  # UTM scale at x = 500 km
+    assert wet.status == "fail" and wet.evidence["pixels"] == 4
+    assert wet.evidence["fraction"] == pytest.approx(0.25, abs=1e-6)
+    assert wet.evidence["wetland_area_ha"] == pytest.approx(0.01, rel=2e-3)
+    assert wet.evidence["area_with_data_ha"] == pytest.approx(got["sub"].area_ha, rel=1e-6)
+    share = got["astride"].rules["not_wetland"].evidence
+    # cols 18.5-20 wetland (1.5 px), col 20-21.5 dry (1.5 px): half the parcel
+    assert share["fraction"] == pytest.approx(0.5, abs=1e-6) and got["astride"].verdict == "ineligible"

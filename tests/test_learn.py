@@ -202,3 +202,16 @@ def test_concentration_targets_are_not_bounded_as_stocks(tmp_path):
     assert target_quantity("", "carbon_mg_ha") == "stock" and target_quantity("index", "ndvi") is None
     X, y, _ = training_arrays(recipe, frame, ["a", "b"])
     assert len(y) == 60
+
+
+def test_error_profile_is_monotone_in_the_di():
+    from sinks.learn.aoa import fit_error_profile
+
+    rng = np.random.default_rng(5)
+    di = rng.uniform(0, 1, 300)
+    err = np.abs(rng.normal(0, 1 + 3 * di))
+    profile = fit_error_profile(di, err, scheme="knndm")
+    grid = np.linspace(-0.5, 2, 50)
+    values = profile(grid)
+    assert np.all(np.diff(values) >= 0) and values[-1] > 2 * values[0]
+    assert values[-1] == pytest.approx(profile.error[-1])  # held beyond the largest training DI

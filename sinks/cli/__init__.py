@@ -25,7 +25,8 @@ import sinks
 from sinks.errors import SinksError
 
 #: Subcommand modules in the order ``sinks --help`` lists them (the order of the workflow).
-COMMANDS = ("demo", "stocks", "extract", "stack", "train", "map", "change", "zonal", "eligibility")
+COMMANDS = ("demo", "stocks", "extract", "stack", "train", "map", "change", "zonal", "eligibility", "credit",
+            "methodologies")
 
 
 class UsageError(SinksError):

@@ -1,4 +1,4 @@
-"""``sinks map BUNDLE SPEC --out MAP.tif``: wall-to-wall prediction as a COG."""
+"""``sinks map BUNDLE [SPEC] [--stack STACK.tif] --out MAP.tif``: wall-to-wall prediction as a COG."""
 
 from __future__ import annotations
 
@@ -7,36 +7,80 @@ import warnings
 
 from sinks.cli._common import add_overwrite, block_size, echo, max_pixels_option, positive_int, spec_inputs
 
+EXECUTORS = ("serial", "threads", "processes", "dask")  # sinks.mapping.executors.EXECUTORS (not imported: start-up)
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
         "map",
-        help="predict a model bundle over a spec's grid -> COG with interval, DI and AOA bands",
-        description="Compute the spec's features window by window, predict with the bundle, and "
-        "write a Cloud-Optimized GeoTIFF with bands: the target (e.g. carbon, Mg C/ha), lower, upper "
-        "(prediction interval), di (dissimilarity index) and aoa (1 = inside the area of "
-        "applicability). The spec must define the same features the bundle was trained on.",
+        help="predict a model bundle over a spec's grid or a covariate stack -> COG with interval, DI and AOA bands",
+        description="Predict with the bundle window by window and write a Cloud-Optimized GeoTIFF (with "
+        "overviews) and a STAC Item beside it (NAME.stac.json). Bands (--bands): the target (e.g. carbon, "
+        "Mg C/ha), lower, upper (prediction interval), di (dissimilarity index), aoa (1 = inside the "
+        "area of applicability) and error (when the bundle has an error profile). The features come "
+        "from SPEC (computed per window; it must define the features the bundle was trained on) or from "
+        "--stack (a covariate raster from 'sinks stack', or your own, whose band descriptions are the "
+        "bundle's feature names). Finished tiles are checkpointed beside the output "
+        "(.NAME.resume-KEY/): a killed job rerun with the same arguments resumes, and the folder is "
+        "removed when the map is complete.",
     )
     parser.add_argument("bundle", help="model bundle folder (from 'sinks train')")
-    parser.add_argument("spec", help="feature spec (features/*.toml) the bundle was trained with")
+    parser.add_argument("spec", nargs="?", help="feature spec (features/*.toml) the bundle was trained with "
+                        "(optional with --stack: then the stack's grid must be the spec's)")
+    parser.add_argument("--stack", metavar="STACK.tif",
+                        help="prebuilt covariate stack, one band per feature named as the bundle's features")
     parser.add_argument("--out", required=True, help="output COG")
+    parser.add_argument("--bands", metavar="LIST",
+                        help="bands to write, comma-separated, e.g. carbon or carbon,lower,upper,di,aoa "
+                        "(default: every band the bundle gives)")
     parser.add_argument("--block", type=block_size, default=512,
-                        help="window size in pixels, a multiple of 16 (default 512)")
+                        help="tile size in pixels, a multiple of 16 (default 512)")
     parser.add_argument("--jobs", type=positive_int, default=1,
-                        help="threads (each predicts its own windows; default 1)")
+                        help="tiles computed at once (workers); the model gets cores/jobs threads in each (default 1)")
+    parser.add_argument("--executor", choices=EXECUTORS,
+                        help="where tiles run: serial, threads, processes (local worker processes) or dask "
+                        "(a Dask cluster, with --scheduler; needs sinks[dask]); default serial, or threads with --jobs > 1")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="do not reuse finished tiles of an interrupted run (nor keep them when this one fails)")
+    parser.add_argument("--stac", metavar="ITEM.json", help="where to write the STAC Item (default NAME.stac.json)")
+    parser.add_argument("--no-stac", action="store_true", help="write no STAC Item")
     max_pixels_option(parser)
     add_overwrite(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run, outputs={"out": "raster"}, inputs=spec_inputs("bundle", "spec"))
+    parser.set_defaults(func=run, outputs=_outputs, inputs=_inputs)
+
+
+def _outputs(args) -> dict:
+    if not args.no_stac and not args.stac and args.out and str(args.out).lower().endswith((".tif", ".tiff")):
+        from pathlib import Path
+
+        out = Path(args.out)
+        args.stac = str(out.with_name(out.stem + ".stac.json"))
+    return {"out": "raster", **({"stac": "json"} if args.stac and not args.no_stac else {})}
+
+
+def _inputs(args) -> list[str]:
+    paths = [p for p in (args.bundle, args.stack) if p]
+    if args.spec:
+        paths += spec_inputs("spec")(args)
+    return paths
 
 
 def run(args) -> None:
+    from sinks.errors import InputError
     from sinks.mapping.predict import AOAWarning, predict_map
 
+    if args.spec is None and args.stack is None:
+        raise InputError("sinks map: give the feature SPEC or --stack STACK.tif to map from")
+    if args.no_stac and args.stac:
+        raise InputError("--stac and --no-stac exclude each other")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AOAWarning)
-        path = predict_map(args.bundle, args.spec, args.out, block=args.block, n_jobs=args.jobs,
-                           progress=not args.quiet, max_pixels=args.max_pixels)
+        path = predict_map(args.bundle, args.spec, args.out, stack=args.stack, bands=args.bands,
+                           block=args.block, n_jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
+                           progress=not args.quiet, max_pixels=args.max_pixels, resume=not args.no_resume,
+                           stac=False if args.no_stac else (args.stac or None))
     for warning in caught:
         if issubclass(warning.category, AOAWarning):
             print(f"sinks map: warning: {warning.message}", file=sys.stderr)

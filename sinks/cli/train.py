@@ -11,11 +11,13 @@ from sinks.io import read_table
 def register(sub) -> None:
     parser = sub.add_parser(
         "train",
-        help="train a recipe with random and spatial CV -> model bundle",
+        help="train a recipe with random, block and kNNDM CV -> model bundle",
         description="Fit the recipe's estimator on a feature table (from 'sinks extract'), report "
-        "random and spatial-block cross-validation, calibrate prediction intervals on the spatial "
-        "out-of-fold residuals, compute the area-of-applicability reference, and save a bundle "
-        "folder (model, metadata, metrics, model card).",
+        "random, spatial-block (block size from the target's variogram unless given) and kNNDM "
+        "cross-validation side by side, calibrate location-adaptive conformal intervals on the "
+        "chosen scheme's out-of-fold residuals and check their coverage on held-out folds, compute "
+        "the area of applicability and its error profile, and save a bundle folder (model, "
+        "metadata, metrics, model card).",
     )
     parser.add_argument("recipe", help="training recipe (training/*.toml)")
     parser.add_argument("table", help="feature table from 'sinks extract' (.csv or .parquet)")
@@ -37,8 +39,22 @@ def run(args) -> None:
     meta = json.loads((folder / "metadata.json").read_text())
     units = meta["target"]["units"]
     echo(f"recipe {recipe.name!r}: {meta['training']['n']} plots used, {meta['training']['dropped']} dropped (missing values)")
-    for scheme in ("random", "spatial"):
-        s = meta["validation"][scheme]
-        echo(f"  {scheme:<8} {s['folds']}-fold CV: R2 {s['r2']:.3f}, RMSE {s['rmse']:.3g} {units}, bias {s['bias']:+.3g}")
-    echo(f"  {meta['interval']['level']:.0%} interval half-width {meta['interval']['half_width']:.3g} {units}")
+    chosen = meta["validation_setup"].get("scheme")
+    for scheme, s in meta["validation"].items():
+        if scheme == "spatial" and s.get("scheme") in meta["validation"]:
+            continue  # the alias of the chosen scheme
+        w = f", W {s['W']:.3g}" if s.get("W") is not None else ""
+        mark = "  <- chosen" if scheme == chosen else ""
+        echo(f"  {scheme:<8} {s['folds']}-fold CV: R2 {s['r2']:.3f}, RMSE {s['rmse']:.3g} {units}, "
+             f"bias {s['bias']:+.3g}{w}{mark}")
+    if meta["validation_setup"].get("block_size_from", "recipe") != "recipe":
+        echo(f"  blocks of {meta['validation_setup']['block_size']:.4g} CRS units ({meta['validation_setup']['block_size_from']})")
+    iv = meta["interval"]
+    if "method" in iv:
+        check = meta["interval_check"][iv["method"]]
+        echo(f"  {iv['level']:.0%} {iv['method']} intervals, on held-out folds: coverage {check['coverage']:.1%} "
+             f"(inside AOA {check['inside_aoa']['coverage'] or 0:.1%}), width {check['mean_width']:.3g} "
+             f"± {check['sd_width']:.3g} {units}")
+    else:
+        echo(f"  {iv['level']:.0%} interval half-width {iv['half_width']:.3g} {units}")
     echo(f"bundle {meta['bundle_id']} -> {folder}")

@@ -1,7 +1,8 @@
 """Check functions: one per kind of rule. Each returns a :class:`RuleResult` with evidence.
 
 A check sees one parcel (:class:`ParcelContext`): its geometry, equal-area area, start date and a
-reader for each layer that returns the parcel's pixels (see :func:`sinks.pixels.polygon_pixels`).
+reader for each layer that returns the parcel's pixels with the exact equal-area hectares of their
+parts inside it (see :class:`LayerPixels`).
 Statuses: ``pass``, ``fail``, ``unknown`` (the data cannot decide), ``not_checked`` (an optional
 layer was not given).
 """
@@ -18,6 +19,8 @@ from sinks import validate
 from sinks.errors import SpecError
 
 STATUSES = ("pass", "fail", "unknown", "not_checked")
+#: Shares within this of a limit are taken as equal to it (rounding of exact pixel-part areas).
+TOLERANCE = 1e-9
 
 
 @dataclass
@@ -29,18 +32,50 @@ class RuleResult:
 
 @dataclass
 class LayerPixels:
-    """A parcel's pixels in one layer: ``values`` (bands, n) with NaN for nodata, band names, and
-    the layer's declared classes (``{class: values}``, see :class:`sinks.eligibility.rules.LayerEncoding`)."""
+    """A parcel's pixels in one layer: ``values`` (bands, n) with NaN for nodata, band names, the
+    layer's declared classes (``{class: values}``, see :class:`sinks.eligibility.rules.LayerEncoding`),
+    and the exact equal-area hectares of each pixel's part inside the parcel (``areas_ha``, from
+    :func:`sinks.pixels.coverage_fractions`), plus the parcel's hectares beyond the raster's edge
+    (``outside_ha``, no data). Shares are shares of area, not counts of pixel centres: a parcel
+    smaller than a pixel has its real share of the pixels it lies on."""
 
     values: np.ndarray
     bands: list[str]
-    centroid_pixel: bool = False
     classes: dict = field(default_factory=dict)
+    areas_ha: np.ndarray | None = None
+    outside_ha: float = 0.0
+
+    def __post_init__(self):
+        if self.areas_ha is None:  # equal weights (pixel counts), for callers without areas
+            self.areas_ha = np.ones(self.values.shape[1])
+        self.areas_ha = np.asarray(self.areas_ha, dtype=float)
 
     def fraction(self, row: np.ndarray, name: str) -> float | None:
-        """Fraction of the valid (non-NaN) pixels of ``row`` in class ``name``; None if none is valid."""
+        """Share of the area with data (non-NaN) of ``row`` in class ``name``; None if none has data."""
         valid = np.isfinite(row)
-        return float(np.mean(np.isin(row[valid], self.classes[name]))) if valid.any() else None
+        total = float(self.areas_ha[valid].sum())
+        if not valid.any() or total <= 0:
+            return None
+        return float(self.areas_ha[valid & np.isin(row, self.classes[name])].sum() / total)
+
+    def area_evidence(self, row: np.ndarray, name: str | None = None) -> dict:
+        """Area shares of one band on the parcel: hectares with data, without data (beyond the
+        raster's edge included), and of class ``name``, with their fractions of the parcel."""
+        valid = np.isfinite(row)
+        data_ha = float(self.areas_ha[valid].sum())
+        nodata_ha = float(self.areas_ha[~valid].sum()) + self.outside_ha
+        total = data_ha + nodata_ha
+        out = {"pixels": self.n, "area_with_data_ha": round(data_ha, 6), "nodata_area_ha": round(nodata_ha, 6),
+               "outside_raster_ha": round(self.outside_ha, 6),
+               "nodata_share": round(nodata_ha / total, 6) if total > 0 else None}
+        if name is not None:
+            class_ha = float(self.areas_ha[valid & np.isin(row, self.classes[name])].sum())
+            out.update({f"{name}_area_ha": round(class_ha, 6),
+                        f"{name}_share_of_parcel": round(class_ha / total, 6) if total > 0 else None})
+        return out
+
+    def has_nodata(self, row: np.ndarray) -> bool:
+        return bool((~np.isfinite(row)).any()) or self.outside_ha > 0
 
     @property
     def n(self) -> int:
@@ -108,16 +143,15 @@ def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
         if str(year) not in available:
             continue
         row = pixels.values[available[str(year)]]
-        valid = np.isfinite(row)
         forest = pixels.fraction(row, "forest")
-        per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 4),
-                               "nodata_pixels": int((~valid).sum())}
-        if forest is not None and forest > tolerance:
+        per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 6),
+                               **pixels.area_evidence(row, "forest")}
+        if forest is not None and forest > tolerance + TOLERANCE:
             failed.append(year)
-        elif not valid.all():
+        elif pixels.has_nodata(row):
             unknown.append(year)
     evidence = {"required_years": [years[0], years[-1]] if years else [], "pixels": pixels.n,
-                "centroid_pixel": pixels.centroid_pixel, "max_forest_fraction": tolerance,
+                "parcel_area_ha": round(parcel.area_ha, 6), "max_forest_fraction": tolerance,
                 "years": per_year, "missing_years": missing}
     if failed:
         return RuleResult("fail", f"forest on the parcel in {_years(failed)} ({window})", evidence)
@@ -128,6 +162,45 @@ def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
     return RuleResult("pass", f"non-forest in every year {years[0]}-{years[-1]}" if years else "no year required", evidence)
 
 
+def forest_history_min(rule, parcel: ParcelContext) -> RuleResult:
+    """Forest (the layer's ``forest`` class on at least ``min_forest_fraction`` of the area with
+    data) in every required year before the start year (see :func:`required_years`): the
+    condition of forest-management methodologies, whose land must already be forest."""
+    if parcel.start_date is None:
+        return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)")
+    minimum = float(rule.params["min_forest_fraction"])
+    pixels = parcel.pixels(rule.layer)
+    if pixels is None:
+        return _outside(rule.layer)
+    years, window = required_years(rule, parcel.start_date)
+    available = {name: i for i, name in enumerate(pixels.bands) if name.isdigit()}
+    missing = [y for y in years if str(y) not in available]
+    per_year, failed, unknown = {}, [], []
+    for year in years:
+        if str(year) not in available:
+            continue
+        row = pixels.values[available[str(year)]]
+        forest = pixels.fraction(row, "forest")
+        per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 6),
+                               **pixels.area_evidence(row, "forest")}
+        if forest is not None and forest < minimum - TOLERANCE:
+            failed.append(year)
+        elif forest is None or pixels.has_nodata(row):
+            unknown.append(year)
+    evidence = {"required_years": [years[0], years[-1]] if years else [], "pixels": pixels.n,
+                "parcel_area_ha": round(parcel.area_ha, 6), "min_forest_fraction": minimum,
+                "years": per_year, "missing_years": missing}
+    if failed:
+        return RuleResult("fail", f"less than {minimum:.0%} forest on the parcel in {_years(failed)} ({window})",
+                          evidence)
+    if missing:
+        return RuleResult("unknown", f"the forest history lacks {_years(missing)}", evidence)
+    if unknown:
+        return RuleResult("unknown", f"nodata on the parcel in {_years(unknown)}", evidence)
+    return RuleResult("pass", f"forest in every year {years[0]}-{years[-1]}" if years else "no year required",
+                      evidence)
+
+
 def raster_fraction_max(rule, parcel: ParcelContext) -> RuleResult:
     """Fraction of parcel pixels in the layer's class ``class`` (e.g. ``wetland``) is at most ``max_fraction``."""
     limit, name = float(rule.params["max_fraction"]), rule.params["class"]
@@ -135,14 +208,13 @@ def raster_fraction_max(rule, parcel: ParcelContext) -> RuleResult:
     if pixels is None:
         return _outside(rule.layer)
     row = pixels.values[0]
-    valid = np.isfinite(row)
     fraction = pixels.fraction(row, name)
-    evidence = {"layer": rule.layer, "class": name, "pixels": pixels.n, "centroid_pixel": pixels.centroid_pixel,
-                "fraction": None if fraction is None else round(fraction, 4), "max_fraction": limit,
-                "nodata_pixels": int((~valid).sum())}
-    if fraction is not None and fraction > limit:
+    evidence = {"layer": rule.layer, "class": name, "parcel_area_ha": round(parcel.area_ha, 6),
+                "fraction": None if fraction is None else round(fraction, 6), "max_fraction": limit,
+                **pixels.area_evidence(row, name)}
+    if fraction is not None and fraction > limit + TOLERANCE:
         return RuleResult("fail", f"{fraction:.0%} of the parcel is {name} (at most {limit:.0%} allowed)", evidence)
-    if not valid.all():
+    if fraction is None or pixels.has_nodata(row):
         return RuleResult("unknown", f"nodata in the '{rule.layer}' layer on the parcel", evidence)
     return RuleResult("pass", f"{fraction:.0%} of the parcel is {name}", evidence)
 
@@ -155,6 +227,7 @@ CHECKS: dict[str, Callable] = {
     "min_area_ha": min_area_ha,
     "non_forest_history": non_forest_history,
     "raster_fraction_max": raster_fraction_max,
+    "forest_history_min": forest_history_min,
 }
 #: Parameters each check needs: every group must be present, with exactly one of its names for an
 #: either-or group (a rule counts years from a cut-off date or back from the start, not both);
@@ -163,13 +236,14 @@ REQUIRED_PARAMS: dict[str, list[tuple[str, ...]]] = {
     "min_area_ha": [("min_area_ha",)],
     "non_forest_history": [("max_forest_fraction",), ("since", "years_before_start")],
     "raster_fraction_max": [("max_fraction",), ("class",)],
+    "forest_history_min": [("min_forest_fraction",), ("since", "years_before_start")],
 }
 PAIRED_PARAMS = {"min_area_ha": ("legacy_min_area_ha", "legacy_until")}
 
 #: Whether a check reads a layer, and how: ``"years"`` (one band per calendar year, band
 #: descriptions are the years) or ``"single"`` (one band); None for geometry-only checks.
 LAYER_BANDS: dict[str, str | None] = {"min_area_ha": None, "non_forest_history": "years",
-                                      "raster_fraction_max": "single"}
+                                      "raster_fraction_max": "single", "forest_history_min": "years"}
 
 
 def _area(section, key, where):
@@ -210,6 +284,7 @@ PARAM_TYPES: dict[str, dict[str, Callable]] = {
     "min_area_ha": {"min_area_ha": _area, "legacy_min_area_ha": _area, "legacy_until": _date},
     "non_forest_history": {"max_forest_fraction": _fraction, "since": _date, "years_before_start": _year_count},
     "raster_fraction_max": {"max_fraction": _fraction, "class": _class_name},
+    "forest_history_min": {"min_forest_fraction": _fraction, "since": _date, "years_before_start": _year_count},
 }
 
 

@@ -21,16 +21,20 @@ import pandas as pd
 import rasterio
 from pyproj import CRS
 from rasterio.windows import Window, from_bounds
+from shapely.geometry import box as shapely_box
 from tqdm.auto import tqdm
 
 from sinks.eligibility.checks import CHECKS, LAYER_BANDS, LayerPixels, ParcelContext, RuleResult, required_years
 from sinks.eligibility.rules import LayerEncoding, RuleSet, _fmt
 from sinks.errors import InputError
 from sinks.io import format_rows, sha256_file
-from sinks.pixels import polygon_pixels
+from sinks.mapping.zonal import EqualArea
+from sinks.pixels import coverage_fractions, pixel_window
 from sinks.validate import did_you_mean
 
 VERDICTS = ("eligible", "ineligible", "undetermined")
+#: Pixels covered by less than this fraction of their area are slivers of rounding, not coverage.
+SLIVER = 1e-9
 
 
 @dataclass
@@ -41,6 +45,7 @@ class ParcelResult:
     start_date: str | None
     rules: dict[str, RuleResult]
     geometry: object = field(repr=False, default=None)
+    creditable: dict | None = None  # filled by sinks.eligibility.crediting.credit
 
 
 @dataclass
@@ -50,6 +55,7 @@ class EligibilityReport:
     parcels: list[ParcelResult]
     crs: str
     generated: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    crediting: dict | None = None  # the crediting block, filled by sinks.eligibility.crediting.credit
 
     def counts(self) -> dict[str, int]:
         return {v: sum(p.verdict == v for p in self.parcels) for v in VERDICTS}
@@ -81,7 +87,13 @@ def check_parcels(parcels, *, start_date_column: str = "start_date") -> None:
         raise InputError(f"parcels: row(s) {format_rows(bad)} are not polygons")
     bad = np.flatnonzero((~geom.is_valid | geom.is_empty).to_numpy())
     if bad.size:
-        raise InputError(f"parcels: invalid or empty polygon in row(s) {format_rows(bad)} (fix with make_valid)")
+        import shapely
+
+        shown = "; ".join(f"row {i + 1} (parcel {ids.iloc[i]!s}): "
+                          f"{'empty' if geom.iloc[i].is_empty else shapely.is_valid_reason(geom.iloc[i])}"
+                          for i in bad[:5]) + (f"; and {bad.size - 5} more" if bad.size > 5 else "")
+        raise InputError(f"parcels: invalid or empty polygon in {shown}. Fix them (e.g. QGIS 'Fix geometries' or "
+                         "shapely.make_valid, then check the result); sinks never repairs a polygon silently")
     if start_date_column in parcels.columns:
         parse_start_dates(parcels, start_date_column)
 
@@ -156,23 +168,43 @@ class _Layer:
         self.extra_nodata = as_stored(encoding.nodata)
         self.values_found: dict[str, int] = {}
         self.nodata_pixels = 0
+        try:
+            self.ea = EqualArea(self.ds.crs, self.ds.transform)
+        except InputError as exc:
+            self.ds.close()
+            raise InputError(f"layer {name}: {path}: {exc}") from None
+        t = self.ds.transform
+        x0, x1 = sorted((t.c, t.c + self.ds.width * t.a))
+        y0, y1 = sorted((t.f, t.f + self.ds.height * t.e))
+        self.box = shapely_box(x0, y0, x1, y1)
 
     def pixels(self, geometry) -> LayerPixels | None:
+        """The parcel's pixels with the exact equal-area hectares of their parts inside it.
+
+        Each pixel the parcel covers, by any fraction, counts with the ellipsoidal area of the part
+        of it inside the parcel (:func:`sinks.pixels.coverage_fractions` weighted by
+        :class:`sinks.mapping.zonal.EqualArea`); the part of the parcel beyond the raster's edge is
+        measured too (``outside_ha``) and counts as no data. ``None`` when the parcel misses the raster.
+        """
+        import shapely
+
         ds = self.ds
-        left, bottom, right, top = geometry.bounds
-        b = ds.bounds
-        if left >= b.right or right <= b.left or bottom >= b.top or top <= b.bottom:
+        window = pixel_window(geometry, ds.transform, ds.height, ds.width)
+        if window is None or shapely.area(shapely.intersection(geometry, self.box)) == 0:
             return None
-        w = from_bounds(left, bottom, right, top, ds.transform)
-        col0, row0 = int(np.floor(w.col_off)), int(np.floor(w.row_off))
-        window = Window(col0, row0, int(np.ceil(w.col_off + w.width)) - col0 or 1,
-                        int(np.ceil(w.row_off + w.height)) - row0 or 1)
-        data = ds.read(window=window, boundless=True, masked=True)
-        mask, centroid = polygon_pixels(geometry, ds.window_transform(window), int(window.height), int(window.width))
-        values = data.astype("float64").filled(np.nan)[:, mask]
+        r0, c0, h, w = window
+        frac, cx, cy = coverage_fractions(geometry, ds.transform, window)
+        hit = frac > SLIVER
+        if not hit.any():
+            return None
+        lr, lc = np.nonzero(hit)
+        areas = self.ea.cover_ha(lr + r0, lc + c0, frac[hit], cx[hit], cy[hit])
+        data = ds.read(window=Window(c0, r0, w, h), masked=True)
+        values = data.astype("float64").filled(np.nan)[:, hit]
         if self.extra_nodata.size:
             values[np.isin(values, self.extra_nodata)] = np.nan
-        return LayerPixels(values, self.bands, centroid, self.classes)
+        outside = self.ea.geometry_ha(shapely.difference(geometry, self.box)) if not self.box.contains(geometry) else 0.0
+        return LayerPixels(values, self.bands, classes=self.classes, areas_ha=areas, outside_ha=float(outside))
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": sha256_file(self.path), "crs": self.ds.crs.to_string(),

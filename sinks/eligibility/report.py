@@ -17,7 +17,8 @@ from sinks.eligibility.engine import EligibilityReport
 from sinks.errors import OutputError
 from sinks.io import atomic_path
 
-SCHEMA_VERSION = "1"
+#: Version 2: exact area shares in the evidence, the methodology's source and scheme, the crediting block.
+SCHEMA_VERSION = "2"
 
 
 @lru_cache(maxsize=1)
@@ -42,6 +43,7 @@ def to_dict(report: EligibilityReport) -> dict:
         "software": {"name": "sinks", "version": versions()["sinks"], "versions": versions()},
         "ruleset": {
             "id": ruleset.id, "title": ruleset.title, "methodology": ruleset.methodology, "version": ruleset.version,
+            "source": ruleset.source, "scheme": ruleset.scheme,
             "sha256": ruleset.sha256, "overrides": ruleset.overrides, "not_checked": list(ruleset.not_checked),
             "encodings": {name: enc.describe() for name, enc in ruleset.encodings.items()},
             "layer_values": ruleset.layer_values,
@@ -55,10 +57,35 @@ def to_dict(report: EligibilityReport) -> dict:
                     "eligible_area_ha": round(sum(p.area_ha for p in report.parcels if p.verdict == "eligible"), 6)},
         "parcels": [
             {"parcel_id": p.parcel_id, "verdict": p.verdict, "area_ha": round(p.area_ha, 6), "start_date": p.start_date,
-             "rules": [{"id": rid, **asdict(result)} for rid, result in p.rules.items()]}
+             "rules": [{"id": rid, **asdict(result)} for rid, result in p.rules.items()],
+             **({"creditable": _clean(p.creditable)} if p.creditable is not None else {})}
             for p in report.parcels
         ],
+        **({"crediting": _clean(report.crediting)} if report.crediting is not None else {}),
     }
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities become null, numpy numbers plain numbers."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    return value
+
+
+#: Crediting columns of the GeoPackage (t CO2e over the period; shares of area).
+GPKG_CREDIT_COLUMNS = ("stock_change_tco2e", "stock_change_sd_tco2e", "baseline_tco2e", "leakage_tco2e",
+                       "uncertainty_deduction_tco2e", "buffer_tco2e", "tco2e", "lower_tco2e", "upper_tco2e",
+                       "mapped_area_ha", "outside_raster_share", "outside_aoa_share")
 
 
 def to_geodataframe(report: EligibilityReport) -> gpd.GeoDataFrame:
@@ -68,6 +95,12 @@ def to_geodataframe(report: EligibilityReport) -> gpd.GeoDataFrame:
         row = {"parcel_id": p.parcel_id, "verdict": p.verdict, "area_ha": p.area_ha, "start_date": p.start_date}
         row.update({f"rule_{rid}": r.status for rid, r in p.rules.items()})
         row["reasons"] = "; ".join(f"{rid}: {r.reason}" for rid, r in p.rules.items() if r.status != "pass")
+        if report.crediting is not None:
+            c = p.creditable or {}
+            row["credit_status"] = c.get("status")
+            for key in GPKG_CREDIT_COLUMNS:
+                row[key] = c.get(key)
+            row["credit_reason"] = c.get("reason")
         rows.append(row)
     return gpd.GeoDataFrame(rows, geometry=[p.geometry for p in report.parcels], crs=report.crs)
 

@@ -22,10 +22,14 @@ from sinks.io import read_toml, sha256_file
 #: Keys of a rule that are not parameters of its check.
 RULE_KEYS = ("id", "check", "description", "description_zh", "source", "confidence", "layer", "optional_layer")
 #: Top-level keys of a rule file, and the keys of one ``[layers.NAME]`` section.
-TOP_KEYS = ("id", "title", "methodology", "version", "note", "not_checked", "layers", "rules")
+TOP_KEYS = ("id", "title", "methodology", "version", "source", "scheme", "region", "note", "not_checked", "layers",
+            "rules", "crediting")
+#: Kinds of scheme a rule set belongs to (``scheme`` key): national offset programmes, international
+#: standards, regional inclusive schemes (碳普惠, see docs/crediting.md), a user's own.
+SCHEMES = ("CCER", "VCS", "regional", "other")
 LAYER_KEYS = ("description", "values", "nodata")
 #: The class names each check needs its layer to declare (raster_fraction_max: its ``class`` parameter).
-CHECK_CLASSES = {"non_forest_history": ("forest", "non_forest")}
+CHECK_CLASSES = {"non_forest_history": ("forest", "non_forest"), "forest_history_min": ("forest", "non_forest")}
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,10 @@ class RuleSet:
     path: str = ""
     encodings: dict = field(default_factory=dict)  # layer name -> LayerEncoding
     layer_values: dict = field(default_factory=dict)  # the --layer-values overrides applied
+    crediting: object = None  # sinks.eligibility.crediting.CreditingTerms, or None (eligibility only)
+    source: str = ""
+    scheme: str = "other"
+    region: str = ""
 
     @property
     def layers(self) -> dict[str, bool]:
@@ -230,7 +238,7 @@ def _check_encodings(rules, encodings: dict, where: str) -> None:
 
 
 def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | None = None,
-                 layer_values: dict[str, dict] | None = None) -> RuleSet:
+                 layer_values: dict[str, dict] | None = None, *, terms: dict[str, dict] | None = None) -> RuleSet:
     """A shipped rule set by id (e.g. ``"ccer-14-001"``) or a TOML file, with parameter overrides
     (``{rule: {param: value}}``) and layer encodings (``{layer: {class: [values]}}``, see
     :func:`parse_layer_values`). The file is checked completely: every key of every section (with a
@@ -252,7 +260,8 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
     from sinks.eligibility.checks import CHECKS, LAYER_BANDS, PARAM_TYPES, check_params
 
     check_keys(data, TOP_KEYS, where)
-    meta = {key: _text(data, key, where) for key in ("title", "methodology", "note")}
+    meta = {key: _text(data, key, where) for key in ("title", "methodology", "note", "source", "region")}
+    scheme = validate.string(data, "scheme", where, default="other", choices=SCHEMES)
     ruleset_id = _text(data, "id", where, path.stem) or path.stem
     version = data.get("version", "")
     if isinstance(version, bool) or not isinstance(version, (str, int, float)):
@@ -329,8 +338,14 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
         old = encodings.get(name)
         encodings[name] = make_encoding(name, values, f"--layer-values {name}", description=old.description if old else "")
     _check_encodings(rules, encodings, "--layer-values" if layer_values else where)
+    from sinks.eligibility.crediting import parse_crediting
+
+    crediting = parse_crediting(data["crediting"], where, terms) if "crediting" in data else None
+    if crediting is None and terms:
+        raise SpecError(f"--term: rule set {ruleset_id} has no [crediting] section to override")
     return RuleSet(
         id=ruleset_id, title=meta["title"], methodology=meta["methodology"], version=str(version), rules=rules,
         sha256=sha256_file(path), not_checked=tuple(not_checked), note=meta["note"], overrides=overrides, path=where,
-        encodings=encodings, layer_values=dict(layer_values or {}),
+        encodings=encodings, layer_values=dict(layer_values or {}), crediting=crediting, source=meta["source"],
+        scheme=scheme, region=meta["region"],
     )

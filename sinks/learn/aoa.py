@@ -1,4 +1,4 @@
-"""Dissimilarity index (DI) and area of applicability (AOA) of a fitted model.
+"""Dissimilarity index (DI), area of applicability (AOA) and the DI -> expected-error profile.
 
 Meyer & Pebesma (2021), "Predicting into unknown space? Estimating the area of applicability of
 spatial prediction models", Methods Ecol. Evol. 12:1620-1633 (as in the R package CAST):
@@ -6,17 +6,33 @@ predictors are standardised and weighted by their importance; the DI of a locati
 to the nearest training sample divided by the mean distance between training samples; the
 threshold is the upper whisker (largest value <= Q3 + 1.5 IQR) of the training DIs, each computed
 against training samples outside its own cross-validation fold.
+
+The error profile is CAST's ``errorProfiles`` (Meyer & Pebesma 2022, *Nat. Commun.* 13:2208): the
+absolute out-of-fold error of each training plot against its cross-validation DI, fitted as a
+monotone (non-decreasing) function, here by isotonic regression (CAST fits a shape-constrained
+GAM). It gives a map an *expected absolute error* per pixel. Beyond the largest training DI the
+profile is held at its last value, so it understates the error far outside the AOA.
+
+The same weighted, standardised space gives each location its nearest training plots
+(:meth:`AOAReference.neighbours`, :func:`cv_neighbours`), which the adaptive intervals use as
+their difficulty measure (:mod:`sinks.learn.intervals`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
+
+#: Mean pairwise distance is taken over a seeded random subsample of this many training samples
+#: above it (4,000 samples give 8 million pairs; the mean is then within a fraction of a percent).
+MEAN_DISTANCE_SAMPLE = 4000
+#: Rows queried at once (bounds the memory of k-neighbour queries in mapping windows).
+QUERY_CHUNK = 65536
 
 
 @dataclass
@@ -40,6 +56,19 @@ class AOAReference:
         distance, _ = self._tree.query(self._transform(X), k=1)
         return distance / self.mean_distance
 
+    def neighbours(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(DI of each row, indices (rows x k) of its k nearest training samples, nearest first)."""
+        k = max(1, min(int(k), len(self.train)))
+        Z = self._transform(X)
+        di = np.empty(len(Z))
+        index = np.empty((len(Z), k), dtype=np.int64)
+        for start in range(0, len(Z), QUERY_CHUNK):
+            d, i = self._tree.query(Z[start:start + QUERY_CHUNK], k=k)
+            d, i = d.reshape(len(d), -1), i.reshape(len(i), -1)
+            di[start:start + len(d)] = d[:, 0] / self.mean_distance
+            index[start:start + len(d)] = i
+        return di, index
+
     def save(self, path: Path) -> None:
         np.savez_compressed(path, mean=self.mean, sd=self.sd, weights=self.weights, train=self.train,
                             mean_distance=self.mean_distance, threshold=self.threshold)
@@ -51,6 +80,38 @@ class AOAReference:
                        float(data["mean_distance"]), float(data["threshold"]))
 
 
+def _mean_distance(Z: np.ndarray, seed: int = 0) -> float:
+    if len(Z) > MEAN_DISTANCE_SAMPLE:
+        Z = Z[np.random.default_rng(seed).choice(len(Z), MEAN_DISTANCE_SAMPLE, replace=False)]
+    value = float(np.mean(pdist(Z))) if len(Z) > 1 else 1.0
+    return value if value > 0 else 1.0
+
+
+def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each training sample, its ``m`` nearest training samples in *other* CV folds.
+
+    Returns (distances, indices), both (n x m), nearest first, in the weighted standardised space
+    of ``ref`` (distances not divided by the mean distance). Fewer than ``m`` samples in the other
+    folds pad with index -1 and distance inf.
+    """
+    Z = ref.train
+    n = len(Z)
+    folds = np.asarray(folds)
+    dist = np.full((n, m), np.inf)
+    index = np.full((n, m), -1, dtype=np.int64)
+    for g in np.unique(folds):
+        inside = np.flatnonzero(folds == g)
+        others = np.flatnonzero(folds != g)
+        if not len(others):
+            continue
+        kk = min(m, len(others))
+        d, i = cKDTree(Z[others]).query(Z[inside], k=kk)
+        d, i = d.reshape(len(inside), -1), i.reshape(len(inside), -1)
+        dist[inside, :kk] = d
+        index[inside, :kk] = others[i]
+    return dist, index
+
+
 def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray) -> AOAReference:
     """Reference for DI/AOA from training predictors, feature importances and CV fold ids."""
     X = np.asarray(X, dtype=np.float64)
@@ -60,13 +121,41 @@ def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray) -> AOARefe
     weights = weights / weights.sum() if weights.sum() > 0 else np.ones_like(weights)
     ref = AOAReference(mean, sd, weights, np.zeros((0, X.shape[1])), 1.0, np.inf)
     Z = ref._transform(X)
-    mean_distance = float(np.mean(pdist(Z))) if len(Z) > 1 else 1.0
-    mean_distance = mean_distance if mean_distance > 0 else 1.0
-    train_di = np.empty(len(Z))
-    for k in np.unique(folds):
-        inside = folds == k
-        distance, _ = cKDTree(Z[~inside]).query(Z[inside], k=1)
-        train_di[inside] = distance / mean_distance
+    ref = AOAReference(mean, sd, weights, Z, _mean_distance(Z), np.inf)
+    train_di = training_di(ref, folds)
     q1, q3 = np.percentile(train_di, [25, 75])
     whisker = train_di[train_di <= q3 + 1.5 * (q3 - q1)].max()
-    return AOAReference(mean, sd, weights, Z, mean_distance, float(whisker))
+    return AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker))
+
+
+def training_di(ref: AOAReference, folds: np.ndarray) -> np.ndarray:
+    """DI of each training sample against the training samples of the other CV folds."""
+    dist, _ = cv_neighbours(ref, folds, 1)
+    return dist[:, 0] / ref.mean_distance
+
+
+@dataclass(frozen=True)
+class ErrorProfile:
+    """Expected absolute error as a non-decreasing step-linear function of the DI."""
+
+    di: list
+    error: list
+    n: int
+    scheme: str
+    method: str = "isotonic regression of |out-of-fold error| on cross-validation DI (non-decreasing)"
+
+    def __call__(self, di: np.ndarray) -> np.ndarray:
+        return np.interp(np.asarray(di, dtype=float), self.di, self.error)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_error_profile(di: np.ndarray, abs_error: np.ndarray, *, scheme: str) -> ErrorProfile:
+    """CAST's ``errorProfiles``: |OOF error| against the cross-validation DI, fitted monotone."""
+    from sklearn.isotonic import IsotonicRegression
+
+    di, abs_error = np.asarray(di, dtype=float), np.asarray(abs_error, dtype=float)
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(di, abs_error)
+    xs, ys = np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float)
+    return ErrorProfile([float(v) for v in xs], [float(v) for v in ys], len(di), scheme)

@@ -1,21 +1,78 @@
-"""Prediction intervals by split-conformal calibration on spatial out-of-fold residuals.
+"""Prediction intervals by conformal calibration on cross-validation residuals, checked on held-out folds.
 
-The half-width is the ceil((n+1) level)/n empirical quantile of absolute out-of-fold residuals
-(Lei et al. 2018, "Distribution-free predictive inference for regression", JASA 113:1094-1111;
-the cross-validation variant is the CV+ idea of Barber et al. 2021, Ann. Statist. 49:486-507).
-Using residuals from *spatial* folds keeps the intervals honest for locations away from the plots.
+What the methods are
+--------------------
+All three are *split-conformal* intervals (Vovk et al. 2005; Lei et al. 2018, *JASA*
+113:1094-1111) whose calibration set is the out-of-fold (OOF) residuals ``r_i = y_i - ŷ_(-i)``
+of the recipe's chosen cross-validation scheme (kNNDM or spatial blocks by default), and whose
+interval at a new location is ``ŷ(x) ± q · σ(x)``:
+
+- ``"split"``: ``σ = 1``; ``q`` is the ⌈(n+1)·level⌉-th smallest ``|r_i|``. One width everywhere.
+  (This is the plain split-conformal rule applied to CV residuals, not CV+ / jackknife+ of Barber
+  et al. 2021, which would need every fold model at prediction time.)
+- ``"normalized"`` (default): normalised conformal prediction (Papadopoulos, Vovk & Gammerman
+  2011, *JAIR* 40:815-840): scores ``|r_i| / σ(x_i)``, with the difficulty
+  ``σ(x) = a + b·s(x) + c·DI(x)``, where ``s(x)`` is the mean absolute OOF residual of the ``k``
+  nearest training plots in the AOA's weighted, standardised predictor space (for a training
+  plot: its nearest plots in *other* folds) and ``DI(x)`` the dissimilarity index; ``a, b, c >= 0``
+  are fitted by non-negative least squares of ``|r|`` on ``(1, s, DI)`` and σ is floored at
+  10 % of the mean ``|r|``. Wider where neighbouring plots were hard to predict and where the
+  covariates are unlike any plot.
+- ``"mondrian"``: Mondrian (category-wise) conformal prediction (Vovk et al. 2005, ch. 4;
+  Boström et al. 2021): the calibration plots are binned by their DI (equal-count bins) and each
+  bin gets its own ``q`` of ``|r|``; a location uses the ``q`` of its DI bin.
+
+What the guarantee is, and where it does not hold
+-------------------------------------------------
+If a new location's (features, target) and the calibration plots are *exchangeable*, the interval
+covers the new target with probability at least ``level``, *marginally*: on average over
+locations drawn like the plots, not at every location or for every pixel of a given map
+(Mondrian: marginally within each DI bin). Three things weaken it here and the docs say so:
+the OOF residuals come from fold models trained on slightly less data than the final model (the
+intervals are, if anything, a little wide); σ's three coefficients are fitted on the calibration
+residuals themselves; and map pixels are not exchangeable with the plots where the map
+extrapolates: **outside the area of applicability there is no coverage guarantee at all**, and
+spatially clustered plots make even inside-AOA coverage optimistic unless the CV folds mimic the
+map's prediction distances (which is what kNNDM folds are for).
+
+So coverage is never reported on the residuals it was calibrated on. :func:`nested_check`
+calibrates on the OOF residuals of K-1 folds (their σ built without the held-out fold) and
+evaluates on the held-out fold, for each fold in turn; it reports coverage per fold, overall,
+inside and outside the AOA, and by DI bin, with the mean width and its spread.
+
+Library choice: crepes (``ConformalRegressor`` with ``sigmas`` and ``bins``) implements exactly
+the last step, the conformal quantile, and gives the same numbers (tested when installed). It is
+not used at run time because what matters here is outside it: a difficulty model whose
+neighbours must exclude a plot's own CV fold (and, when checking, the held-out fold), and a
+calibration stored in a bundle as plain arrays (no pickle). MAPIE's normalised score fits its own
+residual model on its own split of the data, which would break the spatial folds.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+METHODS = ("normalized", "mondrian", "split")
+#: Nearest training plots whose mean |OOF residual| is the difficulty s(x) (Papadopoulos et al.
+#: 2011 used k = 5-40; 10 is a compromise for 10^2-10^3 plots).
+DEFAULT_NEIGHBOURS = 10
+#: DI bins of the Mondrian method (each needs at least level / (1 - level) plots; fewer bins are
+#: used when there are too few).
+DEFAULT_BINS = 4
+#: σ floor as a fraction of the mean |OOF residual| (no zero-width intervals).
+SIGMA_FLOOR = 0.1
+
+
+# ---- plain split conformal (one width) ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ConformalInterval:
+    """One half-width for every location (split conformal on CV residuals; bundles of format 1)."""
+
     level: float
     half_width: float
     n_calibration: int
@@ -32,17 +89,208 @@ class ConformalInterval:
         return asdict(self)
 
 
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The ⌈(n+1)·level⌉-th smallest score (inf when n is too small for ``level``)."""
+    scores = np.sort(np.asarray(scores, dtype=float))
+    n = len(scores)
+    rank = math.ceil((n + 1) * level - 1e-9)
+    return float(scores[rank - 1]) if 1 <= rank <= n else math.inf
+
+
 def calibrate(y: np.ndarray, oof: np.ndarray, *, level: float, residuals_from: str,
               lower_bound: float | None = 0.0) -> ConformalInterval:
-    """Conformal half-width at ``level`` (e.g. 0.9) from out-of-fold predictions."""
+    """Split-conformal half-width at ``level`` (e.g. 0.9) from out-of-fold predictions."""
     if not 0 < level < 1:
         raise ValueError("interval level must be between 0 and 1")
-    residuals = np.sort(np.abs(np.asarray(y) - np.asarray(oof)))
-    n = len(residuals)
-    rank = min(math.ceil((n + 1) * level), n)
-    return ConformalInterval(level, float(residuals[rank - 1]), n, residuals_from, lower_bound)
+    residuals = np.abs(np.asarray(y) - np.asarray(oof))
+    q = conformal_quantile(residuals, level)
+    if not math.isfinite(q):
+        q = float(residuals.max())
+    return ConformalInterval(level, q, len(residuals), residuals_from, lower_bound)
 
 
 def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
     """Fraction of observations inside their interval."""
     return float(np.mean((y >= lower) & (y <= upper)))
+
+
+# ---- adaptive (normalised / Mondrian) conformal ---------------------------------------------------
+
+
+def neighbour_difficulty(abs_residual: np.ndarray, nb_index: np.ndarray, nb_distance: np.ndarray,
+                         nb_fold: np.ndarray | None, mean_distance: float, k: int,
+                         exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(s, DI) of locations from their nearest training plots, optionally skipping fold ``exclude``.
+
+    ``nb_index``/``nb_distance`` are each location's nearest training plots (nearest first; index
+    -1 = none), ``nb_fold`` their fold ids. ``s`` is the mean ``abs_residual`` of the first ``k``
+    usable neighbours, DI the distance to the first usable one over ``mean_distance``. A location
+    without usable neighbours gets the mean of the usable residuals and its last listed distance.
+    """
+    usable = nb_index >= 0
+    if exclude is not None and nb_fold is not None:
+        usable &= nb_fold != exclude
+    rank = np.cumsum(usable, axis=1)
+    use = usable & (rank <= k)
+    safe = np.where(nb_index >= 0, nb_index, 0)
+    count = use.sum(axis=1)
+    s = np.where(use, abs_residual[safe], 0.0).sum(axis=1) / np.maximum(count, 1)
+    first = np.argmax(usable, axis=1)
+    di = nb_distance[np.arange(len(nb_index)), first] / mean_distance
+    none = count == 0
+    if none.any():
+        s[none] = float(np.mean(abs_residual))
+        last = np.where(np.isfinite(nb_distance), nb_distance, 0.0).max(axis=1)
+        di[none] = last[none] / mean_distance
+    return s, di
+
+
+@dataclass(frozen=True)
+class AdaptiveInterval:
+    """Calibrated conformal interval ``ŷ ± q[bin(DI)] · σ(s, DI)`` (see the module docstring)."""
+
+    method: str
+    level: float
+    quantiles: list  # one q per DI bin (one bin unless Mondrian)
+    bin_edges: list  # inner DI edges between the bins (len(quantiles) - 1)
+    coef: list  # a, b, c of σ = a + b·s + c·DI
+    sigma_floor: float
+    neighbours: int
+    n_calibration: int
+    residuals_from: str
+    lower_bound: float | None = 0.0
+    bin_counts: list = field(default_factory=list)
+
+    def sigma(self, s: np.ndarray, di: np.ndarray) -> np.ndarray:
+        a, b, c = self.coef
+        return np.maximum(a + b * np.asarray(s, dtype=float) + c * np.asarray(di, dtype=float), self.sigma_floor)
+
+    def half_width(self, s: np.ndarray, di: np.ndarray) -> np.ndarray:
+        q = np.asarray(self.quantiles, dtype=float)[np.searchsorted(self.bin_edges, di, side="right")]
+        return q * self.sigma(s, di)
+
+    def apply(self, prediction: np.ndarray, s: np.ndarray, di: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h = self.half_width(s, di)
+        lower = prediction - h
+        if self.lower_bound is not None:
+            lower = np.maximum(lower, self.lower_bound)
+        return lower, prediction + h
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fit_sigma(abs_residual, s, di) -> tuple[list, float]:
+    from scipy.optimize import nnls
+
+    floor = SIGMA_FLOOR * max(float(np.mean(abs_residual)), 1e-12)
+    A = np.column_stack([np.ones_like(s), s, di])
+    coef, _ = nnls(A, abs_residual)
+    if not np.all(np.isfinite(coef)) or (A @ coef).max() <= 0:
+        coef = np.array([float(np.mean(abs_residual)), 0.0, 0.0])
+    return [float(v) for v in coef], floor
+
+
+def min_per_bin(level: float) -> int:
+    """Fewest calibration plots for a finite conformal quantile at ``level``."""
+    return math.ceil(level / (1 - level) - 1e-9)
+
+
+def calibrate_adaptive(abs_residual: np.ndarray, s: np.ndarray, di: np.ndarray, *, level: float,
+                       method: str = "normalized", bins: int = DEFAULT_BINS, neighbours: int = DEFAULT_NEIGHBOURS,
+                       residuals_from: str = "", lower_bound: float | None = 0.0) -> AdaptiveInterval:
+    """Calibrate ``method`` on |OOF residuals| with their difficulty ``s`` and ``di`` (see module)."""
+    if not 0 < level < 1:
+        raise ValueError("interval level must be between 0 and 1")
+    if method not in METHODS:
+        raise ValueError(f"unknown interval method {method!r}; one of {', '.join(METHODS)}")
+    r = np.asarray(abs_residual, dtype=float)
+    s, di = np.asarray(s, dtype=float), np.asarray(di, dtype=float)
+    if method == "normalized":
+        coef, floor = _fit_sigma(r, s, di)
+    else:
+        coef, floor = [1.0, 0.0, 0.0], 0.0
+    sigma = np.maximum(coef[0] + coef[1] * s + coef[2] * di, floor)
+    scores = r / sigma
+    edges: list = []
+    if method == "mondrian":
+        nbins = max(1, min(int(bins), len(r) // (min_per_bin(level) + 1)))
+        if nbins > 1:
+            edges = np.unique(np.quantile(di, np.arange(1, nbins) / nbins)).tolist()
+    which = np.searchsorted(edges, di, side="right")
+    quantiles, counts = [], []
+    for b in range(len(edges) + 1):
+        part = scores[which == b]
+        q = conformal_quantile(part, level)
+        if not math.isfinite(q):  # too few in the bin: the largest score (under-covers; said in counts)
+            q = float(part.max()) if len(part) else float(scores.max())
+        quantiles.append(q)
+        counts.append(int(len(part)))
+    return AdaptiveInterval(method, level, quantiles, [float(e) for e in edges], coef, floor, int(neighbours),
+                            len(r), residuals_from, lower_bound, counts)
+
+
+def _summary(covered, width, di, inside, folds, di_edges) -> dict:
+    from scipy.stats import spearmanr
+
+    def part(mask):
+        n = int(mask.sum())
+        if n == 0:
+            return {"n": 0, "coverage": None, "mean_width": None, "sd_width": None}
+        return {"n": n, "coverage": float(covered[mask].mean()), "mean_width": float(width[mask].mean()),
+                "sd_width": float(width[mask].std())}
+
+    everyone = np.ones(len(covered), dtype=bool)
+    which = np.searchsorted(di_edges, di, side="right")
+    by_bin = []
+    for b in range(len(di_edges) + 1):
+        lo = None if b == 0 else float(di_edges[b - 1])
+        hi = None if b == len(di_edges) else float(di_edges[b])
+        by_bin.append({"di_from": lo, "di_to": hi, **part(which == b)})
+    rho = spearmanr(width, di).statistic if np.ptp(width) > 0 and np.ptp(di) > 0 else math.nan
+    return {
+        **part(everyone),
+        "width_quantiles": {str(p): float(np.quantile(width, p)) for p in (0.05, 0.25, 0.5, 0.75, 0.95)},
+        "width_di_spearman": float(rho),
+        "inside_aoa": part(inside), "outside_aoa": part(~inside),
+        "per_fold": [{"fold": int(k), **part(folds == k)} for k in np.unique(folds)],
+        "by_di_bin": by_bin,
+    }
+
+
+def nested_check(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np.ndarray,
+                 nb_distance: np.ndarray, mean_distance: float, inside_aoa: np.ndarray, *, level: float,
+                 method: str = "normalized", bins: int = DEFAULT_BINS, neighbours: int = DEFAULT_NEIGHBOURS,
+                 lower_bound: float | None = 0.0, di_bins: int = 4) -> dict:
+    """Coverage of ``method`` measured only on data not used to calibrate it.
+
+    For each fold k: calibrate on the plots of the other folds (their |OOF residual|, with σ from
+    neighbours that skip fold k as well as their own fold), then evaluate the interval on fold k
+    (its OOF prediction, σ from its neighbours in the other folds). ``nb_index``/``nb_distance``
+    are each plot's nearest plots in other folds (:func:`sinks.learn.aoa.cv_neighbours`).
+    Returns coverage and width overall, per fold, inside / outside the AOA and by DI quartile.
+    """
+    y, oof, folds = np.asarray(y, dtype=float), np.asarray(oof, dtype=float), np.asarray(folds)
+    r = np.abs(y - oof)
+    nb_fold = np.where(nb_index >= 0, folds[np.where(nb_index >= 0, nb_index, 0)], -1)
+    covered = np.zeros(len(y), dtype=bool)
+    width = np.zeros(len(y))
+    lower_all, upper_all = np.zeros(len(y)), np.zeros(len(y))
+    di_test = np.zeros(len(y))
+    for k in np.unique(folds):
+        test, cal = folds == k, folds != k
+        s_cal, di_cal = neighbour_difficulty(r, nb_index[cal], nb_distance[cal], nb_fold[cal], mean_distance,
+                                             neighbours, exclude=k)
+        iv = calibrate_adaptive(r[cal], s_cal, di_cal, level=level, method=method, bins=bins,
+                                neighbours=neighbours, lower_bound=lower_bound)
+        s_t, di_t = neighbour_difficulty(r, nb_index[test], nb_distance[test], nb_fold[test], mean_distance,
+                                         neighbours)
+        lo, hi = iv.apply(oof[test], s_t, di_t)
+        lower_all[test], upper_all[test], di_test[test] = lo, hi, di_t
+        covered[test] = (y[test] >= lo) & (y[test] <= hi)
+        width[test] = hi - lo
+    edges = np.unique(np.quantile(di_test, np.arange(1, di_bins) / di_bins)) if di_bins > 1 else np.array([])
+    out = {"method": method, "level": level, **_summary(covered, width, di_test, np.asarray(inside_aoa, bool),
+                                                         folds, edges)}
+    out["arrays"] = {"lower": lower_all, "upper": upper_all, "covered": covered, "width": width}
+    return out

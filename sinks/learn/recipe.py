@@ -16,10 +16,15 @@
     params = { n_estimators = 400, max_depth = 3, learning_rate = 0.05 }
     [validation]
     folds = 5
-    block_size = 500                        # spatial CV block side, CRS units of the feature table
+    schemes = ["random", "blocks", "knndm"] # reported side by side (default: all three)
+    scheme = "knndm"                        # the honest one: calibrates intervals, AOA (default knndm)
+    block_size = 500                        # optional block side (CRS units); default: variogram range
     seed = 0
     [intervals]
     level = 0.9
+    method = "normalized"                   # normalized (default), mondrian (DI bins) or split
+    neighbours = 10                         # plots whose mean |residual| is the difficulty (normalized)
+    bins = 4                                # DI bins (mondrian)
 """
 
 from __future__ import annotations
@@ -49,9 +54,14 @@ class Recipe:
     estimator: str = "xgboost"
     params: dict = field(default_factory=dict)
     folds: int = 5
-    block_size: float = 1000.0
+    block_size: float | None = None  # None: the variogram range of the target (sinks.learn.cv)
     seed: int = 0
     interval_level: float = 0.9
+    schemes: tuple = ("random", "blocks", "knndm")
+    scheme: str = "knndm"
+    interval_method: str = "normalized"
+    interval_neighbours: int = 10
+    interval_bins: int = 4
     description: str = ""
     path: Path | None = None
     raw: dict = field(default_factory=dict, compare=False)
@@ -66,8 +76,10 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 TOP_KEYS = ("name", "description", "features", "target", "estimator", "validation", "intervals")
 TARGET_KEYS = ("column", "units", "band", "derive", "from", "pool")
 ESTIMATOR_KEYS = ("kind", "params")
-VALIDATION_KEYS = ("folds", "block_size", "seed")
-INTERVAL_KEYS = ("level",)
+VALIDATION_KEYS = ("folds", "block_size", "seed", "schemes", "scheme")
+INTERVAL_KEYS = ("level", "method", "neighbours", "bins")
+SCHEMES = ("random", "blocks", "knndm")
+INTERVAL_METHODS = ("normalized", "mondrian", "split")
 POOLS = ("forest", "soil", "wetland")
 
 
@@ -116,8 +128,17 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
     at = f"{where} [validation]"
     check_keys(validation, VALIDATION_KEYS, at)
     folds = validate.number(validation, "folds", at, default=5, integer=True, minimum=2)
-    block_size = validate.number(validation, "block_size", at, default=1000.0, minimum=0,
+    block_size = validate.number(validation, "block_size", at, default=None, minimum=0,
                                  exclusive_minimum=True)
+    schemes = validation.get("schemes", list(SCHEMES))
+    if not isinstance(schemes, list) or not schemes or not all(isinstance(s, str) for s in schemes):
+        raise SpecError(f"{at}: 'schemes' must be a list of scheme names such as {list(SCHEMES)}, got {schemes!r}")
+    for s in schemes:
+        if s not in SCHEMES:
+            raise SpecError(f"{at}: 'schemes' names {s!r}, not one of {', '.join(SCHEMES)}"
+                            f"{validate.did_you_mean(s, SCHEMES)}")
+    scheme = validate.string(validation, "scheme", at, default="knndm", choices=SCHEMES)
+    schemes = tuple(dict.fromkeys([*schemes, scheme]))  # the chosen scheme is always run
     seed = validate.number(validation, "seed", at, default=0, integer=True, minimum=0, maximum=2**32 - 1)
 
     intervals = validate.table(data, "intervals", where)
@@ -129,6 +150,9 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
                         f"between 0 and 1: write level = {level / 100:g}")
     level = validate.number(intervals, "level", at, default=0.9, minimum=0, maximum=1,
                             exclusive_minimum=True, exclusive_maximum=True)
+    method = validate.string(intervals, "method", at, default="normalized", choices=INTERVAL_METHODS)
+    neighbours = validate.number(intervals, "neighbours", at, default=10, integer=True, minimum=1, maximum=1000)
+    bins = validate.number(intervals, "bins", at, default=4, integer=True, minimum=1, maximum=50)
 
     features_path = (base / features).resolve()
     if not features_path.is_file():
@@ -139,5 +163,6 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         name=name, description=description, features=features_path, target=column,
         target_units=units, band=band, derive=derive, derive_from=derive_from, pool=pool,
         estimator=kind, params=dict(params), folds=folds, block_size=block_size, seed=seed,
-        interval_level=level, path=path, raw=data,
+        interval_level=level, schemes=schemes, scheme=scheme, interval_method=method,
+        interval_neighbours=neighbours, interval_bins=bins, path=path, raw=data,
     )

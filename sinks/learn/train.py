@@ -1,4 +1,4 @@
-"""Train a recipe on a feature table: random and spatial CV, intervals, AOA, bundle.
+"""Train a recipe on a feature table: CV schemes side by side, adaptive intervals, AOA, bundle.
 
 Before anything is fitted the table is checked (:func:`training_arrays`): the spec's feature
 columns and x/y are present, plot ids are unique, values are numbers (text and infinities are
@@ -18,15 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from sinks.bundle import save_bundle
 from sinks.covariates.spec import load_spec
 from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv
-from sinks.learn.aoa import fit_aoa
-from sinks.learn.estimators import importances, make_estimator, trial_fit
-from sinks.learn.intervals import calibrate, coverage
+from sinks.learn.aoa import cv_neighbours, fit_aoa, fit_error_profile
+from sinks.learn.estimators import estimator_params, importances, make_estimator, trial_fit
+from sinks.learn.intervals import METHODS, calibrate_adaptive, neighbour_difficulty, nested_check
+from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import check_target_values, derive_target, target_quantity
 
@@ -160,60 +162,171 @@ def _library_errors(recipe: Recipe):
                         f"the training data: {_library_message(exc)}") from exc
 
 
+def _prediction_points(spec, seed: int):
+    """Points of the prediction area for kNNDM and the W statistics: (points, description, grid crs).
+
+    The area is the spec's grid; when the grid is that of a local ``like`` source of at most
+    5 x 10^7 pixels, only that source's valid pixels (the map is nodata elsewhere). Sampled with
+    :func:`~sinks.learn.knndm.grid_prediction_points` (a regular lattice of about 1,000 pixels).
+    Returns (None, reason, None) when the grid cannot be resolved locally.
+    """
+    from sinks.covariates.local import target_grid
+
+    try:
+        grid = target_grid(spec)
+    except SinksError as exc:
+        return None, f"the spec's grid cannot be resolved here ({exc})", None
+    mask, area = None, "the spec's whole grid"
+    like = spec.grid.like
+    if like is not None and grid.width * grid.height <= 5e7:
+        try:
+            import rasterio
+
+            source = spec.source(like)
+            if source.paths:
+                with rasterio.open(source.paths[0]) as ds:
+                    if (ds.width, ds.height) == (grid.width, grid.height):
+                        mask = ds.read_masks(1) > 0
+                        area = f"the valid pixels of the grid's source {like!r}"
+        except Exception:  # noqa: BLE001 - the mask only refines the area; the grid stays usable
+            mask = None
+    if mask is not None and not mask.any():
+        mask, area = None, "the spec's whole grid"
+    return grid_prediction_points(grid, mask=mask, seed=seed), area, grid.crs
+
+
 def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progress: bool = True,
           source: str | None = None) -> Path:
     """Fit ``recipe`` on ``table`` (from :func:`sinks.covariates.extract.extract`) and save a bundle.
 
+    Every scheme of ``[validation] schemes`` is run (random, blocks, kNNDM) and reported with
+    per-fold and pooled R², RMSE, relative RMSE, MAE, bias and the Wasserstein distance W of its
+    test-to-train distances to the map's prediction-to-plot distances. The chosen ``scheme``
+    (default kNNDM) gives the out-of-fold residuals that calibrate the intervals
+    (:mod:`sinks.learn.intervals`), the folds of the AOA, and the error profile; every interval
+    method's coverage is checked on held-out folds only (:func:`~sinks.learn.intervals.nested_check`).
     ``source`` names the table in error messages (its path; default ``table.attrs["source"]``).
     """
     spec = load_spec(recipe.features)
     names = spec.feature_names
     source = str(source or table.attrs.get("source") or "feature table")
+    where = recipe.path or recipe.name
     X, y, keep = training_arrays(recipe, table, names, source=source)
     xs, ys = table["x"].to_numpy(float)[keep], table["y"].to_numpy(float)[keep]
+    xy = np.column_stack([xs, ys])
     estimator = make_estimator(recipe.estimator, recipe.params)
+    schemes, chosen, k = list(recipe.schemes), recipe.scheme, recipe.folds
 
-    random_folds = cv.fold_ids(len(y), folds=recipe.folds, seed=recipe.seed)
-    blocks = cv.spatial_blocks(xs, ys, recipe.block_size)
-    n_blocks = len(np.unique(blocks))
-    if n_blocks < recipe.folds:
-        raise InputError(
-            f"{source}: the {len(y)} usable plots fall in {n_blocks} spatial block(s) of "
-            f"{recipe.block_size:g} CRS units, fewer than the {recipe.folds} folds of "
-            f"{recipe.path or recipe.name}; use a smaller [validation] block_size or fewer folds"
-        )
-    spatial_folds = cv.fold_ids(len(y), folds=recipe.folds, seed=recipe.seed, groups=blocks)
+    # ---- folds of every scheme, before any fitting --------------------------------------------
+    folds_by: dict[str, np.ndarray] = {}
+    setup: dict = {"folds": k, "seed": recipe.seed, "schemes": schemes, "scheme": chosen,
+                   "block_size": recipe.block_size}
+    if "random" in schemes:
+        folds_by["random"] = cv.fold_ids(len(y), folds=k, seed=recipe.seed)
+    if "blocks" in schemes:
+        if recipe.block_size is None:
+            size, vg, note = cv.suggest_block_size(xs, ys, y, folds=k, seed=recipe.seed)
+            setup["block_size_from"] = f"data: {note}"
+        else:
+            size, vg = recipe.block_size, cv.fit_variogram(xs, ys, y, seed=recipe.seed)
+            setup["block_size_from"] = "recipe"
+        blocks = cv.spatial_blocks(xs, ys, size)
+        n_blocks = len(np.unique(blocks))
+        if n_blocks < k:
+            raise InputError(
+                f"{source}: the {len(y)} usable plots fall in {n_blocks} spatial block(s) of "
+                f"{size:g} CRS units, fewer than the {k} folds of {where}; use a smaller "
+                "[validation] block_size (or leave it out: it is then the variogram range) or fewer folds"
+            )
+        folds_by["blocks"] = cv.fold_ids(len(y), folds=k, seed=recipe.seed, groups=blocks)
+        setup.update(block_size=float(size), n_blocks=n_blocks, variogram=vg.as_dict())
+    pred_xy, area, grid_crs = _prediction_points(spec, recipe.seed)
+    projected = grid_crs is not None and not grid_crs.is_geographic
+    gij = prediction_to_sample_distances(xy, pred_xy) if projected else None
+    setup["prediction_area"] = {"points": 0 if pred_xy is None else int(len(pred_xy)), "area": area,
+                                "median_distance_to_plots": None if gij is None else float(np.median(gij))}
+    if "knndm" in schemes:
+        if pred_xy is None or not projected:
+            why = area if pred_xy is None else f"the grid's CRS {grid_crs} is geographic (degrees)"
+            raise InputError(f"{where} [validation]: kNNDM needs the map's prediction area in projected "
+                             f"coordinates but {why}; give the spec a projected grid, or drop 'knndm' from "
+                             "schemes and set scheme = \"blocks\"")
+        result = knndm_folds(xy, pred_xy, k, seed=recipe.seed, crs=grid_crs)
+        folds_by["knndm"] = result.folds
+        setup["knndm"] = {"method": result.method, "q": result.q, "W": result.W, "ks_pvalue": result.ks_pvalue,
+                          "fold_sizes": result.fold_sizes.tolist(), "clustering": result.clustering}
+
+    # ---- cross-validation of every scheme, then the final model -----------------------------
+    validation, per_fold, oofs = {}, {}, {}
     with _library_errors(recipe):
         trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
-        random_scores, oof_random = cv.cross_validate(estimator, X, y, random_folds, scheme="random", progress=progress)
-        spatial_scores, oof_spatial = cv.cross_validate(estimator, X, y, spatial_folds, scheme="spatial", progress=progress)
+        for scheme in schemes:
+            scores, oofs[scheme] = cv.cross_validate(estimator, X, y, folds_by[scheme], scheme=scheme,
+                                                     progress=progress)
+            entry = scores.as_dict()
+            if gij is not None:
+                distances = cv_distances(xy, folds_by[scheme])
+                entry["W"] = float(stats.wasserstein_distance(distances, gij))
+                entry["median_cv_distance"] = float(np.median(distances))
+            validation[scheme] = entry
+            per_fold[scheme] = cv.fold_scores(y, oofs[scheme], folds_by[scheme])
         model = estimator.fit(X, y)
-    interval = calibrate(y, oof_spatial, level=recipe.interval_level, residuals_from="spatial-CV",
-                         lower_bound=0.0 if np.all(y >= 0) else None)
-    lower, upper = interval.apply(oof_spatial)
-    aoa = fit_aoa(X, importances(recipe.estimator, model, len(names)), spatial_folds)
+    validation["spatial"] = dict(validation[chosen])  # the honest number, under its old name
+    folds, oof = folds_by[chosen], oofs[chosen]
 
-    oof = pd.DataFrame({
+    # ---- AOA, difficulty, intervals checked on held-out folds, final calibration -------------
+    aoa = fit_aoa(X, importances(recipe.estimator, model, len(names)), folds)
+    abs_residual = np.abs(y - oof)
+    m = min(len(y) - 1, 3 * recipe.interval_neighbours + 5)
+    nb_distance, nb_index = cv_neighbours(aoa, folds, m)
+    cv_di = nb_distance[:, 0] / aoa.mean_distance
+    inside = cv_di <= aoa.threshold
+    lower_bound = 0.0 if np.all(y >= 0) else None
+    checks = {}
+    for method in METHODS:
+        checks[method] = nested_check(y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside,
+                                      level=recipe.interval_level, method=method, bins=recipe.interval_bins,
+                                      neighbours=recipe.interval_neighbours, lower_bound=lower_bound)
+    held_out = checks[recipe.interval_method].pop("arrays")
+    for method in METHODS:
+        checks[method].pop("arrays", None)
+    s_all, di_all = neighbour_difficulty(abs_residual, nb_index, nb_distance, None, aoa.mean_distance,
+                                         recipe.interval_neighbours)
+    interval = calibrate_adaptive(abs_residual, s_all, di_all, level=recipe.interval_level,
+                                  method=recipe.interval_method, bins=recipe.interval_bins,
+                                  neighbours=recipe.interval_neighbours, residuals_from=f"{chosen}-CV",
+                                  lower_bound=lower_bound)
+    profile = fit_error_profile(cv_di, abs_residual, scheme=chosen)
+
+    frame = {
         "plot_id": table["plot_id"].to_numpy()[keep] if "plot_id" in table else np.arange(len(y)),
-        "x": xs, "y": ys, "observed": y, "oof_random": oof_random, "oof_spatial": oof_spatial,
-        "random_fold": random_folds, "spatial_fold": spatial_folds,
-    })
+        "x": xs, "y": ys, "observed": y,
+        "oof_random": oofs.get("random", np.full(len(y), np.nan)), "oof_spatial": oof,
+        "random_fold": folds_by.get("random", np.full(len(y), -1)), "spatial_fold": folds,
+    }
+    for scheme in schemes:
+        frame[f"oof_{scheme}"], frame[f"fold_{scheme}"] = oofs[scheme], folds_by[scheme]
+    frame.update({"cv_di": cv_di, "inside_aoa": inside.astype(int),
+                  "heldout_lower": held_out["lower"], "heldout_upper": held_out["upper"],
+                  "heldout_covered": held_out["covered"].astype(int)})
     metadata = {
         "recipe": {"name": recipe.name, "description": recipe.description, "content": recipe.raw},
         "target": {"column": recipe.target, "units": recipe.target_units, "band": recipe.band,
                    "derive": recipe.derive, "from": recipe.derive_from, "pool": recipe.pool},
         "features": {"names": names, "spec": spec.name, "spec_fingerprint": spec.fingerprint(),
                      "grid_crs": spec.grid.crs, "importance": dict(zip(names, aoa.weights.tolist()))},
-        "estimator": {"params": {k: v for k, v in model.get_params().items()
-                                 if v is not None and not (isinstance(v, float) and np.isnan(v))}},
+        "estimator": {"params": estimator_params(recipe.estimator, model)},
         "training": {"n": int(len(y)), "dropped": int((~keep).sum()), "sha256": sha256_frame(table),
                      "crs": table.attrs.get("crs"), "target_mean": float(np.mean(y)), "target_sd": float(np.std(y))},
-        "validation_setup": {"folds": recipe.folds, "block_size": recipe.block_size, "seed": recipe.seed,
-                             "n_blocks": int(len(np.unique(blocks)))},
-        "validation": {"random": random_scores.as_dict(), "spatial": spatial_scores.as_dict()},
+        "validation_setup": setup,
+        "validation": validation,
+        "validation_folds": per_fold,
         "interval": interval.as_dict(),
-        "interval_coverage": coverage(y, lower, upper),
+        "interval_check": checks,
+        "error_profile": profile.as_dict(),
         "aoa": {"threshold": aoa.threshold, "mean_distance": aoa.mean_distance,
-                "method": "Meyer & Pebesma 2021, spatial-CV folds"},
+                "method": f"Meyer & Pebesma 2021, {chosen}-CV folds",
+                "training_inside": float(inside.mean())},
     }
-    return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa, oof=oof)
+    return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
+                       oof=pd.DataFrame(frame), calibration={"abs_residual": abs_residual})

@@ -1,37 +1,42 @@
-"""Predict a model bundle over a feature spec's grid into a Cloud-Optimized GeoTIFF.
+"""Predict a model bundle wall to wall into a Cloud-Optimized GeoTIFF, tile by tile.
 
-Bands: the bundle's target band (e.g. ``carbon``, Mg C/ha), ``lower`` and ``upper`` (its
-prediction interval), ``di`` (dissimilarity index) and ``aoa`` (1 inside the area of
-applicability, 0 outside). A pixel where any feature is nodata is nodata in every band: the model
-is not asked to guess from a partial view. Work goes window by window; with ``n_jobs > 1`` windows
-are computed in threads (rasterio reads and XGBoost predictions release the GIL) and XGBoost gets one
-thread each, so cores are not oversubscribed.
+Bands (``bands=``, ``--bands``; default every band the bundle gives): the bundle's target band
+(e.g. ``carbon``, Mg C/ha), ``lower`` and ``upper`` (its prediction interval), ``di``
+(dissimilarity index), ``aoa`` (1 inside the area of applicability, 0 outside) and ``error`` (when
+the bundle has an error profile). A pixel where any feature is nodata is nodata in every band: the
+model is not asked to guess from a partial view.
+
+Inputs: a feature spec, whose features are computed window by window, or a prebuilt covariate
+stack (``stack=``, ``--stack``) whose band names are the bundle's features. The tile function
+(:func:`sinks.mapping.tiles.compute_tile`) runs on an executor (:mod:`sinks.mapping.executors`:
+serial, threads, processes, Dask); finished tiles are checkpointed as they come
+(:mod:`sinks.mapping.resume`), so memory is bounded by the tile size and a killed job resumes, and
+the map is assembled from them into a COG with overviews (several threads) and a STAC Item
+(:mod:`sinks.mapping.stac`). The bytes are the same whatever the executor, the number of workers and
+the interruptions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
-from rasterio.windows import Window
-from tqdm.auto import tqdm
 
 from sinks.bundle import Bundle, load_bundle
-from sinks.cog import cog_writer
 from sinks.covariates.extract import check_block
-from sinks.covariates.local import LocalEngine, check_grid_size, target_grid
 from sinks.covariates.spec import FeatureSpec, load_spec
-from sinks.errors import InputError, ModelMismatchError
+from sinks.errors import InputError, ModelMismatchError, ResourceError
 
 OUTPUT_BANDS = ("lower", "upper", "di", "aoa")
 #: Working memory per window pixel of the prediction itself, beyond the features: the flat copy
 #: (float32 and the model's float64), five output bands and the DI's distances (an upper bound).
 PREDICT_BYTES_PER_PIXEL_FEATURE = 16
 PREDICT_BYTES_PER_PIXEL = 64
+#: Version of the checkpoint layout; part of the checkpoint key.
+CHECKPOINT_FORMAT = 1
 
 
 class AOAWarning(UserWarning):
@@ -53,96 +58,281 @@ def check_compatible(bundle: Bundle, spec: FeatureSpec) -> None:
         )
 
 
-def predict_window(engine: LocalEngine, bundle: Bundle, window: Window) -> np.ndarray:
-    """Output bands on one window: (5, h, w) float32 with NaN where any feature is nodata."""
-    features = engine.compute(window)
-    n, h, w = features.shape
-    flat = features.reshape(n, -1).T
-    valid = np.isfinite(flat).all(axis=1)
-    out = np.full((1 + len(OUTPUT_BANDS), h * w), np.nan, dtype=np.float32)
-    if valid.any():
-        result = bundle.predict(flat[valid])
-        for i, key in enumerate(("prediction", *OUTPUT_BANDS)):
-            out[i, valid] = result[key]
-    return out.reshape(-1, h, w)
+def available_bands(bundle: Bundle) -> tuple[dict[str, str], bool]:
+    """``{band name: key of Bundle.predict's result}`` in the default order, and whether the model's
+    own ``predict`` gives the bundle's ``prediction`` (so the target band alone can skip the rest)."""
+    from sinks.mapping.tiles import EXTRA_BANDS
+
+    probe = np.vstack([np.zeros(len(bundle.feature_names)), np.ones(len(bundle.feature_names))]).astype(np.float32)
+    result = bundle.predict(probe)
+    bands = {bundle.band: "prediction"}
+    bands.update({name: name for name in EXTRA_BANDS if name in result})
+    try:
+        fast = np.array_equal(np.asarray(bundle.model.predict(probe), dtype=np.float32), result["prediction"])
+    except Exception:  # noqa: BLE001 - a model without a plain predict: always ask the bundle
+        fast = False
+    return bands, fast
 
 
-def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os.PathLike,
-                out: str | os.PathLike, *, block: int = 512, n_jobs: int = 1,
-                progress: bool = True, max_pixels: float | None = None) -> Path:
-    """Write the map of ``bundle`` over ``spec``'s grid to ``out`` (a COG, written atomically).
+def parse_bands(bands, available: dict[str, str]) -> list[str]:
+    """The bands to write, in the order given (``None``: every available band but ``error``, which
+    is written when asked for)."""
+    if bands is None:
+        return [b for b in available if b != "error"]
+    names = [b.strip() for b in (bands.split(",") if isinstance(bands, str) else bands)]
+    if not names or any(not n for n in names):
+        raise InputError(f"--bands: give band names separated by commas, e.g. {','.join(available)}")
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        hint = " ('error' needs a bundle with an error profile)" if "error" in unknown else ""
+        raise InputError(f"--bands: unknown band(s) {', '.join(unknown)}; this bundle gives "
+                         f"{', '.join(available)}{hint}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"--bands: band(s) {', '.join(dupes)} named twice")
+    return names
 
-    Refused before anything is written: a spec that differs from the bundle's
-    (:class:`~sinks.errors.ModelMismatchError`), ``block`` not a multiple of 16, ``n_jobs`` < 1, a
-    grid above ``max_pixels`` (default :data:`sinks.covariates.local.MAX_PIXELS`) or windows needing
-    more memory than is available (:class:`~sinks.errors.ResourceError`). A map with no valid pixel
-    (every pixel lacks some feature) is an :class:`~sinks.errors.InputError` and leaves no file; a
-    map none of whose valid pixels is inside the area of applicability is written with an
-    :class:`AOAWarning`.
-    """
-    block = check_block(block)
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise InputError(f"n_jobs must be a positive integer (threads), got {n_jobs!r}")
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
-    check_compatible(bundle, spec)
-    if n_jobs != 1 and hasattr(bundle.model, "set_params"):
-        bundle.model.set_params(n_jobs=1)
-    band_names = [bundle.band, *OUTPUT_BANDS]
-    units = bundle.units
-    band_tags = {
+
+def _band_tags(bundle: Bundle) -> dict[str, dict[str, str]]:
+    units, level = bundle.units, bundle.interval.level
+    return {
         bundle.band: {"units": units, "description": f"predicted {bundle.metadata['target']['column']}"},
-        "lower": {"units": units, "description": f"lower bound of the {bundle.interval.level:.0%} prediction interval"},
-        "upper": {"units": units, "description": f"upper bound of the {bundle.interval.level:.0%} prediction interval"},
+        "lower": {"units": units, "description": f"lower bound of the {level:.0%} prediction interval"},
+        "upper": {"units": units, "description": f"upper bound of the {level:.0%} prediction interval"},
         "di": {"units": "1", "description": "dissimilarity index (Meyer & Pebesma 2021)"},
         "aoa": {"units": "1", "description": f"1 = inside the area of applicability (DI <= {bundle.aoa.threshold:.4f})"},
+        "error": {"units": units, "description": "expected absolute error at the pixel's DI (error profile)"},
     }
+
+
+def _check_stack_memory(n_features: int, block: int, n_jobs: int, grid) -> None:
+    from sinks.covariates.local import MEMORY_FRACTION, _gib, available_memory
+
+    side = min(block, max(grid.width, grid.height))
+    per_pixel = n_features * (4 + 4 + PREDICT_BYTES_PER_PIXEL_FEATURE) + PREDICT_BYTES_PER_PIXEL
+    need = per_pixel * side * side * max(1, n_jobs)
+    have = available_memory()
+    if have is not None and need > MEMORY_FRACTION * have:
+        raise ResourceError(
+            f"a map window of {block} x {block} pixels{f' with {n_jobs} jobs' if n_jobs > 1 else ''} needs about "
+            f"{_gib(need)} of memory, more than {MEMORY_FRACTION:.0%} of the {_gib(have)} available; use a smaller "
+            "--block" + (" or fewer --jobs" if n_jobs > 1 else ""))
+
+
+def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os.PathLike | None,
+                out: str | os.PathLike, *, stack: str | os.PathLike | None = None, bands=None,
+                block: int = 512, n_jobs: int = 1, executor: str | None = None, scheduler=None,
+                progress: bool = True, max_pixels: float | None = None, resume: bool = True,
+                stac: str | os.PathLike | bool | None = None) -> Path:
+    """Write the map of ``bundle`` to ``out`` (a COG, written atomically); returns its path.
+
+    Inputs: ``spec`` (the features computed per window), or ``stack`` (a covariate raster whose
+    band descriptions are the bundle's feature names; with a ``spec`` too, its grid must be the
+    spec's). ``bands``: names or a comma-separated string (default: every band the bundle gives).
+    ``executor``: ``serial``, ``threads``, ``processes`` or ``dask`` (with ``scheduler``, an address
+    or a ``distributed.Client``); default serial for ``n_jobs`` = 1, else threads. ``n_jobs``: tiles
+    computed at once (workers); the model gets ``cores // n_jobs`` threads in each. ``resume``: keep
+    finished tiles of an interrupted run and reuse them (see :mod:`sinks.mapping.resume`). ``stac``:
+    where to write the STAC Item (default ``NAME.stac.json`` beside the map; ``False``: none).
+
+    Refused before anything is written: a spec that differs from the bundle's, or a stack whose
+    bands or grid do not match (:class:`~sinks.errors.ModelMismatchError`), ``block`` not a multiple
+    of 16, ``n_jobs`` < 1, unknown bands, a grid above ``max_pixels`` (default
+    :data:`sinks.covariates.local.MAX_PIXELS`) or windows needing more memory than is available
+    (:class:`~sinks.errors.ResourceError`). A map with no valid pixel (every pixel lacks some feature)
+    is an :class:`~sinks.errors.InputError` and leaves no file; a map none of whose valid pixels is
+    inside the area of applicability is written with an :class:`AOAWarning`.
+    """
+    from sinks.covariates.local import LocalEngine, check_grid_size, target_grid
+    from sinks.mapping import executors as ex
+    from sinks.mapping.tiles import TileJob, check_stack, forget, seed_bundle, set_threads
+
+    block = check_block(block)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise InputError(f"n_jobs must be a positive integer (workers), got {n_jobs!r}")
+    executor = executor or ("serial" if n_jobs == 1 else "threads")
+    if executor not in ex.EXECUTORS:
+        raise InputError(f"unknown executor {executor!r}; choose one of {', '.join(ex.EXECUTORS)}")
+    if scheduler is not None and executor != "dask":
+        raise InputError("--scheduler is for --executor dask")
+    if spec is None and stack is None:
+        raise InputError("give a feature spec or a covariate stack (--stack) to map from")
+    out = Path(out)
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    grid = None
+    if spec is not None:
+        spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
+        check_compatible(bundle, spec)
+        grid = target_grid(spec)
+    stack_indexes = None
+    if stack is not None:
+        stack_indexes, grid = check_stack(stack, bundle, grid=grid)
+    available, fast = available_bands(bundle)
+    names = parse_bands(bands, available)
+    band_tags = _band_tags(bundle)
+    check_grid_size(spec or _StackSpec(bundle), grid, n_bands=len(names), max_pixels=max_pixels, what="map")
+    n_feat = len(bundle.feature_names)
+    if stack is None:
+        with LocalEngine(spec, grid) as probe:
+            probe.check_memory(block, n_jobs=n_jobs, what="map",
+                               extra_per_pixel=PREDICT_BYTES_PER_PIXEL + PREDICT_BYTES_PER_PIXEL_FEATURE * n_feat)
+    else:
+        _check_stack_memory(n_feat, block, n_jobs, grid)
+
+    from sinks.cog import FLOAT_NODATA
+    from sinks.mapping.resume import TileStore, file_stamp, job_key
+
+    inputs = [str(stack)] if stack is not None else [p for s in spec.sources for p in s.paths]
+    key_parts = {
+        "format": CHECKPOINT_FORMAT, "bundle": bundle.bundle_id, "bands": names, "block": block,
+        "spec": spec.fingerprint() if spec is not None else None,
+        "stack": list(stack_indexes) if stack is not None else None,
+        "inputs": [file_stamp(p) for p in inputs if os.path.exists(p)],
+        "grid": [grid.crs.to_wkt(), list(grid.transform)[:6], grid.width, grid.height],
+        "nodata": FLOAT_NODATA, "sinks": bundle.metadata.get("versions", {}).get("sinks"),
+    }
+    key = job_key(key_parts)
+    runner = ex.make_executor(executor, workers=n_jobs, scheduler=scheduler)
+    threads = runner.threads_per_worker(ex.available_cores())
+    job = TileJob(bundle_path=str(bundle.path), grid=grid, bands=tuple(names),
+                  keys=tuple(available[n] for n in names), spec=spec if stack is None else None,
+                  stack=str(stack) if stack is not None else None, stack_indexes=stack_indexes,
+                  threads=threads, fast_target=fast, key=key)
+    if executor in ("serial", "threads"):
+        set_threads(bundle.model, threads)
+        seed_bundle(job, bundle)
+    store = TileStore.for_output(out, key, nodata=FLOAT_NODATA, transform=grid.transform, n_bands=len(names))
+    windows = list(enumerate(grid.windows(block)))
+    hashes = _Hashes({"bundle_id": bundle.bundle_id,
+                      **{f"bundle/{k}": v for k, v in bundle.metadata.get("files", {}).items()}},
+                     [*inputs, *([spec.path] if spec is not None and spec.path else [])])
     tags = {"sinks_bundle_id": bundle.bundle_id, "sinks_version": bundle.metadata["versions"].get("sinks"),
-            "sinks_spec": spec.name, "sinks_spec_fingerprint": spec.fingerprint(),
-            "sinks_recipe": bundle.metadata["recipe"]["name"]}
-    local, engines = threading.local(), []
-
-    def work(window: Window) -> np.ndarray:
-        engine = getattr(local, "engine", None)
-        if engine is None:  # a GDAL dataset handle must not be shared between threads
-            engine = local.engine = LocalEngine(spec, grid)
-            engines.append(engine)
-        return predict_window(engine, bundle, window)
-
-    grid = target_grid(spec)
-    check_grid_size(spec, grid, n_bands=len(band_names), max_pixels=max_pixels, what="map")
-    with LocalEngine(spec, grid) as probe:
-        n_feat = len(spec.features)
-        probe.check_memory(block, n_jobs=n_jobs, what="map",
-                           extra_per_pixel=PREDICT_BYTES_PER_PIXEL + PREDICT_BYTES_PER_PIXEL_FEATURE * n_feat)
-    windows = list(grid.windows(block))
-    counts = {"valid": 0, "inside": 0}
-    aoa_band = 1 + OUTPUT_BANDS.index("aoa")
+            "sinks_recipe": bundle.metadata["recipe"]["name"], "sinks_bands": ",".join(names),
+            "sinks_interval_level": bundle.interval.level}
+    if spec is not None:
+        tags.update(sinks_spec=spec.name, sinks_spec_fingerprint=spec.fingerprint())
+    else:
+        tags.update(sinks_stack=os.path.basename(str(stack)))
+    finished = False
     try:
-        with cog_writer(out, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                        band_names=band_names, blocksize=block, tags=tags, band_tags=band_tags) as dst:
-            nodata = np.float32(dst.nodata)
-            results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-                delayed(work)(w) for w in windows
-            )
-            for window, data in tqdm(zip(windows, results), total=len(windows), desc="map",
-                                     unit="tile", disable=not progress):
-                valid = np.isfinite(data[0])
-                counts["valid"] += int(valid.sum())
-                counts["inside"] += int((data[aoa_band][valid] == 1).sum())
-                dst.write(np.where(np.isnan(data), nodata, data), window=window)
-            if counts["valid"] == 0:  # inside the writer: the staging file is removed, nothing is left
-                raise InputError(
-                    f"map of bundle {bundle.bundle_id} over spec {spec.name!r}: no valid pixel in the "
-                    f"{grid.width} x {grid.height} grid (every pixel lacks at least one of the features "
-                    f"{', '.join(spec.feature_names)}); check the sources' nodata and valid masks and that "
-                    "they overlap each other")
+        done = store.open({"arguments": key_parts, "output": str(out.resolve()), "bands": names}) if resume else {}
+        if not resume:
+            store.open({"arguments": key_parts})
+            for index in store.done():
+                store.path(index).unlink(missing_ok=True)
+        counts = _run(runner, job, store, windows, done, progress)
+        if counts["valid"] == 0:
+            store.remove()
+            finished = True
+            raise InputError(
+                f"map of bundle {bundle.bundle_id} over {_what(spec, stack)}: no valid pixel in the "
+                f"{grid.width} x {grid.height} grid (every pixel lacks at least one of the features "
+                f"{', '.join(bundle.feature_names)}); check the sources' nodata and valid masks and that "
+                "they overlap each other")
+        _assemble(store, out, grid=grid, windows=windows, names=names, band_tags=band_tags, tags=tags,
+                  block=block, bundle=bundle, hashes=hashes, stac=stac,
+                  parameters={"bands": names, "block": block, "input": "stack" if stack is not None else "spec",
+                              "executor": executor, "workers": n_jobs})
+        store.remove()
+        finished = True
     finally:
-        for engine in engines:
-            engine.close()
-    if counts["inside"] == 0:
+        if not finished:
+            (store.release if resume else store.remove)()
+        runner.close()
+        forget(job)
+        hashes.cancel()
+    if counts["aoa_known"] and counts["inside"] == 0:
         warnings.warn(
             f"none of the {counts['valid']:,} valid pixels of {out} is inside the area of applicability of "
             f"bundle {bundle.bundle_id} (DI > {bundle.aoa.threshold:.3g} everywhere): the covariates are "
             "unlike the training plots, so the predictions are extrapolations", AOAWarning, stacklevel=2)
-    return Path(out)
+    return out
+
+
+class _StackSpec:
+    """Stands in for a spec in messages about a grid that comes from a stack."""
+
+    def __init__(self, bundle):
+        self.name = f"stack for bundle {bundle.bundle_id}"
+
+
+def _what(spec, stack) -> str:
+    return f"spec {spec.name!r}" if stack is None else f"stack {stack}"
+
+
+def _run(runner, job, store, windows, done, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    counts = {"valid": 0, "inside": 0, "aoa_known": True}
+
+    def add(valid: int, inside: int) -> None:
+        counts["valid"] += valid
+        if inside < 0:
+            counts["aoa_known"] = False
+        else:
+            counts["inside"] += inside
+
+    todo = [(i, w) for i, w in windows if i not in done]
+    pixels = {i: int(w.width * w.height) for i, w in windows}
+    for index, (valid, inside) in done.items():
+        add(valid, inside)
+    total = sum(pixels.values())
+    with tqdm(total=total, initial=total - sum(pixels[i] for i, _ in todo), unit="px", unit_scale=True,
+              desc="map", disable=not progress, smoothing=0.1) as bar:
+        n_done = len(done)
+        bar.set_postfix_str(f"{n_done}/{len(windows)} tiles", refresh=False)
+        for tile in runner.tiles(job, todo, store if runner.writes_on_workers else None):
+            if tile.data is not None:
+                store.write(tile)
+            add(tile.valid, tile.inside)
+            n_done += 1
+            bar.set_postfix_str(f"{n_done}/{len(windows)} tiles", refresh=False)
+            bar.update(pixels[tile.index])
+    return counts
+
+
+def _assemble(store, out: Path, *, grid, windows, names, band_tags, tags, block, bundle, hashes, stac,
+              parameters) -> None:
+    """The tiles -> one COG at ``out`` (and its STAC Item), both renamed into place at the end."""
+    from sinks.cog import FLOAT_NODATA, to_cog
+    from sinks.io import atomic_path
+    from sinks.mapping.stac import map_item, stac_path, write_item
+
+    vrt = store.write_vrt(store.folder / "map.vrt", grid=grid, windows=windows, band_names=names,
+                          band_tags={n: band_tags[n] for n in names}, tags=tags,
+                          units={n: band_tags[n]["units"] for n in names})
+    item_path = None if stac is False else Path(stac) if stac not in (None, True) else stac_path(out)
+    with contextlib.ExitStack() as stack:
+        item_tmp = stack.enter_context(atomic_path(item_path)) if item_path is not None else None
+        with atomic_path(out) as tmp:
+            to_cog(vrt, tmp, blocksize=block)
+            if item_tmp is not None:
+                bands = [{"name": n, "unit": band_tags[n]["units"], "description": band_tags[n]["description"]}
+                         for n in names]
+                item = map_item(tmp, grid=grid, bands=bands, bundle=bundle, inputs=hashes.result(),
+                                parameters=parameters, nodata=FLOAT_NODATA, href=f"./{out.name}")
+                item["id"] = f"{out.stem}-{bundle.bundle_id}"
+                write_item(item, item_tmp)
+
+
+class _Hashes:
+    """sha256 of the input files, computed in a background thread while the map runs."""
+
+    def __init__(self, bundle_files: dict, paths):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sinks-hash")
+        self._base = bundle_files
+        self._future = self._pool.submit(self._hash, [str(p) for p in paths])
+
+    @staticmethod
+    def _hash(paths) -> dict[str, str]:
+        from sinks.io import sha256_file
+
+        return {os.path.abspath(p): sha256_file(p) for p in dict.fromkeys(paths) if os.path.isfile(p)}
+
+    def result(self) -> dict[str, str]:
+        return {**self._base, **self._future.result()}
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

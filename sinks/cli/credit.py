@@ -1,0 +1,111 @@
+"""``sinks credit PARCELS --methodology NAME --maps T1 T2 --years Y1 Y2 --layer NAME=RASTER ... --out REPORT.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sinks.cli._common import (add_overwrite, add_rename, crs_string, echo, nonnegative_float, table_options,
+                               unit_fraction)
+from sinks.cli.eligibility import _layers, iso_date
+
+
+def register(sub) -> None:
+    from sinks.eligibility.rules import shipped_rulesets
+
+    parser = sub.add_parser(
+        "credit",
+        help="creditable t CO2e per parcel and project from two carbon maps, by a methodology's terms",
+        description="Check each parcel's eligibility (as 'sinks eligibility'), then credit the eligible ones "
+        "from two carbon maps: the stock change with exact partial pixels and equal-area weights, its "
+        "interval with spatially correlated errors, then the methodology's baseline, leakage, uncertainty "
+        "deduction (its own rule, else the lower bound of the 90 percent interval) and buffer. Parcels outside "
+        "the model's area of applicability need field measurement and are not credited. Writes the JSON "
+        "report (with a crediting block) and optionally a GeoPackage, together or not at all.",
+        epilog=f"Methodologies: {', '.join(shipped_rulesets())} (see 'sinks methodologies').",
+    )
+    parser.add_argument("parcels", help="parcel table: parcel_id, polygon geometry with a CRS [, start_date]")
+    parser.add_argument("--methodology", default="ccer-14-001",
+                        help="methodology (rule set) id or TOML file (default ccer-14-001)")
+    parser.add_argument("--maps", nargs=2, required=True, metavar=("T1", "T2"),
+                        help="carbon maps of the two epochs (from 'sinks map': carbon, lower, upper, aoa; one bundle)")
+    parser.add_argument("--years", nargs=2, required=True, type=float, metavar=("Y1", "Y2"),
+                        help="the years of the two maps")
+    parser.add_argument("--layer", action="append", default=[], metavar="NAME=RASTER",
+                        help="a raster the eligibility rules read, e.g. forest_history=F.tif (repeatable)")
+    parser.add_argument("--layer-values", action="append", default=[], metavar="NAME:CLASS=V1,V2;CLASS=V3",
+                        help="the encoding of a layer coded otherwise than the rule set declares")
+    parser.add_argument("--param", action="append", default=[], metavar="RULE.PARAM=VALUE",
+                        help="override a rule parameter (repeatable)")
+    parser.add_argument("--term", action="append", default=[], metavar="TERM.KEY=VALUE",
+                        help="override a crediting term, e.g. buffer.fraction=0.15 (repeatable)")
+    parser.add_argument("--start-date", type=iso_date, metavar="YYYY-MM-DD",
+                        help="project start date for parcels without start_date")
+    parser.add_argument("--epoch-correlation", type=float, default=0.0, metavar="RHO",
+                        help="correlation of the two epochs' errors at a pixel (default 0: independent, "
+                        "conservative for any RHO >= 0)")
+    parser.add_argument("--error-range-m", type=nonnegative_float, metavar="M",
+                        help="range of the exponential correlation of pixel errors (default: the map's tag, "
+                        "else fully correlated within a parcel)")
+    parser.add_argument("--error-nugget", type=unit_fraction, metavar="SHARE", help="uncorrelated share of the error")
+    parser.add_argument("--aoa-threshold", type=unit_fraction, default=0.1, metavar="SHARE",
+                        help="largest share of a parcel's mapped area outside the AOA that is still credited "
+                        "from the map (default 0.1)")
+    parser.add_argument("--controls", metavar="COVARIATES", dest="controls",
+                        help="a dynamic baseline from matched controls: a raster on the maps' grid whose bands are "
+                        "the covariates to match on (with the starting stock); control pixels outside the parcels "
+                        "are matched by nearest neighbour without replacement within calipers, and a balance "
+                        "table (standardised mean differences, threshold 0.25) is reported; a failing balance "
+                        "credits nothing")
+    parser.add_argument("--caliper", type=float, metavar="SD", help="caliper of the matching on each covariate, in "
+                        "pooled standard deviations (default 0.25)")
+    parser.add_argument("--allow-different-models", action="store_true",
+                        help="difference maps of two model bundles anyway (recorded)")
+    parser.add_argument("--crs", type=crs_string, help="CRS of the parcels when the file has none")
+    parser.add_argument("--out", required=True, help="JSON report to write (.json)")
+    parser.add_argument("--gpkg", help="also write a GeoPackage, one row per parcel (.gpkg)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_rename(parser)
+    add_overwrite(parser)
+    parser.set_defaults(func=run, outputs={"out": "json", "gpkg": "gpkg"}, inputs=_inputs)
+
+
+def _inputs(args) -> list[str]:
+    paths = [args.parcels, *args.maps, *_layers(args.layer).values(), *([args.controls] if args.controls else [])]
+    if Path(args.methodology).exists():
+        paths.append(args.methodology)
+    return paths
+
+
+def run(args) -> None:
+    from sinks.eligibility.crediting import credit, parse_term_overrides
+    from sinks.eligibility.report import write_report
+    from sinks.eligibility.rules import load_ruleset, parse_layer_values, parse_overrides
+    from sinks.errors import InputError
+    from sinks.io import read_table
+
+    ruleset = load_ruleset(args.methodology, parse_overrides(args.param), parse_layer_values(args.layer_values),
+                           terms=parse_term_overrides(args.term))
+    layers = _layers(args.layer)
+    for name, path in layers.items():
+        if not Path(path).is_file():
+            raise InputError(f"--layer {name}: {path}: raster not found")
+    parcels = read_table(args.parcels, **table_options(args), required=("parcel_id",), geometry=True, crs=args.crs)
+    report = credit(parcels, ruleset, args.maps, args.years, layers=layers, start_date=args.start_date,
+                    epoch_correlation=args.epoch_correlation, error_range_m=args.error_range_m,
+                    error_nugget=args.error_nugget, aoa_threshold=args.aoa_threshold,
+                    allow_different_models=args.allow_different_models, controls_covariates=args.controls,
+                    caliper=args.caliper, progress=not args.quiet,
+                    source=args.parcels)
+    document = write_report(report, args.out, args.gpkg)
+    project = document["crediting"]["project"]
+    statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in project["statuses"].items() if n)
+    echo(f"{project['parcels']} parcels against {ruleset.id}: {statuses}")
+    echo(f"creditable {project['tco2e']:,.1f} t CO2e (90% interval {project['lower_tco2e']:,.1f}-"
+         f"{project['upper_tco2e']:,.1f}); stock change {project['stock_change_tco2e']:,.1f} t CO2e")
+    controls = document["crediting"].get("controls")
+    if controls:
+        echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, balance "
+             f"{'passed' if controls['passed'] else 'FAILED'} ({controls['reason']})")
+    echo(f"report -> {args.out}")
+    if args.gpkg:
+        echo(f"parcels -> {args.gpkg}")

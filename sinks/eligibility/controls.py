@@ -1,0 +1,127 @@
+"""Matched controls: a dynamic baseline from pixels outside the project (VM0047-style).
+
+Project pixels are the pixels whose centres fall in the eligible parcels; the control pool is every
+pixel that no parcel touches, with data in both epochs, inside the AOA and with every covariate.
+Balance compares the whole project (matched or not) with the matched controls, so project pixels
+left unmatched by the caliper count against it.
+Each project pixel is matched to its nearest control (Euclidean distance of the standardised
+covariates and starting stock, each standardised by the pooled sd of project and pool) without
+replacement, within a caliper on every covariate (``caliper`` pooled sds). The balance table gives
+the standardised mean difference of each covariate, SMD = (mean_project − mean_controls) /
+sqrt((var_project + var_controls) / 2), before and after matching; balance passes when every |SMD|
+after matching is at most ``smd_threshold`` (0.25, the threshold the VM0047 area-based approach uses
+for its control plots; unchecked against the methodology's text). The baseline rate is the matched
+controls' mean sink (t CO2e/ha/yr), floored at 0 (a declining control never raises the credits). A
+failing balance is reported and its baseline not used: the parcels are then not credited.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sinks.errors import InputError
+
+CALIPER = 0.25
+SMD_THRESHOLD = 0.25
+#: Largest grid (pixels) read whole for matching.
+MAX_PIXELS = 50_000_000
+
+
+def _smd(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0 or b.size == 0:
+        return math.nan
+    pooled = math.sqrt((a.var(ddof=1 if a.size > 1 else 0) + b.var(ddof=1 if b.size > 1 else 0)) / 2)
+    diff = float(a.mean() - b.mean())
+    return 0.0 if pooled == 0 and diff == 0 else (diff / pooled if pooled > 0 else math.inf)
+
+
+def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_geoms, *, caliper: float = CALIPER,
+                   smd_threshold: float = SMD_THRESHOLD, seed: int = 0) -> dict:
+    """Match project pixels to control pixels; returns the balance table and the baseline rate.
+
+    ``sink_path``: the stock-change map (bands sink, lower, upper, aoa); ``carbon1_path``: the first
+    epoch's carbon map (the starting stock); ``covariates_path``: a raster on the same grid whose
+    bands are the covariates (named by their descriptions); geometries in the maps' CRS.
+    """
+    import rasterio
+    from rasterio.features import geometry_mask
+    from scipy.spatial import cKDTree
+
+    if not (0 < caliper <= 10):
+        raise InputError(f"--caliper must be in (0, 10] pooled standard deviations, got {caliper!r}")
+    with rasterio.open(sink_path) as sk, rasterio.open(carbon1_path) as c1, rasterio.open(covariates_path) as cv:
+        if cv.crs != sk.crs or cv.transform != sk.transform or (cv.width, cv.height) != (sk.width, sk.height):
+            raise InputError(f"{covariates_path}: the control covariates are not on the maps' grid ({cv.crs} "
+                             f"{cv.width}x{cv.height} vs {sk.crs} {sk.width}x{sk.height}); stack them on the maps' grid")
+        if sk.width * sk.height > MAX_PIXELS:
+            raise InputError(f"matched controls read the maps whole; {sk.width}x{sk.height} pixels is above "
+                             f"{MAX_PIXELS:.0e}: crop the maps around the project")
+        sink = sk.read(1).astype(float)
+        aoa = sk.read(4).astype(float)
+        if sk.nodata is not None:
+            sink[sink == sk.nodata] = np.nan
+        start = c1.read(1).astype(float)
+        if c1.nodata is not None:
+            start[start == c1.nodata] = np.nan
+        cov = cv.read().astype(float)
+        if cv.nodata is not None:
+            cov[cov == cv.nodata] = np.nan
+        names = [d or f"band_{i}" for i, d in enumerate(cv.descriptions, start=1)]
+        shape, transform = (sk.height, sk.width), sk.transform
+    features = np.concatenate([cov, start[None]])
+    names = [*names, "starting_stock"]
+    valid = np.isfinite(sink) & np.isfinite(features).all(axis=0)
+    project = ~geometry_mask(list(project_geoms), out_shape=shape, transform=transform) & valid
+    touched = ~geometry_mask(list(all_geoms), out_shape=shape, transform=transform, all_touched=True)
+    pool = valid & ~touched & (aoa == 1)
+    xp, xc = features[:, project].T, features[:, pool].T
+    out = {"covariates": names, "caliper_sd": caliper, "smd_threshold": smd_threshold,
+           "project_pixels": int(project.sum()), "pool_pixels": int(pool.sum()), "method":
+           "nearest neighbour on standardised covariates + starting stock, without replacement, within a caliper "
+           "on each covariate"}
+    if xp.shape[0] == 0 or xc.shape[0] == 0:
+        out.update(matched=0, balance=[], passed=False, baseline_tco2e_ha_yr=None,
+                   reason="no project pixel or no control pixel with data")
+        return out
+    both = np.vstack([xp, xc])
+    sd = both.std(axis=0)
+    sd[sd == 0] = 1.0
+    zp, zc = (xp - both.mean(axis=0)) / sd, (xc - both.mean(axis=0)) / sd
+    tree = cKDTree(zc)
+    k = min(zc.shape[0], 20)
+    dist, idx = tree.query(zp, k=k)
+    dist, idx = dist.reshape(len(zp), -1), idx.reshape(len(zp), -1)
+    order = np.random.default_rng(seed).permutation(len(zp))
+    order = order[np.argsort(dist[order, 0], kind="stable")]  # closest first, ties in random order
+    used = np.zeros(len(zc), bool)
+    pairs = []
+    for i in order:
+        for d, j in zip(dist[i], idx[i]):
+            if j >= len(zc) or used[j]:
+                continue
+            if np.all(np.abs(zp[i] - zc[j]) <= caliper):
+                used[j] = True
+                pairs.append((i, j))
+            break  # nearest unused only; beyond the caliper the pixel stays unmatched
+    ci = np.array([c for _, c in pairs], dtype=int)
+    balance = []
+    for f, name in enumerate(names):
+        before = _smd(xp[:, f], xc[:, f])
+        after = _smd(xp[:, f], xc[ci, f]) if len(pairs) else math.nan  # the whole project vs its controls
+        balance.append({"covariate": name, "mean_project": float(xp[:, f].mean()),
+                        "mean_controls": float(xc[ci, f].mean()) if len(pairs) else None,
+                        "smd_before": before, "smd_after": after,
+                        "passed": bool(math.isfinite(after) and abs(after) <= smd_threshold)})
+    matched_share = len(pairs) / len(zp)
+    passed = bool(len(pairs) and all(b["passed"] for b in balance))
+    control_sink = sink[pool][ci] if len(pairs) else np.array([])
+    rate = float(control_sink.mean()) if len(pairs) else None
+    out.update(matched=len(pairs), matched_share=matched_share, balance=balance, passed=passed,
+               control_rate_tco2e_ha_yr=rate,
+               baseline_tco2e_ha_yr=max(rate, 0.0) if (passed and rate is not None) else None,
+               reason=("balance passed: every |SMD| <= %g" % smd_threshold) if passed else
+               ("balance failed: " + ", ".join(f"{b['covariate']} SMD {b['smd_after']:.2f}" for b in balance
+                                               if not b["passed"]) if len(pairs) else "no project pixel matched"))
+    return out

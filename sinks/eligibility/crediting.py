@@ -1,0 +1,549 @@
+"""Crediting: from two carbon maps to creditable t CO2e per parcel and per project, conservatively.
+
+Methodologies are data. Each rule set (``rulesets/*.toml``) carries, next to its eligibility rules, a
+``[crediting]`` section of terms, each with its ``source`` and ``confidence``:
+
+- ``period``: the crediting period, ``min_years`` / ``max_years``;
+- ``pools``: the carbon pools ``counted`` (and ``optional`` / ``excluded`` ones);
+- ``baseline``: ``rule = "zero"`` (baseline removals taken as zero);
+- ``leakage``: ``fraction`` of the net removal deducted as leakage;
+- ``uncertainty``: ``rule = "lower_bound"`` (the lower bound of the ``level`` interval) or
+  ``rule = "excess_over_threshold"`` (deduct the share by which the interval's relative half-width
+  at ``level`` exceeds ``threshold``);
+- ``buffer``: ``fraction`` set aside for non-permanence.
+
+A value the methodology leaves to the project (Verra's buffer from its risk tool, leakage from
+VMD0054) is declared ``project_specific = true`` without a number, and crediting refuses to run until
+it is given (``--term buffer.fraction=0.15``). Every term can be overridden the same way; the report
+records the overrides.
+
+Per parcel (see :func:`credit`), in t CO2e over the years Y1 -> Y2:
+
+1. stock change ΔC and its sd from the two maps: the per-pixel sink of :func:`sinks.mapping.change.stock_change`
+   (epoch correlation ρ, default 0) summed over the parcel by :func:`sinks.mapping.zonal.zonal_totals`
+   (exact partial pixels, equal-area weights, spatially correlated errors), × (Y2 − Y1);
+2. net = ΔC − baseline − leakage (leakage = fraction × max(ΔC − baseline, 0)); the sd scales alike;
+3. the uncertainty deduction by the methodology's rule;
+4. the buffer: a fraction of what remains;
+5. creditable = max(what remains, 0), so creditable <= max(ΔC, 0) always.
+
+Parcels not eligible, outside the area of applicability (share > ``aoa_threshold``), or without map
+data get 0 with the reason. Project totals are sums over parcels; the project's stock-change interval
+is the correlated-error total over the union of the credited parcels (not independent parcels).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sinks import validate
+from sinks.errors import InputError, SpecError
+from sinks.validate import check_keys, did_you_mean
+
+#: Carbon pools a methodology may name (IPCC 2006 GL Vol. 4 Ch. 1 Table 1.1, plus harvested wood).
+POOLS = ("above_ground_biomass", "below_ground_biomass", "dead_wood", "litter", "soil_organic_carbon",
+         "harvested_wood_products", "shrubs_and_herbs")
+UNCERTAINTY_RULES = ("lower_bound", "excess_over_threshold")
+BASELINE_RULES = ("zero", "rate")
+TERM_KEYS = {
+    "period": ("min_years", "max_years"),
+    "pools": ("counted", "optional", "excluded"),
+    "baseline": ("rule", "tco2e_ha_yr"),
+    "leakage": ("fraction",),
+    "uncertainty": ("rule", "level", "threshold"),
+    "buffer": ("fraction",),
+}
+COMMON_KEYS = ("source", "confidence", "note", "project_specific")
+#: Parcels with more than this share of their mapped area outside the AOA need field measurement.
+AOA_THRESHOLD = 0.1
+#: Level of the interval reported with every quantity (and of the lower-bound rule by default).
+REPORT_LEVEL = 0.9
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    values: dict
+    source: str
+    confidence: str
+    note: str = ""
+    project_specific: bool = False
+
+    def describe(self) -> dict:
+        return {**self.values, "source": self.source, "confidence": self.confidence, "note": self.note,
+                "project_specific": self.project_specific}
+
+
+@dataclass(frozen=True)
+class CreditingTerms:
+    terms: dict[str, Term]
+    overrides: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Term:
+        return self.terms[name]
+
+    def value(self, name: str, key: str):
+        return self.terms[name].values.get(key)
+
+    def describe(self) -> dict:
+        return {"terms": {name: term.describe() for name, term in self.terms.items()}, "overrides": self.overrides}
+
+    def missing_project_values(self) -> list[str]:
+        needed = {"leakage": "fraction", "buffer": "fraction"}
+        out = [f"{name}.{key}" for name, key in needed.items()
+               if name in self.terms and self.terms[name].values.get(key) is None]
+        base = self.terms.get("baseline")
+        if base is not None and base.values.get("rule") == "rate" and base.values.get("tco2e_ha_yr") is None:
+            out.insert(0, "baseline.tco2e_ha_yr")
+        return out
+
+
+def _years(section, key, where):
+    return validate.number(section, key, where, integer=True, minimum=1, maximum=200)
+
+
+def _share(section, key, where):
+    return validate.number(section, key, where, minimum=0, maximum=1, exclusive_maximum=True)
+
+
+def _level(section, key, where):
+    return validate.number(section, key, where, minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+
+
+def _rate(section, key, where):
+    return validate.number(section, key, where, minimum=-1000, maximum=1000)
+
+
+def _pools(section, key, where):
+    value = section[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{where}: '{key}' must be a list of pool names ({', '.join(POOLS)})")
+    for pool in value:
+        if pool not in POOLS:
+            raise SpecError(f"{where}: '{key}' names unknown pool {pool!r}{did_you_mean(pool, POOLS)}; pools: "
+                            f"{', '.join(POOLS)}")
+    return list(value)
+
+
+def _choice(choices):
+    def check(section, key, where):
+        return validate.string(section, key, where, choices=choices)
+    return check
+
+
+VALUE_TYPES = {
+    "period": {"min_years": _years, "max_years": _years},
+    "pools": {"counted": _pools, "optional": _pools, "excluded": _pools},
+    "baseline": {"rule": _choice(BASELINE_RULES), "tco2e_ha_yr": _rate},
+    "leakage": {"fraction": _share},
+    "uncertainty": {"rule": _choice(UNCERTAINTY_RULES), "level": _level, "threshold": _share},
+    "buffer": {"fraction": _share},
+}
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_term_overrides(items) -> dict[str, dict]:
+    """``["TERM.KEY=VALUE", ...]`` (the ``--term`` option) -> ``{term: {key: value}}``."""
+    out: dict[str, dict] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        term, dot, name = key.partition(".")
+        if not sep or not dot or not term.strip() or not name.strip() or not value.strip():
+            raise SpecError(f"--term expects TERM.KEY=VALUE (e.g. buffer.fraction=0.15), got {item!r}")
+        out.setdefault(term.strip(), {})[name.strip()] = _parse_value(value.strip())
+    return out
+
+
+def _check_term(name: str, raw: dict, where: str) -> Term:
+    check_keys(raw, [*TERM_KEYS[name], *COMMON_KEYS], where)
+    missing = [k for k in ("source", "confidence") if k not in raw]
+    if missing:
+        raise SpecError(f"{where} lacks {', '.join(missing)} (every crediting term cites its source)")
+    source, confidence = validate.string(raw, "source", where), validate.string(raw, "confidence", where)
+    note = raw.get("note", "")
+    if not isinstance(note, str):
+        raise SpecError(f"{where}: 'note' must be a string")
+    project = raw.get("project_specific", False)
+    if not isinstance(project, bool):
+        raise SpecError(f"{where}: 'project_specific' must be true or false, got {project!r}")
+    values = {key: VALUE_TYPES[name][key](raw, key, where) for key in TERM_KEYS[name] if key in raw}
+    if name == "period":
+        for key in ("min_years", "max_years"):
+            if key not in values:
+                raise SpecError(f"{where}: missing '{key}'")
+        if values["min_years"] > values["max_years"]:
+            raise SpecError(f"{where}: min_years = {values['min_years']} is above max_years = {values['max_years']}")
+    elif name == "pools":
+        if not values.get("counted"):
+            raise SpecError(f"{where}: 'counted' must name at least one pool")
+        seen: dict[str, str] = {}
+        for key in ("counted", "optional", "excluded"):
+            for pool in values.get(key, []):
+                if pool in seen:
+                    raise SpecError(f"{where}: pool {pool!r} is both {seen[pool]} and {key}")
+                seen[pool] = key
+    elif name == "baseline":
+        if "rule" not in values:
+            raise SpecError(f"{where}: missing 'rule' (one of {', '.join(BASELINE_RULES)})")
+        if values["rule"] == "zero" and "tco2e_ha_yr" in values:
+            raise SpecError(f"{where}: rule 'zero' takes no 'tco2e_ha_yr'")
+        if values["rule"] == "rate" and ("tco2e_ha_yr" in values) == project:
+            raise SpecError(f"{where}: rule 'rate' needs 'tco2e_ha_yr' (baseline removals, t CO2e/ha/yr) or "
+                            "project_specific = true, one of the two")
+    elif name == "uncertainty":
+        if "rule" not in values:
+            raise SpecError(f"{where}: missing 'rule' (one of {', '.join(UNCERTAINTY_RULES)})")
+        values.setdefault("level", REPORT_LEVEL)
+        if values["rule"] == "excess_over_threshold" and "threshold" not in values:
+            raise SpecError(f"{where}: rule 'excess_over_threshold' needs 'threshold' (e.g. 0.1)")
+        if values["rule"] == "lower_bound" and "threshold" in values:
+            raise SpecError(f"{where}: rule 'lower_bound' takes no 'threshold'")
+    elif name in ("leakage", "buffer"):
+        if "fraction" in values and project:
+            raise SpecError(f"{where}: give either 'fraction' or project_specific = true, not both")
+        if "fraction" not in values and not project:
+            raise SpecError(f"{where}: missing 'fraction' (or project_specific = true when the project sets it)")
+    return Term(name, values, source, confidence, note, project)
+
+
+def parse_crediting(section, where: str, overrides: dict[str, dict] | None = None) -> CreditingTerms:
+    """The checked crediting terms of a rule file's ``[crediting]`` section, with ``--term`` overrides."""
+    if not isinstance(section, dict):
+        raise SpecError(f"{where}: 'crediting' must be a table of terms ([crediting.period], ...)")
+    check_keys(section, TERM_KEYS, f"{where}: [crediting]")
+    missing = [name for name in TERM_KEYS if name not in section]
+    if missing:
+        raise SpecError(f"{where}: [crediting] lacks the term(s) {', '.join(missing)}; every methodology states "
+                        "its crediting period, pools, baseline, leakage, uncertainty and buffer rules")
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    for name in overrides:
+        if name not in TERM_KEYS:
+            raise SpecError(f"--term names unknown term '{name}'{did_you_mean(name, TERM_KEYS)}; terms: "
+                            f"{', '.join(TERM_KEYS)}")
+    terms = {}
+    for name in TERM_KEYS:
+        raw = section[name]
+        at = f"{where}: [crediting.{name}]"
+        if not isinstance(raw, dict):
+            raise SpecError(f"{at}: must be a table")
+        term = _check_term(name, raw, at)
+        if name in overrides:
+            given = overrides[name]
+            for key in given:
+                if key not in TERM_KEYS[name]:
+                    raise SpecError(f"--term {name}.{key}: term {name!r} has no key {key!r}"
+                                    f"{did_you_mean(key, TERM_KEYS[name])} (it has {', '.join(TERM_KEYS[name])})")
+            merged = {**raw, **given}
+            if "fraction" in given or "tco2e_ha_yr" in given:
+                merged.pop("project_specific", None)
+            term = _check_term(name, merged, f"--term {name}.{'/'.join(given)}")
+            term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {given}")
+        terms[name] = term
+    return CreditingTerms(terms, overrides)
+
+
+# ---- crediting ------------------------------------------------------------------------------------
+
+CREDIT_STATUSES = ("credited", "no_net_removal", "ineligible", "undetermined", "needs_field_measurement",
+                   "no_map_data", "no_baseline")
+
+
+def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, str]:
+    """The deduction (t CO2e, >= 0) and how it was made."""
+    from sinks.mapping.change import normal_quantile
+
+    rule, level = terms.value("uncertainty", "rule"), terms.value("uncertainty", "level")
+    z = normal_quantile(level)
+    if rule == "lower_bound":
+        return max(0.0, min(z * sd, net)) if net > 0 else 0.0, \
+            f"lower bound of the {level:.0%} interval (net - {z:.4f} x sd; the methodology states no uncertainty rule)"
+    threshold = terms.value("uncertainty", "threshold")
+    relative = z * sd / net if net > 0 else math.inf
+    share = min(max(0.0, relative - threshold), 1.0)
+    return (net * share if net > 0 else 0.0), (
+        f"excess over threshold: relative half-width of the {level:.0%} interval {relative:.4f} - {threshold:g} "
+        f"= deduction share {share:.4f} of the net")
+
+
+def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float, area_ha: float) -> dict:
+    """Deductions of one parcel's stock change ``change`` (t CO2e over ``years``, sd ``sd``, on a
+    mapped area of ``area_ha``) -> the crediting record."""
+    from sinks.mapping.change import normal_quantile
+
+    z = normal_quantile(REPORT_LEVEL)
+    if terms.value("baseline", "rule") == "rate":
+        baseline = float(terms.value("baseline", "tco2e_ha_yr")) * area_ha * years
+    else:
+        baseline = 0.0
+    leak_share = terms.value("leakage", "fraction")
+    buffer_share = terms.value("buffer", "fraction")
+    before_leakage = change - baseline
+    leakage = leak_share * max(before_leakage, 0.0)
+    net = before_leakage - leakage
+    net_sd = sd * (1 - leak_share)
+    unc, how = _uncertainty(terms, net, net_sd)
+    after = net - unc
+    buffer = buffer_share * max(after, 0.0)
+    creditable = max(after - buffer, 0.0)
+    scale = 1 - buffer_share
+    return {
+        "stock_change_tco2e": change, "stock_change_sd_tco2e": sd,
+        "stock_change_lower_tco2e": change - z * sd, "stock_change_upper_tco2e": change + z * sd,
+        "annual_tco2e_yr": change / years,
+        "baseline_tco2e": baseline, "leakage_tco2e": leakage, "net_tco2e": net, "net_sd_tco2e": net_sd,
+        "uncertainty_deduction_tco2e": unc, "uncertainty_rule": how,
+        "buffer_tco2e": buffer, "tco2e": creditable,
+        "lower_tco2e": max((net - z * net_sd) * scale, 0.0), "upper_tco2e": max((net + z * net_sd) * scale, 0.0),
+        "interval_level": REPORT_LEVEL,
+    }
+
+
+def _zero(reason: str, status: str) -> dict:
+    return {"status": status, "reason": reason, "tco2e": 0.0, "lower_tco2e": 0.0, "upper_tco2e": 0.0}
+
+
+def credit(parcels, methodology, maps, years, *, layers: dict | None = None, start_date=None,
+           start_date_column: str = "start_date", params: dict | None = None, terms: dict | None = None,
+           layer_values: dict | None = None, epoch_correlation: float = 0.0, error_range_m: float | None = None,
+           error_nugget: float | None = None, aoa_threshold: float = AOA_THRESHOLD,
+           allow_different_models: bool = False, controls_covariates=None, caliper: float | None = None,
+           progress: bool = True, source: str = "parcels"):
+    """Eligibility and creditable t CO2e per parcel and for the project.
+
+    ``parcels``: GeoDataFrame (parcel_id, polygons, CRS; any CRS, reprojected); ``methodology``: a
+    rule set id or file, or a loaded :class:`~sinks.eligibility.rules.RuleSet`; ``maps``: the carbon
+    maps of the two epochs (bands carbon, lower, upper, aoa; one bundle, one grid); ``years``: their
+    years; ``layers``: the eligibility layers the rule set reads. ``terms`` overrides crediting
+    terms (``{"buffer": {"fraction": 0.2}}``), ``params`` rule parameters. Returns the
+    :class:`~sinks.eligibility.engine.EligibilityReport` with ``crediting`` filled (each parcel's
+    ``creditable``), to write with :func:`sinks.eligibility.report.write_report`.
+
+    ``controls_covariates``: a raster on the maps' grid whose bands are covariates; the baseline is
+    then the matched controls' sink (:func:`sinks.eligibility.controls.match_controls`), replacing the
+    methodology's baseline term; a failing balance is reported and nothing is credited.
+    """
+    import geopandas as gpd
+    import shapely
+
+    from sinks.eligibility.engine import _to_date, assess, parse_start_dates
+    from sinks.eligibility.rules import RuleSet, load_ruleset
+    from sinks.io import sha256_file
+    from sinks.mapping.change import _check_years, check_epochs, read_map_info, stock_change
+    from sinks.mapping.zonal import _raster_box, check_polygons, error_model, to_raster_crs, zonal_totals
+    from sinks.pixels import pixel_window
+
+    ruleset = methodology if isinstance(methodology, RuleSet) else load_ruleset(methodology, params, layer_values,
+                                                                                  terms=terms)
+    if ruleset.crediting is None:
+        raise SpecError(f"rule set {ruleset.id} ({ruleset.path}) has no [crediting] section: it gives eligibility "
+                        "only; add the methodology's crediting terms (see docs/crediting.md)")
+    cterms = ruleset.crediting
+    missing = cterms.missing_project_values()
+    if controls_covariates is not None:
+        missing = [m for m in missing if not m.startswith("baseline.")]
+    if missing:
+        raise SpecError(f"methodology {ruleset.id}: {', '.join(missing)} is project-specific "
+                        f"({'; '.join(cterms[m.split('.')[0]].source for m in missing)}); give it with "
+                        + " ".join(f"--term {m}=VALUE" for m in missing))
+    if len(maps) != 2 or len(years) != 2:
+        raise InputError("crediting needs two carbon maps and their two years (--maps T1 T2 --years Y1 Y2)")
+    y1, y2 = _check_years(*years)
+    rho = float(epoch_correlation)
+    if not (math.isfinite(rho) and -1 <= rho <= 1):
+        raise InputError(f"--epoch-correlation must be between -1 and 1, got {epoch_correlation!r}")
+    if not (0 <= float(aoa_threshold) < 1):
+        raise InputError(f"--aoa-threshold must be in [0, 1), got {aoa_threshold!r}")
+    info1, info2 = read_map_info(maps[0]), read_map_info(maps[1])
+    check_epochs(info1, info2, allow_different_models=allow_different_models)
+    model = error_model(info1, error_range_m, error_nugget)
+    # polygons: no CRS, missing / duplicate ids, invalid geometries: listed per parcel, never repaired
+    if "parcel_id" not in getattr(parcels, "columns", ()):
+        raise InputError(f"{source}: missing required column parcel_id")
+    parcels, ids, _ = check_polygons(parcels, id_column="parcel_id", source=source)
+    parcels = parcels.reset_index(drop=True)
+    period = cterms.terms["period"].values
+    if start_date_column in parcels.columns:
+        own = parse_start_dates(parcels, start_date_column)
+    else:
+        own = [None] * len(parcels)
+    try:
+        default_start = _to_date(start_date) if start_date else None
+    except ValueError:
+        raise InputError(f"start date {start_date!r} is not an ISO date (YYYY-MM-DD) of a year 1900-2100") from None
+    starts = [d if d is not None else default_start for d in own]
+    late = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y2]
+    if late:
+        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        raise InputError(f"{source}: start date after the second map's epoch {y2:g} for parcel(s) {shown}: the maps "
+                         f"cannot show their removals; give maps of epochs after the start (--years {y1:g} {y2:g})")
+    long = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and y2 - d.year > period["max_years"]]
+    if long:
+        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in long[:5])
+        raise InputError(f"{source}: the epoch {y2:g} lies beyond the {period['max_years']}-year crediting period of "
+                         f"{ruleset.id} for parcel(s) {shown}")
+    geoms = to_raster_crs(parcels, info1.crs, source=source)
+    overlaps = []
+    tree = shapely.STRtree(geoms)
+    for i, j in zip(*tree.query(geoms, predicate="intersects")):
+        if i < j and shapely.area(shapely.intersection(geoms[i], geoms[j])) > 1e-9 * min(
+                shapely.area(geoms[i]), shapely.area(geoms[j])):
+            overlaps.append(f"{ids.iloc[i]} and {ids.iloc[j]}")
+    if overlaps:
+        raise InputError(f"{source}: parcels overlap ({'; '.join(overlaps[:5])}): their removals would be counted "
+                         "twice; give non-overlapping parcels")
+
+    report = assess(parcels, ruleset, layers or {}, start_date=start_date, start_date_column=start_date_column,
+                    progress=progress)
+    box = _raster_box(info1)
+    on_map = [pixel_window(g, info1.transform, info1.height, info1.width) is not None
+              and shapely.area(shapely.intersection(g, box)) > 0 for g in geoms]
+    dt = y2 - y1
+    rows = {}
+    union_total = union_sd = math.nan
+    with tempfile.TemporaryDirectory(prefix=".sinks-credit-") as tmp:
+        sink = Path(tmp) / "sink.tif"
+        stock_change(info1.path, info2.path, y1, y2, sink, epoch_correlation=rho,
+                     allow_different_models=allow_different_models, progress=progress)
+        frame = gpd.GeoDataFrame({"parcel_id": ids.astype(str)}, geometry=list(geoms), crs=info1.crs)
+        idx = [i for i in range(len(frame)) if on_map[i]]
+        if idx:
+            table = zonal_totals(sink, frame.iloc[idx], id_column="parcel_id", error_range_m=model.range_m,
+                                 error_nugget=model.nugget, level=REPORT_LEVEL, progress=progress, source=source)
+            rows = {str(r["parcel_id"]): r for r in table.to_dict("records")}
+        controls = None
+        if controls_covariates is not None:
+            from sinks.eligibility.controls import CALIPER, match_controls
+
+            eligible = [geoms[i] for i, p in enumerate(report.parcels) if p.verdict == "eligible"]
+            controls = match_controls(sink, info1.path, controls_covariates, eligible, list(geoms),
+                                      caliper=CALIPER if caliper is None else float(caliper))
+            if controls["baseline_tco2e_ha_yr"] is not None:
+                base = cterms.terms["baseline"]
+                cterms = replace(cterms, terms={**cterms.terms, "baseline": replace(
+                    base, values={"rule": "rate", "tco2e_ha_yr": controls["baseline_tco2e_ha_yr"]},
+                    project_specific=False,
+                    note="from matched controls: their mean sink, floored at 0 (replaces the methodology's term)")})
+        results = {}
+        for i, parcel in enumerate(report.parcels):
+            pid = parcel.parcel_id
+            row = rows.get(pid)
+            shares = {}
+            if row is not None:
+                shares = {"mapped_area_ha": row["mapped_area_ha"], "outside_raster_share": row["outside_raster_share"],
+                          "nodata_share": row["nodata_share"], "outside_aoa_share": _nan_none(row["outside_aoa_share"]),
+                          "pixels": int(row["pixels"]), "error_model": row["error_model"],
+                          "variance_method": row["variance_method"]}
+            if parcel.verdict == "ineligible":
+                failed = "; ".join(f"{rid}: {r.reason}" for rid, r in parcel.rules.items() if r.status == "fail")
+                record = _zero(f"ineligible ({failed})", "ineligible")
+            elif parcel.verdict == "undetermined":
+                why = "; ".join(f"{rid}: {r.reason}" for rid, r in parcel.rules.items() if r.status == "unknown")
+                record = _zero(f"eligibility undetermined ({why}); not credited until it is determined", "undetermined")
+            elif controls is not None and controls["baseline_tco2e_ha_yr"] is None:
+                record = _zero(f"no baseline: the matched controls {controls['reason']}; not credited",
+                               "no_baseline")
+            elif row is None or not row["pixels_valid"]:
+                record = _zero("no map data on the parcel in both epochs", "no_map_data")
+            elif shares["outside_aoa_share"] is None or shares["outside_aoa_share"] > aoa_threshold:
+                share = shares["outside_aoa_share"]
+                record = _zero(f"{'unknown' if share is None else f'{share:.0%}'} of the mapped area is outside the "
+                               f"model's area of applicability (threshold {aoa_threshold:.0%}): needs field "
+                               "measurement, not credited from the map", "needs_field_measurement")
+            else:
+                change = float(row["total_t_co2e_yr"]) * dt
+                sd = float(row["sd_t_co2e_yr"]) * dt
+                record = credit_parcel(cterms, change, sd, dt, float(shares["mapped_area_ha"]))
+                if record["net_tco2e"] <= 0:
+                    record.update(status="no_net_removal", reason="no net removal over the period: nothing to credit")
+                else:
+                    unmapped = 1 - shares["mapped_area_ha"] / parcel.area_ha if parcel.area_ha > 0 else 0
+                    record.update(status="credited", reason="credited from the maps" + (
+                        f"; {unmapped:.0%} of the parcel has no map data and is not credited" if unmapped > 0.005 else ""))
+            record.update(shares)
+            record["start_date"] = starts[i].isoformat() if starts[i] else None
+            results[pid] = record
+            parcel.creditable = record
+        credited = [i for i, p in enumerate(report.parcels) if results[p.parcel_id]["status"] in
+                    ("credited", "no_net_removal")]
+        if credited:
+            union = shapely.union_all([geoms[i] for i in credited])
+            project = gpd.GeoDataFrame({"parcel_id": ["project"]}, geometry=[union], crs=info1.crs)
+            ptable = zonal_totals(sink, project, id_column="parcel_id", error_range_m=model.range_m,
+                                  error_nugget=model.nugget, level=REPORT_LEVEL, progress=False, source=source)
+            union_total = float(ptable["total_t_co2e_yr"].iloc[0]) * dt
+            union_sd = float(ptable["sd_t_co2e_yr"].iloc[0]) * dt
+    from sinks.mapping.change import normal_quantile
+
+    z = normal_quantile(REPORT_LEVEL)
+    records = list(results.values())
+
+    def total(key):
+        return float(sum(r.get(key, 0.0) or 0.0 for r in records))
+
+    statuses = {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES}
+    project = {
+        "parcels": len(records), "statuses": statuses,
+        "stock_change_tco2e": total("stock_change_tco2e") if credited else 0.0,
+        "stock_change_sd_tco2e": union_sd if credited else 0.0,
+        "stock_change_lower_tco2e": (union_total - z * union_sd) if credited else 0.0,
+        "stock_change_upper_tco2e": (union_total + z * union_sd) if credited else 0.0,
+        "stock_change_union_tco2e": union_total if credited else 0.0,
+        "baseline_tco2e": total("baseline_tco2e"), "leakage_tco2e": total("leakage_tco2e"),
+        "uncertainty_deduction_tco2e": total("uncertainty_deduction_tco2e"), "buffer_tco2e": total("buffer_tco2e"),
+        "tco2e": total("tco2e"), "lower_tco2e": total("lower_tco2e"), "upper_tco2e": total("upper_tco2e"),
+        "interval_note": ("stock_change_sd_tco2e is the correlated-error sd of the total over the union of the "
+                          "credited parcels (same error model as each parcel's); creditable totals are sums of "
+                          "the parcels' creditable volumes, each deducted by its own interval (conservative)"),
+    }
+    report.crediting = {
+        "methodology": {"id": ruleset.id, "title": ruleset.title, "version": ruleset.version,
+                        "source": ruleset.source or ruleset.methodology, **cterms.describe()},
+        "maps": [{"path": str(info.path), "sha256": sha256_file(info.path), "year": y,
+                  "bundle_id": info.bundle_id, "interval_level": info.level()} for info, y in ((info1, y1), (info2, y2))],
+        "years": [y1, y2],
+        "epoch_correlation": rho,
+        "epoch_correlation_assumption": ("var(C2 - C1) = sd1^2 + sd2^2 - 2 rho sd1 sd2 per pixel; rho = 0 (default) "
+                                         "treats the epochs' errors as independent, conservative for any rho >= 0"),
+        "error_model": model.describe(),
+        "aoa_threshold": float(aoa_threshold),
+        "interval_level": REPORT_LEVEL,
+        "method": ("stock change = sum over the parcel of (C2 - C1) x 44/12 x exact equal-area pixel-part area "
+                   "(IPCC 2006 GL Vol. 4 Ch. 2 Eq. 2.5); net = change - baseline - leakage; then the uncertainty "
+                   "deduction, then the buffer; creditable = max(0, remainder)"),
+        "project": project,
+    }
+    if controls is not None:
+        report.crediting["controls"] = {**controls, "covariates_path": str(controls_covariates),
+                                        "covariates_sha256": sha256_file(controls_covariates)}
+        report.crediting["methodology"]["terms"]["baseline"] = cterms.terms["baseline"].describe()
+    return report
+
+
+def _nan_none(value):
+    try:
+        return None if value is None or math.isnan(float(value)) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def methodology_list() -> list[dict]:
+    """Every shipped rule set with id, title, version, source and whether it carries crediting terms."""
+    from sinks.eligibility.rules import load_ruleset, shipped_rulesets
+
+    out = []
+    for name in shipped_rulesets():
+        rs = load_ruleset(name)
+        out.append({"id": rs.id, "title": rs.title, "version": rs.version, "source": rs.source or rs.methodology,
+                    "crediting": rs.crediting is not None, "scheme": rs.scheme})
+    return out

@@ -1,0 +1,70 @@
+"""Executors: serial, threads, local processes and Dask give the same map, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from sinks.mapping import executors as ex
+from sinks.mapping.predict import predict_map
+from tests.test_mapping import mapping_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return mapping_demo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference(demo, tmp_path_factory):
+    return predict_map(demo["bundle"], demo["spec"], tmp_path_factory.mktemp("ref") / "m.tif", block=32,
+                       progress=False).read_bytes()
+
+
+@pytest.mark.parametrize("executor,workers", [("serial", 1), ("threads", 3), ("processes", 2)])
+def test_local_executors_give_identical_bytes(demo, reference, tmp_path, executor, workers):
+    out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, n_jobs=workers,
+                      executor=executor, progress=False)
+    assert out.read_bytes() == reference
+
+
+def test_processes_from_a_stack_identical_to_serial(demo, tmp_path):
+    a = predict_map(demo["bundle"], None, tmp_path / "a.tif", stack=demo["stack"], block=48, progress=False)
+    b = predict_map(demo["bundle"], None, tmp_path / "b.tif", stack=demo["stack"], block=48, n_jobs=2,
+                    executor="processes", bands="carbon,aoa", progress=False)
+    c = predict_map(demo["bundle"], None, tmp_path / "c.tif", stack=demo["stack"], block=48, n_jobs=1,
+                    executor="processes", bands="carbon,aoa", progress=False)
+    assert b.read_bytes() == c.read_bytes()
+    import rasterio
+
+    with rasterio.open(a) as ra, rasterio.open(b) as rb:
+        assert (ra.read([1, 5]) == rb.read()).all()
+
+
+def test_dask_local_cluster_gives_identical_bytes(demo, reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, executor="dask",
+                          scheduler=cluster.scheduler_address, progress=False)
+        assert out.read_bytes() == reference
+        with distributed.Client(cluster) as client:  # a Client is accepted too
+            out2 = predict_map(demo["bundle"], demo["spec"], tmp_path / "m2.tif", block=32, executor="dask",
+                               scheduler=client, progress=False)
+            assert out2.read_bytes() == reference
+
+
+def test_workers_times_threads_within_the_cores():
+    for cores in (1, 2, 3, 16):
+        assert ex.SerialExecutor().threads_per_worker(cores) == cores
+        for workers in (1, 2, 3, 5, 16):
+            for cls in (ex.ThreadExecutor, ex.ProcessExecutor):
+                threads = cls(workers).threads_per_worker(cores)
+                assert threads >= 1 and (workers * threads <= cores or threads == 1)
+
+
+def test_unknown_executor_and_dask_without_scheduler():
+    from sinks.errors import InputError
+
+    with pytest.raises(InputError, match="unknown executor"):
+        ex.make_executor("spark")
+    with pytest.raises(InputError, match="--scheduler"):
+        ex.make_executor("dask")

@@ -1,0 +1,122 @@
+"""Adaptive conformal intervals: held-out-fold coverage, widths that follow the noise, bundles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+from sklearn.linear_model import LinearRegression
+
+from sinks.bundle import load_bundle
+from sinks.learn import cv
+from sinks.learn.aoa import cv_neighbours, fit_aoa
+from sinks.learn.intervals import calibrate_adaptive, conformal_quantile, nested_check, neighbour_difficulty
+from sinks.learn.knndm import knndm_folds
+
+
+def _world(n_clusters=40, per=30, seed=0):
+    """Clustered plots; y = 10 + 3 x1 + 2 x2 + noise whose sd grows with x3 (0.5 to 5.5)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 30_000, (n_clusters, 2))
+    xy = np.concatenate([c + rng.normal(0, 500, (per, 2)) for c in centres])
+    n = len(xy)
+    X = rng.normal(size=(n, 3))
+    X[:, 2] = rng.uniform(0, 1, n)
+    noise_sd = 0.5 + 5 * X[:, 2]
+    y = 10 + 3 * X[:, 0] + 2 * X[:, 1] + rng.normal(0, noise_sd)
+    gx, gy = np.meshgrid(np.arange(500, 30_000, 1000.0), np.arange(500, 30_000, 1000.0))
+    return xy, X, y, noise_sd, np.column_stack([gx.ravel(), gy.ravel()])
+
+
+@pytest.fixture(scope="module")
+def world_check():
+    xy, X, y, noise_sd, pred = _world()
+    folds = knndm_folds(xy, pred, 5, seed=0).folds
+    _, oof = cv.cross_validate(LinearRegression(), X, y, folds, scheme="knndm", progress=False)
+    aoa = fit_aoa(X, np.ones(3) / 3, folds)
+    dist, index = cv_neighbours(aoa, folds, 40)
+    inside = dist[:, 0] / aoa.mean_distance <= aoa.threshold
+    checks = {m: nested_check(y, oof, folds, index, dist, aoa.mean_distance, inside, level=0.9, method=m,
+                              neighbours=10, lower_bound=None) for m in ("normalized", "mondrian", "split")}
+    return noise_sd, folds, checks
+
+
+def test_normalized_intervals_cover_held_out_folds_at_their_level(world_check):
+    _, folds, checks = world_check
+    ch = checks["normalized"]
+    assert abs(ch["coverage"] - 0.9) <= 0.05, ch["coverage"]
+    assert sum(f["n"] for f in ch["per_fold"]) == len(folds) == ch["n"]
+    assert ch["inside_aoa"]["n"] + ch["outside_aoa"]["n"] == ch["n"]
+    assert sum(b["n"] for b in ch["by_di_bin"]) == ch["n"]
+    for method in ("mondrian", "split"):
+        assert abs(checks[method]["coverage"] - 0.9) <= 0.05
+
+
+def test_normalized_widths_vary_with_the_true_noise(world_check):
+    noise_sd, _, checks = world_check
+    width = checks["normalized"]["arrays"]["width"]
+    assert width.std() > 0.2 * width.mean()
+    assert spearmanr(width, noise_sd).statistic > 0.3
+    # the one-width method does not adapt, and is wider where the noise is small
+    split = checks["split"]["arrays"]["width"]
+    assert split.std() < 0.05 * split.mean()
+    low = noise_sd < np.quantile(noise_sd, 0.25)
+    assert width[low].mean() < split[low].mean()
+
+
+def test_conformal_quantile_and_mondrian_bins():
+    assert conformal_quantile(np.arange(1.0, 11), 0.9) == 10.0  # ceil(11 * 0.9) = 10th of 10
+    assert conformal_quantile(np.arange(1.0, 6), 0.9) == np.inf  # too few for 90 %
+    rng = np.random.default_rng(1)
+    di = rng.uniform(0, 1, 400)
+    r = np.abs(rng.normal(0, 1 + 4 * di))
+    iv = calibrate_adaptive(r, np.zeros(400), di, level=0.9, method="mondrian", bins=4)
+    assert len(iv.quantiles) == 4 and iv.quantiles[-1] > 2 * iv.quantiles[0]
+    few = calibrate_adaptive(r[:30], np.zeros(30), di[:30], level=0.9, method="mondrian", bins=4)
+    assert len(few.quantiles) == 3 and min(few.bin_counts) >= 9  # fewer bins, each enough for 90 %
+
+
+def test_quantiles_agree_with_crepes():
+    crepes = pytest.importorskip("crepes")
+    rng = np.random.default_rng(0)
+    r, s, di = np.abs(rng.normal(size=1000)), rng.uniform(0.5, 2, 1000), rng.uniform(0, 1, 1000)
+    iv = calibrate_adaptive(r, s, di, level=0.9, method="normalized")
+    sigma = iv.sigma(s, di)
+    ref = crepes.ConformalRegressor().fit(r, sigmas=sigma).predict_int(np.zeros(5), sigmas=sigma[:5], confidence=0.9)
+    np.testing.assert_allclose(iv.half_width(s[:5], di[:5]), ref[:, 1])
+
+
+def test_neighbour_difficulty_skips_the_held_out_fold():
+    index = np.array([[0, 1, 2], [2, 0, -1]])
+    dist = np.array([[1.0, 2.0, 3.0], [1.0, 5.0, np.inf]])
+    folds_of = np.array([[0, 1, 1], [1, 0, -1]])
+    s, di = neighbour_difficulty(np.array([1.0, 2.0, 4.0]), index, dist, folds_of, 2.0, 2, exclude=0)
+    np.testing.assert_allclose(s, [3.0, 4.0])
+    np.testing.assert_allclose(di, [1.0, 0.5])
+
+
+def test_trained_bundle_has_varying_intervals_error_band_and_held_out_coverage(tmp_path):
+    from tests.test_badinput_train import base_recipe, base_table
+
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+
+    table = base_table(n=120)
+    recipe = parse_recipe(base_recipe(), base=tmp_path, path=tmp_path / "r.toml")
+    folder = train(recipe, table, tmp_path / "model", progress=False)
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert "interval_coverage" not in meta  # no coverage on the calibration residuals
+    check = meta["interval_check"]["normalized"]
+    oof = pd.read_csv(folder / "oof.csv")
+    assert check["coverage"] == pytest.approx(oof["heldout_covered"].mean())
+    assert set(meta["interval_check"]) == {"normalized", "mondrian", "split"}
+    bundle = load_bundle(folder)
+    out = bundle.predict(table[bundle.feature_names].to_numpy())
+    assert {"prediction", "lower", "upper", "di", "aoa", "error"} <= set(out)
+    width = out["upper"] - out["lower"]
+    assert np.ptp(width) > 0 and np.all(width > 0) and np.all(out["lower"] >= 0)
+    assert np.all(np.diff(out["error"][np.argsort(out["di"])]) >= -1e-4)  # monotone in DI
+    assert "Coverage measured on held-out folds only" in (folder / "MODEL_CARD.md").read_text()

@@ -1,0 +1,121 @@
+"""Resumable maps: a job that dies after some tiles is rerun, skips them, and ends with the same bytes
+as an uninterrupted run; checkpoints of other arguments are never reused; progress is shown."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sinks.errors import OutputError
+from sinks.mapping import executors
+from sinks.mapping.predict import predict_map
+from tests.test_mapping import mapping_demo
+
+N_TILES = 25  # 150 x 150 pixels in blocks of 32
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return mapping_demo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clean(demo, tmp_path_factory):
+    return predict_map(demo["bundle"], demo["spec"], tmp_path_factory.mktemp("clean") / "m.tif", block=32,
+                       progress=False).read_bytes()
+
+
+def _counting(monkeypatch, fail_after=None):
+    from sinks.mapping.tiles import compute_tile as original
+
+    calls = []
+
+    def tile(job, index, window):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise RuntimeError("killed")
+        calls.append(index)
+        return original(job, index, window)
+
+    monkeypatch.setattr(executors, "compute_tile", tile)
+    return calls
+
+
+def _checkpoints(folder):
+    return [p for p in folder.iterdir() if ".resume-" in p.name]
+
+
+@pytest.mark.parametrize("executor,workers", [("serial", 1), ("threads", 2)])
+def test_crash_then_rerun_skips_finished_tiles_and_gives_the_same_bytes(demo, clean, tmp_path, monkeypatch,
+                                                                         executor, workers):
+    _counting(monkeypatch, fail_after=9)
+    with pytest.raises(RuntimeError, match="killed"):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, n_jobs=workers,
+                    executor=executor, progress=False)
+    assert not (tmp_path / "m.tif").exists()
+    [store] = _checkpoints(tmp_path)
+    finished = sorted(int(p.stem) for p in store.glob("[0-9]*.tif"))
+    assert len(finished) == 9 and not (store / "lock").exists()
+    calls = _counting(monkeypatch)
+    out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, n_jobs=workers,
+                      executor=executor, progress=False)
+    assert sorted(calls) == sorted(set(range(N_TILES)) - set(finished))
+    assert out.read_bytes() == clean
+    assert _checkpoints(tmp_path) == []  # removed once the map is in place
+
+
+def test_other_arguments_do_not_reuse_checkpoints(demo, clean, tmp_path, monkeypatch):
+    _counting(monkeypatch, fail_after=5)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    [old] = _checkpoints(tmp_path)
+    calls = _counting(monkeypatch)
+    predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, bands="carbon,aoa", progress=False)
+    assert len(calls) == N_TILES and not old.exists() and _checkpoints(tmp_path) == []
+
+
+def test_resume_across_executors(demo, clean, tmp_path, monkeypatch):
+    """The checkpoint key leaves out the executor and the workers: they do not change the bytes."""
+    _counting(monkeypatch, fail_after=12)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    monkeypatch.undo()
+    out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, n_jobs=2,
+                      executor="processes", progress=False)
+    assert out.read_bytes() == clean and _checkpoints(tmp_path) == []
+
+
+def test_no_resume_keeps_nothing(demo, tmp_path, monkeypatch):
+    _counting(monkeypatch, fail_after=5)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False, resume=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_checkpoint_tile_is_recomputed(demo, clean, tmp_path, monkeypatch):
+    _counting(monkeypatch, fail_after=6)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    [store] = _checkpoints(tmp_path)
+    (store / "0000002.tif").write_bytes(b"truncated")
+    calls = _counting(monkeypatch)
+    out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    assert 2 in calls and len(calls) == N_TILES - 5 and out.read_bytes() == clean
+
+
+def test_a_live_run_holding_the_checkpoints_is_respected(demo, tmp_path, monkeypatch):
+    _counting(monkeypatch, fail_after=3)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    [store] = _checkpoints(tmp_path)
+    (store / "lock").write_text(str(os.getppid()))  # another live process
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="another 'sinks map'"):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    assert store.exists() and not (tmp_path / "m.tif").exists()
+
+
+def test_progress_shows_tiles_pixels_per_second_and_time_left(demo, tmp_path, capsys):
+    predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=True)
+    err = capsys.readouterr().err
+    assert f"{N_TILES}/{N_TILES} tiles" in err and "px/s" in err and "<" in err  # elapsed<remaining
