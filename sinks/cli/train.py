@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sinks.cli._common import add_overwrite, echo
+from sinks.cli._common import add_overwrite, add_rename, echo, table_options
 from sinks.io import read_table
 
 
@@ -25,6 +25,7 @@ def register(sub) -> None:
                         help="bundle folder to write (e.g. models/NAME); its parent folder must exist, "
                         "and a folder that is not a bundle is never replaced")
     add_overwrite(parser, "bundle")
+    add_rename(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run, outputs={"out": "bundle"}, inputs=("recipe", "table"))
 
@@ -34,7 +35,7 @@ def run(args) -> None:
     from sinks.learn.train import train
 
     recipe = load_recipe(args.recipe)
-    table = read_table(args.table, required=("x", "y"))
+    table = read_table(args.table, required=("x", "y"), **table_options(args))
     folder = train(recipe, table, args.out, progress=not args.quiet, source=args.table)
     meta = json.loads((folder / "metadata.json").read_text())
     units = meta["target"]["units"]
