@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
-import pandas as pd
+import math
+from typing import TYPE_CHECKING
 
 from sinks.errors import InputError, SinksError
-from sinks.io import check_columns, parse_rename, read_table
+
+if TYPE_CHECKING:  # heavy imports wait until a command runs: 'sinks --help' stays quick
+    import pandas as pd
 
 
 def add_rename(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,8 @@ def start_engine(args: argparse.Namespace) -> None:
 
 
 def renames(args: argparse.Namespace) -> dict[str, str]:
+    from sinks.io import parse_rename
+
     return parse_rename(args.rename)
 
 
@@ -71,6 +74,8 @@ def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], 
     Each ``--rename`` applies to whichever of the two tables has that column; one in neither
     is an error.
     """
+    from sinks.io import check_columns, read_table
+
     rows = read_table(path, encoding=encoding)
     sites = read_table(sites_path, encoding=encoding) if sites_path else None
     unknown = [old for old in mapping if old not in rows.columns
@@ -93,6 +98,9 @@ def print_dropped(dropped: pd.DataFrame) -> None:
 
 
 def summary(values: pd.Series) -> str:
+    import numpy as np
+    import pandas as pd
+
     v = pd.to_numeric(values, errors="coerce").dropna()
     if v.empty:
         return "n 0"
@@ -118,8 +126,8 @@ def _typed(convert, test, what: str):
 
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _typed(float, lambda v: np.isfinite(v) and v > 0, "a positive number")
-nonnegative_float = _typed(float, lambda v: np.isfinite(v) and v >= 0, "a number >= 0")
+positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+nonnegative_float = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 unit_fraction = _typed(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
 
 
