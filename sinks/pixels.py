@@ -1,8 +1,14 @@
-"""Which pixels of a grid a polygon covers: the rule shared by extraction and eligibility.
+"""Which pixels of a grid a polygon covers, and how much of each.
 
-A pixel belongs to a polygon when its centre lies inside it (the GDAL rasterisation rule without
-``all_touched``). A polygon smaller than a pixel that contains no pixel centre is represented by the
-pixel under its centroid, so every polygon has at least one pixel of evidence.
+Two rules, each for its use:
+
+- :func:`polygon_pixels` (covariate extraction over plot footprints): a pixel belongs to a polygon
+  when its centre lies inside it (the GDAL rasterisation rule without ``all_touched``); a polygon
+  smaller than a pixel that contains no pixel centre is represented by the pixel under its
+  centroid, so every plot has at least one pixel.
+- :func:`coverage_fractions` (eligibility evidence, zonal totals, crediting): the exact fraction of
+  each pixel inside the polygon, so that areas and totals are exact for parcels of any size,
+  including parcels smaller than one pixel.
 """
 
 from __future__ import annotations
