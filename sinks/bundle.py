@@ -89,6 +89,21 @@ class Bundle:
     def units(self) -> str:
         return self.metadata["target"]["units"]
 
+    def query_workers(self) -> int:
+        """Threads of the DI / neighbour queries: the model's own thread count (its ``n_jobs``, 0 or
+        -1 = all cores), or 1 for a model without one. The queries run after the model's predict,
+        never beside it, so they use the same threads without oversubscribing; a mapping worker that
+        gives its model one thread (``set_n_jobs(model, 1)``) gets single-threaded queries too."""
+        from sinks.learn.estimators import effective_n_jobs
+
+        try:
+            params = self.model.get_params()
+        except Exception:  # noqa: BLE001 - a model without get_params
+            return 1
+        if "n_jobs" not in params:
+            return 1
+        return effective_n_jobs(params["n_jobs"])
+
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
 
@@ -104,12 +119,13 @@ class Bundle:
                 f"({', '.join(self.feature_names)}), got an array with {X.shape[-1]} columns"
             )
         prediction = self.model.predict(X).astype(np.float32)
+        workers = self.query_workers()
         if isinstance(self.interval, AdaptiveInterval) and self.abs_residual is not None:
-            di64, index = self.aoa.neighbours(X, self.interval.neighbours)
+            di64, index = self.aoa.neighbours(X, self.interval.neighbours, workers=workers)
             s = self.abs_residual[index].mean(axis=1)
             lower, upper = self.interval.apply(prediction.astype(np.float64), s, di64)
         else:
-            di64 = self.aoa.dissimilarity(X)
+            di64 = self.aoa.dissimilarity(X, workers=workers)
             lower, upper = self.interval.apply(prediction)
         di = di64.astype(np.float32)
         out = {"prediction": prediction, "lower": np.asarray(lower, dtype=np.float32),
@@ -126,7 +142,8 @@ def _digest(files: dict[str, str], metadata: dict) -> str:
 
 
 def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, aoa: AOAReference,
-                oof: pd.DataFrame, calibration: dict[str, np.ndarray] | None = None) -> Path:
+                oof: pd.DataFrame, calibration: dict[str, np.ndarray] | None = None,
+                prediction_xy: np.ndarray | None = None) -> Path:
     """Write a bundle folder atomically; returns its path. ``metadata`` gets ids, hashes, versions.
 
     ``calibration`` (arrays, e.g. ``abs_residual``) is written to ``calibration.npz``.
@@ -139,6 +156,9 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
         if calibration:
             np.savez_compressed(tmp / "calibration.npz", **calibration)
         oof.to_csv(tmp / "oof.csv", index=False)
+        from sinks.learn.card_figures import write_card_figures
+
+        figures = write_card_figures(tmp, metadata, oof, prediction_xy=prediction_xy)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         meta = {
             "format_version": FORMAT_VERSION,
@@ -147,6 +167,7 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
             **metadata,
             "estimator": {**metadata.get("estimator", {}), "kind": kind},
             "files": files,
+            "figures": figures.as_dict(),
         }
         meta["bundle_id"] = _digest(files, meta)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
@@ -301,4 +322,7 @@ def model_card(meta: dict) -> str:
         lines += ["", f"Expected absolute error by DI ({ep['method']}, {ep['scheme']}-CV, {ep['n']} plots): "
                   + ", ".join(f"DI {d:.3g}: {e:.3g} {units}" for d, e in zip(probe, values))
                   + "; held at the last value beyond the largest training DI."]
+    figures = (meta.get("figures") or {}).get("markdown")
+    if figures:
+        lines += ["", *figures]
     return "\n".join(lines) + "\n"

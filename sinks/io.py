@@ -212,6 +212,7 @@ FILE_OUTPUTS = {
     "raster": frozenset({".tif", ".tiff"}),
     "json": frozenset({".json"}),
     "gpkg": frozenset({".gpkg"}),
+    "figure": frozenset({".png"}),
 }
 FOLDER_MARKERS = {"bundle": "metadata.json", "workspace": ".sinks-workspace"}
 _STAGING = ".partial"

@@ -11,7 +11,7 @@ import shapely
 from affine import Affine
 
 from tests.badinput import assert_refused
-from tests.test_change import T4326, make_map
+from tests.test_change import make_map
 
 C = np.full((20, 20), 50.0)
 BOX = shapely.box(100.02, 30.02, 100.13, 30.14)

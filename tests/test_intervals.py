@@ -120,3 +120,62 @@ def test_trained_bundle_has_varying_intervals_error_band_and_held_out_coverage(t
     assert np.ptp(width) > 0 and np.all(width > 0) and np.all(out["lower"] >= 0)
     assert np.all(np.diff(out["error"][np.argsort(out["di"])]) >= -1e-4)  # monotone in DI
     assert "Coverage measured on held-out folds only" in (folder / "MODEL_CARD.md").read_text()
+
+
+def _predict_before(bundle, X):
+    """Bundle.predict as it was before the DI was optimised (the reference; kept only here)."""
+    from scipy.spatial import cKDTree
+
+    X = np.asarray(X, dtype=np.float32)
+    prediction = bundle.model.predict(X).astype(np.float32)
+    Z = bundle.aoa._transform(X)
+    d, index = cKDTree(bundle.aoa.train).query(Z, k=bundle.interval.neighbours)
+    di64 = d[:, 0] / bundle.aoa.mean_distance
+    s = bundle.abs_residual[index].mean(axis=1)
+    lower, upper = bundle.interval.apply(prediction.astype(np.float64), s, di64)
+    di = di64.astype(np.float32)
+    return {"prediction": prediction, "lower": np.asarray(lower, dtype=np.float32),
+            "upper": np.asarray(upper, dtype=np.float32), "di": di,
+            "aoa": (di <= bundle.aoa.threshold).astype(np.float32),
+            "error": bundle.error_profile(di64).astype(np.float32)}
+
+
+def test_sigma_neighbours_equal_brute_force():
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 5))
+    ref = fit_aoa(X, np.array([0.3, 0.25, 0.2, 0.15, 0.1]), rng.integers(0, 5, 500))
+    r = rng.gamma(2.0, 1.0, 500)
+    new = np.vstack([rng.normal(size=(300, 5)), rng.normal(size=(100, 5)) + 4])
+    di, index = ref.neighbours(new, 10, workers=2)
+    D = cdist(ref._transform(new), ref.train)
+    brute = np.argsort(D, axis=1, kind="stable")[:, :10]
+    np.testing.assert_allclose(np.sort(D, axis=1)[:, :10], np.take_along_axis(D, index, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(r[index].mean(axis=1), r[brute].mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(di, D.min(axis=1) / ref.mean_distance, rtol=1e-12)
+
+
+def test_bundle_predict_unchanged_by_the_fast_di(tmp_path):
+    from tests.test_badinput_train import base_recipe, base_table
+
+    from sinks.learn.estimators import set_n_jobs
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+
+    table = base_table(n=120)
+    recipe = parse_recipe(base_recipe(), base=tmp_path, path=tmp_path / "r.toml")
+    bundle = load_bundle(train(recipe, table, tmp_path / "model", progress=False))
+    X = table[bundle.feature_names].to_numpy()
+    rng = np.random.default_rng(0)
+    X = np.vstack([X, X + rng.normal(0, 1, X.shape) * X.std(axis=0) * 3])  # many rows outside the AOA
+    ref = _predict_before(bundle, X)
+    assert 0 < ref["aoa"].mean() < 1
+    for threads in (1, 2):
+        set_n_jobs(bundle.model, threads)
+        assert bundle.query_workers() == threads
+        out = bundle.predict(X)
+        assert set(out) == set(ref)
+        for key in ref:
+            np.testing.assert_allclose(out[key], ref[key], rtol=1e-6, atol=1e-6, err_msg=key)
+        assert np.array_equal(out["aoa"], ref["aoa"])

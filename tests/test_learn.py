@@ -215,3 +215,47 @@ def test_error_profile_is_monotone_in_the_di():
     values = profile(grid)
     assert np.all(np.diff(values) >= 0) and values[-1] > 2 * values[0]
     assert values[-1] == pytest.approx(profile.error[-1])  # held beyond the largest training DI
+
+
+def _brute_di(ref, X):
+    """Reference DI: distance to every training sample, by brute force, over the mean distance."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(ref._transform(X), ref.train).min(axis=1) / ref.mean_distance
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_chunked_threaded_di_equals_brute_force_and_the_aoa_flag_everywhere(monkeypatch, workers):
+    import sinks.learn.aoa as aoa_module
+
+    monkeypatch.setattr(aoa_module, "QUERY_CHUNK", 97)  # several chunks, a ragged last one
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 4))
+    ref = fit_aoa(X, np.array([0.4, 0.3, 0.2, 0.1]), rng.integers(0, 4, 400))
+    new = np.vstack([rng.normal(size=(300, 4)), rng.normal(size=(200, 4)) * 3 + 2, X[:20]])
+    new[5, 1] = np.nan  # a missing predictor sits at the training mean
+    di, brute = ref.dissimilarity(new, workers=workers), _brute_di(ref, new)
+    inside = brute.astype(np.float32) <= ref.threshold
+    assert 0.2 < inside.mean() < 0.9  # both sides of the threshold are exercised
+    np.testing.assert_allclose(di, brute, rtol=1e-12, atol=1e-15)  # exact inside and outside
+    assert np.array_equal(di.astype(np.float32) <= ref.threshold, inside)
+    di_k, index = ref.neighbours(new, 10, workers=workers)
+    np.testing.assert_allclose(di_k, brute, rtol=1e-12, atol=1e-15)
+    assert index.shape == (len(new), 10)
+
+
+def test_di_is_exact_and_the_flag_right_at_the_threshold():
+    """Rows placed within float32 rounding of the threshold distance keep their exact DI and flag."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(300, 3))
+    ref = fit_aoa(X, np.ones(3), rng.integers(0, 3, 300))
+    direction = rng.normal(size=(50, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    # points just beyond the hull of the training data, at the threshold distance of their nearest
+    far = ref.train[np.argmax(np.linalg.norm(ref.train, axis=1))]
+    scale = np.linspace(1 - 1e-6, 1 + 1e-6, 50)[:, None]
+    Z = far + np.abs(direction) * np.sign(far) * ref.threshold * ref.mean_distance * scale
+    Xn = Z / ref.weights * ref.sd + ref.mean
+    di, brute = ref.dissimilarity(Xn, workers=2), _brute_di(ref, Xn)
+    np.testing.assert_allclose(di, brute, rtol=1e-12)
+    assert np.array_equal(di.astype(np.float32) <= ref.threshold, brute.astype(np.float32) <= ref.threshold)

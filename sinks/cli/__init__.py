@@ -25,7 +25,7 @@ import sinks
 from sinks.errors import SinksError
 
 #: Subcommand modules in the order ``sinks --help`` lists them (the order of the workflow).
-COMMANDS = ("demo", "stocks", "extract", "stack", "train", "map", "change", "zonal", "eligibility", "credit",
+COMMANDS = ("demo", "stocks", "extract", "stack", "train", "evaluate", "map", "change", "zonal", "eligibility", "credit",
             "methodologies")
 
 

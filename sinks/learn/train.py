@@ -329,4 +329,5 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 "training_inside": float(inside.mean())},
     }
     return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
-                       oof=pd.DataFrame(frame), calibration={"abs_residual": abs_residual})
+                       oof=pd.DataFrame(frame), calibration={"abs_residual": abs_residual},
+                       prediction_xy=pred_xy if projected else None)

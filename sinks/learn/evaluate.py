@@ -1,0 +1,267 @@
+"""External validation: score a model bundle on plots it was not trained on (``sinks evaluate``).
+
+The table is a feature table from ``sinks extract`` (the bundle's feature columns and its target
+column, x/y optional). It is read as training reads its table: the bundle's features must all be
+there (else :class:`~sinks.errors.ModelMismatchError` naming the missing columns), a table that
+carries another spec's fingerprint (``table.attrs["spec_fingerprint"]``, as ``extract`` sets and
+Parquet keeps) is refused the same way, text and infinities are errors that name the rows, the
+target must be plausible for the bundle's pool and units, and rows with a missing (empty/NaN)
+target or feature are dropped and counted.
+
+Scores, with the same definitions as the bundle's CV metrics (:func:`sinks.learn.cv.score`):
+R², RMSE, relative RMSE (RMSE / mean observed), MAE, bias (mean predicted − observed), and the
+interval's coverage and mean width at the bundle's level; overall, inside and outside the area of
+applicability, and by DI bin (the bins of the bundle's held-out interval check, so the two tables
+line up). Coverage here is an honest external check only if the plots were not used in training
+and were drawn like the places the map is used for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sinks.errors import InputError, ModelMismatchError
+from sinks.io import atomic_path, format_rows, sha256_frame
+
+#: Metric names of one part (overall, inside AOA, ...), in report order.
+METRICS = ("n", "r2", "rmse", "rel_rmse", "mae", "bias", "coverage", "mean_width", "sd_width")
+
+
+def score_predictions(observed, prediction, lower, upper) -> dict:
+    """R², RMSE, relative RMSE, MAE, bias, interval coverage and width of paired arrays.
+
+    Values that cannot be computed (no rows; R² of fewer than two or constant observations) are
+    ``None``.
+    """
+    from sinks.learn.cv import score
+
+    y = np.asarray(observed, dtype=float)
+    p, lo, hi = (np.asarray(a, dtype=float) for a in (prediction, lower, upper))
+    if len(y) == 0:
+        return {name: (0 if name == "n" else None) for name in METRICS}
+    s = score(y, p, scheme="external")
+    width = hi - lo
+    out = {"n": int(len(y)), "r2": s.r2, "rmse": s.rmse, "rel_rmse": s.rel_rmse, "mae": s.mae, "bias": s.bias,
+           "coverage": float(np.mean((y >= lo) & (y <= hi))), "mean_width": float(width.mean()),
+           "sd_width": float(width.std())}
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+@dataclass
+class Evaluation:
+    """A bundle scored on new plots. ``rows`` holds one row per usable plot."""
+
+    bundle_id: str
+    source: str
+    target: str
+    units: str
+    level: float
+    n: int
+    dropped: int
+    dropped_ids: list
+    overall: dict
+    share_inside_aoa: float | None
+    inside_aoa: dict
+    outside_aoa: dict
+    by_di_bin: list
+    aoa_threshold: float
+    #: the bundle's own out-of-fold scores of its chosen scheme, for comparison
+    cv: dict | None = None
+    table_sha256: str = ""
+    rows: pd.DataFrame = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        """JSON-ready report (no per-plot rows; NaN as null)."""
+        body = {k: getattr(self, k) for k in ("bundle_id", "source", "table_sha256", "target", "units", "level",
+                                                "n", "dropped", "dropped_ids", "overall", "share_inside_aoa",
+                                                "inside_aoa", "outside_aoa", "by_di_bin", "aoa_threshold", "cv")}
+        return _json_safe(body)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _numeric(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    raw = table[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    text = raw.notna() & values.isna()
+    if text.any():
+        examples = ", ".join(repr(v) for v in raw[text].astype(str).unique()[:3])
+        raise InputError(f"{source}: column {column!r}: row(s) {format_rows(np.flatnonzero(text.to_numpy()))} "
+                         f"are not numbers ({examples}); fix them or leave them empty to drop those rows")
+    return values.to_numpy(dtype=np.float64)
+
+
+def _check_features(bundle, table: pd.DataFrame, source: str) -> list[str]:
+    names = bundle.feature_names
+    spec = bundle.metadata.get("features", {}).get("spec", "?")
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise ModelMismatchError(
+            f"{source}: lacks {len(missing)} of the {len(names)} feature column(s) bundle {bundle.bundle_id} "
+            f"was trained on (spec {spec}): {', '.join(missing)}; found {', '.join(map(str, table.columns))}; "
+            f"extract the plots with 'sinks extract' and the bundle's feature spec {spec}"
+        )
+    fingerprint = table.attrs.get("spec_fingerprint")
+    if fingerprint and fingerprint != bundle.spec_fingerprint:
+        raise ModelMismatchError(
+            f"{source}: was extracted with spec {table.attrs.get('spec', '?')!r} (fingerprint {fingerprint[:12]}), "
+            f"which defines the features differently from spec {spec!r} of bundle {bundle.bundle_id} "
+            f"(fingerprint {bundle.spec_fingerprint[:12]}); extract the plots again with the bundle's spec"
+        )
+    return names
+
+
+def _target(bundle, table: pd.DataFrame, source: str) -> tuple[np.ndarray, str]:
+    target = bundle.metadata["target"]
+    column, derive, origin = target["column"], target.get("derive"), target.get("from")
+    if column in table.columns:
+        return _numeric(table, column, source), f"target column {column!r}"
+    if derive and origin and origin in table.columns:
+        from sinks.learn.targets import derive_target
+
+        _numeric(table, origin, source)
+        values = np.asarray(derive_target(table, derive, origin), dtype=np.float64)
+        return values, f"target {column!r} (derived from column {origin!r})"
+    alternative = f" (or {origin!r} to derive it from)" if derive and origin else ""
+    raise InputError(f"{source}: no target column {column!r}{alternative}, the observed values bundle "
+                     f"{bundle.bundle_id} predicts; found {', '.join(map(str, table.columns))}; use --rename "
+                     f"OLD={column} if it has another name")
+
+
+def _bin_edges(bundle, di: np.ndarray, bins: int) -> np.ndarray:
+    """Inner DI edges: the bundle's held-out check bins when it has them, else quantiles of ``di``."""
+    meta = bundle.metadata
+    method = meta.get("interval", {}).get("method")
+    check = (meta.get("interval_check") or {}).get(method) or {}
+    rows = check.get("by_di_bin") or []
+    edges = [r["di_from"] for r in rows if r.get("di_from") is not None]
+    if edges:
+        return np.asarray(edges, dtype=float)
+    if len(di) == 0 or bins <= 1:
+        return np.array([])
+    return np.unique(np.quantile(di, np.arange(1, bins) / bins))
+
+
+def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins: int = 4) -> Evaluation:
+    """Score ``bundle`` (a :class:`~sinks.bundle.Bundle` or its folder) on the plots of ``table``.
+
+    See the module docstring for the checks and the scores. ``source`` names the table in error
+    messages (default ``table.attrs["source"]``).
+    """
+    if isinstance(bundle, (str, os.PathLike)):
+        from sinks.bundle import load_bundle
+
+        bundle = load_bundle(bundle)
+    source = str(source or table.attrs.get("source") or "feature table")
+    names = _check_features(bundle, table, source)
+    if len(table) == 0:
+        raise InputError(f"{source}: has no rows")
+    y, what = _target(bundle, table, source)
+    if np.isinf(y).any():
+        raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(y)))} are infinite; "
+                         "fix them or leave them empty to drop those rows")
+    X = np.column_stack([_numeric(table, c, source) for c in names])
+    infinite = np.isinf(X).any(axis=1)
+    if infinite.any():
+        columns = [c for c, bad in zip(names, np.isinf(X).any(axis=0)) if bad]
+        raise InputError(f"{source}: row(s) {format_rows(np.flatnonzero(infinite))} have infinite values in "
+                         f"feature column(s) {', '.join(columns)}; check the feature spec's expressions")
+    meta_target = bundle.metadata["target"]
+    finite = np.isfinite(y)
+    from sinks.learn.recipe import POOLS
+    from sinks.learn.targets import check_target_values, target_quantity
+
+    if meta_target.get("pool"):
+        pools = np.full(len(table), meta_target["pool"], dtype=object)
+    elif "pool" in table.columns:
+        pools = table["pool"].where(table["pool"].isin(POOLS), None).to_numpy(dtype=object)
+    else:
+        pools = None
+    units = meta_target.get("units") or ""
+    check_target_values(y[finite], np.flatnonzero(finite), what=what, source=source, units=units,
+                        quantity=target_quantity(units, meta_target["column"]),
+                        pools=None if pools is None else pools[finite])
+    keep = finite & np.isfinite(X).all(axis=1)
+    if not keep.any():
+        counts = [f"{what.split(' (')[0]} {int((~finite).sum())}"] if (~finite).any() else []
+        counts += [f"{c} {int(n)}" for c, n in zip(names, np.isnan(X).sum(axis=0)) if n][:5]
+        raise InputError(f"{source}: none of its {len(table)} rows has the target and every feature "
+                         f"(missing values per column: {', '.join(counts)})")
+    ids = table["plot_id"].to_numpy() if "plot_id" in table.columns else np.arange(len(table))
+    result = bundle.predict(X[keep])
+    obs = y[keep]
+    pred, lo, hi = (np.asarray(result[k], dtype=float) for k in ("prediction", "lower", "upper"))
+    di = np.asarray(result["di"], dtype=float)
+    inside = np.asarray(result["aoa"]) > 0.5
+    rows = pd.DataFrame({"plot_id": ids[keep], "observed": obs, "prediction": pred, "lower": lo, "upper": hi,
+                         "di": di, "aoa": inside.astype(int), "covered": ((obs >= lo) & (obs <= hi)).astype(int)})
+    for c in ("x", "y"):
+        if c in table.columns:
+            rows.insert(1 + (c == "y"), c, pd.to_numeric(table[c], errors="coerce").to_numpy()[keep])
+    if "error" in result:
+        rows["expected_error"] = np.asarray(result["error"], dtype=float)
+
+    def part(mask):
+        return score_predictions(obs[mask], pred[mask], lo[mask], hi[mask])
+
+    edges = _bin_edges(bundle, di, di_bins)
+    which = np.searchsorted(edges, di, side="right")
+    by_bin = []
+    for b in range(len(edges) + 1):
+        p = part(which == b)
+        by_bin.append({"di_from": None if b == 0 else float(edges[b - 1]),
+                       "di_to": None if b == len(edges) else float(edges[b]),
+                       **{k: p[k] for k in ("n", "coverage", "mean_width", "rmse", "bias")}})
+    meta = bundle.metadata
+    chosen = meta.get("validation_setup", {}).get("scheme") or "spatial"
+    cv_scores = (meta.get("validation") or {}).get(chosen)
+    cv = None
+    if cv_scores:
+        cv = {"scheme": chosen, **{k: cv_scores.get(k) for k in ("r2", "rmse", "rel_rmse", "mae", "bias")}}
+        check = (meta.get("interval_check") or {}).get(meta.get("interval", {}).get("method"))
+        if check:
+            cv.update(coverage=check.get("coverage"), mean_width=check.get("mean_width"))
+    level = float(meta["interval"]["level"])
+    return Evaluation(
+        bundle_id=bundle.bundle_id, source=source, target=meta_target["column"], units=units, level=level,
+        n=int(keep.sum()), dropped=int((~keep).sum()), dropped_ids=[_json_safe(v) for v in ids[~keep].tolist()],
+        overall=part(np.ones(len(obs), dtype=bool)), share_inside_aoa=float(inside.mean()),
+        inside_aoa=part(inside), outside_aoa=part(~inside), by_di_bin=by_bin,
+        aoa_threshold=float(bundle.aoa.threshold), cv=cv, table_sha256=_table_hash(table), rows=rows,
+    )
+
+
+def _table_hash(table: pd.DataFrame) -> str:
+    try:
+        return sha256_frame(table)
+    except TypeError:  # a column pandas cannot hash (geometry objects): the report goes without it
+        return ""
+
+
+
+def write_report(evaluation: Evaluation, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+    """Write the evaluation as JSON, atomically (with versions; ``extra`` adds keys, e.g. paths)."""
+    from sinks.bundle import versions
+
+    body = {"kind": "sinks external validation", **evaluation.as_dict(), **(extra or {}), "versions": versions()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
