@@ -295,7 +295,7 @@ def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
         if not (name.startswith(prefix) and _STAGING in name):
             continue
         pid_text = name[len(prefix):].split(".", 1)[0]
-        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+        if not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -305,7 +305,8 @@ def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this process counts as running)."""
     if pid == os.getpid():
         return True
     try:

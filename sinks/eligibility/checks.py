@@ -126,15 +126,18 @@ def required_years(rule, start: dt.date) -> tuple[list[int], str]:
     return list(range(start.year - n_years, start.year)), f"within {n_years} years before the {start.isoformat()} start"
 
 
-def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
-    """Non-forest (no pixel of the layer's ``forest`` class beyond the tolerance) in every required
-    year before the start year (see :func:`required_years`)."""
+def _forest_by_year(rule, parcel: ParcelContext, fails, bound_key: str):
+    """The per-year forest evidence shared by the forest-history checks.
+
+    ``fails(forest_fraction)`` says whether a year breaks the rule. Returns ``(result, None)`` when
+    the parcel cannot be judged at all, else ``(None, (years, window, evidence, failed, missing,
+    unknown))``.
+    """
     if parcel.start_date is None:
-        return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)")
-    tolerance = float(rule.params["max_forest_fraction"])
+        return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)"), None
     pixels = parcel.pixels(rule.layer)
     if pixels is None:
-        return _outside(rule.layer)
+        return _outside(rule.layer), None
     years, window = required_years(rule, parcel.start_date)
     available = {name: i for i, name in enumerate(pixels.bands) if name.isdigit()}
     missing = [y for y in years if str(y) not in available]
@@ -146,59 +149,45 @@ def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
         forest = pixels.fraction(row, "forest")
         per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 6),
                                **pixels.area_evidence(row, "forest")}
-        if forest is not None and forest > tolerance + TOLERANCE:
+        if forest is not None and fails(forest):
             failed.append(year)
-        elif pixels.has_nodata(row):
+        elif forest is None or pixels.has_nodata(row):
             unknown.append(year)
     evidence = {"required_years": [years[0], years[-1]] if years else [], "pixels": pixels.n,
-                "parcel_area_ha": round(parcel.area_ha, 6), "max_forest_fraction": tolerance,
+                "parcel_area_ha": round(parcel.area_ha, 6), bound_key: float(rule.params[bound_key]),
                 "years": per_year, "missing_years": missing}
+    return None, (years, window, evidence, failed, missing, unknown)
+
+
+def _history_result(found, fail_reason: str, pass_reason: str) -> RuleResult:
+    years, window, evidence, failed, missing, unknown = found
     if failed:
-        return RuleResult("fail", f"forest on the parcel in {_years(failed)} ({window})", evidence)
+        return RuleResult("fail", f"{fail_reason} in {_years(failed)} ({window})", evidence)
     if missing:
         return RuleResult("unknown", f"the forest history lacks {_years(missing)}", evidence)
     if unknown:
         return RuleResult("unknown", f"nodata on the parcel in {_years(unknown)}", evidence)
-    return RuleResult("pass", f"non-forest in every year {years[0]}-{years[-1]}" if years else "no year required", evidence)
+    return RuleResult("pass", f"{pass_reason} in every year {years[0]}-{years[-1]}" if years else "no year required",
+                      evidence)
+
+
+def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
+    """Non-forest (no pixel of the layer's ``forest`` class beyond the tolerance) in every required
+    year before the start year (see :func:`required_years`)."""
+    tolerance = float(rule.params["max_forest_fraction"])
+    result, found = _forest_by_year(rule, parcel, lambda forest: forest > tolerance + TOLERANCE,
+                                    "max_forest_fraction")
+    return result or _history_result(found, "forest on the parcel", "non-forest")
 
 
 def forest_history_min(rule, parcel: ParcelContext) -> RuleResult:
     """Forest (the layer's ``forest`` class on at least ``min_forest_fraction`` of the area with
     data) in every required year before the start year (see :func:`required_years`): the
     condition of forest-management methodologies, whose land must already be forest."""
-    if parcel.start_date is None:
-        return RuleResult("unknown", "no project start date for this parcel (give start_date or --start-date)")
     minimum = float(rule.params["min_forest_fraction"])
-    pixels = parcel.pixels(rule.layer)
-    if pixels is None:
-        return _outside(rule.layer)
-    years, window = required_years(rule, parcel.start_date)
-    available = {name: i for i, name in enumerate(pixels.bands) if name.isdigit()}
-    missing = [y for y in years if str(y) not in available]
-    per_year, failed, unknown = {}, [], []
-    for year in years:
-        if str(year) not in available:
-            continue
-        row = pixels.values[available[str(year)]]
-        forest = pixels.fraction(row, "forest")
-        per_year[str(year)] = {"forest_fraction": None if forest is None else round(forest, 6),
-                               **pixels.area_evidence(row, "forest")}
-        if forest is not None and forest < minimum - TOLERANCE:
-            failed.append(year)
-        elif forest is None or pixels.has_nodata(row):
-            unknown.append(year)
-    evidence = {"required_years": [years[0], years[-1]] if years else [], "pixels": pixels.n,
-                "parcel_area_ha": round(parcel.area_ha, 6), "min_forest_fraction": minimum,
-                "years": per_year, "missing_years": missing}
-    if failed:
-        return RuleResult("fail", f"less than {minimum:.0%} forest on the parcel in {_years(failed)} ({window})",
-                          evidence)
-    if missing:
-        return RuleResult("unknown", f"the forest history lacks {_years(missing)}", evidence)
-    if unknown:
-        return RuleResult("unknown", f"nodata on the parcel in {_years(unknown)}", evidence)
-    return RuleResult("pass", f"forest in every year {years[0]}-{years[-1]}" if years else "no year required",
-                      evidence)
+    result, found = _forest_by_year(rule, parcel, lambda forest: forest < minimum - TOLERANCE,
+                                    "min_forest_fraction")
+    return result or _history_result(found, f"less than {minimum:.0%} forest on the parcel", "forest")
 
 
 def raster_fraction_max(rule, parcel: ParcelContext) -> RuleResult:

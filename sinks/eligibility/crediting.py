@@ -144,25 +144,11 @@ VALUE_TYPES = {
 }
 
 
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_term_overrides(items) -> dict[str, dict]:
     """``["TERM.KEY=VALUE", ...]`` (the ``--term`` option) -> ``{term: {key: value}}``."""
-    out: dict[str, dict] = {}
-    for item in items or ():
-        key, sep, value = str(item).partition("=")
-        term, dot, name = key.partition(".")
-        if not sep or not dot or not term.strip() or not name.strip() or not value.strip():
-            raise SpecError(f"--term expects TERM.KEY=VALUE (e.g. buffer.fraction=0.15), got {item!r}")
-        out.setdefault(term.strip(), {})[name.strip()] = _parse_value(value.strip())
-    return out
+    from sinks.eligibility.rules import parse_dotted  # rules reads the [crediting] terms with this module
+
+    return parse_dotted(items, "--term", "TERM.KEY=VALUE (e.g. buffer.fraction=0.15)")
 
 
 def _check_term(name: str, raw: dict, where: str) -> Term:

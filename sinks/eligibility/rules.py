@@ -201,16 +201,22 @@ def _parse_value(text: str):
     return text
 
 
-def parse_overrides(items) -> dict[str, dict]:
-    """``["RULE.PARAM=VALUE", ...]`` -> ``{rule: {param: value}}`` (numbers parsed)."""
+def parse_dotted(items, option: str, form: str) -> dict[str, dict]:
+    """``["NAME.KEY=VALUE", ...]`` of a command-line ``option`` -> ``{name: {key: value}}``
+    (numbers parsed); ``form`` shows the expected form in the error message."""
     out: dict[str, dict] = {}
     for item in items or ():
-        key, sep, value = item.partition("=")
-        rule, dot, param = key.partition(".")
-        if not sep or not dot or not rule.strip() or not param.strip() or not value.strip():
-            raise SpecError(f"--param expects RULE.PARAM=VALUE (e.g. not_wetland.max_fraction=0.1), got {item!r}")
-        out.setdefault(rule.strip(), {})[param.strip()] = _parse_value(value.strip())
+        key, sep, value = str(item).partition("=")
+        name, dot, sub = key.partition(".")
+        if not sep or not dot or not name.strip() or not sub.strip() or not value.strip():
+            raise SpecError(f"{option} expects {form}, got {item!r}")
+        out.setdefault(name.strip(), {})[sub.strip()] = _parse_value(value.strip())
     return out
+
+
+def parse_overrides(items) -> dict[str, dict]:
+    """``["RULE.PARAM=VALUE", ...]`` (the ``--param`` option) -> ``{rule: {param: value}}``."""
+    return parse_dotted(items, "--param", "RULE.PARAM=VALUE (e.g. not_wetland.max_fraction=0.1)")
 
 
 def _text(section, key, where, default=""):

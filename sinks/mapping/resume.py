@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from sinks.errors import OutputError
+from sinks.io import process_alive
 
 RESUME_TAG = ".resume-"
 #: Creation options of a checkpoint tile: fast to write and read, about 60 % of the raw size.
@@ -46,18 +47,6 @@ def file_stamp(path: str | os.PathLike) -> list:
     """What identifies an input file's version cheaply: its absolute path, size and mtime."""
     st = os.stat(path)
     return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class TileStore:
@@ -86,7 +75,7 @@ class TileStore:
             pid = int((folder / "lock").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid != os.getpid() and _alive(pid) else None
+        return pid if pid != os.getpid() and process_alive(pid) else None
 
     def open(self, manifest: dict) -> dict[int, tuple[int, int]]:
         """Take the folder for this run (creating it); returns the finished tiles,
