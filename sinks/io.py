@@ -8,6 +8,7 @@ folder and renamed only when complete, so a failure never leaves a half-written 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
@@ -283,8 +284,6 @@ def _staging_prefix(path: Path) -> str:
 
 def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
     """Remove staging files that a killed run (its process gone) left for the output ``path``."""
-    import shutil
-
     path = Path(path)
     removed = []
     prefix = _staging_prefix(path)
@@ -297,10 +296,7 @@ def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
         pid_text = name[len(prefix):].split(".", 1)[0]
         if not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        _remove(entry)
         removed.append(entry)
     return removed
 
@@ -353,22 +349,64 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None,
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
+    old = tmp.with_name(tmp.name + ".old")  # an existing folder, moved aside while the new one moves in
+
+    def undo() -> None:
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        for entry in path.parent.glob(f"{glob.escape(tmp.name)}*"):  # tmp, tmp.old, tmp.staging.tif, ...
+            _remove(entry)
+
     try:
-        yield tmp
-        _replaceable(path, folder_kind)
-        if path.is_dir() and not path.is_symlink():
-            old = tmp.with_name(tmp.name + ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with on_abandon(undo):
+            yield tmp
+            _replaceable(path, folder_kind)
+            if path.is_dir() and not path.is_symlink():
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        undo()
         raise
+
+
+#: Undo actions of the outputs this process is writing, newest last (see :func:`abandon_outputs`).
+_UNDO: list = []
+
+
+@contextlib.contextmanager
+def on_abandon(undo) -> Iterator[None]:
+    """Register ``undo()`` (remove staging, put back what was moved aside) while the block runs."""
+    _UNDO.append(undo)
+    try:
+        yield
+    finally:
+        _UNDO.remove(undo)
+
+
+def abandon_outputs() -> None:
+    """Undo every output being written, newest first: for a process that must stop at once.
+
+    The ``sinks`` command calls it on SIGTERM and SIGHUP and then exits without unwinding, because
+    an exception raised from a signal handler can surface inside a library's C++ callback (XGBoost
+    turns it into its own error, or aborts). Previous outputs are untouched or put back.
+    """
+    for undo in reversed(list(_UNDO)):
+        try:
+            undo()
+        except OSError:
+            pass
+
+
+def _remove(entry: Path) -> None:
+    import shutil
+
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 def _write_table_file(frame: pd.DataFrame, tmp: Path, path: Path) -> None:

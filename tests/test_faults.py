@@ -179,19 +179,31 @@ def test_staging_of_a_killed_process_is_removed_by_the_next_write(tmp_path):
     assert _staging(tmp_path, out.name) == []
 
 
-def test_sigterm_unwinds_like_sigint(tmp_path):
-    """In-process: the handler the CLI installs turns SIGTERM into an exception that cleans up."""
-    from sinks.cli import Terminated, _catch_signals
+_HOLD_UNDER_CLI_SIGNALS = """
+import sys, time
+from sinks.cli import _catch_signals
+from sinks.io import atomic_path
+_catch_signals()
+with atomic_path(sys.argv[1], suffix="", folder_kind="bundle") as tmp:
+    tmp.mkdir()
+    (tmp / "metadata.json").write_text("half")
+    print(tmp, flush=True)
+    time.sleep(60)
+"""
 
-    out = tmp_path / "x.csv"
-    previous = _catch_signals()
-    try:
-        with pytest.raises(Terminated):
-            with atomic_path(out) as tmp:
-                tmp.write_text("half")
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    assert not out.exists() and _staging(tmp_path, out.name) == []
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_undo_what_was_being_written(tmp_path, signum):
+    """The handler the CLI installs undoes the staging and exits 128 + N, without unwinding
+    (an exception from a signal handler can surface inside a library's C++ callback)."""
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "metadata.json").write_text("previous bundle")
+    previous = tree_hash(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_UNDER_CLI_SIGNALS, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert Path(proc.stdout.readline().strip()).is_dir()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum and "nothing half-written was kept" in err
+    assert tree_hash(tmp_path) == previous

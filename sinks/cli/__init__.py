@@ -9,8 +9,9 @@ from each other and from the inputs.
 
 Every expected failure (:class:`sinks.errors.SinksError`, the operating system's errors on paths,
 a usage mistake) becomes one line on stderr and a non-zero exit; ``--debug`` or ``SINKS_DEBUG=1``
-shows the traceback instead. SIGTERM and SIGHUP stop the command as SIGINT does: staging files are
-removed and nothing half-written is kept.
+shows the traceback instead. SIGTERM and SIGHUP stop the command at once: the outputs being written
+are undone (staging removed, a folder moved aside put back) and the process exits with 128 + N;
+SIGINT unwinds as KeyboardInterrupt. Either way nothing half-written is kept.
 """
 
 from __future__ import annotations
@@ -31,14 +32,6 @@ COMMANDS = ("demo", "stocks", "extract", "stack", "train", "evaluate", "map", "c
 
 class UsageError(SinksError):
     """A command line argparse cannot parse (unknown option, bad value)."""
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP received: unwinds like KeyboardInterrupt so staging files are removed."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminate(signum, frame):
-    raise Terminated(signum)
+    """SIGTERM / SIGHUP: undo the outputs being written and exit now (see sinks.io.abandon_outputs)."""
+    from sinks.io import abandon_outputs
+
+    abandon_outputs()
+    print(f"sinks: stopped by {signal.Signals(signum).name}; nothing half-written was kept", file=sys.stderr,
+          flush=True)
+    os._exit(128 + signum)
 
 
 def _catch_signals() -> dict:
@@ -113,10 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
-    except Terminated as exc:
-        print(f"{command}: stopped by {signal.Signals(exc.signum).name}; nothing half-written was kept",
-              file=sys.stderr)
-        return 128 + exc.signum
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if debug:
             raise

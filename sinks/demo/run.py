@@ -30,7 +30,7 @@ from sinks.demo.world import make_world
 from sinks.eligibility.engine import assess
 from sinks.eligibility.report import write_report
 from sinks.eligibility.rules import load_ruleset
-from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, read_table, write_table
+from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, on_abandon, read_table, write_table
 from sinks.learn.recipe import load_recipe
 from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
@@ -92,17 +92,21 @@ def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int 
     aside = out.with_name(f".{out.name}.{os.getpid()}.partial.old")
     if out.is_dir() and any(out.iterdir()):
         os.replace(out, aside)
-    try:
-        out.mkdir(exist_ok=True)
-        marker = out / FOLDER_MARKERS["workspace"]
-        marker.write_text(json.dumps({"sinks": "demo workspace", "complete": False}), encoding="utf-8")
-        result = _run_steps(out, seed=seed, size=size, n_jobs=n_jobs, progress=progress)
-        marker.write_text(json.dumps({"sinks": "demo workspace", "complete": True, "seed": seed, "size": size}),
-                          encoding="utf-8")
-    except BaseException:
+    def undo() -> None:
         shutil.rmtree(out, ignore_errors=True)
         if aside.exists():
             os.replace(aside, out)
+
+    try:
+        with on_abandon(undo):
+            out.mkdir(exist_ok=True)
+            marker = out / FOLDER_MARKERS["workspace"]
+            marker.write_text(json.dumps({"sinks": "demo workspace", "complete": False}), encoding="utf-8")
+            result = _run_steps(out, seed=seed, size=size, n_jobs=n_jobs, progress=progress)
+            marker.write_text(json.dumps({"sinks": "demo workspace", "complete": True, "seed": seed,
+                                          "size": size}), encoding="utf-8")
+    except BaseException:
+        undo()
         raise
     shutil.rmtree(aside, ignore_errors=True)
     return result
