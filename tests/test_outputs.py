@@ -122,3 +122,36 @@ def test_wrong_delimiter_lists_the_columns_found(tmp_path, sep, label):
     with pytest.raises(InputError, match=f"{label}-separated") as info:
         read_table(path, required=("dbh_cm",))
     assert "plot_id" in str(info.value)
+
+
+def test_failed_demo_keeps_the_users_empty_folder(tmp_path, monkeypatch):
+    import sinks.demo.run as demo_run
+
+    out = tmp_path / "ws"
+    out.mkdir()
+
+    def broken(folder, **kwargs):
+        (folder / "data").mkdir()
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(demo_run, "_run_steps", broken)
+    with pytest.raises(RuntimeError):
+        demo_run.run_demo(out, size=150, progress=False)
+    assert out.is_dir() and list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ws"]
+
+
+def test_a_figure_that_fails_to_save_leaves_an_existing_file(tmp_path):
+    from sinks.learn.card_figures import save_png
+
+    class Broken:
+        def savefig(self, path, **kwargs):
+            open(path, "wb").write(b"half")
+            raise RuntimeError("simulated failure")
+
+    target = tmp_path / "obs_vs_pred.png"
+    target.write_bytes(b"the user's figure")
+    with pytest.raises(RuntimeError):
+        save_png(Broken(), target)
+    assert target.read_bytes() == b"the user's figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["obs_vs_pred.png"]

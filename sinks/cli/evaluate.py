@@ -73,10 +73,7 @@ def run(args) -> None:
         write_report(result, args.out, extra={"bundle": str(args.bundle), "table": str(args.table)})
         echo(f"report -> {args.out}")
     if args.plot:
-        from sinks.io import atomic_path
         from sinks.learn.card_figures import draw_evaluation, save_png
 
-        fig = draw_evaluation(result, bundle.metadata)
-        with atomic_path(args.plot) as tmp:
-            save_png(fig, tmp)
+        save_png(draw_evaluation(result, bundle.metadata), args.plot)  # atomic
         echo(f"figure -> {args.plot}")

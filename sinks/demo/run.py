@@ -90,10 +90,19 @@ def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int 
     check_outputs({out: "workspace"}, overwrite=overwrite)
     clean_stale_staging(out)
     aside = out.with_name(f".{out.name}.{os.getpid()}.partial.old")
-    if out.is_dir() and any(out.iterdir()):
+    users_empty_folder = out.is_dir() and not any(out.iterdir())  # kept on failure, emptied again
+    if out.is_dir() and not users_empty_folder:
         os.replace(out, aside)
+
     def undo() -> None:
-        shutil.rmtree(out, ignore_errors=True)
+        if not users_empty_folder:
+            shutil.rmtree(out, ignore_errors=True)
+        elif out.is_dir():
+            for entry in out.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         if aside.exists():
             os.replace(aside, out)
 

@@ -68,8 +68,12 @@ def new_figure(width: float, height: float, **kwargs):
 
 
 def save_png(fig, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG at :data:`DPI`, without metadata that changes from run to run."""
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    """Save ``fig`` as PNG at :data:`DPI`, without metadata that changes from run to run, atomically
+    (a figure that fails leaves no half file and never replaces an existing one)."""
+    from sinks.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     return Path(path)
 
 
@@ -386,7 +390,6 @@ def write_card_figures(folder: str | os.PathLike, metadata: dict, oof: pd.DataFr
             fig = make()
             save_png(fig, folder / name)
         except Exception as exc:  # noqa: BLE001 - a figure must never stop a bundle from being written
-            (folder / name).unlink(missing_ok=True)
             result.notes.append(f"{name} not drawn: {exc}")
             continue
         result.files.append(name)
