@@ -10,6 +10,8 @@ A bundle is a folder::
     aoa.npz           area-of-applicability reference (standardised, weighted training predictors)
     calibration.npz   |out-of-fold residual| of each training plot (the intervals' difficulty)
     oof.csv           out-of-fold predictions and folds of every CV scheme, per training plot
+    tuning.csv        with [tuning] / [selection]: every candidate evaluated, per outer fold and for
+                      the final choice, with its inner score (pooled and per inner fold)
     MODEL_CARD.md     the same, for people
 
 :func:`load_bundle` checks every file against its recorded sha256 before using it.
@@ -19,16 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sinks.errors import ModelMismatchError
+from sinks.errors import InputError, ModelMismatchError
 from sinks.io import atomic_path, sha256_file
 from sinks.learn.aoa import AOAReference, ErrorProfile
 from sinks.learn.estimators import load_model, save_model
@@ -68,6 +71,8 @@ class Bundle:
     #: |out-of-fold residual| per training plot, aligned with ``aoa.train`` (adaptive intervals)
     abs_residual: np.ndarray | None = None
     error_profile: ErrorProfile | None = None
+    #: (s, DI) of each calibration plot, so that the interval can be recalibrated at another level
+    calibration_difficulty: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -76,6 +81,20 @@ class Bundle:
     @property
     def feature_names(self) -> list[str]:
         return list(self.metadata["features"]["names"])
+
+    @property
+    def model_features(self) -> list[str]:
+        """The model's input features in order: the selected ones (``[selection]``), else all of
+        :attr:`feature_names`. Use these for the model itself (e.g. Earth Engine tree strings)."""
+        return list(self.metadata["features"].get("selected") or self.feature_names)
+
+    def model_input(self, X: np.ndarray) -> np.ndarray:
+        """The model's columns of ``X`` (columns in :attr:`feature_names` order, as maps compute them)."""
+        names, used = self.feature_names, self.model_features
+        if used == names:
+            return X
+        index = {n: i for i, n in enumerate(names)}
+        return X[:, [index[n] for n in used]]
 
     @property
     def spec_fingerprint(self) -> str:
@@ -88,6 +107,39 @@ class Bundle:
     @property
     def units(self) -> str:
         return self.metadata["target"]["units"]
+
+    def at_level(self, level: float) -> "Bundle":
+        """This bundle with its interval recalibrated at ``level`` (a fraction, e.g. 0.8).
+
+        The same method, calibration plots and difficulty model, only the conformal quantile(s)
+        change (σ's coefficients do not depend on the level). The held-out check in the metadata
+        (``interval_check_by_level``) says how each level covered. Bundles written before the
+        calibration plots' difficulty was stored cannot be recalibrated: retrain them.
+        """
+        from sinks.learn.intervals import calibrate_adaptive, conformal_quantile
+
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise InputError(f"interval level must be a fraction between 0 and 1 (e.g. 0.9), got {level!r}")
+        if math.isclose(level, self.interval.level):
+            return self
+        iv = self.interval
+        if isinstance(iv, AdaptiveInterval):
+            if self.calibration_difficulty is None or self.abs_residual is None:
+                raise ModelMismatchError(f"bundle {self.path}: its calibration cannot be redone at level "
+                                         f"{level:g} (made before sinks stored the calibration plots' "
+                                         f"difficulty); map at its own level {iv.level:g}, or retrain it")
+            s, di = self.calibration_difficulty
+            new = calibrate_adaptive(self.abs_residual, s, di, level=level, method=iv.method,
+                                     bins=max(1, len(iv.quantiles)), neighbours=iv.neighbours,
+                                     residuals_from=iv.residuals_from, lower_bound=iv.lower_bound)
+        else:
+            if self.abs_residual is None:
+                raise ModelMismatchError(f"bundle {self.path}: no calibration residuals to recalibrate at "
+                                         f"level {level:g}; retrain it")
+            q = conformal_quantile(self.abs_residual, level)
+            new = replace(iv, level=float(level),
+                          half_width=q if math.isfinite(q) else float(np.max(self.abs_residual)))
+        return replace(self, interval=new)
 
     def query_workers(self) -> int:
         """Threads of the DI / neighbour queries: the model's own thread count (its ``n_jobs``, 0 or
@@ -118,6 +170,7 @@ class Bundle:
                 f"bundle {self.bundle_id} expects {len(self.feature_names)} features "
                 f"({', '.join(self.feature_names)}), got an array with {X.shape[-1]} columns"
             )
+        X = self.model_input(X)  # the selected features, when [selection] chose some
         prediction = self.model.predict(X).astype(np.float32)
         workers = self.query_workers()
         if isinstance(self.interval, AdaptiveInterval) and self.abs_residual is not None:
@@ -143,11 +196,15 @@ def _digest(files: dict[str, str], metadata: dict) -> str:
 
 def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, aoa: AOAReference,
                 oof: pd.DataFrame, calibration: dict[str, np.ndarray] | None = None,
-                prediction_xy: np.ndarray | None = None) -> Path:
+                prediction_xy: np.ndarray | None = None, tables: dict[str, pd.DataFrame] | None = None) -> Path:
     """Write a bundle folder atomically; returns its path. ``metadata`` gets ids, hashes, versions.
 
-    ``calibration`` (arrays, e.g. ``abs_residual``) is written to ``calibration.npz``.
+    ``calibration`` (arrays, e.g. ``abs_residual``) is written to ``calibration.npz``; ``tables``
+    (``{"tuning.csv": frame}``) as CSV files, checksummed like every other file.
     """
+    for name in tables or {}:
+        if not name.endswith(".csv") or "/" in name or name in ("oof.csv",):
+            raise ValueError(f"bundle table name {name!r} must be a plain NAME.csv other than oof.csv")
     folder = Path(folder)
     with atomic_path(folder, suffix="", folder_kind="bundle") as tmp:
         tmp.mkdir()
@@ -156,6 +213,8 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
         if calibration:
             np.savez_compressed(tmp / "calibration.npz", **calibration)
         oof.to_csv(tmp / "oof.csv", index=False)
+        for name, frame in (tables or {}).items():
+            frame.to_csv(tmp / name, index=False)
         from sinks.learn.card_figures import write_card_figures
 
         figures = write_card_figures(tmp, metadata, oof, prediction_xy=prediction_xy)
@@ -200,13 +259,15 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
         interval = AdaptiveInterval(**meta["interval"])
     else:
         interval = ConformalInterval(**meta["interval"])
-    abs_residual = None
+    abs_residual, difficulty = None, None
     if (folder / "calibration.npz").exists():
         with np.load(folder / "calibration.npz", allow_pickle=False) as data:
             abs_residual = np.asarray(data["abs_residual"], dtype=np.float64)
+            if "s" in data and "di" in data:
+                difficulty = (np.asarray(data["s"], dtype=np.float64), np.asarray(data["di"], dtype=np.float64))
     profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
     return Bundle(folder, meta, load_model(meta["estimator"]["kind"], folder), interval,
-                  AOAReference.load(folder / "aoa.npz"), abs_residual, profile)
+                  AOAReference.load(folder / "aoa.npz"), abs_residual, profile, difficulty)
 
 
 def _f(value, fmt: str = ".3g") -> str:
@@ -215,6 +276,48 @@ def _f(value, fmt: str = ".3g") -> str:
 
 def _pct(value) -> str:
     return "–" if value is None else f"{value:.1%}"
+
+
+def _selected_line(meta: dict) -> list[str]:
+    features = meta["features"]
+    selected = features.get("selected")
+    if not selected or list(selected) == list(features["names"]):
+        return []
+    return [f"- the model uses {len(selected)} of them, chosen by forward selection: {', '.join(selected)} "
+            "(maps still compute all the spec's features)"]
+
+
+def _tuning_section(meta: dict) -> list[str]:
+    """The model card's "Tuning and feature selection" section (empty without [tuning]/[selection])."""
+    tu = meta.get("tuning")
+    if not tu:
+        return []
+    final = tu["final"]
+    lines = ["", "## Tuning and feature selection", "",
+             f"Nested inside the {tu['scheme']} folds: for each outer fold the choice was made by "
+             f"{tu['inner']}, then that model predicted the fold. The {tu['scheme']} row above is these "
+             "nested predictions (honest about the tuning), and they calibrate the intervals; the other "
+             "schemes were run with the final choice, so they are not nested and optimistic by the tuning. "
+             f"Order: {tu['order']}. {tu['fits']} fits in all; every candidate is in `{tu['table']}`."]
+    if tu.get("tuning"):
+        t = tu["tuning"]
+        lines.append(f"Search: {t['search']} over {', '.join(t['params'])} ({tu.get('candidates', '?')} of "
+                     f"{t['grid_size']} combinations, budget {t['budget']}), metric {t['metric']}.")
+    if tu.get("selection"):
+        sel = tu["selection"]
+        lines.append(f"Selection: {sel['method']}, min_features {sel['min_features']}"
+                     + (f", max_features {sel['max_features']}" if sel.get("max_features") else "")
+                     + f", metric {sel['metric']}.")
+    lines += ["", "| fold | features | params | inner score | outer score |", "|---|---|---|---|---|"]
+    for o in tu["outer"]:
+        lines.append(f"| {o['fold']} | {', '.join(o['features'])} | {json.dumps(o['params'])} | "
+                     f"{_f(o['inner_score'])} | {_f(o['outer_score'])} |")
+    lines.append(f"| final (all folds) | {', '.join(final['features'])} | {json.dumps(final['params'])} | "
+                 f"{_f(final['inner_score'])} | – |")
+    lines += ["", f"{final['metric']} of the final choice's own (non-nested) CV: {_f(final['inner_score'])}; "
+              f"of the nested predictions: {_f(tu.get('nested_score'))}. The gap is the optimism of "
+              "reporting the tuned CV score."]
+    return lines
 
 
 def model_card(meta: dict) -> str:
@@ -232,6 +335,7 @@ def model_card(meta: dict) -> str:
         f"(fingerprint `{meta['features']['spec_fingerprint'][:12]}`): {', '.join(meta['features']['names'])}",
         f"- trained on {meta['training']['n']} plots (table sha256 `{meta['training']['sha256'][:12]}`); "
         f"{meta['training']['dropped']} dropped for missing values",
+        *_selected_line(meta),
         "",
         "## Validation (out-of-fold, pooled over folds)",
         "",
@@ -245,6 +349,8 @@ def model_card(meta: dict) -> str:
         if name == "spatial" and "scheme" in s and s["scheme"] != "spatial" and s["scheme"] in cv:
             continue  # the alias of the chosen scheme
         mark = " (chosen)" if name == setup.get("scheme") else ""
+        if s.get("tuning"):
+            mark += " (nested tuning)" if s["tuning"] == "nested" else " (not nested: optimistic)"
         lines.append(f"| {name}{mark} | {s['folds']} | {_f(s['r2'], '.3f')} | {_f(s['rmse'])} | "
                      f"{_f(s.get('rel_rmse'), '.1%')} | {_f(s['mae'])} | {_f(s['bias'])} | {_f(s.get('W'))} |")
     lines.append("")
@@ -263,6 +369,7 @@ def model_card(meta: dict) -> str:
         lines.append(f"Prediction area: {pa['area']}, {pa['points']} sample points, median distance to the "
                      f"nearest plot {_f(pa.get('median_distance_to_plots'), '.4g')} CRS units.")
     lines.append("Quote the chosen scheme's row for a map.")
+    lines += _tuning_section(meta)
     for name, rows in meta.get("validation_folds", {}).items():
         lines += ["", f"### Per fold: {name}", "", "| fold | n | R² | RMSE | rel. RMSE | MAE | bias |",
                   "|---|---|---|---|---|---|---|"]

@@ -197,6 +197,30 @@ def test_coverage_near_nominal_on_plots_drawn_like_training(bundle_folder):
     assert e.overall["r2"] > 0.8  # the signal is strong; the model learnt it
 
 
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_a_bundle_recalibrated_at_another_level_covers_at_that_level(bundle_folder, level):
+    bundle = load_bundle(bundle_folder).at_level(level)
+    assert bundle.interval.level == level
+    e = evaluate(bundle, world_plots(1000, 100))
+    assert e.level == level
+    assert abs(e.inside_aoa["coverage"] - level) < 0.04, e.inside_aoa
+    # the held-out check at that level is in the metadata, and the widths are ordered by level
+    check = bundle.metadata["interval_check_by_level"][f"{level:g}"]
+    assert abs(check["coverage"] - level) < 0.05
+    widths = {k: v["mean_width"] for k, v in bundle.metadata["interval_check_by_level"].items()}
+    assert widths["0.8"] < widths["0.9"] < widths["0.95"]
+
+
+def test_level_option_and_bad_levels(work, capsys):
+    folder, bundle, table = work
+    assert main(["evaluate", str(bundle), str(table), "--level", "0.8"]) == 0
+    assert "80% intervals" in capsys.readouterr().out
+    for bad, words in (("90", ["percentage", "0.9"]), ("1.5", ["between 0 and 1"]), ("x", ["not a number"])):
+        assert_refused(_argv(bundle, table, "--level", bad), capsys, keywords=words, watch=folder)
+    with pytest.raises(InputError, match="between 0 and 1"):
+        load_bundle(bundle).at_level(1.0)
+
+
 def test_rows_with_missing_values_are_dropped_and_counted(bundle_folder):
     table = world_plots(50, 12)
     table.loc[[3, 8], FEATURES[4]] = np.nan

@@ -68,3 +68,23 @@ def test_unknown_executor_and_dask_without_scheduler():
         ex.make_executor("spark")
     with pytest.raises(InputError, match="--scheduler"):
         ex.make_executor("dask")
+
+
+def test_a_map_at_another_level_is_the_same_on_processes_and_narrower_at_80(demo, reference, tmp_path):
+    import rasterio
+
+    serial = predict_map(demo["bundle"], demo["spec"], tmp_path / "s.tif", block=32, progress=False, level=0.8)
+    procs = predict_map(demo["bundle"], demo["spec"], tmp_path / "p.tif", block=32, n_jobs=2,
+                        executor="processes", progress=False, level=0.8)
+    assert serial.read_bytes() == procs.read_bytes()  # workers recalibrate the bundle they load
+    ref = tmp_path / "ref.tif"
+    ref.write_bytes(reference)
+    with rasterio.open(serial) as a, rasterio.open(ref) as b:
+        assert a.tags()["sinks_interval_level"] == "0.8" and b.tags()["sinks_interval_level"] == "0.9"
+        names = list(a.descriptions)
+        carbon, lower, upper = (names.index(n) + 1 for n in ("carbon", "lower", "upper"))
+        assert (a.read(carbon) == b.read(carbon)).all()
+        valid = a.read_masks(carbon) > 0
+        width_80 = (a.read(upper) - a.read(lower))[valid]
+        width_90 = (b.read(upper) - b.read(lower))[valid]
+        assert (width_80 <= width_90 + 1e-4).all() and width_80.mean() < width_90.mean()

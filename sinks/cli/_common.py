@@ -131,6 +131,29 @@ nonnegative_float = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a numb
 unit_fraction = _typed(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
 
 
+def interval_level(text: str) -> float:
+    """An interval level: a fraction strictly between 0 and 1 (``90`` is caught as a percentage)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.9") from None
+    if 50 <= value < 100:
+        raise argparse.ArgumentTypeError(f"{text} looks like a percentage; the level is a fraction: {value / 100:g}")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive); give e.g. 0.8, 0.9 or 0.95")
+    return value
+
+
+interval_level.__name__ = "level"
+
+
+def add_level(parser) -> None:
+    """``--level``: the prediction interval's level, recalibrated from the bundle's calibration plots."""
+    parser.add_argument("--level", type=interval_level, metavar="FRACTION",
+                        help="prediction-interval level, e.g. 0.8 or 0.95 (default: the bundle's own, "
+                        "usually 0.9); recalibrated on the bundle's calibration plots")
+
+
 def crs_string(text: str) -> str:
     """A CRS as the user wrote it, checked by pyproj (``EPSG:32648``, a WKT, a PROJ string)."""
     from pyproj import CRS

@@ -35,6 +35,11 @@ def run(args) -> None:
          f"(random-CV R2 {result.checks['validation']['random']['r2']:.2f})")
     echo(f"  map    vs hidden truth: R2 {check['r2']:.2f}, RMSE {check['rmse_mg_ha']:.1f} Mg C/ha, "
          f"interval coverage {check['interval_coverage']:.0%}, {check['aoa_fraction']:.0%} of pixels in the AOA")
+    test = result.checks.get("intervals_vs_test_plots")
+    if test:
+        parts = ", ".join(f"{float(k):.0%} -> {v['inside_aoa']:.0%}" for k, v in test["levels"].items())
+        echo(f"  intervals on {test['n']} independent test plots, inside the AOA: {parts} "
+             f"(outside the AOA: {test['levels']['0.9']['outside_aoa']:.0%} at 90%)")
     if "eligibility" in result.checks:
         el = result.checks["eligibility"]
         echo(f"  parcels {el['agree']} of {el['n']} verdicts match the known truth "

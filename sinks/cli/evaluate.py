@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sinks.cli._common import add_overwrite, add_rename, echo, table_options
+from sinks.cli._common import add_level, add_overwrite, add_rename, echo, table_options
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     parser.add_argument("--out", metavar="REPORT.json", help="write the scores as a JSON report")
     parser.add_argument("--plot", metavar="FIGURE.png",
                         help="draw observed vs predicted and coverage by DI bin (needs sinks[plot])")
+    add_level(parser)
     add_overwrite(parser)
     add_rename(parser)
     parser.set_defaults(func=run, outputs={"out": "json", "plot": "figure"}, inputs=_inputs)
@@ -52,6 +53,8 @@ def run(args) -> None:
     if args.plot:
         require("matplotlib", "plot")
     bundle = load_bundle(args.bundle)
+    if args.level is not None:
+        bundle = bundle.at_level(args.level)
     table = read_table(args.table, **table_options(args))
     result = evaluate(bundle, table, source=args.table)
     units = f" {result.units}" if result.units else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from sinks.cli._common import add_overwrite, block_size, echo, max_pixels_option, positive_int, spec_inputs
+from sinks.cli._common import add_level, add_overwrite, block_size, echo, max_pixels_option, positive_int, spec_inputs
 
 EXECUTORS = ("serial", "threads", "processes", "dask")  # sinks.mapping.executors.EXECUTORS (not imported: start-up)
 
@@ -33,6 +33,7 @@ def register(sub) -> None:
     parser.add_argument("--bands", metavar="LIST",
                         help="bands to write, comma-separated, e.g. carbon or carbon,lower,upper,di,aoa "
                         "(default: every band the bundle gives)")
+    add_level(parser)
     parser.add_argument("--block", type=block_size, default=512,
                         help="tile size in pixels, a multiple of 16 (default 512)")
     parser.add_argument("--jobs", type=positive_int, default=1,
@@ -80,7 +81,7 @@ def run(args) -> None:
         path = predict_map(args.bundle, args.spec, args.out, stack=args.stack, bands=args.bands,
                            block=args.block, n_jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
                            progress=not args.quiet, max_pixels=args.max_pixels, resume=not args.no_resume,
-                           stac=False if args.no_stac else (args.stac or None))
+                           stac=False if args.no_stac else (args.stac or None), level=args.level)
     for warning in caught:
         if issubclass(warning.category, AOAWarning):
             print(f"sinks map: warning: {warning.message}", file=sys.stderr)

@@ -46,8 +46,15 @@ def run(args) -> None:
             continue  # the alias of the chosen scheme
         w = f", W {s['W']:.3g}" if s.get("W") is not None else ""
         mark = "  <- chosen" if scheme == chosen else ""
+        if s.get("tuning") and s["tuning"] != "nested":
+            mark += "  (not nested: optimistic by the tuning)"
         echo(f"  {scheme:<8} {s['folds']}-fold CV: R2 {s['r2']:.3f}, RMSE {s['rmse']:.3g} {units}, "
              f"bias {s['bias']:+.3g}{w}{mark}")
+    if meta.get("tuning"):
+        final = meta["tuning"]["final"]
+        echo(f"  nested in {meta['tuning']['scheme']} ({meta['tuning']['fits']} fits): features "
+             f"{', '.join(final['features'])}; params {json.dumps(final['params'])}; {final['metric']} "
+             f"{final['inner_score']:.3g} non-nested vs {meta['tuning']['nested_score']:.3g} nested")
     if meta["validation_setup"].get("block_size_from", "recipe") != "recipe":
         echo(f"  blocks of {meta['validation_setup']['block_size']:.4g} CRS units ({meta['validation_setup']['block_size_from']})")
     iv = meta["interval"]

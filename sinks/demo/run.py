@@ -2,7 +2,8 @@
 
 The demo writes a workspace in ``out``: ``data/`` (the simulated inputs), ``features/`` and
 ``training/`` (the spec and recipe), ``plots/`` (plot stocks and the feature table), ``models/``
-(the bundle), ``maps/`` (the carbon COG), ``reports/`` (eligibility report and the truth check).
+(the bundle), ``maps/`` (the carbon COG), ``reports/`` (eligibility report and the truth check:
+the map against the hidden truth, the intervals on independent test plots, the verdicts).
 Each step is the public function the matching ``sinks`` subcommand calls.
 
 The workspace is marked by a ``.sinks-workspace`` file. An existing folder is used only when it is
@@ -26,12 +27,13 @@ import rasterio
 
 from sinks.covariates.extract import extract
 from sinks.covariates.spec import load_spec
-from sinks.demo.world import make_world
+from sinks.demo.world import NOISE_SD_LOG, make_world, simulate_test_plots
 from sinks.eligibility.engine import assess
 from sinks.eligibility.report import write_report
 from sinks.eligibility.rules import load_ruleset
 from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, on_abandon, read_table, write_table
 from sinks.learn.recipe import load_recipe
+from sinks.learn.train import CHECK_LEVELS
 from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
 from sinks.pools.forest import forest_stocks
@@ -77,6 +79,52 @@ def map_truth_check(map_path: Path, truth_path: Path, band: str = "carbon") -> d
         "truth_total_mg_c": float(y.sum() * 0.09),  # 30 m pixels = 0.09 ha (UTM, equal area enough here)
         "map_total_mg_c": float(p.sum() * 0.09),
     }
+
+
+def interval_truth_check(bundle_path: Path, spec, world, *, n: int = 2000, seed: int = 0) -> dict:
+    """Coverage of the bundle's intervals on ``n`` independent test plots of the simulated county.
+
+    The test plots (:func:`~sinks.demo.world.simulate_test_plots`) lie at random valid pixels of the
+    whole county, are measured with the training plots' own noise model and never reach training.
+    At each of :data:`~sinks.learn.train.CHECK_LEVELS` (the interval recalibrated with
+    :meth:`~sinks.bundle.Bundle.at_level`), the share of measured plots inside their interval:
+    inside and outside the AOA, and inside the AOA by noise level; the share of the noiseless
+    truth (the pixel's hidden carbon) inside; and the rank correlation of interval width with DI.
+    """
+    from scipy.stats import spearmanr
+
+    from sinks.bundle import load_bundle
+
+    plots, trees = simulate_test_plots(world, n, seed=seed)
+    stocks = forest_stocks(trees, plots).plots
+    table = extract(spec, stocks, progress=False, allow_missing=True)
+    bundle = load_bundle(bundle_path)
+    X = table[bundle.feature_names].to_numpy(dtype=float)
+    usable = np.isfinite(X).all(axis=1)
+    X, table = X[usable], table.loc[usable]
+    observed = table["carbon_mg_ha"].fillna(0.0).to_numpy(dtype=float)  # plots without trees hold 0
+    truth = table["carbon_truth_mg_ha"].to_numpy(dtype=float)
+    noise = table["noise_level"].to_numpy()
+    out = {"n": int(len(table)), "unusable": int((~usable).sum()), "levels": {}}
+
+    def share(mask):
+        return float(mask.mean()) if len(mask) else None
+
+    for level in CHECK_LEVELS:
+        p = bundle.at_level(level).predict(X)
+        inside = p["aoa"] == 1
+        covered = (observed >= p["lower"]) & (observed <= p["upper"])
+        width = p["upper"] - p["lower"]
+        out["levels"][f"{level:g}"] = {
+            "inside_aoa": share(covered[inside]), "outside_aoa": share(covered[~inside]),
+            "n_inside": int(inside.sum()), "n_outside": int((~inside).sum()),
+            "inside_by_noise": {k: share(covered[inside & (noise == k)]) for k in NOISE_SD_LOG},
+            "truth_inside_aoa": share(((truth >= p["lower"]) & (truth <= p["upper"]))[inside]),
+            "mean_width_inside": float(width[inside].mean()), "mean_width_outside": (
+                float(width[~inside].mean()) if (~inside).any() else None),
+            "width_di_spearman": float(spearmanr(width, p["di"]).statistic),
+        }
+    return out
 
 
 def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int = 1,
@@ -164,6 +212,8 @@ def _run_steps(out: Path, *, seed: int, size: int, n_jobs: int, progress: bool) 
     lap("eligibility")
 
     result.checks["map_vs_truth"] = map_truth_check(result.outputs["map"], world.carbon_truth)
+    result.checks["intervals_vs_test_plots"] = interval_truth_check(result.outputs["model"], spec, world, seed=seed)
+    lap("test plots")
     truth = pd.read_csv(world.parcels_truth).set_index("parcel_id")["truth_verdict"]
     got = pd.Series({p.parcel_id: p.verdict for p in report.parcels})
     result.checks["eligibility"] = {"n": len(got), "agree": int((got == truth.reindex(got.index)).sum()),

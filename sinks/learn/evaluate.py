@@ -235,10 +235,14 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     cv = None
     if cv_scores:
         cv = {"scheme": chosen, **{k: cv_scores.get(k) for k in ("r2", "rmse", "rel_rmse", "mae", "bias")}}
+    interval = getattr(bundle, "interval", None)  # recalibrated (Bundle.at_level) or the bundle's own
+    level = float(interval.level if interval is not None else meta["interval"]["level"])
+    if cv is not None:
         check = (meta.get("interval_check") or {}).get(meta.get("interval", {}).get("method"))
+        if not math.isclose(level, meta["interval"]["level"]):
+            check = (meta.get("interval_check_by_level") or {}).get(f"{level:g}")
         if check:
             cv.update(coverage=check.get("coverage"), mean_width=check.get("mean_width"))
-    level = float(meta["interval"]["level"])
     return Evaluation(
         bundle_id=bundle.bundle_id, source=source, target=meta_target["column"], units=units, level=level,
         n=int(keep.sum()), dropped=int((~keep).sum()), dropped_ids=[_json_safe(v) for v in ids[~keep].tolist()],

@@ -25,6 +25,16 @@
     method = "normalized"                   # normalized (default), mondrian (DI bins) or split
     neighbours = 10                         # plots whose mean |residual| is the difficulty (normalized)
     bins = 4                                # DI bins (mondrian)
+    [tuning]                                # optional: nested in the chosen scheme (sinks.learn.tuning)
+    search = "grid"                         # or "random": draws `budget` distinct combinations (seed)
+    params = { max_depth = [2, 3], learning_rate = [0.03, 0.1] }   # candidates over [estimator] params
+    budget = 20                             # most candidates; a larger grid is refused
+    metric = "rmse"                         # rmse, mae or r2
+    [selection]                             # optional: forward feature selection, nested likewise
+    forward = true
+    min_features = 2                        # start from the best subset of this size (CAST ffs)
+    max_features = 8                        # optional
+    metric = "rmse"
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from sinks.errors import SpecError
 from sinks.io import read_toml
 from sinks.learn.estimators import ESTIMATORS, check_param_names, check_params
 from sinks.learn.targets import DERIVATIONS
+from sinks.learn.tuning import Selection, Tuning, parse_selection, parse_tuning
 from sinks.validate import check_keys
 
 
@@ -63,6 +74,8 @@ class Recipe:
     interval_neighbours: int = 10
     interval_bins: int = 4
     description: str = ""
+    tuning: Tuning | None = None        # [tuning]: nested hyperparameter search
+    selection: Selection | None = None  # [selection]: nested forward feature selection
     path: Path | None = None
     raw: dict = field(default_factory=dict, compare=False)
 
@@ -73,7 +86,8 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     return parse_recipe(read_toml(path, "recipe"), base=path.resolve().parent, path=path)
 
 
-TOP_KEYS = ("name", "description", "features", "target", "estimator", "validation", "intervals")
+TOP_KEYS = ("name", "description", "features", "target", "estimator", "validation", "intervals",
+            "tuning", "selection")
 TARGET_KEYS = ("column", "units", "band", "derive", "from", "pool")
 ESTIMATOR_KEYS = ("kind", "params")
 VALIDATION_KEYS = ("folds", "block_size", "seed", "schemes", "scheme")
@@ -89,7 +103,10 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
     Every section's keys (with a did-you-mean for a misspelt one), every value's type and range,
     the estimator kind, the estimator's parameter names (against the estimator's own parameters)
     and values (the estimator is fitted once on a tiny synthetic array, so a value the library
-    rejects is found now, not after cross-validation), and that the feature spec exists. Each
+    rejects is found now, not after cross-validation), that the feature spec exists, and the
+    ``[tuning]`` / ``[selection]`` sections (:mod:`sinks.learn.tuning`: candidate names and values
+    checked as params are, one trial fit per value; a grid larger than its budget; ``min_features``
+    against the spec's feature count; at least 3 folds for the nesting). Each
     problem is one :class:`~sinks.errors.SpecError` naming the file, the section and the key.
     """
     where = str(path or "recipe")
@@ -159,10 +176,25 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         raise SpecError(f"{where}: 'features' = {features!r}: feature spec {features_path} not found "
                         "(the path is relative to the recipe file)")
     check_params(kind, params, f"{where} [estimator] params")
+    tuning_section = validate.table(data, "tuning", where)
+    selection_section = validate.table(data, "selection", where)
+    tuning = parse_tuning(tuning_section, kind=kind, params=params, where=where)
+    selection = None
+    if selection_section:
+        from sinks.covariates.spec import load_spec
+
+        n_features = len(load_spec(features_path).feature_names)
+        selection = parse_selection(selection_section, params=params, n_features=n_features,
+                                    spec=features_path.name, where=where)
+    if (tuning or selection) and folds < 3:
+        section = "[tuning]" if tuning else "[selection]"
+        raise SpecError(f"{where} {section}: nested tuning needs at least 3 folds but [validation] folds = "
+                        f"{folds}: the inner CV leaves out each of the other folds in turn")
     return Recipe(
         name=name, description=description, features=features_path, target=column,
         target_units=units, band=band, derive=derive, derive_from=derive_from, pool=pool,
         estimator=kind, params=dict(params), folds=folds, block_size=block_size, seed=seed,
         interval_level=level, schemes=schemes, scheme=scheme, interval_method=method,
-        interval_neighbours=neighbours, interval_bins=bins, path=path, raw=data,
+        interval_neighbours=neighbours, interval_bins=bins, tuning=tuning, selection=selection,
+        path=path, raw=data,
     )

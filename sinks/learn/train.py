@@ -24,7 +24,7 @@ from sinks.bundle import save_bundle
 from sinks.covariates.spec import load_spec
 from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
-from sinks.learn import cv
+from sinks.learn import cv, tuning
 from sinks.learn.aoa import cv_neighbours, fit_aoa, fit_error_profile
 from sinks.learn.estimators import estimator_params, importances, make_estimator, trial_fit
 from sinks.learn.intervals import METHODS, calibrate_adaptive, neighbour_difficulty, nested_check
@@ -34,6 +34,8 @@ from sinks.learn.targets import check_target_values, derive_target, target_quant
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
 MIN_PLOTS = 10
+#: Interval levels whose held-out coverage every bundle reports (beside the recipe's own level).
+CHECK_LEVELS = (0.8, 0.9, 0.95)
 
 
 def minimum_plots(recipe: Recipe) -> int:
@@ -205,6 +207,9 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     (default kNNDM) gives the out-of-fold residuals that calibrate the intervals
     (:mod:`sinks.learn.intervals`), the folds of the AOA, and the error profile; every interval
     method's coverage is checked on held-out folds only (:func:`~sinks.learn.intervals.nested_check`).
+    With ``[tuning]`` / ``[selection]`` the chosen scheme's OOF are the nested ones of
+    :func:`sinks.learn.tuning.nested_search`, the model and the AOA use the final choice's features
+    and params, and the other schemes run with that choice (flagged as not nested).
     ``source`` names the table in error messages (its path; default ``table.attrs["source"]``).
     """
     spec = load_spec(recipe.features)
@@ -260,10 +265,23 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     validation, per_fold, oofs = {}, {}, {}
     with _library_errors(recipe):
         trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
+        # [tuning]/[selection]: chosen inside the chosen scheme's folds; X becomes the model's columns
+        tuned = tuning.nested_for_recipe(recipe, X, y, folds_by[chosen], names, progress=progress)
+        model_names = list(names)
+        if tuned is not None:
+            model_names = [names[i] for i in tuned.final.features]
+            X = X[:, list(tuned.final.features)]
+            estimator = make_estimator(recipe.estimator, {**recipe.params, **tuned.final.params})
         for scheme in schemes:
-            scores, oofs[scheme] = cv.cross_validate(estimator, X, y, folds_by[scheme], scheme=scheme,
-                                                     progress=progress)
+            if tuned is not None and scheme == chosen:  # the nested OOF, honest about the tuning
+                oofs[scheme] = tuned.oof
+                scores = cv.score(y, tuned.oof, scheme=scheme, folds=len(np.unique(folds_by[scheme])))
+            else:
+                scores, oofs[scheme] = cv.cross_validate(estimator, X, y, folds_by[scheme], scheme=scheme,
+                                                         progress=progress)
             entry = scores.as_dict()
+            if tuned is not None:
+                entry["tuning"] = "nested" if scheme == chosen else "not nested (optimistic by the tuning)"
             if gij is not None:
                 distances = cv_distances(xy, folds_by[scheme])
                 entry["W"] = float(stats.wasserstein_distance(distances, gij))
@@ -275,9 +293,10 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     folds, oof = folds_by[chosen], oofs[chosen]
 
     # ---- AOA, difficulty, intervals checked on held-out folds, final calibration -------------
-    aoa = fit_aoa(X, importances(recipe.estimator, model, len(names)), folds)
-    abs_residual = np.abs(y - oof)
     m = min(len(y) - 1, 3 * recipe.interval_neighbours + 5)
+    # one other-fold neighbour search: the AOA's training DIs and the intervals' m neighbours
+    aoa = fit_aoa(X, importances(recipe.estimator, model, len(model_names)), folds, neighbours=m)
+    abs_residual = np.abs(y - oof)
     nb_distance, nb_index = cv_neighbours(aoa, folds, m)
     cv_di = nb_distance[:, 0] / aoa.mean_distance
     inside = cv_di <= aoa.threshold
@@ -290,6 +309,15 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     held_out = checks[recipe.interval_method].pop("arrays")
     for method in METHODS:
         checks[method].pop("arrays", None)
+    by_level = {}  # the recipe's method at the usual levels: maps can be made at any of them
+    for level in sorted({*CHECK_LEVELS, recipe.interval_level}):
+        check = checks[recipe.interval_method] if level == recipe.interval_level else nested_check(
+            y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside, level=level,
+            method=recipe.interval_method, bins=recipe.interval_bins, neighbours=recipe.interval_neighbours,
+            lower_bound=lower_bound)
+        check.pop("arrays", None)
+        by_level[f"{level:g}"] = {part: check[part] for part in ("n", "coverage", "mean_width", "sd_width",
+                                                                "width_di_spearman", "inside_aoa", "outside_aoa")}
     s_all, di_all = neighbour_difficulty(abs_residual, nb_index, nb_distance, None, aoa.mean_distance,
                                          recipe.interval_neighbours)
     interval = calibrate_adaptive(abs_residual, s_all, di_all, level=recipe.interval_level,
@@ -314,7 +342,8 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         "target": {"column": recipe.target, "units": recipe.target_units, "band": recipe.band,
                    "derive": recipe.derive, "from": recipe.derive_from, "pool": recipe.pool},
         "features": {"names": names, "spec": spec.name, "spec_fingerprint": spec.fingerprint(),
-                     "grid_crs": spec.grid.crs, "importance": dict(zip(names, aoa.weights.tolist()))},
+                     "grid_crs": spec.grid.crs, "selected": model_names,
+                     "importance": dict(zip(model_names, aoa.weights.tolist()))},
         "estimator": {"params": estimator_params(recipe.estimator, model)},
         "training": {"n": int(len(y)), "dropped": int((~keep).sum()), "sha256": sha256_frame(table),
                      "crs": table.attrs.get("crs"), "target_mean": float(np.mean(y)), "target_sd": float(np.std(y))},
@@ -323,11 +352,16 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         "validation_folds": per_fold,
         "interval": interval.as_dict(),
         "interval_check": checks,
+        "interval_check_by_level": by_level,
         "error_profile": profile.as_dict(),
         "aoa": {"threshold": aoa.threshold, "mean_distance": aoa.mean_distance,
                 "method": f"Meyer & Pebesma 2021, {chosen}-CV folds",
                 "training_inside": float(inside.mean())},
     }
+    tables = {}
+    if tuned is not None:
+        metadata["tuning"] = tuning.tuning_metadata(recipe, tuned, names, schemes)
+        tables["tuning.csv"] = tuned.table
     return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
-                       oof=pd.DataFrame(frame), calibration={"abs_residual": abs_residual},
-                       prediction_xy=pred_xy if projected else None)
+                       oof=pd.DataFrame(frame), calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all},
+                       prediction_xy=pred_xy if projected else None, tables=tables)

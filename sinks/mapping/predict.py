@@ -68,7 +68,8 @@ def available_bands(bundle: Bundle) -> tuple[dict[str, str], bool]:
     bands = {bundle.band: "prediction"}
     bands.update({name: name for name in EXTRA_BANDS if name in result})
     try:
-        fast = np.array_equal(np.asarray(bundle.model.predict(probe), dtype=np.float32), result["prediction"])
+        fast = np.array_equal(np.asarray(bundle.model.predict(bundle.model_input(probe)), dtype=np.float32),
+                              result["prediction"])
     except Exception:  # noqa: BLE001 - a model without a plain predict: always ask the bundle
         fast = False
     return bands, fast
@@ -123,7 +124,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
                 out: str | os.PathLike, *, stack: str | os.PathLike | None = None, bands=None,
                 block: int = 512, n_jobs: int = 1, executor: str | None = None, scheduler=None,
                 progress: bool = True, max_pixels: float | None = None, resume: bool = True,
-                stac: str | os.PathLike | bool | None = None) -> Path:
+                stac: str | os.PathLike | bool | None = None, level: float | None = None) -> Path:
     """Write the map of ``bundle`` to ``out`` (a COG, written atomically); returns its path.
 
     Inputs: ``spec`` (the features computed per window), or ``stack`` (a covariate raster whose
@@ -134,6 +135,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     computed at once (workers); the model gets ``cores // n_jobs`` threads in each. ``resume``: keep
     finished tiles of an interrupted run and reuse them (see :mod:`sinks.mapping.resume`). ``stac``:
     where to write the STAC Item (default ``NAME.stac.json`` beside the map; ``False``: none).
+    ``level``: the interval level of ``lower``/``upper`` (default the bundle's; another level is
+    recalibrated on the bundle's calibration plots, :meth:`~sinks.bundle.Bundle.at_level`).
 
     Refused before anything is written: a spec that differs from the bundle's, or a stack whose
     bands or grid do not match (:class:`~sinks.errors.ModelMismatchError`), ``block`` not a multiple
@@ -159,6 +162,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
         raise InputError("give a feature spec or a covariate stack (--stack) to map from")
     out = Path(out)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if level is not None:
+        bundle = bundle.at_level(level)
     grid = None
     if spec is not None:
         spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
@@ -185,6 +190,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     inputs = [str(stack)] if stack is not None else [p for s in spec.sources for p in s.paths]
     key_parts = {
         "format": CHECKPOINT_FORMAT, "bundle": bundle.bundle_id, "bands": names, "block": block,
+        "level": bundle.interval.level,
         "spec": spec.fingerprint() if spec is not None else None,
         "stack": list(stack_indexes) if stack is not None else None,
         "inputs": [file_stamp(p) for p in inputs if os.path.exists(p)],
@@ -197,7 +203,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     job = TileJob(bundle_path=str(bundle.path), grid=grid, bands=tuple(names),
                   keys=tuple(available[n] for n in names), spec=spec if stack is None else None,
                   stack=str(stack) if stack is not None else None, stack_indexes=stack_indexes,
-                  threads=threads, fast_target=fast, key=key)
+                  threads=threads, fast_target=fast, key=key,
+                  level=None if level is None else bundle.interval.level)
     if executor in ("serial", "threads"):
         set_threads(bundle.model, threads)
         seed_bundle(job, bundle)

@@ -36,7 +36,8 @@ class TileJob:
     ``bands`` are the output band names in file order; ``keys`` the matching keys of
     :meth:`sinks.bundle.Bundle.predict`'s result (``prediction`` for the target band). ``stack``
     and ``stack_indexes`` (1-based band of each feature) replace ``spec`` when mapping from a stack.
-    ``threads`` is the model's thread count in each worker; ``fast_target`` allows the target band
+    ``threads`` is the model's thread count in each worker; ``level`` the interval level when it is
+    not the bundle's own; ``fast_target`` allows the target band
     alone to be predicted by the model without the interval/DI work (see :func:`predict_rows`).
     """
 
@@ -49,6 +50,7 @@ class TileJob:
     stack_indexes: tuple[int, ...] | None = None
     threads: int = 1
     fast_target: bool = False
+    level: float | None = None  # interval level when not the bundle's own (Bundle.at_level)
     key: str = field(default="", compare=False)
 
 
@@ -103,7 +105,8 @@ def _bundle(job: TileJob):
         if bundle is None:
             from sinks.bundle import load_bundle
 
-            bundle = _BUNDLES[_name(job)] = load_bundle(job.bundle_path)
+            bundle = load_bundle(job.bundle_path)
+            bundle = _BUNDLES[_name(job)] = bundle.at_level(job.level) if job.level else bundle
             set_threads(bundle.model, job.threads)
             _limit_blas(job.threads)
     return bundle
@@ -193,7 +196,7 @@ def predict_rows(bundle, X: np.ndarray, keys, *, fast_target: bool) -> dict[str,
     bundle's ``prediction``), the model alone is asked, skipping the interval and DI work.
     """
     if fast_target and tuple(keys) == ("prediction",):
-        return {"prediction": np.asarray(bundle.model.predict(X), dtype=np.float32)}
+        return {"prediction": np.asarray(bundle.model.predict(bundle.model_input(X)), dtype=np.float32)}
     return bundle.predict(X)
 
 
