@@ -18,7 +18,6 @@ import json
 
 import geopandas as gpd
 import pandas as pd
-import pytest
 
 from sinks.cli import main
 from sinks.covariates.extract import extract

@@ -89,6 +89,14 @@ class DemoWorld:
     parcels_truth: Path
 
 
+def world_files(folder: str | Path) -> DemoWorld:
+    """The paths of the demo county's files in ``folder`` (as :func:`make_world` writes them)."""
+    folder = Path(folder)
+    return DemoWorld(folder, folder / "dem.tif", folder / "surface_reflectance.tif", folder / "forest_history.tif",
+                     folder / "wetland.tif", folder / "carbon_truth.tif", folder / "plots.gpkg", folder / "trees.csv",
+                     folder / "parcels.gpkg", folder / "parcels_truth.csv")
+
+
 def _field(rng, shape, sigma):
     f = gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
     return (f - f.mean()) / f.std()
@@ -169,9 +177,7 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
     cloud = (rows - 0.25 * size) ** 2 + (cols - 0.8 * size) ** 2 <= (0.045 * size) ** 2
     reflectance[:, cloud] = 0
 
-    w = DemoWorld(folder, folder / "dem.tif", folder / "surface_reflectance.tif", folder / "forest_history.tif",
-                  folder / "wetland.tif", folder / "carbon_truth.tif", folder / "plots.gpkg", folder / "trees.csv",
-                  folder / "parcels.gpkg", folder / "parcels_truth.csv")
+    w = world_files(folder)
     _write(w.dem, elevation.astype(np.float32), transform, dtype="float32", nodata=-9999.0, names=["elevation"],
            tags={"units": "m"})
     _write(w.reflectance, reflectance, transform, dtype="uint16", nodata=0, names=["red", "nir", "swir1"],

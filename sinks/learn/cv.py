@@ -88,12 +88,14 @@ class Scores:
 
 
 def cross_validate(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, scheme: str,
-                   progress: bool = True) -> tuple[Scores, np.ndarray]:
-    """Fit a clone per fold; return the pooled scores and the out-of-fold predictions."""
+                   progress: bool = True, sample_weight: np.ndarray | None = None) -> tuple[Scores, np.ndarray]:
+    """Fit a clone per fold (with the training plots' ``sample_weight``, if given); return the pooled
+    (unweighted) scores and the out-of-fold predictions."""
     oof = np.full(len(y), np.nan)
     for k in tqdm(np.unique(folds), desc=f"{scheme} CV", unit="fold", disable=not progress, leave=False):
         test = folds == k
-        model = clone(estimator).fit(X[~test], y[~test])
+        fit = {} if sample_weight is None else {"sample_weight": sample_weight[~test]}
+        model = clone(estimator).fit(X[~test], y[~test], **fit)
         oof[test] = model.predict(X[test])
     return score(y, oof, scheme=scheme, folds=len(np.unique(folds))), oof
 

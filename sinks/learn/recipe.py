@@ -11,6 +11,8 @@
     derive = "soc_g_kg_from_organic_matter_pct"   # optional: computed from another column
     from = "om"
     pool = "soil"                           # optional: forest, soil or wetland (plausibility bounds)
+    weights = "carbon_sd_mg_ha"             # optional: each plot's measurement sd (target units):
+                                            # inverse-variance weights (sinks.learn.weights)
     [estimator]
     kind = "xgboost"                        # see sinks.learn.estimators.ESTIMATORS
     params = { n_estimators = 400, max_depth = 3, learning_rate = 0.05 }
@@ -62,6 +64,7 @@ class Recipe:
     derive: str | None = None
     derive_from: str | None = None
     pool: str | None = None
+    weights: str | None = None  # column of each plot's measurement sd (target units)
     estimator: str = "xgboost"
     params: dict = field(default_factory=dict)
     folds: int = 5
@@ -88,7 +91,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 
 TOP_KEYS = ("name", "description", "features", "target", "estimator", "validation", "intervals",
             "tuning", "selection")
-TARGET_KEYS = ("column", "units", "band", "derive", "from", "pool")
+TARGET_KEYS = ("column", "units", "band", "derive", "from", "pool", "weights")
 ESTIMATOR_KEYS = ("kind", "params")
 VALIDATION_KEYS = ("folds", "block_size", "seed", "schemes", "scheme")
 INTERVAL_KEYS = ("level", "method", "neighbours", "bins")
@@ -133,6 +136,7 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         raise SpecError(f"{at}: derive and from go together: 'derive' names the conversion, "
                         "'from' the column it converts")
     pool = validate.string(target, "pool", at, default=None, choices=POOLS)
+    weights = validate.string(target, "weights", at, default=None)
 
     estimator = validate.table(data, "estimator", where)
     at = f"{where} [estimator]"
@@ -186,13 +190,16 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         n_features = len(load_spec(features_path).feature_names)
         selection = parse_selection(selection_section, params=params, n_features=n_features,
                                     spec=features_path.name, where=where)
+    if (tuning or selection) and weights:
+        raise SpecError(f"{where} [target] weights: plot weights are not used by the nested [tuning] / "
+                        "[selection] yet; drop one of the two")
     if (tuning or selection) and folds < 3:
         section = "[tuning]" if tuning else "[selection]"
         raise SpecError(f"{where} {section}: nested tuning needs at least 3 folds but [validation] folds = "
                         f"{folds}: the inner CV leaves out each of the other folds in turn")
     return Recipe(
         name=name, description=description, features=features_path, target=column,
-        target_units=units, band=band, derive=derive, derive_from=derive_from, pool=pool,
+        target_units=units, band=band, derive=derive, derive_from=derive_from, pool=pool, weights=weights,
         estimator=kind, params=dict(params), folds=folds, block_size=block_size, seed=seed,
         interval_level=level, schemes=schemes, scheme=scheme, interval_method=method,
         interval_neighbours=neighbours, interval_bins=bins, tuning=tuning, selection=selection,

@@ -31,6 +31,7 @@ from sinks.learn.intervals import METHODS, calibrate_adaptive, neighbour_difficu
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import check_target_values, derive_target, target_quantity
+from sinks.learn.weights import inverse_variance_weights
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
 MIN_PLOTS = 10
@@ -150,6 +151,21 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
     return X[keep], y, keep
 
 
+def _measurement_sd(recipe: Recipe, table: pd.DataFrame, keep: np.ndarray, source: str) -> np.ndarray:
+    """The ``[target] weights`` column (each plot's measurement sd, target units) of the usable rows."""
+    column = recipe.weights
+    if column not in table.columns:
+        raise InputError(f"{source}: no column {column!r} for the plot weights ([target] weights of "
+                         f"{recipe.path or recipe.name}: each plot's measurement sd in {recipe.target_units or 'target units'})")
+    sd = _numeric(table, column, source)[keep]
+    bad = ~np.isfinite(sd) | (sd < 0)
+    if bad.any():
+        rows = np.flatnonzero(keep)[bad]
+        raise InputError(f"{source}: column {column!r} (plot measurement sd): row(s) {format_rows(rows)} are "
+                         "missing, infinite or negative; every plot used for training needs an sd >= 0")
+    return sd
+
+
 @contextlib.contextmanager
 def _library_errors(recipe: Recipe):
     """Turn the estimator library's errors on the real data into a SpecError naming the recipe."""
@@ -263,8 +279,17 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
 
     # ---- cross-validation of every scheme, then the final model -----------------------------
     validation, per_fold, oofs = {}, {}, {}
+    sd = _measurement_sd(recipe, table, keep, source) if recipe.weights else None
+    weights, weighting = None, None
     with _library_errors(recipe):
         trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
+        if sd is not None:  # τ² from the chosen scheme's unweighted OOF residuals (sinks.learn.weights)
+            plain, plain_oof = cv.cross_validate(estimator, X, y, folds_by[chosen], scheme=f"{chosen} unweighted",
+                                                 progress=progress)
+            weights, tau2 = inverse_variance_weights(sd, y - plain_oof)
+            weighting = {"column": recipe.weights, "method": "1 / (tau2 + sd^2), DerSimonian & Laird 1986",
+                         "tau2": tau2, "mean_sd2": float(np.mean(sd ** 2)), "unweighted": plain.as_dict(),
+                         "weight_range": [float(weights.min()), float(weights.max())]}
         # [tuning]/[selection]: chosen inside the chosen scheme's folds; X becomes the model's columns
         tuned = tuning.nested_for_recipe(recipe, X, y, folds_by[chosen], names, progress=progress)
         model_names = list(names)
@@ -278,7 +303,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 scores = cv.score(y, tuned.oof, scheme=scheme, folds=len(np.unique(folds_by[scheme])))
             else:
                 scores, oofs[scheme] = cv.cross_validate(estimator, X, y, folds_by[scheme], scheme=scheme,
-                                                         progress=progress)
+                                                         progress=progress, sample_weight=weights)
             entry = scores.as_dict()
             if tuned is not None:
                 entry["tuning"] = "nested" if scheme == chosen else "not nested (optimistic by the tuning)"
@@ -288,7 +313,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 entry["median_cv_distance"] = float(np.median(distances))
             validation[scheme] = entry
             per_fold[scheme] = cv.fold_scores(y, oofs[scheme], folds_by[scheme])
-        model = estimator.fit(X, y)
+        model = estimator.fit(X, y) if weights is None else estimator.fit(X, y, sample_weight=weights)
     validation["spatial"] = dict(validation[chosen])  # the honest number, under its old name
     folds, oof = folds_by[chosen], oofs[chosen]
 
@@ -337,6 +362,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     frame.update({"cv_di": cv_di, "inside_aoa": inside.astype(int),
                   "heldout_lower": held_out["lower"], "heldout_upper": held_out["upper"],
                   "heldout_covered": held_out["covered"].astype(int)})
+    frame_out = pd.DataFrame(frame)
     metadata = {
         "recipe": {"name": recipe.name, "description": recipe.description, "content": recipe.raw},
         "target": {"column": recipe.target, "units": recipe.target_units, "band": recipe.band,
@@ -358,10 +384,13 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 "method": f"Meyer & Pebesma 2021, {chosen}-CV folds",
                 "training_inside": float(inside.mean())},
     }
+    if weighting is not None:
+        metadata["weights"] = weighting
+        frame_out["weight"] = weights
     tables = {}
     if tuned is not None:
         metadata["tuning"] = tuning.tuning_metadata(recipe, tuned, names, schemes)
         tables["tuning.csv"] = tuned.table
     return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
-                       oof=pd.DataFrame(frame), calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all},
+                       oof=frame_out, calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all},
                        prediction_xy=pred_xy if projected else None, tables=tables)
