@@ -214,6 +214,7 @@ FILE_OUTPUTS = {
     "json": frozenset({".json"}),
     "gpkg": frozenset({".gpkg"}),
     "figure": frozenset({".png"}),
+    "html": frozenset({".html", ".htm"}),
 }
 FOLDER_MARKERS = {"bundle": "metadata.json", "workspace": ".sinks-workspace"}
 _STAGING = ".partial"

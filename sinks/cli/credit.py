@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from sinks.cli._common import (add_overwrite, add_rename, crs_string, echo, nonnegative_float, table_options,
@@ -20,7 +21,8 @@ def register(sub) -> None:
         "interval with spatially correlated errors, then the methodology's baseline, leakage, uncertainty "
         "deduction (its own rule, else the lower bound of the 90 percent interval) and buffer. Parcels outside "
         "the model's area of applicability need field measurement and are not credited. Writes the JSON "
-        "report (with a crediting block) and optionally a GeoPackage, together or not at all.",
+        "report (with a crediting block) and optionally a GeoPackage and a one-page HTML summary, together or not "
+        "at all.",
         epilog=f"Methodologies: {', '.join(shipped_rulesets())} (see 'sinks methodologies').",
     )
     parser.add_argument("parcels", help="parcel table: parcel_id, polygon geometry with a CRS [, start_date]")
@@ -63,10 +65,13 @@ def register(sub) -> None:
     parser.add_argument("--crs", type=crs_string, help="CRS of the parcels when the file has none")
     parser.add_argument("--out", required=True, help="JSON report to write (.json)")
     parser.add_argument("--gpkg", help="also write a GeoPackage, one row per parcel (.gpkg)")
+    parser.add_argument("--summary", metavar="PROJECT.html",
+                        help="also write a one-page HTML summary for a verifier: totals, terms with their sources, "
+                        "balance, parcels and a map figure (written with the report or not at all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_rename(parser)
     add_overwrite(parser)
-    parser.set_defaults(func=run, outputs={"out": "json", "gpkg": "gpkg"}, inputs=_inputs)
+    parser.set_defaults(func=run, outputs={"out": "json", "gpkg": "gpkg", "summary": "html"}, inputs=_inputs)
 
 
 def _inputs(args) -> list[str]:
@@ -96,7 +101,14 @@ def run(args) -> None:
                     allow_different_models=args.allow_different_models, controls_covariates=args.controls,
                     caliper=args.caliper, progress=not args.quiet,
                     source=args.parcels)
-    document = write_report(report, args.out, args.gpkg)
+    with contextlib.ExitStack() as stack:
+        if args.summary:  # drawn before anything is written; renamed into place after the report
+            from sinks.eligibility.summary import project_summary
+            from sinks.io import atomic_path
+
+            text = project_summary(report, title=Path(args.parcels).name)
+            Path(stack.enter_context(atomic_path(args.summary))).write_text(text, encoding="utf-8")
+        document = write_report(report, args.out, args.gpkg)
     project = document["crediting"]["project"]
     statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in project["statuses"].items() if n)
     echo(f"{project['parcels']} parcels against {ruleset.id}: {statuses}")
@@ -109,3 +121,5 @@ def run(args) -> None:
     echo(f"report -> {args.out}")
     if args.gpkg:
         echo(f"parcels -> {args.gpkg}")
+    if args.summary:
+        echo(f"summary -> {args.summary}")

@@ -40,6 +40,12 @@ def run(args) -> None:
         parts = ", ".join(f"{float(k):.0%} -> {v['inside_aoa']:.0%}" for k, v in test["levels"].items())
         echo(f"  intervals on {test['n']} independent test plots, inside the AOA: {parts} "
              f"(outside the AOA: {test['levels']['0.9']['outside_aoa']:.0%} at 90%)")
+    credits = result.checks.get("credits_vs_truth")
+    if credits:
+        pl, pb = credits["planted"], credits["placebo"]
+        echo(f"  project {pl['credited']} of {pl['n']} planted parcels credited {pl['credited_tco2e']:.0f} t CO2e "
+             f"(true gain {pl['true_gain_tco2e']:.0f}; over-credited {pl['over_credited']}); "
+             f"{pb['n']} placebo parcels {pb['credited_tco2e']:.0f} t CO2e")
     if "eligibility" in result.checks:
         el = result.checks["eligibility"]
         echo(f"  parcels {el['agree']} of {el['n']} verdicts match the known truth "

@@ -2,8 +2,10 @@
 
 The demo writes a workspace in ``out``: ``data/`` (the simulated inputs), ``features/`` and
 ``training/`` (the spec and recipe), ``plots/`` (plot stocks and the feature table), ``models/``
-(the bundle), ``maps/`` (the carbon COG), ``reports/`` (eligibility report and the truth check:
-the map against the hidden truth, the intervals on independent test plots, the verdicts).
+(the bundle), ``maps/`` (the carbon COGs of 2025 and 2020), ``reports/`` (eligibility report,
+the afforestation project's credits with its one-page HTML summary, and the truth check: the map
+against the hidden truth, the intervals on independent test plots, the verdicts, the credits
+against the planted parcels' true gain and the placebo parcels).
 Each step is the public function the matching ``sinks`` subcommand calls.
 
 The workspace is marked by a ``.sinks-workspace`` file. An existing folder is used only when it is
@@ -27,13 +29,16 @@ import rasterio
 
 from sinks.covariates.extract import extract
 from sinks.covariates.spec import load_spec
-from sinks.demo.world import NOISE_SD_LOG, make_world, simulate_test_plots
+from sinks.demo.world import EPOCHS, NOISE_SD_LOG, make_world, simulate_test_plots
+from sinks.eligibility.crediting import REPORT_LEVEL, credit
 from sinks.eligibility.engine import assess
 from sinks.eligibility.report import write_report
+from sinks.eligibility.summary import write_summary
 from sinks.eligibility.rules import load_ruleset
 from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, on_abandon, read_table, write_table
 from sinks.learn.recipe import load_recipe
 from sinks.learn.train import CHECK_LEVELS
+from sinks.mapping.change import normal_quantile
 from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
 from sinks.pools.forest import forest_stocks
@@ -54,8 +59,9 @@ def _copy_packaged(name: str, dest: Path) -> Path:
     return dest
 
 
-def map_truth_check(map_path: Path, truth_path: Path, band: str = "carbon") -> dict:
-    """Accuracy of a carbon map against the truth raster, over the map's valid pixels."""
+def map_truth_check(map_path: Path, truth_path: Path, forest_history: Path | None = None, band: str = "carbon") -> dict:
+    """Accuracy of a carbon map against the truth raster, over the map's valid pixels (and over its
+    forest pixels: those of the last year of ``forest_history``, else where the truth is positive)."""
     with rasterio.open(map_path) as m, rasterio.open(truth_path) as t:
         names = list(m.descriptions)
         pred = m.read(names.index(band) + 1, masked=True)
@@ -63,10 +69,14 @@ def map_truth_check(map_path: Path, truth_path: Path, band: str = "carbon") -> d
         upper = m.read(names.index("upper") + 1, masked=True)
         aoa = m.read(names.index("aoa") + 1, masked=True)
         truth = t.read(1)
+    forest_now = None
+    if forest_history is not None:
+        with rasterio.open(forest_history) as h:
+            forest_now = h.read(h.count) == 1
     valid = ~np.ma.getmaskarray(pred)
     p, y = pred.data[valid].astype(float), truth[valid].astype(float)
     ss_res, ss_tot = np.sum((y - p) ** 2), np.sum((y - y.mean()) ** 2)
-    forest = y > 0
+    forest = forest_now[valid] if forest_now is not None else y > 0
     pf, yf = p[forest], y[forest]
     return {
         "pixels_valid": int(valid.sum()),
@@ -78,6 +88,54 @@ def map_truth_check(map_path: Path, truth_path: Path, band: str = "carbon") -> d
         "aoa_fraction": float(np.mean(aoa.data[valid] == 1)),
         "truth_total_mg_c": float(y.sum() * 0.09),  # 30 m pixels = 0.09 ha (UTM, equal area enough here)
         "map_total_mg_c": float(p.sum() * 0.09),
+    }
+
+
+def _epoch_spec(spec_path: Path, world) -> Path:
+    """The demo spec with the first epoch's reflectance (same features, so the bundle maps it)."""
+    text = spec_path.read_text(encoding="utf-8")
+    start = spec_path.with_name(f"{spec_path.stem}_{EPOCHS[0]}.toml")
+    start.write_text(text.replace(world.reflectance.name, world.reflectance_2020.name), encoding="utf-8")
+    return start
+
+
+def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
+    """Creditable t CO2e of the project's parcels against their true gain from the planting.
+
+    Planted parcels: how often the creditable volume exceeds the true gain (over-crediting; it should
+    not exceed the share 1 - level of the methodology's uncertainty rule), and the total credited
+    against the total true gain. Placebo parcels (no planting): the credits, and whether zero lies
+    inside each one's interval of the net change.
+    """
+    report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    truth = pd.read_csv(truth_path).set_index("parcel_id")
+    rows = []
+    for parcel in report["parcels"]:
+        c = parcel.get("creditable") or {}
+        t = truth.loc[parcel["parcel_id"]]
+        rows.append({"parcel_id": parcel["parcel_id"], "kind": t["kind"], "verdict": parcel["verdict"],
+                     "status": c.get("status"), "tco2e": c.get("tco2e", 0.0), "net_tco2e": c.get("net_tco2e"),
+                     "net_sd_tco2e": c.get("net_sd_tco2e"), "lower_tco2e": c.get("lower_tco2e"),
+                     "upper_tco2e": c.get("upper_tco2e"), "true_gain_tco2e": float(t["true_gain_tco2e"]),
+                     "trend_tco2e": float(t["trend_tco2e"])})
+    frame = pd.DataFrame(rows)
+    planted, placebo = frame[frame["kind"] == "planted"], frame[frame["kind"] == "placebo"]
+    z = normal_quantile(REPORT_LEVEL)
+    netted = placebo.dropna(subset=["net_tco2e", "net_sd_tco2e"])
+    return {
+        "controls": {k: report.get("crediting", {}).get("controls", {}).get(k)
+                     for k in ("balanced", "baseline_tco2e_ha_yr", "n_controls")},
+        "planted": {"n": int(len(planted)), "credited": int((planted["tco2e"] > 0).sum()),
+                    "over_credited": int((planted["tco2e"] > planted["true_gain_tco2e"]).sum()),
+                    "credited_tco2e": float(planted["tco2e"].sum()),
+                    "true_gain_tco2e": float(planted["true_gain_tco2e"].sum())},
+        "placebo": {"n": int(len(placebo)), "credited_tco2e": float(placebo["tco2e"].sum()),
+                    "with_net_change": int(len(netted)),
+                    # zero inside the net change's interval (net +- z sd, not clipped at 0)
+                    "zero_inside_interval": int((netted["net_tco2e"].abs() <= z * netted["net_sd_tco2e"]).sum()),
+                    "max_tco2e": float(placebo["tco2e"].max()) if len(placebo) else 0.0,
+                    "trend_tco2e": float(placebo["trend_tco2e"].sum())},
+        "parcels": rows,
     }
 
 
@@ -211,7 +269,23 @@ def _run_steps(out: Path, *, seed: int, size: int, n_jobs: int, progress: bool) 
     write_report(report, result.outputs["eligibility"], result.outputs["eligibility_gpkg"])
     lap("eligibility")
 
-    result.checks["map_vs_truth"] = map_truth_check(result.outputs["map"], world.carbon_truth)
+    # the afforestation project: the 2020 epoch mapped with the same model, credited against controls
+    spec_start = _epoch_spec(spec_path, world)
+    result.outputs["map_2020"] = predict_map(result.outputs["model"], spec_start, out / "maps" / "carbon_2020.tif",
+                                             n_jobs=n_jobs, progress=progress)
+    credits = credit(read_table(world.project_parcels, geometry=True), "ccer-14-001",
+                     [result.outputs["map_2020"], result.outputs["map"]], list(EPOCHS),
+                     layers={"forest_history": world.forest_history, "wetland": world.wetland},
+                     controls_covariates=world.dem, progress=progress, source=str(world.project_parcels))
+    result.outputs["credits"] = out / "reports" / "credits.json"
+    result.outputs["credits_gpkg"] = out / "reports" / "credits.gpkg"
+    write_report(credits, result.outputs["credits"], result.outputs["credits_gpkg"])
+    result.outputs["project_summary"] = write_summary(credits, out / "reports" / "project_summary.html",
+                                                      title="demo county afforestation project (SIMULATED)")
+    lap("credit")
+
+    result.checks["map_vs_truth"] = map_truth_check(result.outputs["map"], world.carbon_truth, world.forest_history)
+    result.checks["credits_vs_truth"] = credit_truth_check(result.outputs["credits"], world.project_truth)
     result.checks["intervals_vs_test_plots"] = interval_truth_check(result.outputs["model"], spec, world, seed=seed)
     lap("test plots")
     truth = pd.read_csv(world.parcels_truth).set_index("parcel_id")["truth_verdict"]

@@ -23,6 +23,12 @@ The world (EPSG:32648, UTM 48N; 30 m pixels) has:
   measurement noise whose level (``noise_level``: low or high, one per crew and cluster) and
   known sd (``measurement_sd_mg_ha``) are in the table (:func:`measure_plots`);
   :func:`simulate_test_plots` draws independent test plots measured the same way;
+- ``surface_reflectance_2020.tif`` + ``carbon_truth_2020.tif``: the first crediting epoch (2020),
+  before the project planting and before five years of a regional trend (forest growth, natural
+  regrowth of open land) that no project causes;
+- ``project_parcels.gpkg`` + ``project_truth.csv``: an afforestation project started in 2020:
+  planted parcels with a known carbon gain by 2025 and placebo parcels on like land without any
+  planting; the truth holds each parcel's true gain from the planting and from the trend (t CO2e);
 - ``parcels.gpkg``: candidate afforestation parcels (``parcel_id``, ``start_date``) and
   ``parcels_truth.csv`` with the verdict each must get and why (not read by the rule engine).
 """
@@ -59,6 +65,19 @@ CLUSTERS, PLOTS_PER_CLUSTER, CLUSTER_RADIUS_PX = 150, 4, 8
 #: forest is broadleaf, with a brighter NIR and SWIR than the conifers the plots measure
 REMOTE_CENTRE, REMOTE_RADIUS = (0.15, 0.15), 0.14
 REMOTE_NIR_GAIN, REMOTE_SWIR_SHIFT = 1.3, 0.04
+#: crediting epochs (simulation settings): project parcels planted on open land at the start of the
+#: first epoch gain PLANTING_GAIN_MG_HA by the second (a 5-year-old plantation, times a pixel-scale
+#: lognormal factor of sd PLANTING_GAIN_SD_LOG); a regional trend no project causes: every forest
+#: pixel gains TREND_FOREST_MG_HA_YR, and patches of dry open land (about 60 %: a smooth field above
+#: REGROWTH_QUANTILE_Z) regrow TREND_OPEN_MG_HA_YR (lognormal sd 0.3) while the rest stays bare
+EPOCHS = (2020, 2025)
+PROJECT_START = "2020-01-01"
+PLANTING_GAIN_MG_HA, PLANTING_GAIN_SD_LOG = 15.0, 0.15
+TREND_FOREST_MG_HA_YR, TREND_OPEN_MG_HA_YR = 1.0, 0.6
+REGROWTH_QUANTILE_Z = -0.25
+PROJECT_PARCELS = {"planted": 8, "placebo": 8}
+#: monitoring plots the project measures in each planted parcel in the second epoch
+MONITORING_PLOTS = 3
 #: plot measurement noise (simulation settings): log-scale sd of a plot's carbon around its pixel's
 #: truth, by crew; multiplicative, so the noise also grows with the stock (heteroscedastic)
 NOISE_SD_LOG = {"low": 0.08, "high": 0.25}
@@ -87,6 +106,10 @@ class DemoWorld:
     trees: Path
     parcels: Path
     parcels_truth: Path
+    reflectance_2020: Path
+    carbon_truth_2020: Path
+    project_parcels: Path
+    project_truth: Path
 
 
 def world_files(folder: str | Path) -> DemoWorld:
@@ -94,7 +117,8 @@ def world_files(folder: str | Path) -> DemoWorld:
     folder = Path(folder)
     return DemoWorld(folder, folder / "dem.tif", folder / "surface_reflectance.tif", folder / "forest_history.tif",
                      folder / "wetland.tif", folder / "carbon_truth.tif", folder / "plots.gpkg", folder / "trees.csv",
-                     folder / "parcels.gpkg", folder / "parcels_truth.csv")
+                     folder / "parcels.gpkg", folder / "parcels_truth.csv", folder / "surface_reflectance_2020.tif",
+                     folder / "carbon_truth_2020.tif", folder / "project_parcels.gpkg", folder / "project_truth.csv")
 
 
 def _field(rng, shape, sigma):
@@ -110,6 +134,96 @@ def _blobs(rng, allowed: np.ndarray, n: int, radius: tuple[int, int]) -> np.ndar
     for r, c in candidates[rng.choice(len(candidates), size=n, replace=False)]:
         out |= (rows - r) ** 2 + (cols - c) ** 2 <= rng.integers(*radius) ** 2
     return out
+
+
+def _reflectance(rng, carbon, broadleaf, water, illumination) -> np.ndarray:
+    """Red, NIR, SWIR1 (uint16, x 1e4) of a carbon field: closure saturates, SWIR keeps some signal.
+
+    ``broadleaf`` pixels (the remote upland's forest) reflect brighter in NIR and SWIR than the
+    conifers the plots measure. Sensor noise is drawn from ``rng``.
+    """
+    shape = carbon.shape
+    closure, deep = 1 - np.exp(-carbon / 40), 1 - np.exp(-carbon / 90)
+    red = (0.10 - 0.07 * closure + 0.006 * rng.standard_normal(shape)) * illumination
+    nir = (0.18 + 0.17 * closure + 0.012 * rng.standard_normal(shape)) * illumination
+    swir = (0.24 - 0.13 * deep + 0.008 * rng.standard_normal(shape)) * illumination
+    nir[broadleaf] *= REMOTE_NIR_GAIN
+    swir[broadleaf] += REMOTE_SWIR_SHIFT * closure[broadleaf]
+    red[water], nir[water], swir[water] = 0.04, 0.03, 0.01
+    return np.clip(np.round(np.stack([red, nir, swir]) * 10_000), 1, 65_535).astype(np.uint16)
+
+
+def _rasterize(shapes, transform, shape) -> np.ndarray:
+    """Pixels any of ``shapes`` touches."""
+    if not shapes:
+        return np.zeros(shape, bool)
+    return ~geometry_mask(shapes, out_shape=shape, transform=transform, all_touched=True)
+
+
+def _place_projects(rng, transform, allowed) -> tuple[list[dict], np.ndarray]:
+    """Planted and placebo project parcels on ``allowed`` land; the planting's carbon gain (Mg C/ha).
+
+    Each parcel is a rotated rectangle of 150-300 m sides whose touched pixels are all ``allowed``
+    and touch no other parcel. A planted parcel's gain is PLANTING_GAIN_MG_HA times a pixel-scale
+    lognormal factor, times the exact share of each pixel inside the parcel (the planting stops at
+    its boundary), so the parcel's true gain is the sum of the gain over its pixels times 0.09 ha.
+    """
+    from sinks.pixels import coverage_fractions
+
+    size = allowed.shape[0]
+    taken = np.zeros(allowed.shape, bool)
+    factor = np.exp(PLANTING_GAIN_SD_LOG * rng.standard_normal(allowed.shape) - PLANTING_GAIN_SD_LOG ** 2 / 2)
+    gain = np.zeros(allowed.shape)
+    projects = []
+    for kind, count in PROJECT_PARCELS.items():
+        made = 0
+        for _ in range(5000):
+            if made == count:
+                break
+            cx, cy = transform @ (rng.uniform(15, size - 15), rng.uniform(15, size - 15))
+            width, height = rng.uniform(150, 300) * min(1.0, size / 400), rng.uniform(150, 300) * min(1.0, size / 400)
+            shape = affinity.rotate(box(cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2),
+                                    rng.uniform(0, 90))
+            mask = _rasterize([shape], transform, allowed.shape)
+            grown = np.zeros_like(taken)
+            grown[1:-1, 1:-1] = (taken[:-2, 1:-1] | taken[2:, 1:-1] | taken[1:-1, :-2] | taken[1:-1, 2:])
+            if not mask.any() or (taken | grown)[mask].any() or not allowed[mask].all():
+                continue
+            taken |= mask
+            made += 1
+            rows, cols = np.nonzero(mask)
+            window = (rows.min(), cols.min(), rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+            fraction = coverage_fractions(shape, transform, window)[0]
+            r0, c0, h, w = window
+            if kind == "planted":
+                gain[r0:r0 + h, c0:c0 + w] += PLANTING_GAIN_MG_HA * factor[r0:r0 + h, c0:c0 + w] * fraction
+            projects.append({"parcel_id": f"{kind}_{made:02d}", "kind": kind, "geometry": shape, "window": window,
+                             "fraction": fraction})
+        if made < count:
+            raise RuntimeError(f"demo world: could only place {made} of {count} '{kind}' project parcels")
+    return projects, gain
+
+
+def _write_projects(w: DemoWorld, projects, transform, gain, regrowth, dry_open) -> None:
+    """``project_parcels.gpkg`` (parcel_id, start_date, polygon) and ``project_truth.csv``.
+
+    The truth per parcel, in t CO2e over the two epochs: ``true_gain_tco2e`` is what the planting
+    added (0 for a placebo parcel), ``trend_tco2e`` what the regional regrowth added anyway, both
+    summed over the parcel's exact pixel shares x 0.09 ha x 44/12.
+    """
+    pixel_ha = PIXEL_M * PIXEL_M / 10_000
+    rows = []
+    for p in projects:
+        r0, c0, h, wd = p["window"]
+        f = p["fraction"]
+        area_gain = gain[r0:r0 + h, c0:c0 + wd] if p["kind"] == "planted" else np.zeros_like(f)
+        trend = np.where(dry_open[r0:r0 + h, c0:c0 + wd], regrowth[r0:r0 + h, c0:c0 + wd], 0.0) * f
+        rows.append({"parcel_id": p["parcel_id"], "kind": p["kind"], "area_ha": p["geometry"].area / 10_000,
+                     "true_gain_tco2e": float(area_gain.sum() * pixel_ha * 44 / 12),
+                     "trend_tco2e": float(trend.sum() * pixel_ha * 44 / 12)})
+    gpd.GeoDataFrame([{"parcel_id": p["parcel_id"], "start_date": PROJECT_START, "geometry": p["geometry"]}
+                      for p in projects], crs=CRS).to_file(w.project_parcels, driver="GPKG", layer="parcels")
+    pd.DataFrame(rows).to_csv(w.project_truth, index=False)
 
 
 def _write(path: Path, data: np.ndarray, transform, *, dtype, nodata=None, names=None, tags=None):
@@ -154,28 +268,31 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
 
     # hidden carbon density (Mg C/ha): saturating with stand development; young plantations low
     development = np.clip(1.1 + 0.55 * _field(rng, shape, 15) + 0.35 * (elevation - elevation.mean()) / elevation.std(), 0.15, 3.5)
-    carbon = np.where(forest_now, 170 * (1 - np.exp(-development)), 0.0)
-    carbon = np.where(planted, 12 + 10 * np.clip(development, 0, 2), carbon)
-    carbon = carbon * np.exp(0.12 * rng.standard_normal(shape))  # pixel-scale variation no sensor explains
-    carbon = np.where(forest_now, carbon, 0.0).astype(np.float32)
+    stand = np.where(planted, 12 + 10 * np.clip(development, 0, 2), 170 * (1 - np.exp(-development)))
+    stand = stand * np.exp(0.12 * rng.standard_normal(shape))  # pixel-scale variation no sensor explains
+
+    # the crediting epochs (their own random stream): project parcels, regional trend, first epoch
+    rng_epochs = np.random.default_rng([seed, 2])
+    span = EPOCHS[1] - EPOCHS[0]
+    water = river_dist < 2.5
+    ever_forest = history.max(axis=0).astype(bool)
+    remote = (rows - REMOTE_CENTRE[0] * size) ** 2 + (cols - REMOTE_CENTRE[1] * size) ** 2 <= (REMOTE_RADIUS * size) ** 2
+    projects, gain = _place_projects(rng_epochs, transform, ~ever_forest & ~wetland & ~remote & (river_dist > 10))
+    dry_open = ~forest_now & ~wetland & ~water
+    regrowing = _field(rng_epochs, shape, 6) > REGROWTH_QUANTILE_Z  # grazing stopped here; bare elsewhere
+    regrowth = np.where(regrowing, TREND_OPEN_MG_HA_YR * span * np.exp(0.3 * rng_epochs.standard_normal(shape) - 0.045), 0.0)
+    carbon = (np.where(forest_now, stand, 0.0) + np.where(dry_open, regrowth, 0.0) + gain).astype(np.float32)
+    forest_start = history[YEARS.index(EPOCHS[0])].astype(bool)
+    carbon_start = np.where(forest_start, np.maximum(stand - TREND_FOREST_MG_HA_YR * span, 0.5 * stand),
+                            0.0).astype(np.float32)
 
     # reflectance: canopy closure saturates; SWIR keeps some signal at high biomass
-    closure, deep = 1 - np.exp(-carbon / 40), 1 - np.exp(-carbon / 90)
     aspect = np.arctan2(-gx, gy)
     illumination = 0.9 + 0.1 * np.cos(np.radians(slope_deg)) + 0.08 * np.sin(np.radians(slope_deg)) * np.cos(aspect - np.radians(135))
-    red = (0.10 - 0.07 * closure + 0.006 * rng.standard_normal(shape)) * illumination
-    nir = (0.18 + 0.17 * closure + 0.012 * rng.standard_normal(shape)) * illumination
-    swir = (0.24 - 0.13 * deep + 0.008 * rng.standard_normal(shape)) * illumination
-    remote = (rows - REMOTE_CENTRE[0] * size) ** 2 + (cols - REMOTE_CENTRE[1] * size) ** 2 <= (REMOTE_RADIUS * size) ** 2
-    broadleaf = remote & forest_now
-    nir[broadleaf] *= REMOTE_NIR_GAIN
-    swir[broadleaf] += REMOTE_SWIR_SHIFT * closure[broadleaf]
-    water = river_dist < 2.5
-    red[water], nir[water], swir[water] = 0.04, 0.03, 0.01
-    reflectance = np.stack([red, nir, swir])
-    reflectance = np.clip(np.round(reflectance * 10_000), 1, 65_535).astype(np.uint16)
+    reflectance = _reflectance(rng, carbon, remote & forest_now, water, illumination)
     cloud = (rows - 0.25 * size) ** 2 + (cols - 0.8 * size) ** 2 <= (0.045 * size) ** 2
     reflectance[:, cloud] = 0
+    reflectance_start = _reflectance(rng_epochs, carbon_start, remote & forest_start, water, illumination)
 
     w = world_files(folder)
     _write(w.dem, elevation.astype(np.float32), transform, dtype="float32", nodata=-9999.0, names=["elevation"],
@@ -187,10 +304,20 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
     _write(w.wetland, wetland.astype(np.uint8), transform, dtype="uint8", nodata=255, names=["wetland"],
            tags={"values": "1 wetland, 0 dry land"})
     _write(w.carbon_truth, carbon, transform, dtype="float32", names=["carbon"],
-           tags={"units": "Mg C/ha", "content": "hidden truth of the simulation"})
+           tags={"units": "Mg C/ha", "content": "hidden truth of the simulation", "year": str(EPOCHS[1])})
+    _write(w.reflectance_2020, reflectance_start, transform, dtype="uint16", nodata=0, names=["red", "nir", "swir1"],
+           tags={"scale_factor": "0.0001", "units": "reflectance x 10000", "year": str(EPOCHS[0])})
+    _write(w.carbon_truth_2020, carbon_start, transform, dtype="float32", names=["carbon"],
+           tags={"units": "Mg C/ha", "content": "hidden truth of the simulation", "year": str(EPOCHS[0])})
+    _write_projects(w, projects, transform, gain, regrowth, dry_open)
 
-    _make_plots(rng, w, transform, carbon, elevation, remote | wetland | cloud)
-    _make_parcels(rng, w, transform, history, wetland, forest_now, base_forest, cleared, planted)
+    monitoring = np.zeros(shape, np.int32)
+    for k, parcel in enumerate((p for p in projects if p["kind"] == "planted"), start=1):
+        r0, c0, h, wd = parcel["window"]
+        monitoring[r0:r0 + h, c0:c0 + wd][parcel["fraction"] > 0.999] = k
+    _make_plots(rng, w, transform, carbon, elevation, remote | wetland | cloud, monitoring)
+    _make_parcels(rng, w, transform, history, wetland, forest_now, base_forest, cleared, planted,
+                  taken=_rasterize([p["geometry"] for p in projects], transform, shape))
     (folder / "README.txt").write_text(
         "SIMULATED DATA - the sinks demo county. Generated by sinks.demo.world.make_world "
         f"(seed {seed}); not real measurements. See that module's docstring for what each file is.\n",
@@ -283,10 +410,18 @@ def _plot_table(rows, cols, transform, plot_ids, noise, carbon, target_mg_ha, **
                             geometry=[Point(a, b) for a, b in zip(x, y)], crs=CRS)
 
 
-def _make_plots(rng, w: DemoWorld, transform, carbon, elevation, unsampled):
+def _make_plots(rng, w: DemoWorld, transform, carbon, elevation, unsampled, monitoring):
+    """The inventory plots, then the project's monitoring plots: ``MONITORING_PLOTS`` at pixels of
+    ``monitoring`` (wholly planted pixels), one cluster and crew per planted parcel (``monitoring``
+    holds the parcel's number, 0 elsewhere), as a CCER project measures its own plantations."""
     rows, cols, cluster = _plot_pixels(rng, unsampled)
+    for k in range(1, int(monitoring.max()) + 1):
+        inside = np.argwhere(monitoring == k)
+        chosen = inside[rng.choice(len(inside), min(MONITORING_PLOTS, len(inside)), replace=False)]
+        rows, cols = np.concatenate([rows, chosen[:, 0]]), np.concatenate([cols, chosen[:, 1]])
+        cluster = np.concatenate([cluster, np.full(len(chosen), CLUSTERS + k - 1)])
     plot_ids = [f"P{i + 1:03d}" for i in range(len(rows))]
-    crew_noise = rng.choice(list(NOISE_SD_LOG), CLUSTERS)  # one crew, one noise level, per cluster
+    crew_noise = rng.choice(list(NOISE_SD_LOG), int(cluster.max()) + 1)  # one crew, one noise level, per cluster
     noise = crew_noise[cluster]
     trees, target = measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids)
     trees.to_csv(w.trees, index=False)
@@ -317,7 +452,8 @@ def simulate_test_plots(world: DemoWorld, n: int = 1000, *, seed: int = 0) -> tu
     return plots, trees
 
 
-def _make_parcels(rng, w: DemoWorld, transform, history, wetland, forest_now, base_forest, cleared, planted):
+def _make_parcels(rng, w: DemoWorld, transform, history, wetland, forest_now, base_forest, cleared, planted, *,
+                  taken: np.ndarray):
     ever_forest = history.max(axis=0).astype(bool)
     stable_open = ~ever_forest & ~wetland
     kinds = [  # (kind, count, side range m, condition on the parcel's pixels, verdict, reason)
@@ -331,7 +467,7 @@ def _make_parcels(rng, w: DemoWorld, transform, history, wetland, forest_now, ba
          "forest in every year"),
         ("too_small", 3, (12, 18), lambda m: stable_open[m].all(), "ineligible", "smaller than 400 m2 (0.04 ha)"),
     ]
-    records, truth, taken = [], [], np.zeros(history.shape[1:], bool)
+    records, truth, taken = [], [], taken.copy()
     size = history.shape[1]
     scale = min(1.0, size / 400)  # smaller parcels in a smaller county, except the too-small ones
     for kind, count, (lo, hi), condition, verdict, reason in kinds:
