@@ -6,6 +6,7 @@ import argparse
 import math
 from typing import TYPE_CHECKING
 
+from sinks.constants import MAX_PIXELS
 from sinks.errors import InputError, SinksError
 
 if TYPE_CHECKING:  # heavy imports wait until a command runs: 'sinks --help' stays quick
@@ -187,8 +188,6 @@ block_size.__name__ = "block size"
 
 
 def max_pixels_option(group, *, ee: bool = False) -> None:
-    from sinks.covariates.spec import MAX_PIXELS
-
     group.add_argument("--max-pixels", type=positive_float, metavar="N",
                        help=f"largest grid, in pixels, the job may compute (default {MAX_PIXELS:.0e}, a guard "
                        "against a resolution in the wrong units)"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from sinks.cli._common import add_overwrite, add_rename, crs_string, echo, table_options
 from sinks.errors import InputError
-from sinks.io import read_table
 
 
 def register(sub) -> None:
@@ -85,6 +84,7 @@ def run(args) -> None:
     from sinks.eligibility.engine import assess
     from sinks.eligibility.report import write_report
     from sinks.eligibility.rules import load_ruleset, parse_layer_values, parse_overrides
+    from sinks.io import read_table
 
     ruleset = load_ruleset(args.rules, parse_overrides(args.param), parse_layer_values(args.layer_values))
     layers = _layers(args.layer)

@@ -7,7 +7,6 @@ import sys
 from sinks.cli._common import (add_crs, add_engine, add_overwrite, add_rename, echo, start_engine,
                                table_options)
 from sinks.errors import InputError
-from sinks.io import read_table, write_table
 
 
 def register(sub) -> None:
@@ -37,6 +36,7 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from sinks.covariates.spec import load_spec
+    from sinks.io import read_table, write_table
 
     spec = load_spec(args.spec)
     plots = read_table(args.plots, **table_options(args), crs=args.crs, geometry=True)

@@ -6,8 +6,7 @@ import sys
 import warnings
 
 from sinks.cli._common import add_level, add_overwrite, block_size, echo, max_pixels_option, positive_int, spec_inputs
-
-EXECUTORS = ("serial", "threads", "processes", "dask")  # sinks.mapping.executors.EXECUTORS (not imported: start-up)
+from sinks.constants import EXECUTORS
 
 
 def register(sub) -> None:

@@ -16,11 +16,9 @@ from sinks.cli._common import (
     summary,
     table_options,
 )
-from sinks.errors import InputError
-from sinks.io import check_columns, read_table, to_geodataframe, write_tables
-from sinks.pools import forest, height, plausibility
 from sinks.cli.stocks import add_allow_implausible
-from sinks.pools.allometry import ExpressionAllometry, read_allometry_table
+from sinks.constants import HEIGHT_MODELS
+from sinks.errors import InputError
 
 
 def register(pools) -> None:
@@ -43,7 +41,7 @@ def register(pools) -> None:
     group = parser.add_argument_group("height")
     group.add_argument("--height-sample", metavar="TABLE",
                        help="trees with dbh_cm and height_m to fit a height-diameter model for trees without height")
-    group.add_argument("--hd-model", choices=height.FITTED_METHODS, default="log2",
+    group.add_argument("--hd-model", choices=HEIGHT_MODELS, default="log2",
                        help="model fitted on --height-sample (default log2)")
     group.add_argument("--hd-weighted", action="store_true", help="weight the fit by D^2 H (BIOMASS useWeight)")
     group.add_argument("--hd-per-plot", action="store_true",
@@ -83,8 +81,10 @@ def register(pools) -> None:
                                 "allometry_table"))
 
 
-
 def run(args) -> None:
+    from sinks.io import read_table, write_tables
+    from sinks.pools import forest, plausibility
+
     plausibility.check_rename_units(renames(args))
     table = read_table(args.input, **table_options(args), crs=args.crs)
     if "volume_m3_ha" in table.columns and "dbh_cm" not in table.columns:
@@ -121,6 +121,9 @@ def run(args) -> None:
 def _run_volume(args, stands) -> None:
     if args.trees_out:
         raise InputError("--trees-out is for a tree list; a stand-volume table has no trees")
+    from sinks.io import write_tables
+    from sinks.pools import forest
+
     plot_table = forest.volume_stocks(stands, species_table=args.species_table, source=args.input,
                                       allow_implausible=args.allow_implausible)
     write_tables({args.out: plot_table})
@@ -132,6 +135,9 @@ def _run_volume(args, stands) -> None:
 def _plots(args, trees):
     if args.plots and args.area_ha is not None:
         raise InputError("give --plots or --area-ha, not both")
+    from sinks.io import read_table, to_geodataframe
+    from sinks.pools import forest
+
     if args.plots:
         plots = read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs, encoding=args.encoding)
         located = "geometry" in plots.columns or ({"x", "y"} <= set(plots.columns) and args.crs)
@@ -148,6 +154,9 @@ def _plots(args, trees):
 def _height_model(args):
     if args.feldpausch and args.height_sample:
         raise InputError("give --height-sample or --feldpausch, not both")
+    from sinks.io import check_columns, read_table
+    from sinks.pools import height
+
     if args.feldpausch:
         return height.feldpausch_model(args.feldpausch)
     if not args.height_sample:
@@ -165,6 +174,8 @@ def _height_model(args):
 def _allometry(args):
     if args.allometry and args.allometry_table:
         raise InputError("give --allometry or --allometry-table, not both")
+    from sinks.pools.allometry import ExpressionAllometry, read_allometry_table
+
     if args.allometry:
         return ExpressionAllometry(args.allometry)
     return read_allometry_table(args.allometry_table) if args.allometry_table else None

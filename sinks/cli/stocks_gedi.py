@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from sinks.cli._common import add_overwrite, echo, unit_fraction
 from sinks.cli.stocks import add_allow_implausible
-from sinks.covariates import gedi
 from sinks.errors import InputError
-from sinks.io import read_table, write_tables
-from sinks.pools import plausibility
 
 
 def register(pools) -> None:
@@ -49,6 +46,10 @@ def register(pools) -> None:
 
 
 def run(args) -> None:
+    from sinks.covariates import gedi
+    from sinks.io import read_table, write_tables
+    from sinks.pools import plausibility
+
     polygon = None
     if args.clip:
         polygon = read_table(args.clip, geometry=True)

@@ -14,9 +14,7 @@ from sinks.cli._common import (
     summary,
 )
 from sinks.cli.stocks import add_allow_implausible
-from sinks.io import write_tables
-from sinks.pools import plausibility, soil
-from sinks.pools.depth import METHODS, interval_label, parse_depths
+from sinks.constants import DEPTH_METHODS
 
 
 def register(pools) -> None:
@@ -32,7 +30,7 @@ def register(pools) -> None:
                         "[, bulk_density_g_cm3, coarse_fragments_pct, x, y, year]")
     parser.add_argument("--out", required=True, help="plot table to write (.gpkg, .csv or .parquet)")
     parser.add_argument("--depths", default="0-30,30-100", help="standard intervals in cm (default 0-30,30-100)")
-    parser.add_argument("--method", choices=METHODS, default="spline", help="depth harmonisation (default spline)")
+    parser.add_argument("--method", choices=DEPTH_METHODS, default="spline", help="depth harmonisation (default spline)")
     parser.add_argument("--lambda", dest="lam", type=positive_float, help="spline smoothing (default 0.1, Malone et al. 2009)")
     parser.add_argument("--fill-bd", action="store_true",
                         help="fill missing bulk density by a pedotransfer function (flagged in bd_source)")
@@ -48,6 +46,10 @@ def register(pools) -> None:
 
 
 def run(args) -> None:
+    from sinks.io import write_tables
+    from sinks.pools import plausibility, soil
+    from sinks.pools.depth import interval_label, parse_depths
+
     mapping = renames(args)
     plausibility.check_rename_units(mapping)
     horizons = read_with_sites(args.horizons, args.sites, mapping, "profile_id", soil.HORIZON_COLUMNS, encoding=args.encoding)

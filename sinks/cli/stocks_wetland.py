@@ -14,8 +14,6 @@ from sinks.cli._common import (
     summary,
 )
 from sinks.cli.stocks import add_allow_implausible
-from sinks.io import write_tables
-from sinks.pools import plausibility, wetland
 
 
 def register(pools) -> None:
@@ -43,6 +41,9 @@ def register(pools) -> None:
 
 
 def run(args) -> None:
+    from sinks.io import write_tables
+    from sinks.pools import plausibility, wetland
+
     mapping = renames(args)
     plausibility.check_rename_units(mapping)
     intervals = read_with_sites(args.intervals, args.cores, mapping, "core_id", wetland.INTERVAL_COLUMNS[:3], encoding=args.encoding)

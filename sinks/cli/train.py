@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from sinks.cli._common import add_overwrite, add_rename, echo, table_options
-from sinks.io import read_table
 
 
 def register(sub) -> None:
@@ -31,6 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    from sinks.io import read_table
     from sinks.learn.recipe import load_recipe
     from sinks.learn.train import train
 

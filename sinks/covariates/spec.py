@@ -33,6 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sinks import constants
 from sinks.covariates import expressions
 from sinks.errors import SpecError
 from sinks.io import read_toml
@@ -182,13 +183,9 @@ FOOTPRINT_KEYS = ("kind", "radius")
 SOURCE_KEYS = ("name", "path", "paths", "bands", "nodata", "valid", "composite", "resampling", "ee")
 BAND_KEYS = ("name", "index", "scale", "offset")
 FEATURE_KEYS = ("name", "band", "expression", "terrain")
-#: Largest grid (pixels) a stack or a map computes unless told otherwise (``max_pixels``, CLI
-#: ``--max-pixels``): 10^9 pixels is a 31,623 x 31,623 grid, e.g. Chongqing (82,400 km2) at 10 m or
-#: Sichuan (486,000 km2) at 30 m; one float32 band of it is 3.7 GiB uncompressed, and at the measured
-#: ~1 us per pixel and feature a 4-feature stack takes over an hour. Larger grids are nearly always a
-#: resolution in the wrong units or an extent in the wrong CRS. Checked by
-#: :func:`sinks.covariates.local.check_grid_size` once the grid is known.
-MAX_PIXELS = 1_000_000_000
+#: Largest grid (pixels) a stack or a map computes unless told otherwise: see
+#: :data:`sinks.constants.MAX_PIXELS` (defined there: the CLI shows it at start-up).
+MAX_PIXELS = constants.MAX_PIXELS
 #: Largest resolution accepted in a geographic (degree) CRS: 1 degree is ~111 km. A larger number is
 #: almost always a resolution in metres written for a degree CRS (30 "degrees" for 30 m).
 MAX_DEGREE_RESOLUTION = 1.0

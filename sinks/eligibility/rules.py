@@ -17,7 +17,6 @@ from pathlib import Path
 from sinks import validate
 from sinks.errors import SpecError
 from sinks.validate import check_keys, did_you_mean
-from sinks.io import read_toml, sha256_file
 
 #: Keys of a rule that are not parameters of its check.
 RULE_KEYS = ("id", "check", "description", "description_zh", "source", "confidence", "layer", "optional_layer")
@@ -262,6 +261,8 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
         path = shipped
     if path.is_dir():
         raise SpecError(f"{path}: is a folder; give a rule set file (.toml) or a shipped rule set id")
+    from sinks.io import read_toml, sha256_file  # not at the top: 'sinks --help' lists the rule sets (pandas)
+
     data, where = read_toml(path, "rule set"), str(path)
     from sinks.eligibility.checks import CHECKS, LAYER_BANDS, PARAM_TYPES, check_params
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 
+from sinks.constants import EXECUTORS  # defined there: the CLI lists it at start-up
 from sinks.errors import InputError, MissingDependencyError
 from sinks.mapping.tiles import Tile, TileJob, compute_tile
-
-EXECUTORS = ("serial", "threads", "processes", "dask")
 
 
 def available_cores() -> int:

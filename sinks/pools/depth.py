@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from sinks.constants import DEPTH_METHODS as METHODS  # defined there: the CLI lists it at start-up
 from sinks.errors import InputError
 from sinks.io import format_rows
 
 Interval = tuple[float, float]
-METHODS = ("spline", "overlap")
 #: Depth tolerance (cm) when deciding whether horizons touch, overlap or cover an interval.
 DEPTH_TOLERANCE_CM = 1e-6
 

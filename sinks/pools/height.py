@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from sinks.constants import HEIGHT_MODELS as FITTED_METHODS  # defined there: the CLI lists it at start-up
 from sinks.errors import InputError
 from sinks.pools.tables import allometry_parameter, load_table
 
-FITTED_METHODS = ("log1", "log2", "michaelis", "weibull")
 #: BIOMASS modelHD refuses fewer heights than this ("not enough height data").
 MIN_HEIGHTS = 15
 
