@@ -114,3 +114,20 @@ def test_train_reports_every_scheme_with_w_and_a_data_driven_block_size(tmp_path
     assert meta["validation"]["spatial"] == meta["validation"]["knndm"]  # the old key: the chosen scheme
     card = (folder / "MODEL_CARD.md").read_text()
     assert "| knndm (chosen) |" in card and "### Per fold: blocks" in card
+
+
+def test_xgboost_folds_side_by_side_give_the_same_oof_as_one_after_another(monkeypatch):
+    from sinks.learn.estimators import make_estimator
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 6))
+    y = X[:, 0] * 3 + np.sin(X[:, 1] * 2) + rng.normal(0, 0.3, 600)
+    folds = rng.integers(0, 5, 600)
+    est = make_estimator("xgboost", {"n_estimators": 30, "n_jobs": 2})
+    assert cv._fold_threads(est, 5) == (2, 1)
+    side, oof_side = cv.cross_validate(est, X, y, folds, scheme="random", progress=False)
+    monkeypatch.setattr(cv, "_fold_threads", lambda estimator, n: (1, 0))
+    one, oof_one = cv.cross_validate(est, X, y, folds, scheme="random", progress=False)
+    np.testing.assert_array_equal(oof_side, oof_one)
+    assert side == one
+    assert est.get_params()["n_jobs"] == 2  # the caller's estimator is left as it was

@@ -179,3 +179,23 @@ def test_bundle_predict_unchanged_by_the_fast_di(tmp_path):
         for key in ref:
             np.testing.assert_allclose(out[key], ref[key], rtol=1e-6, atol=1e-6, err_msg=key)
         assert np.array_equal(out["aoa"], ref["aoa"])
+
+
+def test_nested_check_with_precomputed_difficulties_is_the_same():
+    from sinks.learn.intervals import fold_difficulties
+
+    xy, X, y, _, pred = _world(n_clusters=10, per=20, seed=4)
+    folds = knndm_folds(xy, pred, 5, seed=0).folds
+    _, oof = cv.cross_validate(LinearRegression(), X, y, folds, scheme="knndm", progress=False)
+    aoa = fit_aoa(X, np.ones(3) / 3, folds)
+    dist, index = cv_neighbours(aoa, folds, 20)
+    inside = dist[:, 0] / aoa.mean_distance <= aoa.threshold
+    shared = fold_difficulties(y, oof, folds, index, dist, aoa.mean_distance, 5)
+    for method in ("normalized", "mondrian", "split"):
+        for level in (0.8, 0.95):
+            own = nested_check(y, oof, folds, index, dist, aoa.mean_distance, inside, level=level,
+                               method=method, neighbours=5)
+            given = nested_check(y, oof, folds, index, dist, aoa.mean_distance, inside, level=level,
+                                 method=method, neighbours=5, difficulties=shared)
+            np.testing.assert_array_equal(own["arrays"]["width"], given["arrays"]["width"])
+            assert own["coverage"] == given["coverage"]

@@ -259,3 +259,21 @@ def test_di_is_exact_and_the_flag_right_at_the_threshold():
     di, brute = ref.dissimilarity(Xn, workers=2), _brute_di(ref, Xn)
     np.testing.assert_allclose(di, brute, rtol=1e-12)
     assert np.array_equal(di.astype(np.float32) <= ref.threshold, brute.astype(np.float32) <= ref.threshold)
+
+
+def test_brute_force_cv_neighbours_equal_the_kd_tree_ones(monkeypatch):
+    import sinks.learn.aoa as aoa_module
+    from sinks.learn.aoa import cv_neighbours
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(900, 16))
+    folds = rng.integers(0, 4, 900)
+    ref = fit_aoa(X, rng.dirichlet(np.ones(16)), folds, neighbours=20)
+    kept_d, kept_i = cv_neighbours(ref, folds, 20)  # kept by fit_aoa: no second search
+    monkeypatch.setattr(aoa_module, "BRUTE_FORCE_FEATURES", 100)  # k-d tree
+    tree = fit_aoa(X, ref.weights, folds)
+    tree_d, tree_i = cv_neighbours(tree, folds, 20)
+    np.testing.assert_array_equal(kept_i, tree_i)
+    np.testing.assert_allclose(kept_d, tree_d, rtol=1e-12)
+    assert ref.threshold == pytest.approx(tree.threshold, rel=1e-12)
+    assert (folds[kept_i] != folds[:, None]).all()

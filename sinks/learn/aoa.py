@@ -20,6 +20,7 @@ their difficulty measure (:mod:`sinks.learn.intervals`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +34,17 @@ from scipy.spatial.distance import pdist
 MEAN_DISTANCE_SAMPLE = 4000
 #: Rows queried at once (bounds the memory of k-neighbour queries in mapping windows).
 QUERY_CHUNK = 65536
+#: Above this many predictors the other-fold neighbour search (:func:`cv_neighbours`) is exact brute
+#: force (BLAS distances with a running k-smallest selection, scikit-learn's ``NearestNeighbors``
+#: ``algorithm="brute"``) instead of a k-d tree: in 30 dimensions a k-d tree prunes almost nothing and
+#: was 2.5-4x slower than brute force at 10^5 plots (benchmarks/training.py); at 6-10 dimensions it is
+#: 1.3-5x faster.
+BRUTE_FORCE_FEATURES = 12
+#: Brute force picks this many candidates beyond the k asked for; their exact distances are then
+#: recomputed and the k nearest kept (the BLAS distances carry rounding that could swap near-ties).
+_BRUTE_EXTRA = 8
+#: Query rows whose exact candidate distances are recomputed at once (bounds that gather's memory).
+_EXACT_CHUNK = 4096
 
 
 @dataclass
@@ -103,16 +115,61 @@ def _mean_distance(Z: np.ndarray, seed: int = 0) -> float:
     return value if value > 0 else 1.0
 
 
-def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _brute_neighbours(train: np.ndarray, query: np.ndarray, k: int, workers: int):
+    """The ``k`` nearest rows of ``train`` to each row of ``query``, exact: (distances, indices).
+
+    Candidates come from scikit-learn's brute-force search (BLAS inner products, rows in chunks),
+    ``_BRUTE_EXTRA`` more than asked; their distances are recomputed from the coordinates and the
+    ``k`` smallest kept, nearest first, ties by index.
+    """
+    from sklearn.neighbors import NearestNeighbors
+    from threadpoolctl import threadpool_limits
+
+    kk = min(len(train), k + _BRUTE_EXTRA)
+    with threadpool_limits(limits=workers):
+        cand = NearestNeighbors(n_neighbors=kk, algorithm="brute").fit(train).kneighbors(
+            query, return_distance=False)
+    dist = np.empty((len(query), k))
+    index = np.empty((len(query), k), dtype=np.int64)
+    for start in range(0, len(query), _EXACT_CHUNK):
+        c = cand[start:start + _EXACT_CHUNK]
+        diff = train[c] - query[start:start + len(c), None, :]
+        d = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        order = np.lexsort((c, d), axis=1)[:, :k]
+        dist[start:start + len(c)] = np.take_along_axis(d, order, axis=1)
+        index[start:start + len(c)] = np.take_along_axis(c, order, axis=1)
+    return dist, index
+
+
+def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
+                  workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each training sample, its ``m`` nearest training samples in *other* CV folds.
 
     Returns (distances, indices), both (n x m), nearest first, in the weighted standardised space
     of ``ref`` (distances not divided by the mean distance). Fewer than ``m`` samples in the other
     folds pad with index -1 and distance inf.
+
+    Exact: a k-d tree up to :data:`BRUTE_FORCE_FEATURES` predictors, brute force above (the
+    same neighbours; exact ties may come in another order). ``workers``: threads (default: all
+    cores this process may use). When ``ref`` came from :func:`fit_aoa` with ``neighbours >= m``
+    and these folds, its kept neighbours are returned (their first ``m`` columns) without a search.
     """
     Z = ref.train
     n = len(Z)
     folds = np.asarray(folds)
+    kept = getattr(ref, "_cv_neighbours", None)
+    if kept is not None and kept[0].shape == folds.shape and kept[1].shape[1] >= m \
+            and np.array_equal(kept[0], folds):
+        return kept[1][:, :m].copy(), kept[2][:, :m].copy()
+    workers = _cores() if workers is None else max(1, int(workers))
+    brute = Z.shape[1] > BRUTE_FORCE_FEATURES
     dist = np.full((n, m), np.inf)
     index = np.full((n, m), -1, dtype=np.int64)
     for g in np.unique(folds):
@@ -121,16 +178,26 @@ def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int) -> tuple[np.ndar
         if not len(others):
             continue
         kk = min(m, len(others))
-        d, i = cKDTree(Z[others]).query(Z[inside], k=kk)
+        if brute:
+            d, i = _brute_neighbours(Z[others], Z[inside], kk, workers)
+        else:
+            d, i = cKDTree(Z[others]).query(Z[inside], k=kk, workers=workers)
         d, i = d.reshape(len(inside), -1), i.reshape(len(inside), -1)
         dist[inside, :kk] = d
         index[inside, :kk] = others[i]
     return dist, index
 
 
-def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray) -> AOAReference:
-    """Reference for DI/AOA from training predictors, feature importances and CV fold ids."""
+def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray, *, neighbours: int = 1,
+            workers: int | None = None) -> AOAReference:
+    """Reference for DI/AOA from training predictors, feature importances and CV fold ids.
+
+    The training DIs need each sample's nearest sample in the other folds; with ``neighbours``
+    larger than 1 that search keeps that many (the one search :func:`cv_neighbours` then reuses for
+    the same folds). ``workers``: threads of the search (default: all cores).
+    """
     X = np.asarray(X, dtype=np.float64)
+    folds = np.asarray(folds)
     mean, sd = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     weights = np.asarray(importance, dtype=np.float64)
@@ -138,10 +205,13 @@ def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray) -> AOARefe
     ref = AOAReference(mean, sd, weights, np.zeros((0, X.shape[1])), 1.0, np.inf)
     Z = ref._transform(X)
     ref = AOAReference(mean, sd, weights, Z, _mean_distance(Z), np.inf)
-    train_di = training_di(ref, folds)
+    dist, index = cv_neighbours(ref, folds, max(1, int(neighbours)), workers=workers)
+    train_di = dist[:, 0] / ref.mean_distance
     q1, q3 = np.percentile(train_di, [25, 75])
     whisker = train_di[train_di <= q3 + 1.5 * (q3 - q1)].max()
-    return AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker))
+    out = AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker))
+    out._cv_neighbours = (folds.copy(), dist, index)  # not saved with the bundle
+    return out
 
 
 def training_di(ref: AOAReference, folds: np.ndarray) -> np.ndarray:

@@ -87,17 +87,64 @@ class Scores:
         return asdict(self)
 
 
+def _fold_threads(estimator, n_folds: int) -> tuple[int, int]:
+    """(folds fitted at once, threads per fit) for an XGBoost estimator; (1, 0) for any other.
+
+    XGBoost's OpenMP threads meet at a barrier many times per tree, so one fit on several threads
+    is slowed badly when another process shares the cores (measured on a shared 2-core machine: one
+    fit of 80,000 x 30 took 3 s on one thread, 3-40 s on two). Fitting the folds side by side on one
+    thread each keeps the same total threads (the estimator's ``n_jobs``) without those barriers.
+    XGBoost's predictions do not depend on its thread count, so the OOF predictions are unchanged.
+    Other estimators are fitted one fold after another with their own threads, as before.
+    """
+    try:
+        from xgboost import XGBModel
+    except ImportError:  # pragma: no cover - xgboost is a dependency
+        return 1, 0
+    if not isinstance(estimator, XGBModel) or n_folds < 2:
+        return 1, 0
+    from sinks.learn.estimators import effective_n_jobs
+
+    threads = effective_n_jobs(estimator.get_params().get("n_jobs"))
+    at_once = min(threads, n_folds)
+    return at_once, max(1, threads // at_once)
+
+
 def cross_validate(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, scheme: str,
                    progress: bool = True, sample_weight: np.ndarray | None = None) -> tuple[Scores, np.ndarray]:
     """Fit a clone per fold (with the training plots' ``sample_weight``, if given); return the pooled
-    (unweighted) scores and the out-of-fold predictions."""
+    (unweighted) scores and the out-of-fold predictions.
+
+    XGBoost folds are fitted side by side, each on its share of the estimator's threads
+    (:func:`_fold_threads`); the result is the same as fitting them one after another.
+    """
     oof = np.full(len(y), np.nan)
-    for k in tqdm(np.unique(folds), desc=f"{scheme} CV", unit="fold", disable=not progress, leave=False):
+    ids = np.unique(folds)
+    at_once, threads = _fold_threads(estimator, len(ids))
+
+    def fit_fold(k):
         test = folds == k
         fit = {} if sample_weight is None else {"sample_weight": sample_weight[~test]}
-        model = clone(estimator).fit(X[~test], y[~test], **fit)
-        oof[test] = model.predict(X[test])
-    return score(y, oof, scheme=scheme, folds=len(np.unique(folds))), oof
+        model = clone(estimator)
+        if threads:
+            model.set_params(n_jobs=threads)
+        model.fit(X[~test], y[~test], **fit)
+        return test, model.predict(X[test])
+
+    with tqdm(total=len(ids), desc=f"{scheme} CV", unit="fold", disable=not progress, leave=False) as bar:
+        if at_once <= 1:
+            for k in ids:
+                test, pred = fit_fold(k)
+                oof[test] = pred
+                bar.update()
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=at_once) as pool:  # XGBoost releases the GIL
+                for test, pred in pool.map(fit_fold, ids):
+                    oof[test] = pred
+                    bar.update()
+    return score(y, oof, scheme=scheme, folds=len(ids)), oof
 
 
 def score(y: np.ndarray, pred: np.ndarray, *, scheme: str, folds: int = 0) -> Scores:

@@ -258,33 +258,53 @@ def _summary(covered, width, di, inside, folds, di_edges) -> dict:
     }
 
 
+def fold_difficulties(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np.ndarray,
+                      nb_distance: np.ndarray, mean_distance: float, neighbours: int = DEFAULT_NEIGHBOURS) -> list:
+    """[(fold, s_cal, di_cal, s_test, di_test)]: the difficulties :func:`nested_check` uses per fold.
+
+    They depend on neither the method, the level nor the bins, so a caller checking several of
+    those on the same residuals computes them once and passes them as ``difficulties``.
+    """
+    r = np.abs(np.asarray(y, dtype=float) - np.asarray(oof, dtype=float))
+    folds = np.asarray(folds)
+    nb_index, nb_distance = np.asarray(nb_index), np.asarray(nb_distance)
+    nb_fold = np.where(nb_index >= 0, folds[np.where(nb_index >= 0, nb_index, 0)], -1)
+    value = []
+    for k in np.unique(folds):
+        test, cal = folds == k, folds != k
+        s_cal, di_cal = neighbour_difficulty(r, nb_index[cal], nb_distance[cal], nb_fold[cal], mean_distance,
+                                             neighbours, exclude=k)
+        s_t, di_t = neighbour_difficulty(r, nb_index[test], nb_distance[test], nb_fold[test], mean_distance,
+                                         neighbours)
+        value.append((k, s_cal, di_cal, s_t, di_t))
+    return value
+
+
 def nested_check(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np.ndarray,
                  nb_distance: np.ndarray, mean_distance: float, inside_aoa: np.ndarray, *, level: float,
                  method: str = "normalized", bins: int = DEFAULT_BINS, neighbours: int = DEFAULT_NEIGHBOURS,
-                 lower_bound: float | None = 0.0, di_bins: int = 4) -> dict:
+                 lower_bound: float | None = 0.0, di_bins: int = 4, difficulties: list | None = None) -> dict:
     """Coverage of ``method`` measured only on data not used to calibrate it.
 
     For each fold k: calibrate on the plots of the other folds (their |OOF residual|, with σ from
     neighbours that skip fold k as well as their own fold), then evaluate the interval on fold k
     (its OOF prediction, σ from its neighbours in the other folds). ``nb_index``/``nb_distance``
-    are each plot's nearest plots in other folds (:func:`sinks.learn.aoa.cv_neighbours`).
+    are each plot's nearest plots in other folds (:func:`sinks.learn.aoa.cv_neighbours`);
+    ``difficulties`` their :func:`fold_difficulties`, when already computed.
     Returns coverage and width overall, per fold, inside / outside the AOA and by DI quartile.
     """
     y, oof, folds = np.asarray(y, dtype=float), np.asarray(oof, dtype=float), np.asarray(folds)
     r = np.abs(y - oof)
-    nb_fold = np.where(nb_index >= 0, folds[np.where(nb_index >= 0, nb_index, 0)], -1)
     covered = np.zeros(len(y), dtype=bool)
     width = np.zeros(len(y))
     lower_all, upper_all = np.zeros(len(y)), np.zeros(len(y))
     di_test = np.zeros(len(y))
-    for k in np.unique(folds):
+    if difficulties is None:
+        difficulties = fold_difficulties(y, oof, folds, nb_index, nb_distance, mean_distance, neighbours)
+    for k, s_cal, di_cal, s_t, di_t in difficulties:
         test, cal = folds == k, folds != k
-        s_cal, di_cal = neighbour_difficulty(r, nb_index[cal], nb_distance[cal], nb_fold[cal], mean_distance,
-                                             neighbours, exclude=k)
         iv = calibrate_adaptive(r[cal], s_cal, di_cal, level=level, method=method, bins=bins,
                                 neighbours=neighbours, lower_bound=lower_bound)
-        s_t, di_t = neighbour_difficulty(r, nb_index[test], nb_distance[test], nb_fold[test], mean_distance,
-                                         neighbours)
         lo, hi = iv.apply(oof[test], s_t, di_t)
         lower_all[test], upper_all[test], di_test[test] = lo, hi, di_t
         covered[test] = (y[test] >= lo) & (y[test] <= hi)

@@ -27,7 +27,8 @@ from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv, tuning
 from sinks.learn.aoa import cv_neighbours, fit_aoa, fit_error_profile
 from sinks.learn.estimators import estimator_params, importances, make_estimator, trial_fit
-from sinks.learn.intervals import METHODS, calibrate_adaptive, neighbour_difficulty, nested_check
+from sinks.learn.intervals import (METHODS, calibrate_adaptive, fold_difficulties, neighbour_difficulty,
+                                   nested_check)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import check_target_values, derive_target, target_quantity
@@ -327,10 +328,13 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     inside = cv_di <= aoa.threshold
     lower_bound = 0.0 if np.all(y >= 0) else None
     checks = {}
+    difficulties = fold_difficulties(y, oof, folds, nb_index, nb_distance, aoa.mean_distance,
+                                     recipe.interval_neighbours)  # shared by every method and level
     for method in METHODS:
         checks[method] = nested_check(y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside,
                                       level=recipe.interval_level, method=method, bins=recipe.interval_bins,
-                                      neighbours=recipe.interval_neighbours, lower_bound=lower_bound)
+                                      neighbours=recipe.interval_neighbours, lower_bound=lower_bound,
+                                      difficulties=difficulties)
     held_out = checks[recipe.interval_method].pop("arrays")
     for method in METHODS:
         checks[method].pop("arrays", None)
@@ -339,7 +343,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         check = checks[recipe.interval_method] if level == recipe.interval_level else nested_check(
             y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside, level=level,
             method=recipe.interval_method, bins=recipe.interval_bins, neighbours=recipe.interval_neighbours,
-            lower_bound=lower_bound)
+            lower_bound=lower_bound, difficulties=difficulties)
         check.pop("arrays", None)
         by_level[f"{level:g}"] = {part: check[part] for part in ("n", "coverage", "mean_width", "sd_width",
                                                                 "width_di_spearman", "inside_aoa", "outside_aoa")}
