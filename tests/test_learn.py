@@ -277,3 +277,52 @@ def test_brute_force_cv_neighbours_equal_the_kd_tree_ones(monkeypatch):
     np.testing.assert_allclose(kept_d, tree_d, rtol=1e-12)
     assert ref.threshold == pytest.approx(tree.threshold, rel=1e-12)
     assert (folds[kept_i] != folds[:, None]).all()
+
+
+def test_categorical_predictors_are_compared_by_class_in_the_aoa(tmp_path):
+    from sinks.learn.aoa import AOAReference
+
+    rng = np.random.default_rng(3)
+    n = 300
+    classes = rng.choice([1.0, 3.0], n)  # class codes, not magnitudes
+    X = np.column_stack([rng.normal(size=n), classes])
+    folds = rng.integers(0, 5, n)
+    ref = fit_aoa(X, np.array([0.5, 0.5]), folds, categorical=[1])
+    assert ref.train.shape[1] == 1 + 2 + 1  # continuous + one-hot classes + unseen
+
+    def di(ref, code):
+        return ref.dissimilarity(np.array([[0.0, code]]))[0]
+
+    assert di(ref, 2.0) == pytest.approx(di(ref, 9.0))  # an unseen class is unlike, whatever its code
+    assert di(ref, 1.0) < 0.5 * di(ref, 2.0) and di(ref, 3.0) < 0.5 * di(ref, 2.0)
+    assert di(ref, 2.0) > ref.threshold  # outside the AOA
+    numeric = fit_aoa(X, np.array([0.5, 0.5]), folds)  # as numbers, the code's magnitude would count
+    assert di(numeric, 9.0) > 3 * di(numeric, 2.0)
+    # saved and loaded with the bundle
+    ref.save(tmp_path / "aoa.npz")
+    back = AOAReference.load(tmp_path / "aoa.npz")
+    assert back.categorical == (1,) and [list(c) for c in back.classes] == [[1.0, 3.0]]
+    probe = np.array([[0.3, 2.0], [1.0, 4.0], [-1.0, np.nan]])
+    np.testing.assert_array_equal(back.dissimilarity(probe), ref.dissimilarity(probe))
+
+
+def test_categorical_flag_in_a_spec_is_checked(tmp_path):
+    from sinks.covariates.spec import parse_spec
+    from sinks.errors import SpecError
+
+    def spec(feature, resampling="bilinear"):
+        return {"name": "s", "grid": {"crs": "EPSG:32648", "resolution": 30, "like": "a"},
+                "sources": [{"name": "a", "path": "a.tif", "bands": ["x"]},
+                            {"name": "b", "path": "b.tif", "bands": ["c"], "resampling": resampling}],
+                "features": [{"name": "x", "band": "a.x"}, feature]}
+
+    ok = parse_spec(spec({"name": "c", "band": "b.c", "categorical": True}, "nearest"), base=tmp_path)
+    assert [f.categorical for f in ok.features] == [False, True]
+    plain = parse_spec(spec({"name": "c", "band": "b.c"}, "nearest"), base=tmp_path)
+    assert plain.fingerprint() != ok.fingerprint()
+    with pytest.raises(SpecError, match="mixes class codes"):
+        parse_spec(spec({"name": "c", "band": "b.c", "categorical": True}), base=tmp_path)
+    with pytest.raises(SpecError, match="true or false"):
+        parse_spec(spec({"name": "c", "band": "b.c", "categorical": "yes"}, "nearest"), base=tmp_path)
+    with pytest.raises(SpecError, match="only a band feature"):
+        parse_spec(spec({"name": "c", "expression": "x * 2", "categorical": True}, "nearest"), base=tmp_path)

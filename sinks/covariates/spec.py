@@ -83,6 +83,8 @@ class Feature:
     band: str | None = None
     expression: str | None = None
     terrain: str | None = None
+    #: a class code (land cover, parent material): the AOA compares it by class, not by distance
+    categorical: bool = False
 
     @property
     def kind(self) -> str:
@@ -150,7 +152,8 @@ class FeatureSpec:
                  "composite": s.composite, "resampling": s.resampling}
                 for s in self.sources
             ],
-            "features": [asdict(f) for f in self.features],
+            # 'categorical' only when set, so specs written before it keep their fingerprints
+            "features": [{k: v for k, v in asdict(f).items() if k != "categorical" or v} for f in self.features],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -182,7 +185,7 @@ GRID_KEYS = ("crs", "resolution", "extent", "like")
 FOOTPRINT_KEYS = ("kind", "radius")
 SOURCE_KEYS = ("name", "path", "paths", "bands", "nodata", "valid", "composite", "resampling", "ee")
 BAND_KEYS = ("name", "index", "scale", "offset")
-FEATURE_KEYS = ("name", "band", "expression", "terrain")
+FEATURE_KEYS = ("name", "band", "expression", "terrain", "categorical")
 #: Largest grid (pixels) a stack or a map computes unless told otherwise: see
 #: :data:`sinks.constants.MAX_PIXELS` (defined there: the CLI shows it at start-up).
 MAX_PIXELS = constants.MAX_PIXELS
@@ -404,15 +407,26 @@ def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None 
         fname = _entry_name(raw, "feature", where)
         fwhere = f"{where} feature {fname!r}"
         check_keys(raw, FEATURE_KEYS, fwhere)
+        categorical = raw.get("categorical", False)
+        if not isinstance(categorical, bool):
+            raise SpecError(f"{fwhere}: 'categorical' must be true or false, got {categorical!r}")
         feature = Feature(fname, string(raw, "band", fwhere, default=None),
                           string(raw, "expression", fwhere, default=None),
-                          string(raw, "terrain", fwhere, default=None, choices=TERRAIN))
+                          string(raw, "terrain", fwhere, default=None, choices=TERRAIN), categorical)
+        if categorical and (feature.expression or feature.terrain):
+            raise SpecError(f"{fwhere}: only a band feature (class codes read as they are) can be categorical, "
+                            "not an expression or a terrain derivative")
         if bool(feature.expression) == bool(feature.band) or (feature.expression and feature.terrain):
             raise SpecError(f"{fwhere}: give exactly one of band, expression, or terrain (with band)")
         if feature.terrain and not feature.band:
             raise SpecError(f"{fwhere}: a terrain feature needs band = 'source.band' (the elevation)")
         if feature.band:
             _resolve_or_suggest(spec, feature.band, fwhere)
+            source = spec.resolve(feature.band)[0]
+            if categorical and source.name != grid.like and source.resampling not in ("nearest", "mode"):
+                raise SpecError(f"{fwhere}: a categorical feature's source {source.name!r} is resampled with "
+                                f"{source.resampling!r}, which mixes class codes; set resampling = \"nearest\" "
+                                "(or \"mode\") on that source")
         if feature.expression:
             known = {f.name for f in features}
             try:

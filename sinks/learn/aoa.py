@@ -55,10 +55,31 @@ class AOAReference:
     train: np.ndarray  # standardised, weighted training predictors (n x p)
     mean_distance: float
     threshold: float
+    #: column indices of categorical predictors and, for each, its training classes (sorted)
+    categorical: tuple = ()
+    classes: tuple = ()
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.sd * self.weights
-        return np.where(np.isfinite(Z), Z, 0.0)  # a missing predictor sits at the training mean
+        """Standardised, importance-weighted predictors; a categorical one as weighted one-hot columns.
+
+        A categorical predictor with weight w becomes one column per training class plus one for a
+        class no training plot has, each w / sqrt(2) where the row has that class: two rows of
+        different classes (or one of an unseen class) are then w apart, as a Gower-type mismatch
+        of weight w, and rows of the same class 0 apart (CAST one-hot encodes categorical
+        predictors for the AOA in the same way).
+        """
+        X = np.asarray(X, dtype=np.float64)
+        Z = (X - self.mean) / self.sd * self.weights
+        Z = np.where(np.isfinite(Z), Z, 0.0)  # a missing predictor sits at the training mean
+        if not self.categorical:
+            return Z
+        parts = [np.delete(Z, list(self.categorical), axis=1)]
+        for j, classes in zip(self.categorical, self.classes):
+            value, w = X[:, j], self.weights[j] / np.sqrt(2.0)
+            onehot = value[:, None] == np.asarray(classes)[None, :]
+            unseen = np.isfinite(value) & ~onehot.any(axis=1)
+            parts += [onehot * w, unseen[:, None] * w]
+        return np.hstack(parts)
 
     @cached_property
     def _tree(self) -> cKDTree:
@@ -98,14 +119,23 @@ class AOAReference:
         return di, index
 
     def save(self, path: Path) -> None:
+        classes = [np.asarray(c, dtype=np.float64) for c in self.classes]
         np.savez_compressed(path, mean=self.mean, sd=self.sd, weights=self.weights, train=self.train,
-                            mean_distance=self.mean_distance, threshold=self.threshold)
+                            mean_distance=self.mean_distance, threshold=self.threshold,
+                            categorical=np.asarray(self.categorical, dtype=np.int64),
+                            class_counts=np.asarray([len(c) for c in classes], dtype=np.int64),
+                            classes=np.concatenate(classes) if classes else np.zeros(0))
 
     @classmethod
     def load(cls, path: Path) -> "AOAReference":
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
+            categorical, classes = (), ()
+            if "categorical" in data and len(data["categorical"]):
+                categorical = tuple(int(j) for j in data["categorical"])
+                ends = np.cumsum(data["class_counts"])
+                classes = tuple(np.split(data["classes"], ends[:-1]))
             return cls(data["mean"], data["sd"], data["weights"], data["train"],
-                       float(data["mean_distance"]), float(data["threshold"]))
+                       float(data["mean_distance"]), float(data["threshold"]), categorical, classes)
 
 
 def _mean_distance(Z: np.ndarray, seed: int = 0) -> float:
@@ -189,12 +219,13 @@ def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
 
 
 def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray, *, neighbours: int = 1,
-            workers: int | None = None) -> AOAReference:
+            workers: int | None = None, categorical=()) -> AOAReference:
     """Reference for DI/AOA from training predictors, feature importances and CV fold ids.
 
     The training DIs need each sample's nearest sample in the other folds; with ``neighbours``
     larger than 1 that search keeps that many (the one search :func:`cv_neighbours` then reuses for
-    the same folds). ``workers``: threads of the search (default: all cores).
+    the same folds). ``workers``: threads of the search (default: all cores). ``categorical``:
+    column indices of class-coded predictors (compared by class, see :meth:`AOAReference._transform`).
     """
     X = np.asarray(X, dtype=np.float64)
     folds = np.asarray(folds)
@@ -202,14 +233,16 @@ def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray, *, neighbo
     sd = np.where(sd > 0, sd, 1.0)
     weights = np.asarray(importance, dtype=np.float64)
     weights = weights / weights.sum() if weights.sum() > 0 else np.ones_like(weights)
-    ref = AOAReference(mean, sd, weights, np.zeros((0, X.shape[1])), 1.0, np.inf)
+    categorical = tuple(sorted(int(j) for j in categorical))
+    classes = tuple(np.unique(X[np.isfinite(X[:, j]), j]) for j in categorical)
+    ref = AOAReference(mean, sd, weights, np.zeros((0, X.shape[1])), 1.0, np.inf, categorical, classes)
     Z = ref._transform(X)
-    ref = AOAReference(mean, sd, weights, Z, _mean_distance(Z), np.inf)
+    ref = AOAReference(mean, sd, weights, Z, _mean_distance(Z), np.inf, categorical, classes)
     dist, index = cv_neighbours(ref, folds, max(1, int(neighbours)), workers=workers)
     train_di = dist[:, 0] / ref.mean_distance
     q1, q3 = np.percentile(train_di, [25, 75])
     whisker = train_di[train_di <= q3 + 1.5 * (q3 - q1)].max()
-    out = AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker))
+    out = AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker), categorical, classes)
     out._cv_neighbours = (folds.copy(), dist, index)  # not saved with the bundle
     return out
 

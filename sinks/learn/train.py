@@ -321,7 +321,10 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     # ---- AOA, difficulty, intervals checked on held-out folds, final calibration -------------
     m = min(len(y) - 1, 3 * recipe.interval_neighbours + 5)
     # one other-fold neighbour search: the AOA's training DIs and the intervals' m neighbours
-    aoa = fit_aoa(X, importances(recipe.estimator, model, len(model_names)), folds, neighbours=m)
+    kinds = {f.name: f for f in spec.features}
+    categorical = [i for i, n in enumerate(model_names) if kinds[n].categorical]
+    aoa = fit_aoa(X, importances(recipe.estimator, model, len(model_names)), folds, neighbours=m,
+                  categorical=categorical)
     abs_residual = np.abs(y - oof)
     nb_distance, nb_index = cv_neighbours(aoa, folds, m)
     cv_di = nb_distance[:, 0] / aoa.mean_distance
@@ -373,6 +376,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                    "derive": recipe.derive, "from": recipe.derive_from, "pool": recipe.pool},
         "features": {"names": names, "spec": spec.name, "spec_fingerprint": spec.fingerprint(),
                      "grid_crs": spec.grid.crs, "selected": model_names,
+                     "categorical": [model_names[i] for i in categorical],
                      "importance": dict(zip(model_names, aoa.weights.tolist()))},
         "estimator": {"params": estimator_params(recipe.estimator, model)},
         "training": {"n": int(len(y)), "dropped": int((~keep).sum()), "sha256": sha256_frame(table),
