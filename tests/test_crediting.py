@@ -428,6 +428,15 @@ def test_matched_controls_remove_the_regional_trend(world, trend):
     assert got["placebo"]["tco2e"] == 0 and abs(got["placebo"]["net_tco2e"]) < 0.05 * naive["placebo"]["stock_change_tco2e"]
     assert got["planted"]["net_tco2e"] == pytest.approx(GAIN * got["planted"]["mapped_area_ha"] * CO2_PER_C, rel=0.02)
     assert got["planted"]["tco2e"] <= got["planted"]["stock_change_tco2e"]
+    # the baseline's own uncertainty (map error of the controls + their sampling) widens the net's
+    rate_sd = controls["baseline_sd_tco2e_ha_yr"]
+    assert rate_sd > 0 and "fully correlated" in controls["baseline_sd_method"]
+    planted = got["planted"]
+    years, area = 5, planted["mapped_area_ha"]
+    assert planted["baseline_sd_tco2e"] == pytest.approx(rate_sd * area * years)
+    assert planted["net_sd_tco2e"] == pytest.approx(math.hypot(planted["stock_change_sd_tco2e"],
+                                                               planted["baseline_sd_tco2e"]))
+    assert planted["tco2e"] == pytest.approx(max(planted["net_tco2e"] - Z90 * planted["net_sd_tco2e"], 0))
     validate(to_dict(report))
 
 

@@ -326,3 +326,18 @@ def test_categorical_flag_in_a_spec_is_checked(tmp_path):
         parse_spec(spec({"name": "c", "band": "b.c", "categorical": "yes"}, "nearest"), base=tmp_path)
     with pytest.raises(SpecError, match="only a band feature"):
         parse_spec(spec({"name": "c", "expression": "x * 2", "categorical": True}, "nearest"), base=tmp_path)
+
+
+def test_residual_error_model_from_the_out_of_fold_residuals():
+    from sinks.learn.train import residual_error_model
+
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 5000, 800), rng.uniform(0, 5000, 800)
+    # spatially correlated residuals (a smooth field with a range of ~1 km) and pure noise
+    centres = rng.uniform(0, 5000, (40, 2))
+    field = np.exp(-np.hypot(x[:, None] - centres[:, 0], y[:, None] - centres[:, 1]) / 400) @ rng.normal(size=40)
+    smooth = residual_error_model(x, y, field + 0.05 * rng.normal(size=800))
+    noise = residual_error_model(x, y, rng.normal(size=800))
+    assert smooth is not None and smooth["nugget_share"] < 0.3 and 100 < smooth["range_m"] < 3000
+    assert smooth["range_m"] == pytest.approx(smooth["practical_range_m"] / 3)
+    assert noise is None or noise["nugget_share"] > 0.7

@@ -27,6 +27,8 @@ CALIPER = 0.25
 SMD_THRESHOLD = 0.25
 #: Largest grid (pixels) read whole for matching.
 MAX_PIXELS = 50_000_000
+#: Control pixels the correlated error of their mean is computed on at most (O(n^2) pairs).
+ERROR_SAMPLE = 4000
 
 
 def _smd(a: np.ndarray, b: np.ndarray) -> float:
@@ -37,13 +39,29 @@ def _smd(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if pooled == 0 and diff == 0 else (diff / pooled if pooled > 0 else math.inf)
 
 
+def _mean_error_sd(x: np.ndarray, y: np.ndarray, sd: np.ndarray, model, seed: int = 0) -> float:
+    """sd of the mean map error of pixels at (x, y) with error sds ``sd``, under the error ``model``
+    (:class:`sinks.mapping.zonal.ErrorModel`; fully correlated without a range). Above
+    :data:`ERROR_SAMPLE` pixels a seeded random subset stands for them, which overstates the
+    uncorrelated part (conservative)."""
+    from sinks.mapping.zonal import ErrorModel, correlated_variance
+
+    model = model or ErrorModel(None)
+    if len(sd) > ERROR_SAMPLE and model.range_m not in (None, 0):
+        pick = np.random.default_rng(seed).choice(len(sd), ERROR_SAMPLE, replace=False)
+        x, y, sd = x[pick], y[pick], sd[pick]
+    return math.sqrt(max(correlated_variance(x, y, sd / len(sd), model), 0.0))
+
+
 def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_geoms, *, caliper: float = CALIPER,
-                   smd_threshold: float = SMD_THRESHOLD, seed: int = 0) -> dict:
+                   smd_threshold: float = SMD_THRESHOLD, seed: int = 0, error_model=None) -> dict:
     """Match project pixels to control pixels; returns the balance table and the baseline rate.
 
     ``sink_path``: the stock-change map (bands sink, lower, upper, aoa); ``carbon1_path``: the first
     epoch's carbon map (the starting stock); ``covariates_path``: a raster on the same grid whose
     bands are the covariates (named by their descriptions); geometries in the maps' CRS.
+    ``error_model``: the spatial correlation of the map's errors (as for the parcels' totals), used
+    for the uncertainty of the controls' mean sink; None (or a geographic CRS): fully correlated.
     """
     import rasterio
     from rasterio.features import geometry_mask
@@ -59,9 +77,13 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
             raise InputError(f"matched controls read the maps whole; {sk.width}x{sk.height} pixels is above "
                              f"{MAX_PIXELS:.0e}: crop the maps around the project")
         sink = sk.read(1).astype(float)
+        lower, upper = sk.read(2).astype(float), sk.read(3).astype(float)
         aoa = sk.read(4).astype(float)
         if sk.nodata is not None:
             sink[sink == sk.nodata] = np.nan
+        from sinks.mapping.change import read_map_info, sd_from_interval
+
+        sink_sd = sd_from_interval(sink, lower, upper, read_map_info(sink_path).level("lower"))
         start = c1.read(1).astype(float)
         if c1.nodata is not None:
             start[start == c1.nodata] = np.nan
@@ -70,6 +92,7 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
             cov[cov == cv.nodata] = np.nan
         names = [d or f"band_{i}" for i, d in enumerate(cv.descriptions, start=1)]
         shape, transform = (sk.height, sk.width), sk.transform
+        geographic = bool(sk.crs and sk.crs.is_geographic)
     features = np.concatenate([cov, start[None]])
     names = [*names, "starting_stock"]
     valid = np.isfinite(sink) & np.isfinite(features).all(axis=0)
@@ -118,9 +141,25 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
     passed = bool(len(pairs) and all(b["passed"] for b in balance))
     control_sink = sink[pool][ci] if len(pairs) else np.array([])
     rate = float(control_sink.mean()) if len(pairs) else None
+    rate_sd = None
+    if len(pairs):
+        # the controls' mean sink is uncertain twice over: the map's error in those pixels (correlated
+        # by the error model; fully correlated without one: the mean of their sd, conservative), and
+        # the sampling of the controls (sd / sqrt(n), pixels as independent draws); in quadrature
+        rows, cols = np.nonzero(pool)
+        cx, cy = transform @ (cols[ci] + 0.5, rows[ci] + 0.5)
+        model = error_model if (error_model is not None and not geographic) else None
+        map_sd = _mean_error_sd(np.asarray(cx), np.asarray(cy), sink_sd[pool][ci], model, seed)
+        sampling_se = float(control_sink.std(ddof=1) / math.sqrt(len(pairs))) if len(pairs) > 1 else 0.0
+        rate_sd = math.hypot(map_sd, sampling_se)
     out.update(matched=len(pairs), matched_share=matched_share, balance=balance, passed=passed,
                control_rate_tco2e_ha_yr=rate,
                baseline_tco2e_ha_yr=max(rate, 0.0) if (passed and rate is not None) else None,
+               baseline_sd_tco2e_ha_yr=rate_sd if (passed and rate is not None) else None,
+               baseline_sd_method="hypot(sd of the controls' mean map error (" + (
+                   (error_model.describe() if error_model is not None and not geographic else
+                    "fully correlated: the mean of their per-pixel sink sd")) + "), sd of the controls' sinks / "
+                   "sqrt(matched))",
                reason=("balance passed: every |SMD| <= %g" % smd_threshold) if passed else
                ("balance failed: " + ", ".join(f"{b['covariate']} SMD {b['smd_after']:.2f}" for b in balance
                                                if not b["passed"]) if len(pairs) else "no project pixel matched"))

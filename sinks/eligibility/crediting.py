@@ -262,14 +262,19 @@ def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, s
         f"= deduction share {share:.4f} of the net")
 
 
-def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float, area_ha: float) -> dict:
+def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float, area_ha: float, *,
+                  baseline_sd_rate: float = 0.0) -> dict:
     """Deductions of one parcel's stock change ``change`` (t CO2e over ``years``, sd ``sd``, on a
-    mapped area of ``area_ha``) -> the crediting record."""
+    mapped area of ``area_ha``) -> the crediting record. ``baseline_sd_rate`` (t CO2e/ha/yr): the
+    sd of a baseline rate estimated from data (matched controls), added to the net's variance as
+    independent of the parcel's own error (conservative when the two are positively correlated)."""
     from sinks.mapping.change import normal_quantile
 
     z = normal_quantile(REPORT_LEVEL)
+    baseline_sd = 0.0
     if terms.value("baseline", "rule") == "rate":
         baseline = float(terms.value("baseline", "tco2e_ha_yr")) * area_ha * years
+        baseline_sd = float(baseline_sd_rate) * area_ha * years
     else:
         baseline = 0.0
     leak_share = terms.value("leakage", "fraction")
@@ -277,7 +282,7 @@ def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float,
     before_leakage = change - baseline
     leakage = leak_share * max(before_leakage, 0.0)
     net = before_leakage - leakage
-    net_sd = sd * (1 - leak_share)
+    net_sd = math.hypot(sd, baseline_sd) * (1 - leak_share)
     unc, how = _uncertainty(terms, net, net_sd)
     after = net - unc
     buffer = buffer_share * max(after, 0.0)
@@ -287,7 +292,8 @@ def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float,
         "stock_change_tco2e": change, "stock_change_sd_tco2e": sd,
         "stock_change_lower_tco2e": change - z * sd, "stock_change_upper_tco2e": change + z * sd,
         "annual_tco2e_yr": change / years,
-        "baseline_tco2e": baseline, "leakage_tco2e": leakage, "net_tco2e": net, "net_sd_tco2e": net_sd,
+        "baseline_tco2e": baseline, "baseline_sd_tco2e": baseline_sd,
+        "leakage_tco2e": leakage, "net_tco2e": net, "net_sd_tco2e": net_sd,
         "uncertainty_deduction_tco2e": unc, "uncertainty_rule": how,
         "buffer_tco2e": buffer, "tco2e": creditable,
         "lower_tco2e": max((net - z * net_sd) * scale, 0.0), "upper_tco2e": max((net + z * net_sd) * scale, 0.0),
@@ -413,7 +419,7 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
 
             eligible = [geoms[i] for i, p in enumerate(report.parcels) if p.verdict == "eligible"]
             controls = match_controls(sink, info1.path, controls_covariates, eligible, list(geoms),
-                                      caliper=CALIPER if caliper is None else float(caliper))
+                                      caliper=CALIPER if caliper is None else float(caliper), error_model=model)
             if controls["baseline_tco2e_ha_yr"] is not None:
                 base = cterms.terms["baseline"]
                 cterms = replace(cterms, terms={**cterms.terms, "baseline": replace(
@@ -449,7 +455,8 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
             else:
                 change = float(row["total_t_co2e_yr"]) * dt
                 sd = float(row["sd_t_co2e_yr"]) * dt
-                record = credit_parcel(cterms, change, sd, dt, float(shares["mapped_area_ha"]))
+                record = credit_parcel(cterms, change, sd, dt, float(shares["mapped_area_ha"]),
+                                       baseline_sd_rate=(controls or {}).get("baseline_sd_tco2e_ha_yr") or 0.0)
                 if record["net_tco2e"] <= 0:
                     record.update(status="no_net_removal", reason="no net removal over the period: nothing to credit")
                 else:

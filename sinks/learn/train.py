@@ -167,6 +167,32 @@ def _measurement_sd(recipe: Recipe, table: pd.DataFrame, keep: np.ndarray, sourc
     return sd
 
 
+def residual_error_model(x: np.ndarray, y: np.ndarray, residual: np.ndarray, *, seed: int = 0) -> dict | None:
+    """The spatial correlation of the model's errors, from a variogram of its out-of-fold residuals.
+
+    Fitted like the target's (:func:`sinks.learn.cv.fit_variogram`) and turned into the exponential
+    error model that totals over areas use (:class:`sinks.mapping.zonal.ErrorModel`): range
+    parameter = practical range / 3 (where an exponential reaches 95 % of its sill), nugget share =
+    nugget / (nugget + partial sill). Maps carry it in their tags (``sinks_error_range_m``,
+    ``sinks_error_nugget``), so zonal totals and credits need no ``--error-range-m``. None when no
+    model could be fitted (then totals assume fully correlated errors).
+    """
+    vg = cv.fit_variogram(x, y, residual, seed=seed)
+    total = vg.nugget + vg.sill
+    if vg.model == "none" or not (math.isfinite(vg.range) and vg.range > 0 and total > 0):
+        return None
+    nugget_share, note = min(max(vg.nugget / total, 0.0), 1.0), vg.note
+    first_lag = min((lag for lag, n in zip(vg.lags, vg.pairs) if n), default=0.0)
+    if vg.range < first_lag:  # a range the lags cannot resolve: no correlation seen at the plots' spacing
+        nugget_share = 1.0
+        note = (f"{note}; " if note else "") + (f"fitted range {vg.range:.3g} below the first lag "
+                                                 f"{first_lag:.3g}: taken as pure nugget")
+    return {"range_m": float(vg.range / 3), "nugget_share": float(nugget_share),
+            "practical_range_m": float(vg.range), "model": vg.model, "n_points": vg.n_points, "note": note,
+            "method": "variogram of the chosen scheme's out-of-fold residuals; exponential error model with "
+                      "range = practical range / 3 and nugget share = nugget / sill"}
+
+
 @contextlib.contextmanager
 def _library_errors(recipe: Recipe):
     """Turn the estimator library's errors on the real data into a SpecError naming the recipe."""
@@ -357,6 +383,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                                   neighbours=recipe.interval_neighbours, residuals_from=f"{chosen}-CV",
                                   lower_bound=lower_bound)
     profile = fit_error_profile(cv_di, abs_residual, scheme=chosen)
+    error_variogram = residual_error_model(xs, ys, y - oof, seed=recipe.seed) if projected else None
 
     frame = {
         "plot_id": table["plot_id"].to_numpy()[keep] if "plot_id" in table else np.arange(len(y)),
@@ -388,6 +415,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         "interval_check": checks,
         "interval_check_by_level": by_level,
         "error_profile": profile.as_dict(),
+        "error_variogram": error_variogram,
         "aoa": {"threshold": aoa.threshold, "mean_distance": aoa.mean_distance,
                 "method": f"Meyer & Pebesma 2021, {chosen}-CV folds",
                 "training_inside": float(inside.mean())},

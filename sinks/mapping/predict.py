@@ -216,6 +216,9 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     tags = {"sinks_bundle_id": bundle.bundle_id, "sinks_version": bundle.metadata["versions"].get("sinks"),
             "sinks_recipe": bundle.metadata["recipe"]["name"], "sinks_bands": ",".join(names),
             "sinks_interval_level": bundle.interval.level}
+    errors = bundle.metadata.get("error_variogram")  # read back by zonal totals and crediting
+    if errors:
+        tags.update(sinks_error_range_m=f"{errors['range_m']:.6g}", sinks_error_nugget=f"{errors['nugget_share']:.6g}")
     if spec is not None:
         tags.update(sinks_spec=spec.name, sinks_spec_fingerprint=spec.fingerprint())
     else:
