@@ -240,3 +240,7 @@ def test_demo_project_credits_are_conservative_against_the_known_truth(demo):
     assert report["crediting"]["project"]["tco2e"] == pytest.approx(total)
     row = {r["parcel_id"]: r for r in checks["parcels"]}
     assert all(row[p]["status"] in ("credited", "needs_field_measurement") for p in row if p.startswith("planted"))
+    # a placebo's small positive net is within its uncertainty, and said so
+    placebos = [r for p, r in row.items() if p.startswith("placebo")]
+    assert {r["status"] for r in placebos} <= {"within_uncertainty", "no_net_removal"}
+    assert all((r["status"] == "within_uncertainty") == (r["net_tco2e"] > 0) for r in placebos)

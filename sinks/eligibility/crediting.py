@@ -241,8 +241,8 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
 
 # ---- crediting ------------------------------------------------------------------------------------
 
-CREDIT_STATUSES = ("credited", "no_net_removal", "ineligible", "undetermined", "needs_field_measurement",
-                   "no_map_data", "no_baseline")
+CREDIT_STATUSES = ("credited", "within_uncertainty", "no_net_removal", "ineligible", "undetermined",
+                   "needs_field_measurement", "no_map_data", "no_baseline")
 
 
 def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, str]:
@@ -459,6 +459,10 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
                                        baseline_sd_rate=(controls or {}).get("baseline_sd_tco2e_ha_yr") or 0.0)
                 if record["net_tco2e"] <= 0:
                     record.update(status="no_net_removal", reason="no net removal over the period: nothing to credit")
+                elif record["tco2e"] <= 0:
+                    record.update(status="within_uncertainty", reason=(
+                        f"a net removal of {record['net_tco2e']:.3g} t CO2e, but no more than its uncertainty "
+                        f"deduction ({record['uncertainty_rule']}): nothing to credit"))
                 else:
                     unmapped = 1 - shares["mapped_area_ha"] / parcel.area_ha if parcel.area_ha > 0 else 0
                     record.update(status="credited", reason="credited from the maps" + (
@@ -468,7 +472,7 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
             results[pid] = record
             parcel.creditable = record
         credited = [i for i, p in enumerate(report.parcels) if results[p.parcel_id]["status"] in
-                    ("credited", "no_net_removal")]
+                    ("credited", "within_uncertainty", "no_net_removal")]
         if credited:
             union = shapely.union_all([geoms[i] for i in credited])
             project = gpd.GeoDataFrame({"parcel_id": ["project"]}, geometry=[union], crs=info1.crs)

@@ -39,7 +39,7 @@ NO_MATPLOTLIB = ("The map figure was not drawn: matplotlib is not installed "
                  "(install the plot extra: pip install 'sinks[plot]').")
 #: Colours of the credit statuses (and of the verdicts of a report without crediting).
 STATUS_COLOURS = {
-    "credited": "#1a9850", "no_net_removal": "#9e9e9e", "ineligible": "#d73027", "undetermined": "#fdae61",
+    "credited": "#1a9850", "within_uncertainty": "#d9ef8b", "no_net_removal": "#9e9e9e", "ineligible": "#d73027", "undetermined": "#fdae61",
     "needs_field_measurement": "#7b3294", "no_map_data": "#d9d9d9", "no_baseline": "#8c510a",
     "eligible": "#1a9850",
 }
