@@ -224,6 +224,10 @@ def test_demo_project_credits_are_conservative_against_the_known_truth(demo):
     assert placebo["trend_tco2e"] > 50  # the trend was there to be removed
     controls = report["crediting"]["controls"]
     assert controls["passed"] and all(row["passed"] for row in controls["balance"])
+    # matched on the covariates, the starting stock and the land history
+    assert controls["covariates"] == ["elevation", "starting_stock", "forest_history_share"]
+    history = next(row for row in controls["balance"] if row["covariate"] == "forest_history_share")
+    assert abs(history["smd_before"]) > 0.5 and abs(history["smd_after"]) <= 0.25
     assert controls["baseline_tco2e_ha_yr"] > 0 and controls["baseline_sd_tco2e_ha_yr"] > 0
     # the map carries the bundle's residual error model, and crediting used it
     assert "map tags" in report["crediting"]["error_model"]

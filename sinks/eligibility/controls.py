@@ -53,8 +53,35 @@ def _mean_error_sd(x: np.ndarray, y: np.ndarray, sd: np.ndarray, model, seed: in
     return math.sqrt(max(correlated_variance(x, y, sd / len(sd), model), 0.0))
 
 
+def forest_history_share(path, until_year: float, *, crs, transform, width: int, height: int) -> np.ndarray | None:
+    """Share of the years up to ``until_year`` each pixel of the maps' grid was forest (value 1).
+
+    ``path``: a forest / non-forest history raster with one band per year, named by the year in its
+    band descriptions (as the eligibility layer ``forest_history``; 1 forest, 0 non-forest, other
+    values or nodata unknown), read onto the maps' grid by nearest neighbour (rasterio WarpedVRT).
+    NaN where no year is known; None when no band is a year up to ``until_year``.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(path) as src:
+        bands = [i for i, d in enumerate(src.descriptions, start=1)
+                 if d and d.strip().isdigit() and int(d) <= until_year]
+        if not bands:
+            return None
+        with WarpedVRT(src, crs=crs, transform=transform, width=width, height=height,
+                       resampling=Resampling.nearest) as vrt:
+            values = vrt.read(bands)
+    known = (values == 0) | (values == 1)
+    count = known.sum(axis=0)
+    forest = (values == 1).sum(axis=0)
+    return np.where(count > 0, forest / np.maximum(count, 1), np.nan)
+
+
 def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_geoms, *, caliper: float = CALIPER,
-                   smd_threshold: float = SMD_THRESHOLD, seed: int = 0, error_model=None) -> dict:
+                   smd_threshold: float = SMD_THRESHOLD, seed: int = 0, error_model=None,
+                   history_path=None, history_until: float | None = None) -> dict:
     """Match project pixels to control pixels; returns the balance table and the baseline rate.
 
     ``sink_path``: the stock-change map (bands sink, lower, upper, aoa); ``carbon1_path``: the first
@@ -62,6 +89,8 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
     bands are the covariates (named by their descriptions); geometries in the maps' CRS.
     ``error_model``: the spatial correlation of the map's errors (as for the parcels' totals), used
     for the uncertainty of the controls' mean sink; None (or a geographic CRS): fully correlated.
+    ``history_path``: the forest-history layer; its share of forest years up to ``history_until``
+    (:func:`forest_history_share`) is then matched on too (land history, as VM0047 asks).
     """
     import rasterio
     from rasterio.features import geometry_mask
@@ -93,8 +122,15 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
         names = [d or f"band_{i}" for i, d in enumerate(cv.descriptions, start=1)]
         shape, transform = (sk.height, sk.width), sk.transform
         geographic = bool(sk.crs and sk.crs.is_geographic)
+        sk_crs = sk.crs
     features = np.concatenate([cov, start[None]])
     names = [*names, "starting_stock"]
+    if history_path is not None and history_until is not None:
+        share = forest_history_share(history_path, history_until, crs=sk_crs, transform=transform,
+                                     width=shape[1], height=shape[0])
+        if share is not None:
+            features = np.concatenate([features, share[None]])
+            names = [*names, "forest_history_share"]
     valid = np.isfinite(sink) & np.isfinite(features).all(axis=0)
     project = ~geometry_mask(list(project_geoms), out_shape=shape, transform=transform) & valid
     touched = ~geometry_mask(list(all_geoms), out_shape=shape, transform=transform, all_touched=True)
@@ -102,8 +138,8 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
     xp, xc = features[:, project].T, features[:, pool].T
     out = {"covariates": names, "caliper_sd": caliper, "smd_threshold": smd_threshold,
            "project_pixels": int(project.sum()), "pool_pixels": int(pool.sum()), "method":
-           "nearest neighbour on standardised covariates + starting stock, without replacement, within a caliper "
-           "on each covariate"}
+           "nearest neighbour on standardised covariates + starting stock (+ the share of forest years in the "
+           "land history), without replacement, within a caliper on each covariate"}
     if xp.shape[0] == 0 or xc.shape[0] == 0:
         out.update(matched=0, balance=[], passed=False, baseline_tco2e_ha_yr=None,
                    reason="no project pixel or no control pixel with data")

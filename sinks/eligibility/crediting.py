@@ -419,7 +419,8 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
 
             eligible = [geoms[i] for i, p in enumerate(report.parcels) if p.verdict == "eligible"]
             controls = match_controls(sink, info1.path, controls_covariates, eligible, list(geoms),
-                                      caliper=CALIPER if caliper is None else float(caliper), error_model=model)
+                                      caliper=CALIPER if caliper is None else float(caliper), error_model=model,
+                                      history_path=(layers or {}).get("forest_history"), history_until=y1)
             if controls["baseline_tco2e_ha_yr"] is not None:
                 base = cterms.terms["baseline"]
                 cterms = replace(cterms, terms={**cterms.terms, "baseline": replace(
