@@ -35,7 +35,7 @@ from sinks.errors import InputError, ModelMismatchError
 from sinks.io import atomic_path, sha256_file
 from sinks.learn.aoa import AOAReference, ErrorProfile
 from sinks.learn.estimators import load_model, save_model
-from sinks.learn.intervals import AdaptiveInterval, ConformalInterval
+from sinks.learn.intervals import AdaptiveInterval, ConformalInterval, QuantileInterval
 
 FORMAT_VERSION = 1
 
@@ -66,7 +66,7 @@ class Bundle:
     path: Path
     metadata: dict
     model: object
-    interval: ConformalInterval | AdaptiveInterval
+    interval: ConformalInterval | AdaptiveInterval | QuantileInterval
     aoa: AOAReference
     #: |out-of-fold residual| per training plot, aligned with ``aoa.train`` (adaptive intervals)
     abs_residual: np.ndarray | None = None
@@ -123,6 +123,10 @@ class Bundle:
         if math.isclose(level, self.interval.level):
             return self
         iv = self.interval
+        if isinstance(iv, QuantileInterval):
+            raise ModelMismatchError(f"bundle {self.path}: its CQR interval is calibrated at {iv.level:g} on the "
+                                     f"model's {iv.quantiles} quantiles; map at that level, or retrain with "
+                                     f"[intervals] level = {level:g}")
         if isinstance(iv, AdaptiveInterval):
             if self.calibration_difficulty is None or self.abs_residual is None:
                 raise ModelMismatchError(f"bundle {self.path}: its calibration cannot be redone at level "
@@ -177,6 +181,12 @@ class Bundle:
             di64, index = self.aoa.neighbours(X, self.interval.neighbours, workers=workers)
             s = self.abs_residual[index].mean(axis=1)
             lower, upper = self.interval.apply(prediction.astype(np.float64), s, di64)
+        elif isinstance(self.interval, QuantileInterval):  # CQR: the model's own conditional quantiles
+            from sinks.learn.estimators import predict_quantiles
+
+            tails = predict_quantiles(self.metadata["estimator"]["kind"], self.model, X, self.interval.quantiles)
+            lower, upper = self.interval.apply(tails[:, 0], tails[:, 1])
+            di64 = self.aoa.dissimilarity(X, workers=workers)
         else:
             di64 = self.aoa.dissimilarity(X, workers=workers)
             lower, upper = self.interval.apply(prediction)
@@ -255,7 +265,9 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
     stripped = {k: v for k, v in meta.items() if k != "bundle_id"}
     if _digest(meta["files"], stripped) != meta.get("bundle_id"):
         raise ModelMismatchError(f"{meta_path}: metadata was edited after the bundle was made (bundle id mismatch)")
-    if "method" in meta["interval"]:
+    if meta["interval"].get("method") == "cqr":
+        interval = QuantileInterval(**meta["interval"])
+    elif "method" in meta["interval"]:
         interval = AdaptiveInterval(**meta["interval"])
     else:
         interval = ConformalInterval(**meta["interval"])
@@ -378,7 +390,14 @@ def model_card(meta: dict) -> str:
                          f"{_f(r['rel_rmse'], '.1%')} | {_f(r['mae'])} | {_f(r['bias'])} |")
     iv = meta["interval"]
     lines += ["", "## Prediction intervals", ""]
-    if "method" in iv:
+    if iv.get("method") == "cqr":
+        lines.append(f"{iv['level']:.0%} intervals by conformalised quantile regression (Romano et al. 2019): the "
+                     f"model's {', '.join(_f(q) for q in iv['quantiles'])} conditional quantiles widened by "
+                     f"q = {_f(iv['q'])} {units}, calibrated on {iv['n_calibration']} {iv['residuals_from']} "
+                     "out-of-fold quantile predictions.")
+        lines += ["", "The guarantee is marginal (on average over locations exchangeable with the plots), "
+                  "not per pixel, and there is none outside the area of applicability.", ""]
+    elif "method" in iv:
         desc = {"normalized": "normalised conformal (σ from the mean |residual| of the nearest plots and the DI)",
                 "mondrian": "Mondrian conformal by DI bin", "split": "split conformal, one width"}[iv["method"]]
         a, b, c = iv["coef"]

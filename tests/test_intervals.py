@@ -199,3 +199,54 @@ def test_nested_check_with_precomputed_difficulties_is_the_same():
                                  method=method, neighbours=5, difficulties=shared)
             np.testing.assert_array_equal(own["arrays"]["width"], given["arrays"]["width"])
             assert own["coverage"] == given["coverage"]
+
+
+def test_cqr_from_a_quantile_model_covers_held_out_plots_and_follows_the_noise(tmp_path):
+    """Conformalised quantile regression (Romano et al. 2019) on heteroscedastic synthetic plots."""
+    from tests.test_badinput_train import FEATURES, base_recipe, base_table
+
+    from sinks.errors import ModelMismatchError
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+
+    table = base_table(n=400, seed=2)
+    noise_sd = 2 + 8 * (table[FEATURES[1]] > 0)  # two noise levels, told by a feature
+    table["carbon_mg_ha"] = 80 + 20 * table[FEATURES[0]] + np.random.default_rng(3).normal(0, 1, 400) * noise_sd
+    raw = {**base_recipe(), "estimator": {"kind": "xgboost_quantile",
+                                          "params": {"n_estimators": 300, "max_depth": 2, "learning_rate": 0.1,
+                                                     "n_jobs": 1}},
+           "intervals": {"level": 0.9, "method": "cqr"}}
+    folder = train(parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml"), table, tmp_path / "m", progress=False)
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["interval"]["method"] == "cqr" and meta["interval"]["quantiles"] == [0.05, 0.95]
+    check = meta["interval_check"]["cqr"]
+    assert abs(check["coverage"] - 0.9) < 0.05  # held-out folds only
+    assert set(meta["interval_check"]) == {"normalized", "mondrian", "split", "cqr"}
+    bundle = load_bundle(folder)
+    out = bundle.predict(table[bundle.feature_names].to_numpy())
+    width = out["upper"] - out["lower"]
+    noisy = (noise_sd > 2).to_numpy()
+    assert width[noisy].mean() > 1.3 * width[~noisy].mean()  # wider where the noise is (one width: 1.0)
+    assert np.all(out["lower"] <= out["prediction"] + 1e-3) and np.all(out["prediction"] <= out["upper"] + 1e-3)
+    with pytest.raises(ModelMismatchError, match="CQR"):
+        bundle.at_level(0.8)
+    assert "conformalised quantile regression" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_cqr_recipe_needs_a_quantile_model_with_the_levels_quantiles(tmp_path):
+    from tests.test_badinput_train import base_recipe
+
+    from sinks.errors import SpecError
+    from sinks.learn.recipe import parse_recipe
+
+    def recipe(estimator, **intervals):
+        return {**base_recipe(), "estimator": estimator, "intervals": {"level": 0.9, "method": "cqr", **intervals}}
+
+    with pytest.raises(SpecError, match="quantile estimator"):
+        parse_recipe(recipe({"kind": "xgboost"}), base=tmp_path, path=tmp_path / "r.toml")
+    with pytest.raises(SpecError, match="lacks 0.05"):
+        parse_recipe(recipe({"kind": "xgboost_quantile", "params": {"quantile_alpha": [0.1, 0.5, 0.9]}}),
+                     base=tmp_path, path=tmp_path / "r.toml")
+    ok = parse_recipe(recipe({"kind": "xgboost_quantile", "params": {"quantile_alpha": [0.1, 0.5, 0.9]}}, level=0.8),
+                      base=tmp_path, path=tmp_path / "r.toml")
+    assert ok.interval_method == "cqr"

@@ -118,7 +118,16 @@ def cross_validate(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *
     XGBoost folds are fitted side by side, each on its share of the estimator's threads
     (:func:`_fold_threads`); the result is the same as fitting them one after another.
     """
-    oof = np.full(len(y), np.nan)
+    oof = fold_predictions(estimator, X, y, folds, scheme=scheme, progress=progress,
+                           sample_weight=sample_weight)[:, 0]
+    return score(y, oof, scheme=scheme, folds=len(np.unique(folds))), oof
+
+
+def fold_predictions(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, scheme: str,
+                     progress: bool = True, sample_weight: np.ndarray | None = None,
+                     predict=None) -> np.ndarray:
+    """Out-of-fold predictions, (n, m): ``predict(model, X_test)`` of each fold's model (default its
+    ``predict``, m = 1; e.g. the median and two conditional quantiles for CQR)."""
     ids = np.unique(folds)
     at_once, threads = _fold_threads(estimator, len(ids))
 
@@ -129,22 +138,28 @@ def cross_validate(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *
         if threads:
             model.set_params(n_jobs=threads)
         model.fit(X[~test], y[~test], **fit)
-        return test, model.predict(X[test])
+        values = model.predict(X[test]) if predict is None else predict(model, X[test])
+        return test, np.asarray(values, dtype=float).reshape(int(test.sum()), -1)
 
+    out = None
     with tqdm(total=len(ids), desc=f"{scheme} CV", unit="fold", disable=not progress, leave=False) as bar:
         if at_once <= 1:
-            for k in ids:
-                test, pred = fit_fold(k)
-                oof[test] = pred
-                bar.update()
+            results = (fit_fold(k) for k in ids)
         else:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=at_once) as pool:  # XGBoost releases the GIL
-                for test, pred in pool.map(fit_fold, ids):
-                    oof[test] = pred
-                    bar.update()
-    return score(y, oof, scheme=scheme, folds=len(ids)), oof
+            pool = ThreadPoolExecutor(max_workers=at_once)  # XGBoost releases the GIL
+            results = pool.map(fit_fold, ids)
+        try:
+            for test, pred in results:
+                if out is None:
+                    out = np.full((len(y), pred.shape[1]), np.nan)
+                out[test] = pred
+                bar.update()
+        finally:
+            if at_once > 1:
+                pool.shutdown()
+    return out
 
 
 def score(y: np.ndarray, pred: np.ndarray, *, scheme: str, folds: int = 0) -> Scores:

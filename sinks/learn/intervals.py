@@ -18,6 +18,12 @@ interval at a new location is ``ŷ(x) ± q · σ(x)``:
   are fitted by non-negative least squares of ``|r|`` on ``(1, s, DI)`` and σ is floored at
   10 % of the mean ``|r|``. Wider where neighbouring plots were hard to predict and where the
   covariates are unlike any plot.
+- ``"cqr"``: conformalised quantile regression (Romano, Patterson & Candès 2019, *NeurIPS* 32):
+  a quantile estimator's out-of-fold conditional quantiles ``q_lo``, ``q_hi`` at (1 ∓ level)/2
+  give scores ``E_i = max(q_lo(x_i) − y_i, y_i − q_hi(x_i))``; with ``Q`` their
+  ⌈(n+1)·level⌉-th smallest, the interval is ``[q_lo(x) − Q, q_hi(x) + Q]``. Its width follows
+  the quantile model, not the neighbours or the DI; it needs ``xgboost_quantile`` (fitted with
+  those quantiles) or ``quantile_forest``, and is calibrated at one level.
 - ``"mondrian"``: Mondrian (category-wise) conformal prediction (Vovk et al. 2005, ch. 4;
   Boström et al. 2021): the calibration plots are binned by their DI (equal-count bins) and each
   bin gets its own ``q`` of ``|r|``; a location uses the ``q`` of its DI bin.
@@ -56,6 +62,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 METHODS = ("normalized", "mondrian", "split")
+#: Conformalised quantile regression: needs a quantile estimator (sinks.learn.estimators.is_quantile).
+QUANTILE_METHODS = ("cqr",)
 #: Nearest training plots whose mean |OOF residual| is the difficulty s(x) (Papadopoulos et al.
 #: 2011 used k = 5-40; 10 is a compromise for 10^2-10^3 plots).
 DEFAULT_NEIGHBOURS = 10
@@ -228,6 +236,69 @@ def calibrate_adaptive(abs_residual: np.ndarray, s: np.ndarray, di: np.ndarray, 
         counts.append(int(len(part)))
     return AdaptiveInterval(method, level, quantiles, [float(e) for e in edges], coef, floor, int(neighbours),
                             len(r), residuals_from, lower_bound, counts)
+
+
+@dataclass(frozen=True)
+class QuantileInterval:
+    """Conformalised quantile regression: ``[q_lo(x) − q, q_hi(x) + q]`` (see the module docstring)."""
+
+    method: str  # "cqr"
+    level: float
+    q: float
+    quantiles: list  # the conditional quantile levels [lo, hi] the model predicts
+    n_calibration: int
+    residuals_from: str
+    lower_bound: float | None = 0.0
+
+    def apply(self, q_lo: np.ndarray, q_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lower = np.asarray(q_lo, dtype=float) - self.q
+        if self.lower_bound is not None:
+            lower = np.maximum(lower, self.lower_bound)
+        return lower, np.asarray(q_hi, dtype=float) + self.q
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cqr_scores(y: np.ndarray, q_lo: np.ndarray, q_hi: np.ndarray) -> np.ndarray:
+    """CQR conformity scores max(q_lo − y, y − q_hi) (negative inside the quantile band)."""
+    y = np.asarray(y, dtype=float)
+    return np.maximum(np.asarray(q_lo, dtype=float) - y, y - np.asarray(q_hi, dtype=float))
+
+
+def calibrate_cqr(y, q_lo, q_hi, *, level: float, quantiles, residuals_from: str = "",
+                  lower_bound: float | None = 0.0) -> QuantileInterval:
+    """The CQR correction ``q`` at ``level`` from out-of-fold quantiles (the largest score when n
+    is too small for the level)."""
+    if not 0 < level < 1:
+        raise ValueError("interval level must be between 0 and 1")
+    scores = cqr_scores(y, q_lo, q_hi)
+    q = conformal_quantile(scores, level)
+    if not math.isfinite(q):
+        q = float(scores.max())
+    return QuantileInterval("cqr", float(level), float(q), [float(v) for v in quantiles], int(len(scores)),
+                            residuals_from, lower_bound)
+
+
+def nested_check_cqr(y, q_lo, q_hi, folds, di, inside_aoa, *, level: float, quantiles,
+                     lower_bound: float | None = 0.0, di_bins: int = 4) -> dict:
+    """Held-out coverage of CQR: for each fold, ``q`` from the other folds' scores, applied to it."""
+    y, q_lo, q_hi, folds = (np.asarray(a) for a in (y, q_lo, q_hi, folds))
+    covered, width = np.zeros(len(y), dtype=bool), np.zeros(len(y))
+    lower_all, upper_all = np.zeros(len(y)), np.zeros(len(y))
+    for k in np.unique(folds):
+        test = folds == k
+        iv = calibrate_cqr(y[~test], q_lo[~test], q_hi[~test], level=level, quantiles=quantiles,
+                           lower_bound=lower_bound)
+        lo, hi = iv.apply(q_lo[test], q_hi[test])
+        lower_all[test], upper_all[test] = lo, hi
+        covered[test] = (y[test] >= lo) & (y[test] <= hi)
+        width[test] = hi - lo
+    di = np.asarray(di, dtype=float)
+    edges = np.unique(np.quantile(di, np.arange(1, di_bins) / di_bins)) if di_bins > 1 else np.array([])
+    out = {"method": "cqr", "level": level, **_summary(covered, width, di, np.asarray(inside_aoa, bool), folds, edges)}
+    out["arrays"] = {"lower": lower_all, "upper": upper_all, "covered": covered, "width": width}
+    return out
 
 
 def _summary(covered, width, di, inside, folds, di_edges) -> dict:

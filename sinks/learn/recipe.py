@@ -24,7 +24,8 @@
     seed = 0
     [intervals]
     level = 0.9
-    method = "normalized"                   # normalized (default), mondrian (DI bins) or split
+    method = "normalized"                   # normalized (default), mondrian (DI bins), split, or cqr
+                                            # (conformalised quantile regression: a quantile estimator)
     neighbours = 10                         # plots whose mean |residual| is the difficulty (normalized)
     bins = 4                                # DI bins (mondrian)
     [tuning]                                # optional: nested in the chosen scheme (sinks.learn.tuning)
@@ -48,7 +49,7 @@ from pathlib import Path
 from sinks import validate
 from sinks.errors import SpecError
 from sinks.io import read_toml
-from sinks.learn.estimators import ESTIMATORS, check_param_names, check_params
+from sinks.learn.estimators import ESTIMATORS, check_interval_level, check_param_names, check_params, is_quantile
 from sinks.learn.targets import DERIVATIONS
 from sinks.learn.tuning import Selection, Tuning, parse_selection, parse_tuning
 from sinks.validate import check_keys
@@ -96,7 +97,7 @@ ESTIMATOR_KEYS = ("kind", "params")
 VALIDATION_KEYS = ("folds", "block_size", "seed", "schemes", "scheme")
 INTERVAL_KEYS = ("level", "method", "neighbours", "bins")
 SCHEMES = ("random", "blocks", "knndm")
-INTERVAL_METHODS = ("normalized", "mondrian", "split")
+INTERVAL_METHODS = ("normalized", "mondrian", "split", "cqr")
 POOLS = ("forest", "soil", "wetland")
 
 
@@ -190,6 +191,15 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         n_features = len(load_spec(features_path).feature_names)
         selection = parse_selection(selection_section, params=params, n_features=n_features,
                                     spec=features_path.name, where=where)
+    if method == "cqr":
+        if not is_quantile(kind):
+            raise SpecError(f"{where} [intervals]: method = \"cqr\" (conformalised quantile regression) needs a "
+                            f"quantile estimator ([estimator] kind = \"xgboost_quantile\" or \"quantile_forest\"), "
+                            f"not {kind!r}")
+        check_interval_level(kind, params, level, f"{where} [estimator] params")
+        if tuning or selection:
+            raise SpecError(f"{where} [intervals]: method = \"cqr\" is not combined with [tuning] / [selection] "
+                            "yet; drop one of the two")
     if (tuning or selection) and weights:
         raise SpecError(f"{where} [target] weights: plot weights are not used by the nested [tuning] / "
                         "[selection] yet; drop one of the two")

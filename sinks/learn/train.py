@@ -26,9 +26,10 @@ from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv, tuning
 from sinks.learn.aoa import cv_neighbours, fit_aoa, fit_error_profile
-from sinks.learn.estimators import estimator_params, importances, make_estimator, trial_fit
-from sinks.learn.intervals import (METHODS, calibrate_adaptive, fold_difficulties, neighbour_difficulty,
-                                   nested_check)
+from sinks.learn.estimators import (estimator_params, importances, make_estimator, predict_quantiles,
+                                    quantile_levels_for, trial_fit, with_interval_level)
+from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive, calibrate_cqr, fold_difficulties,
+                                   neighbour_difficulty, nested_check, nested_check_cqr)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import check_target_values, derive_target, target_quantity
@@ -262,7 +263,11 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     X, y, keep = training_arrays(recipe, table, names, source=source)
     xs, ys = table["x"].to_numpy(float)[keep], table["y"].to_numpy(float)[keep]
     xy = np.column_stack([xs, ys])
-    estimator = make_estimator(recipe.estimator, recipe.params)
+    cqr = recipe.interval_method in QUANTILE_METHODS
+    params = with_interval_level(recipe.estimator, recipe.params, recipe.interval_level) if cqr else recipe.params
+    estimator = make_estimator(recipe.estimator, params)
+    tails = quantile_levels_for(recipe.interval_level)[::2]  # CQR's conditional quantiles (lo, hi)
+    oof_tails = None
     schemes, chosen, k = list(recipe.schemes), recipe.scheme, recipe.folds
 
     # ---- folds of every scheme, before any fitting --------------------------------------------
@@ -323,11 +328,17 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         if tuned is not None:
             model_names = [names[i] for i in tuned.final.features]
             X = X[:, list(tuned.final.features)]
-            estimator = make_estimator(recipe.estimator, {**recipe.params, **tuned.final.params})
+            estimator = make_estimator(recipe.estimator, {**params, **tuned.final.params})
         for scheme in schemes:
             if tuned is not None and scheme == chosen:  # the nested OOF, honest about the tuning
                 oofs[scheme] = tuned.oof
                 scores = cv.score(y, tuned.oof, scheme=scheme, folds=len(np.unique(folds_by[scheme])))
+            elif cqr and scheme == chosen:  # the median and CQR's two quantiles from the same fold models
+                both = cv.fold_predictions(estimator, X, y, folds_by[scheme], scheme=scheme, progress=progress,
+                                           sample_weight=weights, predict=lambda model, Xt: np.column_stack(
+                                               [model.predict(Xt), predict_quantiles(recipe.estimator, model, Xt, tails)]))
+                oofs[scheme], oof_tails = both[:, 0], both[:, 1:]
+                scores = cv.score(y, oofs[scheme], scheme=scheme, folds=len(np.unique(folds_by[scheme])))
             else:
                 scores, oofs[scheme] = cv.cross_validate(estimator, X, y, folds_by[scheme], scheme=scheme,
                                                          progress=progress, sample_weight=weights)
@@ -364,11 +375,14 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                                       level=recipe.interval_level, method=method, bins=recipe.interval_bins,
                                       neighbours=recipe.interval_neighbours, lower_bound=lower_bound,
                                       difficulties=difficulties)
+    if oof_tails is not None:
+        checks["cqr"] = nested_check_cqr(y, oof_tails[:, 0], oof_tails[:, 1], folds, cv_di, inside,
+                                         level=recipe.interval_level, quantiles=tails, lower_bound=lower_bound)
     held_out = checks[recipe.interval_method].pop("arrays")
-    for method in METHODS:
+    for method in checks:
         checks[method].pop("arrays", None)
-    by_level = {}  # the recipe's method at the usual levels: maps can be made at any of them
-    for level in sorted({*CHECK_LEVELS, recipe.interval_level}):
+    by_level = {}  # the recipe's method at the usual levels: maps can be made at any of them (not CQR)
+    for level in sorted({recipe.interval_level} if cqr else {*CHECK_LEVELS, recipe.interval_level}):
         check = checks[recipe.interval_method] if level == recipe.interval_level else nested_check(
             y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside, level=level,
             method=recipe.interval_method, bins=recipe.interval_bins, neighbours=recipe.interval_neighbours,
@@ -378,10 +392,14 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                                                                 "width_di_spearman", "inside_aoa", "outside_aoa")}
     s_all, di_all = neighbour_difficulty(abs_residual, nb_index, nb_distance, None, aoa.mean_distance,
                                          recipe.interval_neighbours)
-    interval = calibrate_adaptive(abs_residual, s_all, di_all, level=recipe.interval_level,
-                                  method=recipe.interval_method, bins=recipe.interval_bins,
-                                  neighbours=recipe.interval_neighbours, residuals_from=f"{chosen}-CV",
-                                  lower_bound=lower_bound)
+    if cqr:
+        interval = calibrate_cqr(y, oof_tails[:, 0], oof_tails[:, 1], level=recipe.interval_level, quantiles=tails,
+                                 residuals_from=f"{chosen}-CV", lower_bound=lower_bound)
+    else:
+        interval = calibrate_adaptive(abs_residual, s_all, di_all, level=recipe.interval_level,
+                                      method=recipe.interval_method, bins=recipe.interval_bins,
+                                      neighbours=recipe.interval_neighbours, residuals_from=f"{chosen}-CV",
+                                      lower_bound=lower_bound)
     profile = fit_error_profile(cv_di, abs_residual, scheme=chosen)
     error_variogram = residual_error_model(xs, ys, y - oof, seed=recipe.seed) if projected else None
 
