@@ -553,3 +553,54 @@ def test_parity_demo_county_spec(ee, tmp_path):
     spec, local, remote = _parity(raw, tmp_path, scenes)
     assert np.isnan(local[spec.feature_names.index("ndvi")]).sum() >= 9
     _assert_same(spec, local, remote)
+
+
+def test_map_export_task_from_a_bundle_and_its_spec(ee, tmp_path):
+    """A bundle's map as an Earth Engine export: the spec's feature graph, classified by the model's
+    tree strings, exported on the spec grid; built offline, never started."""
+    import pandas as pd
+
+    from sinks.errors import InputError, ModelMismatchError
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+    from sinks.mapping.ee_export import export_map_ee
+    from sinks.mapping.ee_trees import ee_tree_strings
+
+    raw = read_toml(REPO / "features" / "sentinel1_grd.toml", "spec")
+    raw["grid"].pop("like")
+    raw["grid"]["extent"] = [500000, 3000000, 500100, 3000050]
+    spec_path = tmp_path / "s1.toml"  # the shipped spec on an explicit extent instead of a local raster
+    text = (REPO / "features" / "sentinel1_grd.toml").read_text(encoding="utf-8")
+    spec_path.write_text(text.replace('like = "s1"', "extent = [500000, 3000000, 500100, 3000050]"), encoding="utf-8")
+    spec = load_spec(spec_path)
+    rng = np.random.default_rng(0)
+    n = 60
+    table = pd.DataFrame({"plot_id": range(n), "x": rng.uniform(500000, 500100, n), "y": rng.uniform(3000000, 3000050, n),
+                          **{name: rng.normal(size=n) for name in spec.feature_names}})
+    table["carbon_mg_ha"] = 50 + 10 * table[spec.feature_names[0]] + rng.normal(0, 2, n)
+    recipe = parse_recipe({"name": "s1", "features": str(spec_path),
+                           "target": {"column": "carbon_mg_ha", "units": "Mg C/ha"},
+                           "estimator": {"kind": "xgboost", "params": {"n_estimators": 5, "max_depth": 2, "n_jobs": 1}},
+                           "validation": {"folds": 3, "schemes": ["random"], "scheme": "random"}},
+                          base=tmp_path, path=tmp_path / "r.toml")
+    bundle = train(recipe, table, tmp_path / "bundle", progress=False)
+    task = export_map_ee(bundle, spec, bucket="maps-bucket", file_prefix="maps/carbon")
+    config = task.config
+    assert config["fileExportOptions"]["cloudStorageDestination"] == {"bucket": "maps-bucket", "filenamePrefix": "maps/carbon"}
+    graph = inline(encode(config["expression"]))
+    names = function_names(graph)
+    assert "Classifier.decisionTreeEnsemble" in names and "Image.classify" in names
+    trees = invocations(graph, "Classifier.decisionTreeEnsemble")[0]["treeStrings"]["constantValue"]
+    from sinks.bundle import load_bundle
+
+    assert trees == ee_tree_strings(load_bundle(bundle).model, spec.feature_names)  # the oracle-checked strings
+    classify = invocations(graph, "Image.classify")[0]
+    assert classify["outputName"]["constantValue"] == "carbon"
+    # the same grid as a stack export: Image.reproject with the spec's crsTransform
+    assert invocations(graph, "Image.reproject")[0]["crsTransform"]["constantValue"] == [
+        10.0, 0.0, 500000.0, 0.0, -10.0, 3000050.0]
+    with pytest.raises(InputError, match="exactly one of bucket"):
+        export_map_ee(bundle, spec)
+    other = dict(raw, features=raw["features"][:-1])
+    with pytest.raises(ModelMismatchError):
+        export_map_ee(bundle, parse_spec(other, base=tmp_path))
