@@ -23,8 +23,11 @@ from sinks.learn.recipe import parse_recipe
 from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
 from tests.badinput import assert_refused
-from tests.test_badinput_train import _argv, base_recipe, base_table, to_toml
+from tests import test_badinput_train
+from tests.test_badinput_train import _argv, base_recipe, to_toml
 from tests.test_covariates_local import ORIGIN, points, write_spec, write_tif
+
+work = test_badinput_train.work  # the fixture: a good recipe and table in a fresh folder
 
 LOG: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -247,17 +250,6 @@ BAD = {
     "selection metric": (_with(selection={"metric": "mse"}), ["[selection]", "metric", "mse"]),
     "forward not a boolean": (_with(selection={"forward": "yes"}), ["forward", "true or false"]),
 }
-
-
-@pytest.fixture
-def work(tmp_path):
-    """``(folder, recipe_path, table_path)``: a good recipe and table (as tests/test_badinput_train.py)."""
-    folder = tmp_path / "work"
-    folder.mkdir()
-    recipe, table = folder / "recipe.toml", folder / "features.csv"
-    recipe.write_text(to_toml(base_recipe()))
-    base_table().to_csv(table, index=False)
-    return folder, recipe, table
 
 
 @pytest.mark.parametrize("case", list(BAD))
