@@ -202,7 +202,7 @@ def test_balance_table_with_matched_controls(world):
         values = parsed.values(row)
         assert values[3] == b["smd_after"] and values[4] == 0.25
         assert row["cells"][-1]["text"] == ("pass" if b["passed"] else "FAIL")
-    assert {b["covariate"] for b in controls["balance"]} == {"elevation", "starting_stock"}
+    assert {b["covariate"] for b in controls["balance"]} == {"elevation", "starting_stock", "forest_history_share"}
     assert ("balance passed" if controls["passed"] else "BALANCE FAILED") in page
     assert str(controls["covariates_sha256"]) in page
     assert "drawn without a carbon map" in page and parsed.images  # parcels only, said so
