@@ -103,3 +103,58 @@ def test_extract_failed_sign_in_is_one_line(monkeypatch, plots_csv, tmp_path, ca
     err = capsys.readouterr().err
     assert code != 0 and "earthengine authenticate" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def _dem_bundle(tmp_path):
+    """A small bundle trained on the DEM spec's features (on an explicit extent, so no local raster)."""
+    import numpy as np
+
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+
+    spec_path = tmp_path / "dem.toml"
+    text = (REPO / "features" / "dem.toml").read_text()
+    spec_path.write_text(text.replace('like = "dem"', "extent = [400000, 3300000, 430000, 3330000]"))
+    rng = np.random.default_rng(1)
+    n = 60
+    table = pd.DataFrame({"plot_id": range(n), "x": rng.uniform(400000, 430000, n), "y": rng.uniform(3300000, 3330000, n),
+                          **{name: rng.normal(size=n) for name in DEM_FEATURES}})
+    table["carbon_mg_ha"] = 60 + 15 * table["elevation"] + rng.normal(0, 3, n)
+    recipe = parse_recipe({"name": "dem", "features": str(spec_path),
+                           "target": {"column": "carbon_mg_ha", "units": "Mg C/ha"},
+                           "estimator": {"kind": "random_forest", "params": {"n_estimators": 5, "max_depth": 3}},
+                           "validation": {"folds": 3, "schemes": ["random"], "scheme": "random"}},
+                          base=tmp_path, path=tmp_path / "r.toml")
+    return train(recipe, table, tmp_path / "bundle", progress=False), spec_path
+
+
+def test_map_exports_on_earth_engine(ee, monkeypatch, tmp_path, capsys):
+    bundle, spec_path = _dem_bundle(tmp_path)
+    started = []
+    monkeypatch.setattr(ee.data, "newTaskId", lambda count=1: ["TASK9"])
+    monkeypatch.setattr(ee.data, "exportImage",
+                        lambda request_id, config: started.append(config) or {"name": "projects/p/operations/TASK9"})
+    code = main(["map", str(bundle), str(spec_path), "--engine", "ee", "--ee-project", "my-project",
+                 "--drive-folder", "maps", "--out", "county/carbon"])
+    assert code == 0, capsys.readouterr().err
+    assert ee.projects == ["my-project"]
+    assert started[0]["fileExportOptions"]["driveDestination"] == {"folder": "maps", "filenamePrefix": "county/carbon"}
+    assert invocations(encode(started[0]["expression"]), "Classifier.decisionTreeEnsemble")
+    assert "TASK9" in capsys.readouterr().out
+    assert not (tmp_path / "county").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--engine", "ee", "--ee-project", "p"], "--bucket BUCKET or --drive-folder FOLDER"),
+    (["--engine", "ee", "--ee-project", "p", "--bucket", "b", "--bands", "carbon,lower"], "prediction band only"),
+    (["--bucket", "b"], "are for --engine ee"),
+    (["--trees", "gs://b/t.txt"], "--trees is for --engine ee"),
+])
+def test_map_engine_options_are_checked(ee, tmp_path, capsys, extra, message):
+    bundle, spec_path = _dem_bundle(tmp_path)
+    out = tmp_path / "map.tif"
+    capsys.readouterr()
+    assert main(["map", str(bundle), str(spec_path), "--out", str(out), *extra]) != 0
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and ee.projects == []

@@ -42,6 +42,30 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
                        help="Google Cloud project with the Earth Engine API enabled (with --engine ee)")
 
 
+def add_ee_export(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--bucket`` / ``--drive-folder`` / ``--tile-pixels``: where an Earth Engine export of ``what`` goes."""
+    export = parser.add_argument_group(f"Earth Engine export of the {what} (with --engine ee)")
+    where = export.add_mutually_exclusive_group()
+    where.add_argument("--bucket", help="Cloud Storage bucket to export to")
+    where.add_argument("--drive-folder", help="Google Drive folder to export to")
+    export.add_argument("--tile-pixels", type=positive_int,
+                        help="width and height of each exported file in pixels, a multiple of 256 "
+                        "(default: Earth Engine's file size)")
+
+
+def check_ee_export(args: argparse.Namespace, what: str) -> None:
+    """The export options go with --engine ee, and an ee export needs a destination."""
+    if args.engine == "ee" and not (args.bucket or args.drive_folder):
+        raise InputError(f"--engine ee exports the {what}: give --bucket BUCKET or --drive-folder FOLDER")
+    if args.engine != "ee" and (args.bucket or args.drive_folder or args.tile_pixels):
+        raise InputError("--bucket, --drive-folder and --tile-pixels are for --engine ee")
+
+
+def export_destination(args: argparse.Namespace) -> str:
+    return (f"gs://{args.bucket}/{args.out}*" if args.bucket
+            else f"Drive folder {args.drive_folder!r}, files {args.out}*")
+
+
 def start_engine(args: argparse.Namespace) -> None:
     """Initialize Earth Engine for ``--engine ee`` (the only place the CLI calls ee.Initialize)."""
     if args.engine == "ee":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import warnings
 
-from sinks.cli._common import add_level, add_overwrite, block_size, echo, max_pixels_option, positive_int, spec_inputs
+from sinks.cli._common import (add_ee_export, add_engine, add_level, add_overwrite, block_size, check_ee_export, echo,
+                               export_destination, max_pixels_option, positive_int, spec_inputs, start_engine)
 from sinks.constants import EXECUTORS
 
 
@@ -48,10 +49,17 @@ def register(sub) -> None:
     max_pixels_option(parser)
     add_overwrite(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine(parser)
+    add_ee_export(parser, "map (the prediction band, from the bundle's tree strings; --out is the files' name prefix)")
+    parser.add_argument("--trees", metavar="gs://FILE",
+                        help="with --engine ee: a tree file on Cloud Storage for a model above the request limit "
+                        "(default: the bundle's trees inline)")
     parser.set_defaults(func=run, outputs=_outputs, inputs=_inputs)
 
 
 def _outputs(args) -> dict:
+    if args.engine == "ee":
+        return {}  # an Earth Engine export writes nothing here
     if not args.no_stac and not args.stac and args.out and str(args.out).lower().endswith((".tif", ".tiff")):
         from pathlib import Path
 
@@ -71,6 +79,11 @@ def run(args) -> None:
     from sinks.errors import InputError
     from sinks.mapping.predict import AOAWarning, predict_map
 
+    check_ee_export(args, "map")
+    if args.engine == "ee":
+        return _export_ee(args)
+    if args.trees:
+        raise InputError("--trees is for --engine ee")
     if args.spec is None and args.stack is None:
         raise InputError("sinks map: give the feature SPEC or --stack STACK.tif to map from")
     if args.no_stac and args.stac:
@@ -87,3 +100,20 @@ def run(args) -> None:
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     echo(f"map -> {path}")
+
+
+def _export_ee(args) -> None:
+    from sinks.errors import InputError
+    from sinks.mapping.ee_export import export_map_ee
+
+    if args.spec is None or args.stack is not None:
+        raise InputError("sinks map --engine ee: give the feature SPEC (with its [sources.ee] sections), not --stack")
+    if args.bands:
+        raise InputError("sinks map --engine ee exports the prediction band only: leave out --bands (map the "
+                         "interval, DI and AOA locally)")
+    start_engine(args)
+    task = export_map_ee(args.bundle, args.spec, bucket=args.bucket, folder=args.drive_folder, trees=args.trees,
+                         file_prefix=args.out, tile_pixels=args.tile_pixels,
+                         max_pixels=1e10 if args.max_pixels is None else args.max_pixels, start=True)
+    echo(f"bundle {args.bundle}: Earth Engine map export task {task.id} started -> {export_destination(args)}")
+    echo(f"follow it with 'earthengine task info {task.id}' or at https://code.earthengine.google.com/tasks")

@@ -3,9 +3,8 @@ Earth Engine export of COG tiles to Cloud Storage or Drive)."""
 
 from __future__ import annotations
 
-from sinks.cli._common import (add_engine, add_overwrite, block_size, echo, max_pixels_option, positive_int,
-                               spec_inputs, start_engine)
-from sinks.errors import InputError
+from sinks.cli._common import (add_ee_export, add_engine, add_overwrite, block_size, check_ee_export, echo,
+                               export_destination, max_pixels_option, spec_inputs, start_engine)
 
 
 def register(sub) -> None:
@@ -27,13 +26,7 @@ def register(sub) -> None:
     add_overwrite(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_engine(parser)
-    export = parser.add_argument_group("Earth Engine export (with --engine ee)")
-    where = export.add_mutually_exclusive_group()
-    where.add_argument("--bucket", help="Cloud Storage bucket to export to")
-    where.add_argument("--drive-folder", help="Google Drive folder to export to")
-    export.add_argument("--tile-pixels", type=positive_int,
-                        help="width and height of each exported file in pixels, a multiple of 256 "
-                        "(default: Earth Engine's file size)")
+    add_ee_export(parser, "stack")
     parser.set_defaults(func=run, outputs=lambda args: {} if args.engine == "ee" else {"out": "raster"},
                         inputs=spec_inputs("spec"))
 
@@ -42,10 +35,9 @@ def run(args) -> None:
     from sinks.covariates.spec import load_spec
 
     spec = load_spec(args.spec)
+    check_ee_export(args, "stack")
     if args.engine == "ee":
         return _export_ee(args, spec)
-    if args.bucket or args.drive_folder or args.tile_pixels:
-        raise InputError("--bucket, --drive-folder and --tile-pixels are for --engine ee")
     start_engine(args)
     from sinks.covariates.extract import build_stack
 
@@ -56,12 +48,10 @@ def run(args) -> None:
 def _export_ee(args, spec) -> None:
     from sinks.covariates.earthengine import export_stack_ee
 
-    if not (args.bucket or args.drive_folder):
-        raise InputError("--engine ee exports the stack: give --bucket BUCKET or --drive-folder FOLDER")
     start_engine(args)
     task = export_stack_ee(spec, bucket=args.bucket, folder=args.drive_folder, file_prefix=args.out,
                            tile_pixels=args.tile_pixels,
                            max_pixels=1e10 if args.max_pixels is None else args.max_pixels, start=True)
-    where = f"gs://{args.bucket}/{args.out}*" if args.bucket else f"Drive folder {args.drive_folder!r}, files {args.out}*"
-    echo(f"{len(spec.features)} features of spec {spec.name!r}: Earth Engine export task {task.id} started -> {where}")
+    echo(f"{len(spec.features)} features of spec {spec.name!r}: Earth Engine export task {task.id} started -> "
+         f"{export_destination(args)}")
     echo(f"follow it with 'earthengine task info {task.id}' or at https://code.earthengine.google.com/tasks")
