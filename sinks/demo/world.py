@@ -27,8 +27,9 @@ The world (EPSG:32648, UTM 48N; 30 m pixels) has:
   before the project planting and before five years of a regional trend (forest growth, natural
   regrowth of open land) that no project causes;
 - ``project_parcels.gpkg`` + ``project_truth.csv``: an afforestation project started in 2020:
-  planted parcels with a known carbon gain by 2025 and placebo parcels on like land without any
-  planting; the truth holds each parcel's true gain from the planting and from the trend (t CO2e);
+  planted parcels with a known carbon gain by 2025, placebo parcels on like land without any
+  planting, a planting smaller than one pixel and one half off the county's edge; the truth holds
+  each parcel's true gain from the planting and from the trend (t CO2e);
 - ``parcels.gpkg``: candidate afforestation parcels (``parcel_id``, ``start_date``) and
   ``parcels_truth.csv`` with the verdict each must get and why (not read by the rule engine).
 """
@@ -204,6 +205,43 @@ def _place_projects(rng, transform, allowed) -> tuple[list[dict], np.ndarray]:
     return projects, gain
 
 
+def _edge_cases(rng, transform, allowed, projects, gain) -> list[dict]:
+    """Two planted parcels a map handles at its limits (their gain added to ``gain`` in place).
+
+    ``subpixel_01``: a 25 m x 25 m planting (0.0625 ha, above CCER's 400 m2 but smaller than one
+    30 m pixel), inside one allowed pixel; ``edge_01``: a 120 m x 90 m planting that runs half off
+    the county's east edge, so half of it has no raster (maps and eligibility layers alike).
+    """
+    from sinks.pixels import coverage_fractions
+
+    size = allowed.shape[0]
+    taken = _rasterize([p["geometry"] for p in projects], transform, allowed.shape)
+    free = allowed.copy()
+    free[1:-1, 1:-1] &= ~(taken[:-2, 1:-1] | taken[2:, 1:-1] | taken[1:-1, :-2] | taken[1:-1, 2:] | taken[1:-1, 1:-1])
+    out = []
+    rows = np.flatnonzero(free[:, -4:].all(axis=1) & free[:, -8:-4].all(axis=1))
+    rows = rows[(rows > 10) & (rows < size - 10)]
+    candidates = np.argwhere(free[15:-15, 15:-15]) + 15
+    if not len(rows) or not len(candidates):
+        raise RuntimeError("demo world: no room for the edge-case project parcels")
+    r = int(rows[rng.integers(len(rows))])
+    x_edge, y = transform @ (size, r + 0.5)
+    rc, cc = candidates[rng.integers(len(candidates))]
+    cx, cy = transform @ (cc + 0.5, rc + 0.5)
+    shapes = {"subpixel_01": box(cx - 12.5, cy - 12.5, cx + 12.5, cy + 12.5),
+              "edge_01": box(x_edge - 60, y - 45, x_edge + 60, y + 45)}
+    for pid, shape in shapes.items():
+        mask = _rasterize([shape], transform, allowed.shape)
+        rr, cols = np.nonzero(mask)
+        window = (rr.min(), cols.min(), rr.max() - rr.min() + 1, cols.max() - cols.min() + 1)
+        fraction = coverage_fractions(shape, transform, window)[0]
+        r0, c0, h, w = window
+        gain[r0:r0 + h, c0:c0 + w] += PLANTING_GAIN_MG_HA * fraction
+        out.append({"parcel_id": pid, "kind": pid.split("_")[0], "geometry": shape, "window": window,
+                    "fraction": fraction})
+    return out
+
+
 def _write_projects(w: DemoWorld, projects, transform, gain, regrowth, dry_open) -> None:
     """``project_parcels.gpkg`` (parcel_id, start_date, polygon) and ``project_truth.csv``.
 
@@ -216,7 +254,9 @@ def _write_projects(w: DemoWorld, projects, transform, gain, regrowth, dry_open)
     for p in projects:
         r0, c0, h, wd = p["window"]
         f = p["fraction"]
-        area_gain = gain[r0:r0 + h, c0:c0 + wd] if p["kind"] == "planted" else np.zeros_like(f)
+        # the gain already holds each pixel's planted share; parcels share no pixel, so the pixels
+        # this parcel covers hold its gain only (its bounding box may reach into another's)
+        area_gain = np.where(f > 0, gain[r0:r0 + h, c0:c0 + wd], 0.0) if p["kind"] != "placebo" else np.zeros_like(f)
         trend = np.where(dry_open[r0:r0 + h, c0:c0 + wd], regrowth[r0:r0 + h, c0:c0 + wd], 0.0) * f
         rows.append({"parcel_id": p["parcel_id"], "kind": p["kind"], "area_ha": p["geometry"].area / 10_000,
                      "true_gain_tco2e": float(area_gain.sum() * pixel_ha * 44 / 12),
@@ -277,7 +317,9 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
     water = river_dist < 2.5
     ever_forest = history.max(axis=0).astype(bool)
     remote = (rows - REMOTE_CENTRE[0] * size) ** 2 + (cols - REMOTE_CENTRE[1] * size) ** 2 <= (REMOTE_RADIUS * size) ** 2
-    projects, gain = _place_projects(rng_epochs, transform, ~ever_forest & ~wetland & ~remote & (river_dist > 10))
+    allowed = ~ever_forest & ~wetland & ~remote & (river_dist > 10)
+    projects, gain = _place_projects(rng_epochs, transform, allowed)
+    projects += _edge_cases(np.random.default_rng([seed, 3]), transform, allowed, projects, gain)
     dry_open = ~forest_now & ~wetland & ~water
     regrowing = _field(rng_epochs, shape, 6) > REGROWTH_QUANTILE_Z  # grazing stopped here; bare elsewhere
     regrowth = np.where(regrowing, TREND_OPEN_MG_HA_YR * span * np.exp(0.3 * rng_epochs.standard_normal(shape) - 0.045), 0.0)
