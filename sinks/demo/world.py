@@ -399,7 +399,7 @@ def _plot_pixels(rng, unsampled, n_clusters=CLUSTERS, per_cluster=PLOTS_PER_CLUS
     return np.array(rows), np.array(cols), np.array(cluster)
 
 
-def measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids) -> tuple[pd.DataFrame, np.ndarray]:
+def measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids) -> pd.DataFrame:
     """Tree lists of 1-mu plots at pixels (rows, cols) whose carbon is the pixel's truth x measurement noise.
 
     A plot is not its pixel: a 0.0667 ha plot samples part of a 0.09 ha pixel, and crews differ.
@@ -408,7 +408,7 @@ def measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids) -> tuple[
     growing with the stock, and about three times larger for the ``high`` level. Trees (species by elevation
     band, diameters around a mean that grows with the stock, heights from :data:`HD_CURVES`) are
     added while each brings the plot's carbon (the cited allometry of :mod:`sinks.pools.forest`)
-    closer to its target. Returns (trees table, the targets in Mg C/ha).
+    closer to its target. Returns the trees table.
     """
     sigma = np.array([NOISE_SD_LOG[level] for level in noise])
     truth = carbon[rows, cols].astype(float)
@@ -438,10 +438,10 @@ def measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids) -> tuple[
     trees = trees.loc[keep].drop(columns="_target")
     zh = {s[0]: s[1] for band in SPECIES.values() for s in band}
     trees.insert(3, "species_zh", trees["species"].map(zh))
-    return trees.reset_index(drop=True), target_mg_ha
+    return trees.reset_index(drop=True)
 
 
-def _plot_table(rows, cols, transform, plot_ids, noise, carbon, target_mg_ha, **extra) -> gpd.GeoDataFrame:
+def _plot_table(rows, cols, transform, plot_ids, noise, carbon, **extra) -> gpd.GeoDataFrame:
     x, y = transform @ (cols + 0.5, rows + 0.5)
     sigma = np.array([NOISE_SD_LOG[level] for level in noise])
     truth = carbon[rows, cols].astype(float)
@@ -465,9 +465,9 @@ def _make_plots(rng, w: DemoWorld, transform, carbon, elevation, unsampled, moni
     plot_ids = [f"P{i + 1:03d}" for i in range(len(rows))]
     crew_noise = rng.choice(list(NOISE_SD_LOG), int(cluster.max()) + 1)  # one crew, one noise level, per cluster
     noise = crew_noise[cluster]
-    trees, target = measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids)
+    trees = measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids)
     trees.to_csv(w.trees, index=False)
-    _plot_table(rows, cols, transform, plot_ids, noise, carbon, target,
+    _plot_table(rows, cols, transform, plot_ids, noise, carbon,
                 cluster=cluster).to_file(w.plots, driver="GPKG", layer="plots")
 
 
@@ -488,8 +488,8 @@ def simulate_test_plots(world: DemoWorld, n: int = 1000, *, seed: int = 0) -> tu
     rows, cols = pixels[rng.choice(len(pixels), n, replace=False)].T
     plot_ids = [f"T{i + 1:04d}" for i in range(n)]
     noise = rng.choice(list(NOISE_SD_LOG), n)
-    trees, target = measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids)
-    plots = _plot_table(rows, cols, transform, plot_ids, noise, carbon, target,
+    trees = measure_plots(rng, rows, cols, carbon, elevation, noise, plot_ids)
+    plots = _plot_table(rows, cols, transform, plot_ids, noise, carbon,
                         carbon_truth_mg_ha=carbon[rows, cols].astype(float))
     return plots, trees
 
