@@ -116,7 +116,7 @@ class Bundle:
         (``interval_check_by_level``) says how each level covered. Bundles written before the
         calibration plots' difficulty was stored cannot be recalibrated: retrain them.
         """
-        from sinks.learn.intervals import calibrate_adaptive, conformal_quantile
+        from sinks.learn.intervals import calibrate_adaptive, quantile_or_largest
 
         if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
             raise InputError(f"interval level must be a fraction between 0 and 1 (e.g. 0.9), got {level!r}")
@@ -140,9 +140,7 @@ class Bundle:
             if self.abs_residual is None:
                 raise ModelMismatchError(f"bundle {self.path}: no calibration residuals to recalibrate at "
                                          f"level {level:g}; retrain it")
-            q = conformal_quantile(self.abs_residual, level)
-            new = replace(iv, level=float(level),
-                          half_width=q if math.isfinite(q) else float(np.max(self.abs_residual)))
+            new = replace(iv, level=float(level), half_width=quantile_or_largest(self.abs_residual, level))
         return replace(self, interval=new)
 
     def query_workers(self) -> int:

@@ -105,16 +105,20 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(scores[rank - 1]) if 1 <= rank <= n else math.inf
 
 
+def quantile_or_largest(scores: np.ndarray, level: float) -> float:
+    """:func:`conformal_quantile`, or the largest score when there are too few for ``level`` (the
+    interval then under-covers; the calibration counts say so)."""
+    q = conformal_quantile(scores, level)
+    return q if math.isfinite(q) else float(np.max(scores))
+
+
 def calibrate(y: np.ndarray, oof: np.ndarray, *, level: float, residuals_from: str,
               lower_bound: float | None = 0.0) -> ConformalInterval:
     """Split-conformal half-width at ``level`` (e.g. 0.9) from out-of-fold predictions."""
     if not 0 < level < 1:
         raise ValueError("interval level must be between 0 and 1")
     residuals = np.abs(np.asarray(y) - np.asarray(oof))
-    q = conformal_quantile(residuals, level)
-    if not math.isfinite(q):
-        q = float(residuals.max())
-    return ConformalInterval(level, q, len(residuals), residuals_from, lower_bound)
+    return ConformalInterval(level, quantile_or_largest(residuals, level), len(residuals), residuals_from, lower_bound)
 
 
 def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
@@ -229,10 +233,7 @@ def calibrate_adaptive(abs_residual: np.ndarray, s: np.ndarray, di: np.ndarray, 
     quantiles, counts = [], []
     for b in range(len(edges) + 1):
         part = scores[which == b]
-        q = conformal_quantile(part, level)
-        if not math.isfinite(q):  # too few in the bin: the largest score (under-covers; said in counts)
-            q = float(part.max()) if len(part) else float(scores.max())
-        quantiles.append(q)
+        quantiles.append(quantile_or_largest(part, level) if len(part) else float(scores.max()))
         counts.append(int(len(part)))
     return AdaptiveInterval(method, level, quantiles, [float(e) for e in edges], coef, floor, int(neighbours),
                             len(r), residuals_from, lower_bound, counts)
@@ -273,10 +274,7 @@ def calibrate_cqr(y, q_lo, q_hi, *, level: float, quantiles, residuals_from: str
     if not 0 < level < 1:
         raise ValueError("interval level must be between 0 and 1")
     scores = cqr_scores(y, q_lo, q_hi)
-    q = conformal_quantile(scores, level)
-    if not math.isfinite(q):
-        q = float(scores.max())
-    return QuantileInterval("cqr", float(level), float(q), [float(v) for v in quantiles], int(len(scores)),
+    return QuantileInterval("cqr", float(level), quantile_or_largest(scores, level), [float(v) for v in quantiles], int(len(scores)),
                             residuals_from, lower_bound)
 
 
@@ -284,20 +282,23 @@ def nested_check_cqr(y, q_lo, q_hi, folds, di, inside_aoa, *, level: float, quan
                      lower_bound: float | None = 0.0, di_bins: int = 4) -> dict:
     """Held-out coverage of CQR: for each fold, ``q`` from the other folds' scores, applied to it."""
     y, q_lo, q_hi, folds = (np.asarray(a) for a in (y, q_lo, q_hi, folds))
-    covered, width = np.zeros(len(y), dtype=bool), np.zeros(len(y))
     lower_all, upper_all = np.zeros(len(y)), np.zeros(len(y))
     for k in np.unique(folds):
         test = folds == k
         iv = calibrate_cqr(y[~test], q_lo[~test], q_hi[~test], level=level, quantiles=quantiles,
                            lower_bound=lower_bound)
-        lo, hi = iv.apply(q_lo[test], q_hi[test])
-        lower_all[test], upper_all[test] = lo, hi
-        covered[test] = (y[test] >= lo) & (y[test] <= hi)
-        width[test] = hi - lo
-    di = np.asarray(di, dtype=float)
+        lower_all[test], upper_all[test] = iv.apply(q_lo[test], q_hi[test])
+    return _check_result("cqr", level, y, lower_all, upper_all, np.asarray(di, dtype=float), inside_aoa, folds,
+                         di_bins)
+
+
+def _check_result(method, level, y, lower, upper, di, inside_aoa, folds, di_bins) -> dict:
+    """A held-out check's report (:func:`_summary` by DI quantile bins) with its per-plot arrays."""
+    covered, width = (y >= lower) & (y <= upper), upper - lower
     edges = np.unique(np.quantile(di, np.arange(1, di_bins) / di_bins)) if di_bins > 1 else np.array([])
-    out = {"method": "cqr", "level": level, **_summary(covered, width, di, np.asarray(inside_aoa, bool), folds, edges)}
-    out["arrays"] = {"lower": lower_all, "upper": upper_all, "covered": covered, "width": width}
+    out = {"method": method, "level": level,
+           **_summary(covered, width, di, np.asarray(inside_aoa, bool), folds, edges)}
+    out["arrays"] = {"lower": lower, "upper": upper, "covered": covered, "width": width}
     return out
 
 
@@ -366,8 +367,6 @@ def nested_check(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np
     """
     y, oof, folds = np.asarray(y, dtype=float), np.asarray(oof, dtype=float), np.asarray(folds)
     r = np.abs(y - oof)
-    covered = np.zeros(len(y), dtype=bool)
-    width = np.zeros(len(y))
     lower_all, upper_all = np.zeros(len(y)), np.zeros(len(y))
     di_test = np.zeros(len(y))
     if difficulties is None:
@@ -376,12 +375,6 @@ def nested_check(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np
         test, cal = folds == k, folds != k
         iv = calibrate_adaptive(r[cal], s_cal, di_cal, level=level, method=method, bins=bins,
                                 neighbours=neighbours, lower_bound=lower_bound)
-        lo, hi = iv.apply(oof[test], s_t, di_t)
-        lower_all[test], upper_all[test], di_test[test] = lo, hi, di_t
-        covered[test] = (y[test] >= lo) & (y[test] <= hi)
-        width[test] = hi - lo
-    edges = np.unique(np.quantile(di_test, np.arange(1, di_bins) / di_bins)) if di_bins > 1 else np.array([])
-    out = {"method": method, "level": level, **_summary(covered, width, di_test, np.asarray(inside_aoa, bool),
-                                                         folds, edges)}
-    out["arrays"] = {"lower": lower_all, "upper": upper_all, "covered": covered, "width": width}
-    return out
+        lower_all[test], upper_all[test] = iv.apply(oof[test], s_t, di_t)
+        di_test[test] = di_t
+    return _check_result(method, level, y, lower_all, upper_all, di_test, inside_aoa, folds, di_bins)
