@@ -161,6 +161,22 @@ def _rasterize(shapes, transform, shape) -> np.ndarray:
     return ~geometry_mask(shapes, out_shape=shape, transform=transform, all_touched=True)
 
 
+def _neighbours_of(mask: np.ndarray) -> np.ndarray:
+    """Interior pixels with a 4-neighbour in ``mask``."""
+    grown = np.zeros_like(mask)
+    grown[1:-1, 1:-1] = mask[:-2, 1:-1] | mask[2:, 1:-1] | mask[1:-1, :-2] | mask[1:-1, 2:]
+    return grown
+
+
+def _pixel_shares(shape, transform, mask: np.ndarray):
+    """(window of the pixels ``mask`` holds, exact share of each of its pixels inside ``shape``)."""
+    from sinks.pixels import coverage_fractions
+
+    rows, cols = np.nonzero(mask)
+    window = (rows.min(), cols.min(), rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    return window, coverage_fractions(shape, transform, window)[0]
+
+
 def _place_projects(rng, transform, allowed) -> tuple[list[dict], np.ndarray]:
     """Planted and placebo project parcels on ``allowed`` land; the planting's carbon gain (Mg C/ha).
 
@@ -169,13 +185,12 @@ def _place_projects(rng, transform, allowed) -> tuple[list[dict], np.ndarray]:
     lognormal factor, times the exact share of each pixel inside the parcel (the planting stops at
     its boundary), so the parcel's true gain is the sum of the gain over its pixels times 0.09 ha.
     """
-    from sinks.pixels import coverage_fractions
-
     size = allowed.shape[0]
     taken = np.zeros(allowed.shape, bool)
     factor = np.exp(PLANTING_GAIN_SD_LOG * rng.standard_normal(allowed.shape) - PLANTING_GAIN_SD_LOG ** 2 / 2)
     gain = np.zeros(allowed.shape)
     projects = []
+    blocked = taken.copy()  # parcels' pixels and their 4-neighbours: no two parcels touch
     for kind, count in PROJECT_PARCELS.items():
         made = 0
         for _ in range(5000):
@@ -186,15 +201,12 @@ def _place_projects(rng, transform, allowed) -> tuple[list[dict], np.ndarray]:
             shape = affinity.rotate(box(cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2),
                                     rng.uniform(0, 90))
             mask = _rasterize([shape], transform, allowed.shape)
-            grown = np.zeros_like(taken)
-            grown[1:-1, 1:-1] = (taken[:-2, 1:-1] | taken[2:, 1:-1] | taken[1:-1, :-2] | taken[1:-1, 2:])
-            if not mask.any() or (taken | grown)[mask].any() or not allowed[mask].all():
+            if not mask.any() or blocked[mask].any() or not allowed[mask].all():
                 continue
             taken |= mask
+            blocked = taken | _neighbours_of(taken)
             made += 1
-            rows, cols = np.nonzero(mask)
-            window = (rows.min(), cols.min(), rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
-            fraction = coverage_fractions(shape, transform, window)[0]
+            window, fraction = _pixel_shares(shape, transform, mask)
             r0, c0, h, w = window
             if kind == "planted":
                 gain[r0:r0 + h, c0:c0 + w] += PLANTING_GAIN_MG_HA * factor[r0:r0 + h, c0:c0 + w] * fraction
@@ -212,12 +224,10 @@ def _edge_cases(rng, transform, allowed, projects, gain) -> list[dict]:
     30 m pixel), inside one allowed pixel; ``edge_01``: a 120 m x 90 m planting that runs half off
     the county's east edge, so half of it has no raster (maps and eligibility layers alike).
     """
-    from sinks.pixels import coverage_fractions
-
     size = allowed.shape[0]
     taken = _rasterize([p["geometry"] for p in projects], transform, allowed.shape)
     free = allowed.copy()
-    free[1:-1, 1:-1] &= ~(taken[:-2, 1:-1] | taken[2:, 1:-1] | taken[1:-1, :-2] | taken[1:-1, 2:] | taken[1:-1, 1:-1])
+    free[1:-1, 1:-1] &= ~(taken | _neighbours_of(taken))[1:-1, 1:-1]
     out = []
     rows = np.flatnonzero(free[:, -4:].all(axis=1) & free[:, -8:-4].all(axis=1))
     rows = rows[(rows > 10) & (rows < size - 10)]
@@ -231,10 +241,7 @@ def _edge_cases(rng, transform, allowed, projects, gain) -> list[dict]:
     shapes = {"subpixel_01": box(cx - 12.5, cy - 12.5, cx + 12.5, cy + 12.5),
               "edge_01": box(x_edge - 60, y - 45, x_edge + 60, y + 45)}
     for pid, shape in shapes.items():
-        mask = _rasterize([shape], transform, allowed.shape)
-        rr, cols = np.nonzero(mask)
-        window = (rr.min(), cols.min(), rr.max() - rr.min() + 1, cols.max() - cols.min() + 1)
-        fraction = coverage_fractions(shape, transform, window)[0]
+        window, fraction = _pixel_shares(shape, transform, _rasterize([shape], transform, allowed.shape))
         r0, c0, h, w = window
         gain[r0:r0 + h, c0:c0 + w] += PLANTING_GAIN_MG_HA * fraction
         out.append({"parcel_id": pid, "kind": pid.split("_")[0], "geometry": shape, "window": window,
