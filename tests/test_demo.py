@@ -143,9 +143,9 @@ def test_plot_weights_from_the_known_measurement_sd_bring_the_map_closer_to_the_
     within 2 points of nominal.
     """
     from sinks.bundle import load_bundle
-    from sinks.covariates.extract import extract
     from sinks.covariates.spec import load_spec
-    from sinks.demo.world import simulate_test_plots, world_files
+    from sinks.demo.run import independent_plot_features
+    from sinks.demo.world import world_files
     from sinks.io import read_toml
     from sinks.learn.recipe import parse_recipe
     from sinks.learn.train import train
@@ -153,9 +153,8 @@ def test_plot_weights_from_the_known_measurement_sd_bring_the_map_closer_to_the_
     table = pd.read_csv(demo / "plots" / "features.csv")
     recipe_path = demo / "training" / "demo_county.toml"
     raw = read_toml(recipe_path, "recipe")
-    plots, trees = simulate_test_plots(world_files(demo / "data"), 2000, seed=5)
-    test = extract(load_spec(demo / "features" / "demo_county.toml"), forest_stocks(trees, plots).plots,
-                   progress=False, allow_missing=True)
+    test = independent_plot_features(load_spec(demo / "features" / "demo_county.toml"), world_files(demo / "data"), 2000,
+                              seed=5)
     rmse, coverage = {}, {}
     for label, extra in (("plain", {}), ("weighted", {"weights": "measurement_sd_mg_ha"})):
         recipe = parse_recipe({**raw, "target": {**raw["target"], **extra}}, base=recipe_path.parent, path=recipe_path)

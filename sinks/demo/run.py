@@ -139,6 +139,13 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     }
 
 
+def independent_plot_features(spec, world, n: int, *, seed: int = 0) -> pd.DataFrame:
+    """``n`` independent test plots (:func:`~sinks.demo.world.simulate_test_plots`): their stocks
+    from the tree lists, then the spec's features at them (rows with a missing feature kept)."""
+    plots, trees = simulate_test_plots(world, n, seed=seed)
+    return extract(spec, forest_stocks(trees, plots).plots, progress=False, allow_missing=True)
+
+
 def interval_truth_check(bundle_path: Path, spec, world, *, n: int = 2000, seed: int = 0) -> dict:
     """Coverage of the bundle's intervals on ``n`` independent test plots of the simulated county.
 
@@ -153,9 +160,7 @@ def interval_truth_check(bundle_path: Path, spec, world, *, n: int = 2000, seed:
 
     from sinks.bundle import load_bundle
 
-    plots, trees = simulate_test_plots(world, n, seed=seed)
-    stocks = forest_stocks(trees, plots).plots
-    table = extract(spec, stocks, progress=False, allow_missing=True)
+    table = independent_plot_features(spec, world, n, seed=seed)
     bundle = load_bundle(bundle_path)
     X = table[bundle.feature_names].to_numpy(dtype=float)
     usable = np.isfinite(X).all(axis=1)
