@@ -153,8 +153,8 @@ def test_plot_weights_from_the_known_measurement_sd_bring_the_map_closer_to_the_
     table = pd.read_csv(demo / "plots" / "features.csv")
     recipe_path = demo / "training" / "demo_county.toml"
     raw = read_toml(recipe_path, "recipe")
-    test = independent_plot_features(load_spec(demo / "features" / "demo_county.toml"), world_files(demo / "data"), 2000,
-                              seed=5)
+    spec = load_spec(demo / "features" / "demo_county.toml")
+    test = independent_plot_features(spec, world_files(demo / "data"), 2000, seed=5)
     rmse, coverage = {}, {}
     for label, extra in (("plain", {}), ("weighted", {"weights": "measurement_sd_mg_ha"})):
         recipe = parse_recipe({**raw, "target": {**raw["target"], **extra}}, base=recipe_path.parent, path=recipe_path)

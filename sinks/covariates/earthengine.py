@@ -505,21 +505,19 @@ def export_stack_ee(spec: FeatureSpec, *, bucket: str | None = None, folder: str
     (``fileDimensions``), and fully masked tiles are skipped. The task is returned unstarted unless
     ``start``; follow it with ``task.status()`` or the Earth Engine task list.
     """
-    ee = _ee()
-    grid = ee_grid(spec)
-    region = _region(ee, grid)
-    return export_image(lambda: feature_image(spec, region=region), grid, region, bucket=bucket, folder=folder,
+    return export_image(spec, lambda region: feature_image(spec, region=region), bucket=bucket, folder=folder,
                         description=description or f"sinks_{spec.name}",
                         file_prefix=file_prefix or f"sinks_{spec.name}", max_pixels=max_pixels,
                         tile_pixels=tile_pixels, start=start, what="export_stack_ee")
 
 
-def export_image(make_image, grid: EEGrid, region, *, bucket: str | None, folder: str | None, description: str,
+def export_image(spec: FeatureSpec, make_image, *, bucket: str | None, folder: str | None, description: str,
                  file_prefix: str, max_pixels: float = 1e10, tile_pixels: int | None = None,
                  start: bool = False, what: str = "the export"):
-    """An unstarted (unless ``start``) export of ``make_image()`` on ``grid`` as cloud-optimized
-    GeoTIFF(s): float32, nodata :data:`sinks.cog.FLOAT_NODATA`, to Cloud Storage (``bucket``) or
-    Drive (``folder``), exactly one; the arguments are checked before the image is built."""
+    """An unstarted (unless ``start``) export of ``make_image(region)`` on ``spec``'s grid (``region``:
+    its extent) as cloud-optimized GeoTIFF(s): float32, nodata :data:`sinks.cog.FLOAT_NODATA`, to
+    Cloud Storage (``bucket``) or Drive (``folder``), exactly one; the arguments are checked before
+    the image is built."""
     from sinks.cog import FLOAT_NODATA
 
     ee = _ee()
@@ -527,7 +525,9 @@ def export_image(make_image, grid: EEGrid, region, *, bucket: str | None, folder
         raise InputError(f"{what} needs exactly one of bucket (Cloud Storage) or folder (Drive)")
     if tile_pixels is not None and (tile_pixels <= 0 or tile_pixels % 256):
         raise InputError(f"tile size {tile_pixels} pixels: give a positive multiple of 256 (Earth Engine's shard size)")
-    image = make_image().unmask(FLOAT_NODATA, False).toFloat()
+    grid = ee_grid(spec)
+    region = _region(ee, grid)
+    image = make_image(region).unmask(FLOAT_NODATA, False).toFloat()
     common = dict(image=image, description=description, fileNamePrefix=file_prefix, region=region,
                   crs=grid.crs, crsTransform=list(grid.transform), maxPixels=int(max_pixels),
                   fileFormat="GeoTIFF", formatOptions={"cloudOptimized": True, "noData": FLOAT_NODATA},

@@ -35,11 +35,8 @@ def export_map_ee(bundle, spec, *, bucket: str | None = None, folder: str | None
     names = bundle.model_features
     if trees is None:  # the ensemble's REGRESSION output is the mean of its trees (sinks.mapping.ee_trees)
         trees = ee_tree_strings(bundle.model, names)
-    ee = eng._ee()
-    grid = eng.ee_grid(spec)
-    region = eng._region(ee, grid)
     return eng.export_image(
-        lambda: classify_image(eng.feature_image(spec, region=region), trees, names, band=bundle.band), grid, region,
+        spec, lambda region: classify_image(eng.feature_image(spec, region=region), trees, names, band=bundle.band),
         bucket=bucket, folder=folder, description=description or f"sinks_map_{bundle.bundle_id}",
         file_prefix=file_prefix or f"sinks_map_{bundle.bundle_id}", max_pixels=max_pixels,
         tile_pixels=tile_pixels, start=start, what="export_map_ee")
