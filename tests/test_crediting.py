@@ -258,7 +258,7 @@ def test_forest_management_needs_forest_and_a_baseline(world):
 def test_report_json_and_gpkg_together(world, report, tmp_path):
     document = write_report(report, tmp_path / "r.json", tmp_path / "r.gpkg")
     validate(document)
-    assert document["schema_version"] == "2" and document["crediting"]["methodology"]["id"] == "ccer-14-001"
+    assert document["schema_version"] == "3" and document["crediting"]["methodology"]["id"] == "ccer-14-001"
     assert document["crediting"]["methodology"]["terms"]["buffer"]["source"]
     assert json.loads((tmp_path / "r.json").read_text())["crediting"]["project"]["tco2e"] > 0
     table = gpd.read_file(tmp_path / "r.gpkg")

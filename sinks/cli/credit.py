@@ -1,4 +1,5 @@
-"""``sinks credit PARCELS --methodology NAME --maps T1 T2 --years Y1 Y2 --layer NAME=RASTER ... --out REPORT.json``."""
+"""``sinks credit PARCELS --methodology NAME --maps T1 T2 --years Y1 Y2 --layer NAME=RASTER ... --out REPORT.json``,
+or ex ante from a growth-curve table: ``sinks credit PARCELS --growth TABLE.csv --years Y1 Y2 ...``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def register(sub) -> None:
 
     parser = sub.add_parser(
         "credit",
-        help="creditable t CO2e per parcel and project from two carbon maps, by a methodology's terms",
+        help="creditable t CO2e per parcel and project from two carbon maps (or ex ante from a growth-curve "
+        "table), by a methodology's terms",
         description="Check each parcel's eligibility (as 'sinks eligibility'), then credit the eligible ones "
         "from two carbon maps: the stock change with exact partial pixels and equal-area weights, its "
         "interval with spatially correlated errors, then the methodology's baseline, leakage, uncertainty "
@@ -28,10 +30,14 @@ def register(sub) -> None:
     parser.add_argument("parcels", help="parcel table: parcel_id, polygon geometry with a CRS [, start_date]")
     parser.add_argument("--methodology", default="ccer-14-001",
                         help="methodology (rule set) id or TOML file (default ccer-14-001)")
-    parser.add_argument("--maps", nargs=2, required=True, metavar=("T1", "T2"),
+    parser.add_argument("--maps", nargs=2, metavar=("T1", "T2"),
                         help="carbon maps of the two epochs (from 'sinks map': carbon, lower, upper, aoa; one bundle)")
+    parser.add_argument("--growth", metavar="TABLE",
+                        help="instead of --maps: credit ex ante from a growth-curve table (CSV: species_group, "
+                        "site_class, quantity, unit, age_yr, value, sd or ci, source, checked; see docs/crediting.md); "
+                        "the parcels need species_group, site_class and planting_year or stand_age_yr (at Y1)")
     parser.add_argument("--years", nargs=2, required=True, type=float, metavar=("Y1", "Y2"),
-                        help="the years of the two maps")
+                        help="the years of the two maps, or the crediting period of the ex-ante route")
     parser.add_argument("--layer", action="append", default=[], metavar="NAME=RASTER",
                         help="a raster the eligibility rules read, e.g. forest_history=F.tif (repeatable)")
     parser.add_argument("--layer-values", action="append", default=[], metavar="NAME:CLASS=V1,V2;CLASS=V3",
@@ -75,7 +81,8 @@ def register(sub) -> None:
 
 
 def _inputs(args) -> list[str]:
-    paths = [args.parcels, *args.maps, *_layers(args.layer).values(), *([args.controls] if args.controls else [])]
+    paths = [args.parcels, *(args.maps or []), *_layers(args.layer).values(),
+             *([args.controls] if args.controls else []), *([args.growth] if args.growth else [])]
     if Path(args.methodology).exists():
         paths.append(args.methodology)
     return paths
@@ -88,6 +95,9 @@ def run(args) -> None:
     from sinks.errors import InputError
     from sinks.io import read_table
 
+    if bool(args.maps) == bool(args.growth):
+        raise InputError("give either --maps T1 T2 (two carbon maps) or --growth TABLE (ex ante from a growth-curve "
+                         "table), " + ("not both" if args.maps else "one of the two"))
     ruleset = load_ruleset(args.methodology, parse_overrides(args.param), parse_layer_values(args.layer_values),
                            terms=parse_term_overrides(args.term))
     layers = _layers(args.layer)
@@ -95,7 +105,8 @@ def run(args) -> None:
         if not Path(path).is_file():
             raise InputError(f"--layer {name}: {path}: raster not found")
     parcels = read_table(args.parcels, **table_options(args), required=("parcel_id",), geometry=True, crs=args.crs)
-    report = credit(parcels, ruleset, args.maps, args.years, layers=layers, start_date=args.start_date,
+    report = credit(parcels, ruleset, args.maps, args.years, growth=args.growth, layers=layers,
+                    start_date=args.start_date,
                     epoch_correlation=args.epoch_correlation, error_range_m=args.error_range_m,
                     error_nugget=args.error_nugget, aoa_threshold=args.aoa_threshold,
                     allow_different_models=args.allow_different_models, controls_covariates=args.controls,
@@ -112,8 +123,9 @@ def run(args) -> None:
     project = document["crediting"]["project"]
     statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in project["statuses"].items() if n)
     echo(f"{project['parcels']} parcels against {ruleset.id}: {statuses}")
+    change = "expected stock change (ex ante, growth table)" if args.growth else "stock change"
     echo(f"creditable {project['tco2e']:,.1f} t CO2e (90% interval {project['lower_tco2e']:,.1f}-"
-         f"{project['upper_tco2e']:,.1f}); stock change {project['stock_change_tco2e']:,.1f} t CO2e")
+         f"{project['upper_tco2e']:,.1f}); {change} {project['stock_change_tco2e']:,.1f} t CO2e")
     controls = document["crediting"].get("controls")
     if controls:
         echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, balance "

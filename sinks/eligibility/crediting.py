@@ -27,6 +27,10 @@ Per parcel (see :func:`credit`), in t CO2e over the years Y1 -> Y2:
 4. the buffer: a fraction of what remains;
 5. creditable = max(what remains, 0), so creditable <= max(ΔC, 0) always.
 
+Ex ante (``credit(..., growth=TABLE)``, instead of the maps), step 1 is the stock change expected
+from a growth-curve table (:mod:`sinks.eligibility.growth`: species group x site class, linear in
+age) x the parcel's equal-area hectares; steps 2-5 are the same.
+
 Parcels not eligible, outside the area of applicability (share > ``aoa_threshold``), or without map
 data get 0 with the reason. Project totals are sums over parcels; the project's stock-change interval
 is the correlated-error total over the union of the credited parcels (not independent parcels).
@@ -242,7 +246,7 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
 # ---- crediting ------------------------------------------------------------------------------------
 
 CREDIT_STATUSES = ("credited", "within_uncertainty", "no_net_removal", "ineligible", "undetermined",
-                   "needs_field_measurement", "no_map_data", "no_baseline")
+                   "needs_field_measurement", "no_map_data", "no_baseline", "no_uncertainty")
 
 
 def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, str]:
@@ -305,12 +309,140 @@ def _zero(reason: str, status: str) -> dict:
     return {"status": status, "reason": reason, "tco2e": 0.0, "lower_tco2e": 0.0, "upper_tco2e": 0.0}
 
 
-def credit(parcels, methodology, maps, years, *, layers: dict | None = None, start_date=None,
-           start_date_column: str = "start_date", params: dict | None = None, terms: dict | None = None,
-           layer_values: dict | None = None, epoch_correlation: float = 0.0, error_range_m: float | None = None,
-           error_nugget: float | None = None, aoa_threshold: float = AOA_THRESHOLD,
-           allow_different_models: bool = False, controls_covariates=None, caliper: float | None = None,
-           progress: bool = True, source: str = "parcels"):
+def _methodology(methodology, params, layer_values, terms, *, controls: bool):
+    """The rule set and its crediting terms, refused when a project-specific value is not given."""
+    from sinks.eligibility.rules import RuleSet, load_ruleset
+
+    ruleset = methodology if isinstance(methodology, RuleSet) else load_ruleset(methodology, params, layer_values,
+                                                                                  terms=terms)
+    if ruleset.crediting is None:
+        raise SpecError(f"rule set {ruleset.id} ({ruleset.path}) has no [crediting] section: it gives eligibility "
+                        "only; add the methodology's crediting terms (see docs/crediting.md)")
+    cterms = ruleset.crediting
+    missing = cterms.missing_project_values()
+    if controls:
+        missing = [m for m in missing if not m.startswith("baseline.")]
+    if missing:
+        raise SpecError(f"methodology {ruleset.id}: {', '.join(missing)} is project-specific "
+                        f"({'; '.join(cterms[m.split('.')[0]].source for m in missing)}); give it with "
+                        + " ".join(f"--term {m}=VALUE" for m in missing))
+    return ruleset, cterms
+
+
+def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_date_column: str, source: str, *,
+                     ex_ante: bool = False):
+    """Parcels checked (ids, polygons) with each one's start date, refused when a start lies after
+    ``y2`` or ``y2`` beyond the crediting period: ``(parcels, ids, starts)``."""
+    from sinks.eligibility.engine import _to_date, parse_start_dates
+    from sinks.mapping.zonal import check_polygons
+
+    if "parcel_id" not in getattr(parcels, "columns", ()):
+        raise InputError(f"{source}: missing required column parcel_id")
+    parcels, ids, _ = check_polygons(parcels, id_column="parcel_id", source=source)
+    parcels = parcels.reset_index(drop=True)
+    period = ruleset.crediting.terms["period"].values
+    own = (parse_start_dates(parcels, start_date_column) if start_date_column in parcels.columns
+           else [None] * len(parcels))
+    try:
+        default_start = _to_date(start_date) if start_date else None
+    except ValueError:
+        raise InputError(f"start date {start_date!r} is not an ISO date (YYYY-MM-DD) of a year 1900-2100") from None
+    starts = [d if d is not None else default_start for d in own]
+    late = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y2]
+    if late:
+        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        if ex_ante:
+            raise InputError(f"{source}: start date after the end {y2:g} of the ex-ante period for parcel(s) {shown}: "
+                             f"nothing to credit; give --years covering the start (now {y1:g} {y2:g})")
+        raise InputError(f"{source}: start date after the second map's epoch {y2:g} for parcel(s) {shown}: the maps "
+                         f"cannot show their removals; give maps of epochs after the start (--years {y1:g} {y2:g})")
+    long = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and y2 - d.year > period["max_years"]]
+    if long:
+        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in long[:5])
+        raise InputError(f"{source}: the {'year' if ex_ante else 'epoch'} {y2:g} lies beyond the {period['max_years']}-year crediting period of "
+                         f"{ruleset.id} for parcel(s) {shown}")
+    return parcels, ids, starts
+
+
+def _refuse_overlaps(geoms, ids, source: str) -> None:
+    """Refuse parcels that overlap (their removals would be counted twice)."""
+    import shapely
+
+    overlaps = []
+    tree = shapely.STRtree(geoms)
+    for i, j in zip(*tree.query(geoms, predicate="intersects")):
+        if i < j and shapely.area(shapely.intersection(geoms[i], geoms[j])) > 1e-9 * min(
+                shapely.area(geoms[i]), shapely.area(geoms[j])):
+            overlaps.append(f"{ids.iloc[i]} and {ids.iloc[j]}")
+    if overlaps:
+        raise InputError(f"{source}: parcels overlap ({'; '.join(overlaps[:5])}): their removals would be counted "
+                         "twice; give non-overlapping parcels")
+
+
+def _not_eligible(parcel) -> dict | None:
+    """The zero record of a parcel that is not (yet) eligible, else None."""
+    if parcel.verdict == "ineligible":
+        failed = "; ".join(f"{rid}: {r.reason}" for rid, r in parcel.rules.items() if r.status == "fail")
+        return _zero(f"ineligible ({failed})", "ineligible")
+    if parcel.verdict == "undetermined":
+        why = "; ".join(f"{rid}: {r.reason}" for rid, r in parcel.rules.items() if r.status == "unknown")
+        return _zero(f"eligibility undetermined ({why}); not credited until it is determined", "undetermined")
+    return None
+
+
+def _set_status(record: dict, credited: str) -> dict:
+    """The status and reason of a credited record (``credited``: the reason when something is credited)."""
+    if record["net_tco2e"] <= 0:
+        record.update(status="no_net_removal", reason="no net removal over the period: nothing to credit")
+    elif record["tco2e"] <= 0:
+        record.update(status="within_uncertainty", reason=(
+            f"a net removal of {record['net_tco2e']:.3g} t CO2e, but no more than its uncertainty "
+            f"deduction ({record['uncertainty_rule']}): nothing to credit"))
+    else:
+        record.update(status="credited", reason=credited)
+    return record
+
+
+#: Statuses whose stock change counts in the project's stock change.
+COUNTED = ("credited", "within_uncertainty", "no_net_removal")
+
+
+def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
+    """Project totals: every quantity the sum over the parcels; the stock change's interval from
+    ``change`` and ``sd`` (t CO2e) as the route computed them."""
+    from sinks.mapping.change import normal_quantile
+
+    z = normal_quantile(REPORT_LEVEL)
+    counted = any(r["status"] in COUNTED for r in records)
+
+    def total(key):
+        return float(sum(r.get(key, 0.0) or 0.0 for r in records))
+
+    return {
+        "parcels": len(records), "statuses": {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES},
+        "stock_change_tco2e": total("stock_change_tco2e") if counted else 0.0,
+        "stock_change_sd_tco2e": sd if counted else 0.0,
+        "stock_change_lower_tco2e": (change - z * sd) if counted else 0.0,
+        "stock_change_upper_tco2e": (change + z * sd) if counted else 0.0,
+        "stock_change_union_tco2e": change if counted else 0.0,
+        "baseline_tco2e": total("baseline_tco2e"), "leakage_tco2e": total("leakage_tco2e"),
+        "uncertainty_deduction_tco2e": total("uncertainty_deduction_tco2e"), "buffer_tco2e": total("buffer_tco2e"),
+        "tco2e": total("tco2e"), "lower_tco2e": total("lower_tco2e"), "upper_tco2e": total("upper_tco2e"),
+        "interval_note": note,
+    }
+
+
+def _methodology_block(ruleset, cterms) -> dict:
+    return {"id": ruleset.id, "title": ruleset.title, "version": ruleset.version,
+            "source": ruleset.source or ruleset.methodology, **cterms.describe()}
+
+
+def credit(parcels, methodology, maps=None, years=None, *, growth=None, layers: dict | None = None,
+           start_date=None, start_date_column: str = "start_date", params: dict | None = None,
+           terms: dict | None = None, layer_values: dict | None = None, epoch_correlation: float = 0.0,
+           error_range_m: float | None = None, error_nugget: float | None = None,
+           aoa_threshold: float = AOA_THRESHOLD, allow_different_models: bool = False, controls_covariates=None,
+           caliper: float | None = None, progress: bool = True, source: str = "parcels"):
     """Eligibility and creditable t CO2e per parcel and for the project.
 
     ``parcels``: GeoDataFrame (parcel_id, polygons, CRS; any CRS, reprojected); ``methodology``: a
@@ -321,35 +453,117 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
     :class:`~sinks.eligibility.engine.EligibilityReport` with ``crediting`` filled (each parcel's
     ``creditable``), to write with :func:`sinks.eligibility.report.write_report`.
 
+    ``growth``: instead of ``maps``, a growth-curve table (:mod:`sinks.eligibility.growth`): the
+    stock change is then expected ex ante over ``years`` (the crediting period Y1 -> Y2) from each
+    parcel's ``species_group``, ``site_class`` and ``planting_year`` / ``stand_age_yr``.
+
     ``controls_covariates``: a raster on the maps' grid whose bands are covariates; the baseline is
     then the matched controls' sink (:func:`sinks.eligibility.controls.match_controls`), replacing the
     methodology's baseline term; a failing balance is reported and nothing is credited.
     """
+    if (growth is None) == (maps is None or len(maps) == 0):
+        raise InputError("crediting needs either two carbon maps (--maps T1 T2) or a growth-curve table "
+                         "(--growth TABLE, ex ante), " + ("not both" if growth is not None else "one of the two"))
+    if growth is not None:
+        given = [name for name, value, default in (
+            ("--epoch-correlation", epoch_correlation, 0.0), ("--error-range-m", error_range_m, None),
+            ("--error-nugget", error_nugget, None), ("--aoa-threshold", aoa_threshold, AOA_THRESHOLD),
+            ("--allow-different-models", allow_different_models, False), ("--controls", controls_covariates, None),
+            ("--caliper", caliper, None)) if value != default]
+        if given:
+            raise InputError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to the maps (--maps); the "
+                             "ex-ante route (--growth) has no map errors, AOA or matched controls")
+    ruleset, cterms = _methodology(methodology, params, layer_values, terms, controls=controls_covariates is not None)
+    if years is None or len(years) != 2:
+        raise InputError("crediting needs the two years of the period (--years Y1 Y2)")
+    if growth is not None:
+        return _credit_growth(parcels, ruleset, cterms, growth, years, layers=layers, start_date=start_date,
+                              start_date_column=start_date_column, progress=progress, source=source)
+    if len(maps) != 2:
+        raise InputError("crediting needs two carbon maps and their two years (--maps T1 T2 --years Y1 Y2)")
+    return _credit_maps(parcels, ruleset, cterms, maps, years, layers=layers, start_date=start_date,
+                        start_date_column=start_date_column, epoch_correlation=epoch_correlation,
+                        error_range_m=error_range_m, error_nugget=error_nugget, aoa_threshold=aoa_threshold,
+                        allow_different_models=allow_different_models, controls_covariates=controls_covariates,
+                        caliper=caliper, progress=progress, source=source)
+
+
+def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_date, start_date_column, progress,
+                   source):
+    """The ex-ante route: the stock change of each parcel over Y1 -> Y2 expected from the growth table
+    (t CO2e/ha x the parcel's equal-area ha), then the same deductions as the map route."""
+    from sinks.eligibility.engine import assess
+    from sinks.eligibility.growth import INTERPOLATION, SD_METHOD, load_growth_table, parcel_changes
+    from sinks.mapping.change import _check_years
+
+    table = load_growth_table(growth)
+    y1, y2 = _check_years(*years)
+    parcels, ids, starts = _checked_parcels(parcels, ruleset, y1, y2, start_date, start_date_column, source,
+                                            ex_ante=True)
+    changes = parcel_changes(parcels, table, y1, y2, source=source)
+    _refuse_overlaps(list(parcels.geometry), ids, source)
+    report = assess(parcels, ruleset, layers or {}, start_date=start_date, start_date_column=start_date_column,
+                    progress=progress)
+    dt = y2 - y1
+    baseline = cterms.terms["baseline"]
+    basis = (f"zero: the methodology's baseline term ({baseline.source})" if baseline.values["rule"] == "zero" else
+             f"rate {baseline.values['tco2e_ha_yr']:g} t CO2e/ha/yr x the parcel's area x {dt:g} years "
+             f"({baseline.source}{'; ' + baseline.note if baseline.note else ''})")
+    records, used = [], {}
+    for i, parcel in enumerate(report.parcels):
+        growth_used = changes[i]
+        record = _not_eligible(parcel)
+        if record is None and growth_used["change_sd_tco2e_ha"] is None:
+            rows = ", ".join(str(r) for r in growth_used["rows_without_sd"])
+            record = _zero(f"growth table row(s) {rows} give no sd or interval: the uncertainty deduction cannot be "
+                           "made; add the source's uncertainty (sd, or ci_lower/ci_upper/ci_level) to the table",
+                           "no_uncertainty")
+        elif record is None:
+            change = growth_used["change_tco2e_ha"] * parcel.area_ha
+            sd = growth_used["change_sd_tco2e_ha"] * parcel.area_ha
+            record = _set_status(credit_parcel(cterms, change, sd, dt, parcel.area_ha),
+                                 "credited ex ante from the growth table (expected, not measured, removals)")
+            record["baseline_rule"] = basis
+            for row in growth_used["rows"]:
+                used[row["row"]] = table.row(row["row"]).describe()
+        record.update(area_ha=parcel.area_ha, growth=growth_used,
+                      start_date=starts[i].isoformat() if starts[i] else None)
+        parcel.creditable = record
+        records.append(record)
+    counted = [r for r in records if r["status"] in COUNTED]
+    project = _project(records, sum(r["stock_change_tco2e"] for r in counted),
+                       sum(r["stock_change_sd_tco2e"] for r in counted),
+                       "stock_change_sd_tco2e is the sum of the parcels' sds (the table's errors taken as fully "
+                       "correlated between parcels, conservative); creditable totals are sums of the parcels' "
+                       "creditable volumes, each deducted by its own interval")
+    report.crediting = {
+        "route": "ex_ante_growth_table",
+        "methodology": _methodology_block(ruleset, cterms),
+        "growth_table": {"path": table.path, "sha256": table.sha256, "rows_used": [used[k] for k in sorted(used)],
+                         "interpolation": INTERPOLATION, "sd_method": SD_METHOD},
+        "years": [y1, y2],
+        "interval_level": REPORT_LEVEL,
+        "method": ("ex ante: stock change = (S(age at Y2) - S(age at Y1)) from the growth table, in t CO2e/ha "
+                   "(Mg C x 44/12), x the parcel's area in an equal-area projection; net = change - baseline - "
+                   "leakage; then the uncertainty deduction, then the buffer; creditable = max(0, remainder)"),
+        "project": project,
+    }
+    return report
+
+
+def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, start_date_column,
+                 epoch_correlation, error_range_m, error_nugget, aoa_threshold, allow_different_models,
+                 controls_covariates, caliper, progress, source):
+    """The map route: stock change from two carbon maps (see :func:`credit`)."""
     import geopandas as gpd
     import shapely
 
-    from sinks.eligibility.engine import _to_date, assess, parse_start_dates
-    from sinks.eligibility.rules import RuleSet, load_ruleset
+    from sinks.eligibility.engine import assess
     from sinks.io import sha256_file
     from sinks.mapping.change import _check_years, check_epochs, read_map_info, stock_change
-    from sinks.mapping.zonal import _raster_box, check_polygons, error_model, to_raster_crs, zonal_totals
+    from sinks.mapping.zonal import _raster_box, error_model, to_raster_crs, zonal_totals
     from sinks.pixels import pixel_window
 
-    ruleset = methodology if isinstance(methodology, RuleSet) else load_ruleset(methodology, params, layer_values,
-                                                                                  terms=terms)
-    if ruleset.crediting is None:
-        raise SpecError(f"rule set {ruleset.id} ({ruleset.path}) has no [crediting] section: it gives eligibility "
-                        "only; add the methodology's crediting terms (see docs/crediting.md)")
-    cterms = ruleset.crediting
-    missing = cterms.missing_project_values()
-    if controls_covariates is not None:
-        missing = [m for m in missing if not m.startswith("baseline.")]
-    if missing:
-        raise SpecError(f"methodology {ruleset.id}: {', '.join(missing)} is project-specific "
-                        f"({'; '.join(cterms[m.split('.')[0]].source for m in missing)}); give it with "
-                        + " ".join(f"--term {m}=VALUE" for m in missing))
-    if len(maps) != 2 or len(years) != 2:
-        raise InputError("crediting needs two carbon maps and their two years (--maps T1 T2 --years Y1 Y2)")
     y1, y2 = _check_years(*years)
     rho = float(epoch_correlation)
     if not (math.isfinite(rho) and -1 <= rho <= 1):
@@ -360,40 +574,9 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
     check_epochs(info1, info2, allow_different_models=allow_different_models)
     model = error_model(info1, error_range_m, error_nugget)
     # polygons: no CRS, missing / duplicate ids, invalid geometries: listed per parcel, never repaired
-    if "parcel_id" not in getattr(parcels, "columns", ()):
-        raise InputError(f"{source}: missing required column parcel_id")
-    parcels, ids, _ = check_polygons(parcels, id_column="parcel_id", source=source)
-    parcels = parcels.reset_index(drop=True)
-    period = cterms.terms["period"].values
-    if start_date_column in parcels.columns:
-        own = parse_start_dates(parcels, start_date_column)
-    else:
-        own = [None] * len(parcels)
-    try:
-        default_start = _to_date(start_date) if start_date else None
-    except ValueError:
-        raise InputError(f"start date {start_date!r} is not an ISO date (YYYY-MM-DD) of a year 1900-2100") from None
-    starts = [d if d is not None else default_start for d in own]
-    late = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y2]
-    if late:
-        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
-        raise InputError(f"{source}: start date after the second map's epoch {y2:g} for parcel(s) {shown}: the maps "
-                         f"cannot show their removals; give maps of epochs after the start (--years {y1:g} {y2:g})")
-    long = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and y2 - d.year > period["max_years"]]
-    if long:
-        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in long[:5])
-        raise InputError(f"{source}: the epoch {y2:g} lies beyond the {period['max_years']}-year crediting period of "
-                         f"{ruleset.id} for parcel(s) {shown}")
+    parcels, ids, starts = _checked_parcels(parcels, ruleset, y1, y2, start_date, start_date_column, source)
     geoms = to_raster_crs(parcels, info1.crs, source=source)
-    overlaps = []
-    tree = shapely.STRtree(geoms)
-    for i, j in zip(*tree.query(geoms, predicate="intersects")):
-        if i < j and shapely.area(shapely.intersection(geoms[i], geoms[j])) > 1e-9 * min(
-                shapely.area(geoms[i]), shapely.area(geoms[j])):
-            overlaps.append(f"{ids.iloc[i]} and {ids.iloc[j]}")
-    if overlaps:
-        raise InputError(f"{source}: parcels overlap ({'; '.join(overlaps[:5])}): their removals would be counted "
-                         "twice; give non-overlapping parcels")
+    _refuse_overlaps(geoms, ids, source)
 
     report = assess(parcels, ruleset, layers or {}, start_date=start_date, start_date_column=start_date_column,
                     progress=progress)
@@ -437,43 +620,30 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
                           "nodata_share": row["nodata_share"], "outside_aoa_share": _nan_none(row["outside_aoa_share"]),
                           "pixels": int(row["pixels"]), "error_model": row["error_model"],
                           "variance_method": row["variance_method"]}
-            if parcel.verdict == "ineligible":
-                failed = "; ".join(f"{rid}: {r.reason}" for rid, r in parcel.rules.items() if r.status == "fail")
-                record = _zero(f"ineligible ({failed})", "ineligible")
-            elif parcel.verdict == "undetermined":
-                why = "; ".join(f"{rid}: {r.reason}" for rid, r in parcel.rules.items() if r.status == "unknown")
-                record = _zero(f"eligibility undetermined ({why}); not credited until it is determined", "undetermined")
-            elif controls is not None and controls["baseline_tco2e_ha_yr"] is None:
+            record = _not_eligible(parcel)
+            if record is None and controls is not None and controls["baseline_tco2e_ha_yr"] is None:
                 record = _zero(f"no baseline: the matched controls {controls['reason']}; not credited",
                                "no_baseline")
-            elif row is None or not row["pixels_valid"]:
+            elif record is None and (row is None or not row["pixels_valid"]):
                 record = _zero("no map data on the parcel in both epochs", "no_map_data")
-            elif shares["outside_aoa_share"] is None or shares["outside_aoa_share"] > aoa_threshold:
+            elif record is None and (shares["outside_aoa_share"] is None or shares["outside_aoa_share"] > aoa_threshold):
                 share = shares["outside_aoa_share"]
                 record = _zero(f"{'unknown' if share is None else f'{share:.0%}'} of the mapped area is outside the "
                                f"model's area of applicability (threshold {aoa_threshold:.0%}): needs field "
                                "measurement, not credited from the map", "needs_field_measurement")
-            else:
+            elif record is None:
                 change = float(row["total_t_co2e_yr"]) * dt
                 sd = float(row["sd_t_co2e_yr"]) * dt
                 record = credit_parcel(cterms, change, sd, dt, float(shares["mapped_area_ha"]),
                                        baseline_sd_rate=(controls or {}).get("baseline_sd_tco2e_ha_yr") or 0.0)
-                if record["net_tco2e"] <= 0:
-                    record.update(status="no_net_removal", reason="no net removal over the period: nothing to credit")
-                elif record["tco2e"] <= 0:
-                    record.update(status="within_uncertainty", reason=(
-                        f"a net removal of {record['net_tco2e']:.3g} t CO2e, but no more than its uncertainty "
-                        f"deduction ({record['uncertainty_rule']}): nothing to credit"))
-                else:
-                    unmapped = 1 - shares["mapped_area_ha"] / parcel.area_ha if parcel.area_ha > 0 else 0
-                    record.update(status="credited", reason="credited from the maps" + (
-                        f"; {unmapped:.0%} of the parcel has no map data and is not credited" if unmapped > 0.005 else ""))
+                unmapped = 1 - shares["mapped_area_ha"] / parcel.area_ha if parcel.area_ha > 0 else 0
+                _set_status(record, "credited from the maps" + (
+                    f"; {unmapped:.0%} of the parcel has no map data and is not credited" if unmapped > 0.005 else ""))
             record.update(shares)
             record["start_date"] = starts[i].isoformat() if starts[i] else None
             results[pid] = record
             parcel.creditable = record
-        credited = [i for i, p in enumerate(report.parcels) if results[p.parcel_id]["status"] in
-                    ("credited", "within_uncertainty", "no_net_removal")]
+        credited = [i for i, p in enumerate(report.parcels) if results[p.parcel_id]["status"] in COUNTED]
         if credited:
             union = shapely.union_all([geoms[i] for i in credited])
             project = gpd.GeoDataFrame({"parcel_id": ["project"]}, geometry=[union], crs=info1.crs)
@@ -481,32 +651,13 @@ def credit(parcels, methodology, maps, years, *, layers: dict | None = None, sta
                                   error_nugget=model.nugget, level=REPORT_LEVEL, progress=False, source=source)
             union_total = float(ptable["total_t_co2e_yr"].iloc[0]) * dt
             union_sd = float(ptable["sd_t_co2e_yr"].iloc[0]) * dt
-    from sinks.mapping.change import normal_quantile
-
-    z = normal_quantile(REPORT_LEVEL)
-    records = list(results.values())
-
-    def total(key):
-        return float(sum(r.get(key, 0.0) or 0.0 for r in records))
-
-    statuses = {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES}
-    project = {
-        "parcels": len(records), "statuses": statuses,
-        "stock_change_tco2e": total("stock_change_tco2e") if credited else 0.0,
-        "stock_change_sd_tco2e": union_sd if credited else 0.0,
-        "stock_change_lower_tco2e": (union_total - z * union_sd) if credited else 0.0,
-        "stock_change_upper_tco2e": (union_total + z * union_sd) if credited else 0.0,
-        "stock_change_union_tco2e": union_total if credited else 0.0,
-        "baseline_tco2e": total("baseline_tco2e"), "leakage_tco2e": total("leakage_tco2e"),
-        "uncertainty_deduction_tco2e": total("uncertainty_deduction_tco2e"), "buffer_tco2e": total("buffer_tco2e"),
-        "tco2e": total("tco2e"), "lower_tco2e": total("lower_tco2e"), "upper_tco2e": total("upper_tco2e"),
-        "interval_note": ("stock_change_sd_tco2e is the correlated-error sd of the total over the union of the "
-                          "credited parcels (same error model as each parcel's); creditable totals are sums of "
-                          "the parcels' creditable volumes, each deducted by its own interval (conservative)"),
-    }
+    project = _project(list(results.values()), union_total, union_sd, (
+        "stock_change_sd_tco2e is the correlated-error sd of the total over the union of the "
+        "credited parcels (same error model as each parcel's); creditable totals are sums of "
+        "the parcels' creditable volumes, each deducted by its own interval (conservative)"))
     report.crediting = {
-        "methodology": {"id": ruleset.id, "title": ruleset.title, "version": ruleset.version,
-                        "source": ruleset.source or ruleset.methodology, **cterms.describe()},
+        "route": "maps",
+        "methodology": _methodology_block(ruleset, cterms),
         "maps": [{"path": str(info.path), "sha256": sha256_file(info.path), "year": y,
                   "bundle_id": info.bundle_id, "interval_level": info.level()} for info, y in ((info1, y1), (info2, y2))],
         "years": [y1, y2],

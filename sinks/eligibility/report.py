@@ -18,7 +18,9 @@ from sinks.errors import OutputError
 from sinks.io import atomic_path
 
 #: Version 2: exact area shares in the evidence, the methodology's source and scheme, the crediting block.
-SCHEMA_VERSION = "2"
+#: Version 3: the crediting block's ``route`` (maps, or ex ante from a growth-curve table: ``growth_table``,
+#: per parcel ``growth``), status ``no_uncertainty``.
+SCHEMA_VERSION = "3"
 
 
 @lru_cache(maxsize=1)
