@@ -6,21 +6,25 @@ Setup, per training-set size: rows drawn like the mapping benchmark's stack (12 
 bands of pixel position, random pixels of a 4096² grid), ``plots`` training plots drawn the same
 way with a nonlinear target plus noise; XGBoost 300 trees, depth 6, ``n_jobs = cores``; an AOA
 reference (importance weights, 3 spatial-block folds), out-of-fold residuals of 3 fold models,
-a normalised conformal interval (σ from the 10 nearest plots and the DI) and an error profile,
-assembled into an in-memory :class:`sinks.bundle.Bundle` as ``sinks train`` would.
+a normalised conformal interval (σ from the DI and the nearest plot's 10-plot neighbourhood) and
+an error profile, assembled into an in-memory :class:`sinks.bundle.Bundle` as ``sinks train`` would.
 
 Cases, alternated within each of ``--repeat`` rounds in one process pinned to ``--cores`` CPUs
 (``os.sched_setaffinity``); medians over the rounds:
 
 - ``model``: ``model.predict(X)`` (the reference of every ratio);
-- ``di before``: the previous DI, one unbounded single-threaded 1-NN query of all rows;
-- ``di``: :meth:`AOAReference.dissimilarity` (chunked, ``workers = cores``; a pass pruned at the
-  AOA threshold with an exact second pass outside was tried and measured no faster, see
-  docs/learn.md);
-- ``di+σ before``: the previous 10-NN query (single-threaded) and the mean |residual| gather;
-- ``di+σ``: :meth:`AOAReference.neighbours` with ``workers = cores`` and the same gather;
+- ``di before``: the previous DI, a chunked 1-NN query (``workers = cores``) of a k-d tree on the
+  predictors' own axes with scipy's default leaves of 16;
+- ``di``: :meth:`AOAReference.dissimilarity` (the tree on the training plots' principal axes,
+  leaves of 32; a pass pruned at the AOA threshold with an exact second pass outside was tried
+  and measured no faster, see docs/learn.md);
+- ``di+σ before``: the previous σ's 10-NN query (same tree as ``di before``) and the mean
+  |residual| gather;
+- ``di+σ``: :meth:`AOAReference.nearest` and the nearest plot's s̄ (one 1-NN query for both);
 - ``bundle before`` / ``bundle``: the whole ``Bundle.predict`` (previous implementation, kept here
-  as the reference, and the current one).
+  as the reference, and the current one). The σ's definition changed with it (see
+  :mod:`sinks.learn.intervals`), so their intervals differ; the check is that the DI, the AOA flag
+  and the nearest plot equal a brute-force search.
 
 The machine may be shared: the ratios are what to read, and each round alternates the cases.
 Writes ``benchmarks/results/di.json``; prints the ratios to ``model`` as its last lines.
@@ -64,8 +68,8 @@ def make_bundle(n_plots: int, cores: int):
     import xgboost as xgb
 
     from sinks.bundle import Bundle
-    from sinks.learn.aoa import cv_neighbours, fit_aoa, fit_error_profile
-    from sinks.learn.intervals import DEFAULT_NEIGHBOURS, calibrate_adaptive, neighbour_difficulty
+    from sinks.learn.aoa import fit_aoa, fit_error_profile, training_neighbours
+    from sinks.learn.intervals import DEFAULT_NEIGHBOURS, calibrate_adaptive, location_difficulty, plot_difficulty
 
     f, rows, cols = sample(n_plots, 10)
     rng = np.random.default_rng(3)
@@ -82,37 +86,38 @@ def make_bundle(n_plots: int, cores: int):
     model = xgb.XGBRegressor(**params).fit(f, y)
     ref = fit_aoa(f, model.feature_importances_, folds)
     r = np.abs(y - oof)
-    nb_d, nb_i = cv_neighbours(ref, folds, DEFAULT_NEIGHBOURS)
-    s, di = neighbour_difficulty(r, nb_i, nb_d, None, ref.mean_distance, DEFAULT_NEIGHBOURS)
+    nbrs = training_neighbours(ref, folds, 3 * DEFAULT_NEIGHBOURS + 5)
+    s, di = location_difficulty(r, nbrs, DEFAULT_NEIGHBOURS)
     interval = calibrate_adaptive(r, s, di, level=0.9, method="normalized", residuals_from="blocks")
     profile = fit_error_profile(di, r, scheme="blocks")
     meta = {"bundle_id": f"bench-{n_plots}", "features": {"names": [f"f{i:02d}" for i in range(N_BANDS)]}}
-    return Bundle(Path("."), meta, model, interval, ref, r, profile)
+    return Bundle(Path("."), meta, model, interval, ref, r, profile, (s, di), plot_difficulty(r, nbrs, DEFAULT_NEIGHBOURS))
 
 
 # ---- the previous implementation (the "before" of every case) ------------------------------------
 
-def di_before(ref, X):
-    d, _ = ref._tree.query(ref._transform(X), k=1)
-    return d / ref.mean_distance
+def tree_before(ref):
+    from scipy.spatial import cKDTree
+
+    return cKDTree(ref.train)  # the predictors' own axes, scipy's default leaves
 
 
-def neighbours_before(ref, X, k):
+def neighbours_before(ref, tree, X, k, cores):
     from sinks.learn.aoa import QUERY_CHUNK
 
-    Z = ref._transform(X)
-    di, index = np.empty(len(Z)), np.empty((len(Z), k), dtype=np.int64)
-    for start in range(0, len(Z), QUERY_CHUNK):
-        d, i = ref._tree.query(Z[start:start + QUERY_CHUNK], k=k)
+    di, index = np.empty(len(X)), np.empty((len(X), k), dtype=np.int64)
+    for start in range(0, len(X), QUERY_CHUNK):
+        d, i = tree.query(ref._transform(X[start:start + QUERY_CHUNK]), k=k, workers=cores)
+        d, i = d.reshape(len(d), -1), i.reshape(len(i), -1)
         di[start:start + len(d)] = d[:, 0] / ref.mean_distance
         index[start:start + len(d)] = i
     return di, index
 
 
-def predict_before(bundle, X):
+def predict_before(bundle, tree, X, cores):
     X = np.asarray(X, dtype=np.float32)
     prediction = bundle.model.predict(X).astype(np.float32)
-    di64, index = neighbours_before(bundle.aoa, X, bundle.interval.neighbours)
+    di64, index = neighbours_before(bundle.aoa, tree, X, bundle.interval.neighbours, cores)
     s = bundle.abs_residual[index].mean(axis=1)
     lower, upper = bundle.interval.apply(prediction.astype(np.float64), s, di64)
     di = di64.astype(np.float32)
@@ -122,17 +127,31 @@ def predict_before(bundle, X):
             "error": bundle.error_profile(di64).astype(np.float32)}
 
 
+def exact(bundle, X) -> dict:
+    """DI, AOA flag and nearest plot of ``Bundle.predict`` against a brute-force search (rows of X)."""
+    from scipy.spatial.distance import cdist
+
+    ref = bundle.aoa
+    D = cdist(ref._transform(X), ref.train)
+    di, nearest = ref.nearest(X)
+    out = bundle.predict(X)
+    return {"di": bool(np.allclose(di, D.min(axis=1) / ref.mean_distance, rtol=1e-12, atol=0)),
+            "nearest": bool(np.array_equal(nearest, D.argmin(axis=1))),
+            "aoa": bool(np.array_equal(out["aoa"], (out["di"] <= ref.threshold).astype(np.float32)))}
+
+
 def run(n_plots: int, X: np.ndarray, cores: int, repeat: int) -> dict:
     bundle = make_bundle(n_plots, cores)
     ref, k = bundle.aoa, bundle.interval.neighbours
-    ref._tree  # build the tree outside the timings (it is cached per bundle)
+    ref._tree  # build the trees outside the timings (cached per bundle)
+    old = tree_before(ref)
     cases = {
         "model": lambda: bundle.model.predict(X),
-        "di before": lambda: di_before(ref, X),
+        "di before": lambda: neighbours_before(ref, old, X, 1, cores)[0],
         "di": lambda: ref.dissimilarity(X, workers=cores),
-        "di+σ before": lambda: bundle.abs_residual[neighbours_before(ref, X, k)[1]].mean(axis=1),
-        "di+σ": lambda: bundle.abs_residual[ref.neighbours(X, k, workers=cores)[1]].mean(axis=1),
-        "bundle before": lambda: predict_before(bundle, X),
+        "di+σ before": lambda: bundle.abs_residual[neighbours_before(ref, old, X, k, cores)[1]].mean(axis=1),
+        "di+σ": lambda: bundle.plot_difficulty[ref.nearest(X, workers=cores)[1]],
+        "bundle before": lambda: predict_before(bundle, old, X, cores),
         "bundle": lambda: bundle.predict(X),
     }
     times = {name: [] for name in cases}
@@ -142,13 +161,12 @@ def run(n_plots: int, X: np.ndarray, cores: int, repeat: int) -> dict:
             t = time.perf_counter()
             cases[name]()
             times[name].append(time.perf_counter() - t)
-    # same answers (the check behind the timings)
-    old, new = predict_before(bundle, X[:200000]), bundle.predict(X[:200000])
-    same = {key: bool(np.allclose(old[key], new[key], rtol=1e-6, atol=1e-6)) for key in old}
+    same = exact(bundle, X[:20000])  # the check behind the timings
+    new = bundle.predict(X[:200000])
     inside = float(new["aoa"].mean())
     med = {name: statistics.median(v) for name, v in times.items()}
     return {"plots": n_plots, "rows": len(X), "inside_aoa": inside, "seconds": med, "all_seconds": times,
-            "ratio_to_model": {name: med[name] / med["model"] for name in med}, "same_as_before": same}
+            "ratio_to_model": {name: med[name] / med["model"] for name in med}, "exact": same}
 
 
 def main() -> None:
@@ -169,7 +187,7 @@ def main() -> None:
     (HERE / "results" / "di.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
     for r in results:
         print(f"\n{r['plots']} plots, {r['rows']} rows, {r['inside_aoa']:.1%} inside the AOA; "
-              f"outputs same as before: {all(r['same_as_before'].values())}")
+              f"DI, AOA and nearest plot exact: {all(r['exact'].values())}")
         for name, sec in r["seconds"].items():
             print(f"  {name:14s} {sec:8.2f} s  {r['ratio_to_model'][name]:5.2f} x model")
     for r in results:

@@ -37,7 +37,9 @@ from sinks.learn.aoa import AOAReference, ErrorProfile
 from sinks.learn.estimators import load_model, save_model
 from sinks.learn.intervals import AdaptiveInterval, ConformalInterval, QuantileInterval
 
-FORMAT_VERSION = 1
+#: 2: the interval's difficulty s is the nearest plot's neighbourhood mean (``plot_s`` in
+#: calibration.npz) and the AOA stores its search rotation; bundles of format 1 must be retrained.
+FORMAT_VERSION = 2
 
 
 def versions() -> dict[str, str]:
@@ -73,6 +75,9 @@ class Bundle:
     error_profile: ErrorProfile | None = None
     #: (s, DI) of each calibration plot, so that the interval can be recalibrated at another level
     calibration_difficulty: tuple[np.ndarray, np.ndarray] | None = None
+    #: s̄ per training plot: a map location's difficulty s is the s̄ of its nearest plot
+    #: (:func:`sinks.learn.intervals.plot_difficulty`)
+    plot_difficulty: np.ndarray | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -162,9 +167,9 @@ class Bundle:
         """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
 
         With an adaptive interval (bundles from ``sinks train``), ``lower``/``upper`` differ per row:
-        ``prediction ± q · σ``, σ from the row's nearest training plots and its DI (see
-        :mod:`sinks.learn.intervals`); with an error profile, ``error`` is the expected absolute
-        error at the row's DI (CAST's errorProfiles).
+        ``prediction ± q · σ``, σ from the row's DI and its nearest training plot's neighbourhood
+        (one nearest-plot query gives both; see :mod:`sinks.learn.intervals`); with an error
+        profile, ``error`` is the expected absolute error at the row's DI (CAST's errorProfiles).
         """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
@@ -175,9 +180,9 @@ class Bundle:
         X = self.model_input(X)  # the selected features, when [selection] chose some
         prediction = self.model.predict(X).astype(np.float32)
         workers = self.query_workers()
-        if isinstance(self.interval, AdaptiveInterval) and self.abs_residual is not None:
-            di64, index = self.aoa.neighbours(X, self.interval.neighbours, workers=workers)
-            s = self.abs_residual[index].mean(axis=1)
+        if isinstance(self.interval, AdaptiveInterval) and self.plot_difficulty is not None:
+            di64, nearest = self.aoa.nearest(X, workers=workers)
+            s = self.plot_difficulty[nearest]
             lower, upper = self.interval.apply(prediction.astype(np.float64), s, di64)
         elif isinstance(self.interval, QuantileInterval):  # CQR: the model's own conditional quantiles
             from sinks.learn.estimators import predict_quantiles
@@ -253,7 +258,8 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
     except json.JSONDecodeError as exc:
         raise ModelMismatchError(f"{meta_path}: corrupt metadata ({exc})") from exc
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelMismatchError(f"{folder}: bundle format {meta.get('format_version')} is not {FORMAT_VERSION}")
+        raise ModelMismatchError(f"{folder}: bundle format {meta.get('format_version')} is not {FORMAT_VERSION} "
+                                 "(this version of sinks); retrain it with `sinks train`")
     for name, digest in meta.get("files", {}).items():
         path = folder / name
         if not path.exists():
@@ -269,15 +275,20 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
         interval = AdaptiveInterval(**meta["interval"])
     else:
         interval = ConformalInterval(**meta["interval"])
-    abs_residual, difficulty = None, None
+    abs_residual, difficulty, plot_s = None, None, None
     if (folder / "calibration.npz").exists():
         with np.load(folder / "calibration.npz", allow_pickle=False) as data:
             abs_residual = np.asarray(data["abs_residual"], dtype=np.float64)
             if "s" in data and "di" in data:
                 difficulty = (np.asarray(data["s"], dtype=np.float64), np.asarray(data["di"], dtype=np.float64))
+            if "plot_s" in data:
+                plot_s = np.asarray(data["plot_s"], dtype=np.float64)
+    if isinstance(interval, AdaptiveInterval) and plot_s is None:
+        raise ModelMismatchError(f"{folder}: calibration.npz lacks the plots' difficulty (plot_s) that its "
+                                 f"{interval.method} interval needs; retrain it with `sinks train`")
     profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
     return Bundle(folder, meta, load_model(meta["estimator"]["kind"], folder), interval,
-                  AOAReference.load(folder / "aoa.npz"), abs_residual, profile, difficulty)
+                  AOAReference.load(folder / "aoa.npz"), abs_residual, profile, difficulty, plot_s)
 
 
 def _f(value, fmt: str = ".3g") -> str:
@@ -396,7 +407,7 @@ def model_card(meta: dict) -> str:
         lines += ["", "The guarantee is marginal (on average over locations exchangeable with the plots), "
                   "not per pixel, and there is none outside the area of applicability.", ""]
     elif "method" in iv:
-        desc = {"normalized": "normalised conformal (σ from the mean |residual| of the nearest plots and the DI)",
+        desc = {"normalized": "normalised conformal (σ from the DI and the mean |residual| around the nearest plot)",
                 "mondrian": "Mondrian conformal by DI bin", "split": "split conformal, one width"}[iv["method"]]
         a, b, c = iv["coef"]
         lines.append(f"{iv['level']:.0%} intervals, {desc}, calibrated on {iv['n_calibration']} "

@@ -12,8 +12,9 @@ from sklearn.linear_model import LinearRegression
 
 from sinks.bundle import load_bundle
 from sinks.learn import cv
-from sinks.learn.aoa import cv_neighbours, fit_aoa
-from sinks.learn.intervals import calibrate_adaptive, conformal_quantile, nested_check, neighbour_difficulty
+from sinks.learn.aoa import TrainingNeighbours, fit_aoa, training_neighbours
+from sinks.learn.intervals import (calibrate_adaptive, conformal_quantile, location_difficulty, nested_check,
+                                   plot_difficulty)
 from sinks.learn.knndm import knndm_folds
 
 
@@ -37,10 +38,10 @@ def world_check():
     folds = knndm_folds(xy, pred, 5, seed=0).folds
     _, oof = cv.cross_validate(LinearRegression(), X, y, folds, scheme="knndm", progress=False)
     aoa = fit_aoa(X, np.ones(3) / 3, folds)
-    dist, index = cv_neighbours(aoa, folds, 40)
-    inside = dist[:, 0] / aoa.mean_distance <= aoa.threshold
-    checks = {m: nested_check(y, oof, folds, index, dist, aoa.mean_distance, inside, level=0.9, method=m,
-                              neighbours=10, lower_bound=None) for m in ("normalized", "mondrian", "split")}
+    nbrs = training_neighbours(aoa, folds, 40)
+    inside = nbrs.other_distance[:, 0] / aoa.mean_distance <= aoa.threshold
+    checks = {m: nested_check(y, oof, nbrs, inside, level=0.9, method=m, neighbours=10, lower_bound=None)
+              for m in ("normalized", "mondrian", "split")}
     return noise_sd, folds, checks
 
 
@@ -89,13 +90,26 @@ def test_quantiles_agree_with_crepes():
     np.testing.assert_allclose(iv.half_width(s[:5], di[:5]), ref[:, 1])
 
 
-def test_neighbour_difficulty_skips_the_held_out_fold():
-    index = np.array([[0, 1, 2], [2, 0, -1]])
-    dist = np.array([[1.0, 2.0, 3.0], [1.0, 5.0, np.inf]])
-    folds_of = np.array([[0, 1, 1], [1, 0, -1]])
-    s, di = neighbour_difficulty(np.array([1.0, 2.0, 4.0]), index, dist, folds_of, 2.0, 2, exclude=0)
-    np.testing.assert_allclose(s, [3.0, 4.0])
-    np.testing.assert_allclose(di, [1.0, 0.5])
+def test_difficulty_comes_from_the_nearest_plot_and_skips_own_and_held_out_folds():
+    """Four plots in folds 0, 1, 2, 2 with hand-made neighbour lists; s and DI worked out by hand."""
+    r = np.array([1.0, 2.0, 4.0, 8.0])
+    nbrs = TrainingNeighbours(
+        folds=np.array([0, 1, 2, 2]),
+        other_index=np.array([[1, 2, 3], [2, 0, 3], [1, 0, -1], [0, 1, -1]]),
+        other_distance=np.array([[1.0, 2.0, 3.0], [1.5, 2.5, 3.0], [1.5, 2.0, np.inf], [3.0, 4.0, np.inf]]),
+        all_index=np.array([[0, 1, 2], [1, 2, 0], [2, 3, 1], [3, 2, 0]]),
+        mean_distance=2.0)
+    # maps: a plot's own neighbourhood mean, itself included (k = 2)
+    np.testing.assert_allclose(plot_difficulty(r, nbrs, 2), [1.5, 3.0, 6.0, 6.0])
+    # as locations: nearest other-fold plot j, then j's neighbours outside the plot's own fold
+    s, di = location_difficulty(r, nbrs, 2)
+    # plot 0 -> j=1, whose list [1, 2, 0] minus fold 0 -> (2 + 4) / 2; plot 2 -> j=1: [1, 0] (2 skipped)
+    np.testing.assert_allclose(s, [3.0, 6.0, 1.5, 1.5])
+    np.testing.assert_allclose(di, [0.5, 0.75, 0.75, 1.5])
+    # fold 1 held out: plot 0's nearest usable is plot 2 (fold 2), whose list skips folds 0 and 1
+    s, di = location_difficulty(r, nbrs, 2, rows=nbrs.folds != 1, exclude=1)
+    np.testing.assert_allclose(s, [6.0, 1.0, 1.0])
+    np.testing.assert_allclose(di, [1.0, 1.0, 1.5])
 
 
 def test_trained_bundle_has_varying_intervals_error_band_and_held_out_coverage(tmp_path):
@@ -122,16 +136,15 @@ def test_trained_bundle_has_varying_intervals_error_band_and_held_out_coverage(t
     assert "Coverage measured on held-out folds only" in (folder / "MODEL_CARD.md").read_text()
 
 
-def _predict_before(bundle, X):
-    """Bundle.predict as it was before the DI was optimised (the reference; kept only here)."""
-    from scipy.spatial import cKDTree
+def _predict_reference(bundle, X):
+    """Bundle.predict by brute force: every distance to every training plot, on the AOA's own axes."""
+    from scipy.spatial.distance import cdist
 
     X = np.asarray(X, dtype=np.float32)
     prediction = bundle.model.predict(X).astype(np.float32)
-    Z = bundle.aoa._transform(X)
-    d, index = cKDTree(bundle.aoa.train).query(Z, k=bundle.interval.neighbours)
-    di64 = d[:, 0] / bundle.aoa.mean_distance
-    s = bundle.abs_residual[index].mean(axis=1)
+    D = cdist(bundle.aoa._transform(X), bundle.aoa.train)
+    di64 = D.min(axis=1) / bundle.aoa.mean_distance
+    s = bundle.plot_difficulty[D.argmin(axis=1)]
     lower, upper = bundle.interval.apply(prediction.astype(np.float64), s, di64)
     di = di64.astype(np.float32)
     return {"prediction": prediction, "lower": np.asarray(lower, dtype=np.float32),
@@ -140,19 +153,17 @@ def _predict_before(bundle, X):
             "error": bundle.error_profile(di64).astype(np.float32)}
 
 
-def test_sigma_neighbours_equal_brute_force():
+def test_nearest_plot_equals_brute_force():
     from scipy.spatial.distance import cdist
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(500, 5))
+    X[:, 1] += 2 * X[:, 0]  # correlated predictors: the rotated search space differs from the original
     ref = fit_aoa(X, np.array([0.3, 0.25, 0.2, 0.15, 0.1]), rng.integers(0, 5, 500))
-    r = rng.gamma(2.0, 1.0, 500)
     new = np.vstack([rng.normal(size=(300, 5)), rng.normal(size=(100, 5)) + 4])
-    di, index = ref.neighbours(new, 10, workers=2)
+    di, index = ref.nearest(new, workers=2)
     D = cdist(ref._transform(new), ref.train)
-    brute = np.argsort(D, axis=1, kind="stable")[:, :10]
-    np.testing.assert_allclose(np.sort(D, axis=1)[:, :10], np.take_along_axis(D, index, axis=1), rtol=1e-12)
-    np.testing.assert_allclose(r[index].mean(axis=1), r[brute].mean(axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(index, D.argmin(axis=1))
     np.testing.assert_allclose(di, D.min(axis=1) / ref.mean_distance, rtol=1e-12)
 
 
@@ -169,7 +180,7 @@ def test_bundle_predict_unchanged_by_the_fast_di(tmp_path):
     X = table[bundle.feature_names].to_numpy()
     rng = np.random.default_rng(0)
     X = np.vstack([X, X + rng.normal(0, 1, X.shape) * X.std(axis=0) * 3])  # many rows outside the AOA
-    ref = _predict_before(bundle, X)
+    ref = _predict_reference(bundle, X)
     assert 0 < ref["aoa"].mean() < 1
     for threads in (1, 2):
         set_n_jobs(bundle.model, threads)
@@ -188,15 +199,14 @@ def test_nested_check_with_precomputed_difficulties_is_the_same():
     folds = knndm_folds(xy, pred, 5, seed=0).folds
     _, oof = cv.cross_validate(LinearRegression(), X, y, folds, scheme="knndm", progress=False)
     aoa = fit_aoa(X, np.ones(3) / 3, folds)
-    dist, index = cv_neighbours(aoa, folds, 20)
-    inside = dist[:, 0] / aoa.mean_distance <= aoa.threshold
-    shared = fold_difficulties(y, oof, folds, index, dist, aoa.mean_distance, 5)
+    nbrs = training_neighbours(aoa, folds, 20)
+    inside = nbrs.other_distance[:, 0] / aoa.mean_distance <= aoa.threshold
+    shared = fold_difficulties(y, oof, nbrs, 5)
     for method in ("normalized", "mondrian", "split"):
         for level in (0.8, 0.95):
-            own = nested_check(y, oof, folds, index, dist, aoa.mean_distance, inside, level=level,
-                               method=method, neighbours=5)
-            given = nested_check(y, oof, folds, index, dist, aoa.mean_distance, inside, level=level,
-                                 method=method, neighbours=5, difficulties=shared)
+            own = nested_check(y, oof, nbrs, inside, level=level, method=method, neighbours=5)
+            given = nested_check(y, oof, nbrs, inside, level=level, method=method, neighbours=5,
+                                 difficulties=shared)
             np.testing.assert_array_equal(own["arrays"]["width"], given["arrays"]["width"])
             assert own["coverage"] == given["coverage"]
 

@@ -239,9 +239,10 @@ def test_chunked_threaded_di_equals_brute_force_and_the_aoa_flag_everywhere(monk
     assert 0.2 < inside.mean() < 0.9  # both sides of the threshold are exercised
     np.testing.assert_allclose(di, brute, rtol=1e-12, atol=1e-15)  # exact inside and outside
     assert np.array_equal(di.astype(np.float32) <= ref.threshold, inside)
-    di_k, index = ref.neighbours(new, 10, workers=workers)
-    np.testing.assert_allclose(di_k, brute, rtol=1e-12, atol=1e-15)
-    assert index.shape == (len(new), 10)
+    di_n, index = ref.nearest(new, workers=workers)
+    np.testing.assert_array_equal(di_n, di)
+    np.testing.assert_allclose(np.linalg.norm(ref._transform(new) - ref.train[index], axis=1) / ref.mean_distance,
+                               brute, rtol=1e-12, atol=1e-15)
 
 
 def test_di_is_exact_and_the_flag_right_at_the_threshold():

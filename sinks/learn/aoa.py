@@ -13,9 +13,10 @@ monotone (non-decreasing) function, here by isotonic regression (CAST fits a sha
 GAM). It gives a map an *expected absolute error* per pixel. Beyond the largest training DI the
 profile is held at its last value, so it understates the error far outside the AOA.
 
-The same weighted, standardised space gives each location its nearest training plots
-(:meth:`AOAReference.neighbours`, :func:`cv_neighbours`), which the adaptive intervals use as
-their difficulty measure (:mod:`sinks.learn.intervals`).
+The same weighted, standardised space gives each location its nearest training plot
+(:meth:`AOAReference.nearest`) and each training plot its nearest plots
+(:func:`training_neighbours`), which the adaptive intervals use as their difficulty measure
+(:mod:`sinks.learn.intervals`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from scipy.spatial.distance import pdist
 #: Mean pairwise distance is taken over a seeded random subsample of this many training samples
 #: above it (4,000 samples give 8 million pairs; the mean is then within a fraction of a percent).
 MEAN_DISTANCE_SAMPLE = 4000
-#: Rows queried at once (bounds the memory of k-neighbour queries in mapping windows).
+#: Rows queried at once (bounds the memory of the queries in mapping windows).
 QUERY_CHUNK = 65536
+#: Leaf size of the map-time k-d tree: 32 was 1.15-1.3x faster than scipy's default 16 for 10^4
+#: plots in 12 dimensions, 64 no faster again (benchmarks/di.py).
+QUERY_LEAFSIZE = 32
 #: Above this many predictors the other-fold neighbour search (:func:`cv_neighbours`) is exact brute
 #: force (BLAS distances with a running k-smallest selection, scikit-learn's ``NearestNeighbors``
 #: ``algorithm="brute"``) instead of a k-d tree: in 30 dimensions a k-d tree prunes almost nothing and
@@ -58,6 +62,10 @@ class AOAReference:
     #: column indices of categorical predictors and, for each, its training classes (sorted)
     categorical: tuple = ()
     classes: tuple = ()
+    #: the map-time search space: ``(Z - centre) @ rotation.T`` rotates the transformed predictors
+    #: onto their principal axes (distances unchanged; see :func:`principal_axes`); None: no rotation
+    centre: np.ndarray | None = None
+    rotation: np.ndarray | None = None
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         """Standardised, importance-weighted predictors; a categorical one as weighted one-hot columns.
@@ -81,42 +89,44 @@ class AOAReference:
             parts += [onehot * w, unseen[:, None] * w]
         return np.hstack(parts)
 
+    def _search_space(self, Z: np.ndarray) -> np.ndarray:
+        """Transformed rows in the map-time search space (rotated; a row-wise product, no BLAS, so
+        the same rows give the same bits in any process or thread count)."""
+        if self.rotation is None:
+            return Z
+        return np.einsum("ij,kj->ik", Z - self.centre, self.rotation)
+
     @cached_property
     def _tree(self) -> cKDTree:
-        return cKDTree(self.train)
+        return cKDTree(self._search_space(self.train), leafsize=QUERY_LEAFSIZE)
 
-    def dissimilarity(self, X: np.ndarray, *, workers: int = 1) -> np.ndarray:
-        """Exact DI of each row (float64): one nearest-neighbour query per chunk of
-        :data:`QUERY_CHUNK` rows (bounded memory); ``workers``: query threads (``cKDTree.query``).
+    def nearest(self, X: np.ndarray, *, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(DI, index of the nearest training sample) of each row, exact.
+
+        One nearest-neighbour query of a k-d tree per chunk of :data:`QUERY_CHUNK` rows (bounded
+        memory); ``workers``: query threads (``cKDTree.query``). The tree is built on the training
+        samples' principal axes with leaves of :data:`QUERY_LEAFSIZE` (both measured faster in
+        benchmarks/di.py).
 
         A first pass pruned at the AOA threshold (``distance_upper_bound``) with an exact second
-        pass for the rows outside was measured (benchmarks/di.py) and gave no gain: nearly every map
-        row is inside the AOA, where the pruned search visits the same leaves, and rows outside then
-        pay twice. So the DI is exact everywhere, inside and outside the AOA.
+        pass for the rows outside was measured and gave no gain: nearly every map row is inside the
+        AOA, where the pruned search visits the same leaves, and rows outside then pay twice. A
+        bound from the neighbouring pixel's nearest plot gave none either (the search's cost is in
+        proving the nearest one, not finding it). So the DI is exact everywhere.
         """
         X = np.asarray(X)
         di = np.empty(len(X))
+        index = np.empty(len(X), dtype=np.int64)
         for start in range(0, len(X), QUERY_CHUNK):
-            d, _ = self._tree.query(self._transform(X[start:start + QUERY_CHUNK]), k=1, workers=workers)
+            Z = self._search_space(self._transform(X[start:start + QUERY_CHUNK]))
+            d, i = self._tree.query(Z, k=1, workers=workers)
             di[start:start + len(d)] = d / self.mean_distance
-        return di
-
-    def neighbours(self, X: np.ndarray, k: int, *, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(DI of each row, indices (rows x k) of its k nearest training samples, nearest first).
-
-        One k-neighbour query gives both: the first neighbour's distance is the DI (exact). Rows are
-        transformed and queried in chunks of :data:`QUERY_CHUNK`; ``workers``: query threads.
-        """
-        k = max(1, min(int(k), len(self.train)))
-        X = np.asarray(X)
-        di = np.empty(len(X))
-        index = np.empty((len(X), k), dtype=np.int64)
-        for start in range(0, len(X), QUERY_CHUNK):
-            d, i = self._tree.query(self._transform(X[start:start + QUERY_CHUNK]), k=k, workers=workers)
-            d, i = d.reshape(len(d), -1), i.reshape(len(i), -1)
-            di[start:start + len(d)] = d[:, 0] / self.mean_distance
             index[start:start + len(d)] = i
         return di, index
+
+    def dissimilarity(self, X: np.ndarray, *, workers: int = 1) -> np.ndarray:
+        """Exact DI of each row (float64); see :meth:`nearest`."""
+        return self.nearest(X, workers=workers)[0]
 
     def save(self, path: Path) -> None:
         classes = [np.asarray(c, dtype=np.float64) for c in self.classes]
@@ -124,7 +134,8 @@ class AOAReference:
                             mean_distance=self.mean_distance, threshold=self.threshold,
                             categorical=np.asarray(self.categorical, dtype=np.int64),
                             class_counts=np.asarray([len(c) for c in classes], dtype=np.int64),
-                            classes=np.concatenate(classes) if classes else np.zeros(0))
+                            classes=np.concatenate(classes) if classes else np.zeros(0),
+                            **({} if self.rotation is None else {"centre": self.centre, "rotation": self.rotation}))
 
     @classmethod
     def load(cls, path: Path) -> "AOAReference":
@@ -134,8 +145,9 @@ class AOAReference:
                 categorical = tuple(int(j) for j in data["categorical"])
                 ends = np.cumsum(data["class_counts"])
                 classes = tuple(np.split(data["classes"], ends[:-1]))
+            rotation = (data["centre"], data["rotation"]) if "rotation" in data else (None, None)
             return cls(data["mean"], data["sd"], data["weights"], data["train"],
-                       float(data["mean_distance"]), float(data["threshold"]), categorical, classes)
+                       float(data["mean_distance"]), float(data["threshold"]), categorical, classes, *rotation)
 
 
 def _mean_distance(Z: np.ndarray, seed: int = 0) -> float:
@@ -178,6 +190,54 @@ def _brute_neighbours(train: np.ndarray, query: np.ndarray, k: int, workers: int
     return dist, index
 
 
+def principal_axes(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, rotation) of the rows of ``Z``: their mean and their principal axes (the right
+    singular vectors, as rows). A rotation keeps every distance, and a k-d tree of correlated
+    predictors on their principal axes splits where the samples spread: the exact nearest-plot
+    query was 1.2-1.6x faster than on the original axes (benchmarks/di.py). Computed once when the
+    AOA is fitted and stored, so every map process uses the same one."""
+    centre = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
+    if len(Z) < 2:
+        return centre, np.eye(Z.shape[1])
+    _, _, vt = np.linalg.svd(Z - centre, full_matrices=True)
+    return centre, vt
+
+
+def _search(train: np.ndarray, query: np.ndarray, k: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows of ``train`` to each row of ``query``, exact, as (n x k) arrays: a k-d
+    tree up to :data:`BRUTE_FORCE_FEATURES` columns, brute force above."""
+    if train.shape[1] > BRUTE_FORCE_FEATURES:
+        return _brute_neighbours(train, query, k, workers)
+    d, i = cKDTree(train).query(query, k=k, workers=workers)
+    return d.reshape(len(query), -1), i.reshape(len(query), -1)
+
+
+@dataclass(frozen=True)
+class TrainingNeighbours:
+    """Each training sample's nearest training samples in the AOA's space (nearest first).
+
+    ``other_index``/``other_distance`` (n x m): nearest samples in *other* CV folds (index -1 and
+    distance inf pad when there are fewer); ``all_index`` (n x m): nearest samples of any fold, the
+    sample itself first (or an exact duplicate of it). The interval's difficulty needs both (:mod:`sinks.learn.intervals`).
+    """
+
+    folds: np.ndarray
+    other_index: np.ndarray
+    other_distance: np.ndarray
+    all_index: np.ndarray
+    mean_distance: float
+
+
+def training_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
+                        workers: int | None = None) -> TrainingNeighbours:
+    """:class:`TrainingNeighbours` of ``ref``'s training samples under ``folds``, ``m`` of each."""
+    workers = _cores() if workers is None else max(1, int(workers))
+    distance, index = cv_neighbours(ref, folds, m, workers=workers)
+    m_all = max(1, min(int(m), len(ref.train)))
+    _, all_index = _search(ref.train, ref.train, m_all, workers)
+    return TrainingNeighbours(np.asarray(folds), index, distance, all_index, ref.mean_distance)
+
+
 def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
                   workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each training sample, its ``m`` nearest training samples in *other* CV folds.
@@ -199,7 +259,6 @@ def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
             and np.array_equal(kept[0], folds):
         return kept[1][:, :m].copy(), kept[2][:, :m].copy()
     workers = _cores() if workers is None else max(1, int(workers))
-    brute = Z.shape[1] > BRUTE_FORCE_FEATURES
     dist = np.full((n, m), np.inf)
     index = np.full((n, m), -1, dtype=np.int64)
     for g in np.unique(folds):
@@ -208,11 +267,7 @@ def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
         if not len(others):
             continue
         kk = min(m, len(others))
-        if brute:
-            d, i = _brute_neighbours(Z[others], Z[inside], kk, workers)
-        else:
-            d, i = cKDTree(Z[others]).query(Z[inside], k=kk, workers=workers)
-        d, i = d.reshape(len(inside), -1), i.reshape(len(inside), -1)
+        d, i = _search(Z[others], Z[inside], kk, workers)
         dist[inside, :kk] = d
         index[inside, :kk] = others[i]
     return dist, index
@@ -242,7 +297,8 @@ def fit_aoa(X: np.ndarray, importance: np.ndarray, folds: np.ndarray, *, neighbo
     train_di = dist[:, 0] / ref.mean_distance
     q1, q3 = np.percentile(train_di, [25, 75])
     whisker = train_di[train_di <= q3 + 1.5 * (q3 - q1)].max()
-    out = AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker), categorical, classes)
+    out = AOAReference(mean, sd, weights, Z, ref.mean_distance, float(whisker), categorical, classes,
+                       *principal_axes(Z))
     out._cv_neighbours = (folds.copy(), dist, index)  # not saved with the bundle
     return out
 

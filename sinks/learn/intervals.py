@@ -12,9 +12,13 @@ interval at a new location is ``ŷ(x) ± q · σ(x)``:
   et al. 2021, which would need every fold model at prediction time.)
 - ``"normalized"`` (default): normalised conformal prediction (Papadopoulos, Vovk & Gammerman
   2011, *JAIR* 40:815-840): scores ``|r_i| / σ(x_i)``, with the difficulty
-  ``σ(x) = a + b·s(x) + c·DI(x)``, where ``s(x)`` is the mean absolute OOF residual of the ``k``
-  nearest training plots in the AOA's weighted, standardised predictor space (for a training
-  plot: its nearest plots in *other* folds) and ``DI(x)`` the dissimilarity index; ``a, b, c >= 0``
+  ``σ(x) = a + b·s(x) + c·DI(x)``, where ``DI(x)`` is the dissimilarity index and ``s(x)`` the
+  mean absolute OOF residual of the ``k`` training plots nearest to x's nearest training plot
+  (that plot included), both in the AOA's weighted, standardised predictor space. For a training
+  plot taken as a location, its nearest plot is the nearest in *another* fold and the ``k``
+  skip the plot's own fold (:func:`location_difficulty`). One nearest-plot query per pixel gives
+  a map both its DI and its σ (an earlier k-nearest-plots ``s`` cost 2-3x the DI query);
+  ``a, b, c >= 0``
   are fitted by non-negative least squares of ``|r|`` on ``(1, s, DI)`` and σ is floored at
   10 % of the mean ``|r|``. Wider where neighbouring plots were hard to predict and where the
   covariates are unlike any plot.
@@ -59,7 +63,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from sinks.learn.aoa import TrainingNeighbours
 
 METHODS = ("normalized", "mondrian", "split")
 #: Conformalised quantile regression: needs a quantile estimator (sinks.learn.estimators.is_quantile).
@@ -129,31 +138,56 @@ def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
 # ---- adaptive (normalised / Mondrian) conformal ---------------------------------------------------
 
 
-def neighbour_difficulty(abs_residual: np.ndarray, nb_index: np.ndarray, nb_distance: np.ndarray,
-                         nb_fold: np.ndarray | None, mean_distance: float, k: int,
-                         exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(s, DI) of locations from their nearest training plots, optionally skipping fold ``exclude``.
-
-    ``nb_index``/``nb_distance`` are each location's nearest training plots (nearest first; index
-    -1 = none), ``nb_fold`` their fold ids. ``s`` is the mean ``abs_residual`` of the first ``k``
-    usable neighbours, DI the distance to the first usable one over ``mean_distance``. A location
-    without usable neighbours gets the mean of the usable residuals and its last listed distance.
-    """
-    usable = nb_index >= 0
-    if exclude is not None and nb_fold is not None:
-        usable &= nb_fold != exclude
-    rank = np.cumsum(usable, axis=1)
-    use = usable & (rank <= k)
-    safe = np.where(nb_index >= 0, nb_index, 0)
+def _first_k_mean(values: np.ndarray, index: np.ndarray, usable: np.ndarray, k: int, fallback: float) -> np.ndarray:
+    """Mean of ``values[index]`` over the first ``k`` usable entries of each row (``fallback`` when none)."""
+    use = usable & (np.cumsum(usable, axis=1) <= k)
     count = use.sum(axis=1)
-    s = np.where(use, abs_residual[safe], 0.0).sum(axis=1) / np.maximum(count, 1)
-    first = np.argmax(usable, axis=1)
-    di = nb_distance[np.arange(len(nb_index)), first] / mean_distance
-    none = count == 0
-    if none.any():
-        s[none] = float(np.mean(abs_residual))
-        last = np.where(np.isfinite(nb_distance), nb_distance, 0.0).max(axis=1)
-        di[none] = last[none] / mean_distance
+    mean = np.where(use, values[np.where(index >= 0, index, 0)], 0.0).sum(axis=1) / np.maximum(count, 1)
+    return np.where(count > 0, mean, fallback)
+
+
+def plot_difficulty(abs_residual: np.ndarray, nbrs: TrainingNeighbours, k: int) -> np.ndarray:
+    """s̄ of each training plot: the mean ``abs_residual`` of its ``k`` nearest plots (itself included).
+
+    A map location's ``s`` is the s̄ of its nearest plot, so a map needs one nearest-plot query
+    per pixel, the one its DI needs anyway (:meth:`sinks.learn.aoa.AOAReference.nearest`).
+    """
+    r = np.asarray(abs_residual, dtype=float)
+    return _first_k_mean(r, nbrs.all_index, nbrs.all_index >= 0, k, float(np.mean(r)))
+
+
+def location_difficulty(abs_residual: np.ndarray, nbrs: TrainingNeighbours, k: int, *,
+                        rows: np.ndarray | None = None, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(s, DI) of training plots ``rows`` (a mask; default all) taken as new locations.
+
+    As at a map location, a plot's difficulty comes from its nearest plot ``j``, here the nearest
+    in another fold and not in fold ``exclude``: DI is the distance to ``j`` over the mean
+    distance, ``s`` the mean ``abs_residual`` of the first ``k`` of ``j``'s nearest plots that are
+    in neither the plot's own fold nor fold ``exclude``. So no plot's own residual, nor one of its
+    fold (or of the held-out fold), enters its difficulty. A plot without such a neighbour gets
+    the mean residual of the plots outside ``exclude`` and its farthest listed distance.
+    """
+    r = np.asarray(abs_residual, dtype=float)
+    folds = np.asarray(nbrs.folds)
+    rows = np.arange(len(r)) if rows is None else np.flatnonzero(rows)
+    index, distance, own = nbrs.other_index[rows], nbrs.other_distance[rows], folds[rows]
+    usable = index >= 0
+    if exclude is not None:
+        usable &= folds[np.where(usable, index, 0)] != exclude
+    found = usable.any(axis=1)
+    at = np.arange(len(rows)), np.argmax(usable, axis=1)
+    di = distance[at] / nbrs.mean_distance
+    fallback = float(np.mean(r if exclude is None else r[folds != exclude]))
+    near = nbrs.all_index[np.where(found, index[at], 0)]
+    near_fold = folds[np.where(near >= 0, near, 0)]
+    keep = (near >= 0) & (near_fold != own[:, None])
+    if exclude is not None:
+        keep &= near_fold != exclude
+    s = _first_k_mean(r, near, keep, k, fallback)
+    if not found.all():
+        s[~found] = fallback
+        farthest = np.where(np.isfinite(distance), distance, 0.0).max(axis=1)
+        di[~found] = farthest[~found] / nbrs.mean_distance
     return s, di
 
 
@@ -330,47 +364,42 @@ def _summary(covered, width, di, inside, folds, di_edges) -> dict:
     }
 
 
-def fold_difficulties(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np.ndarray,
-                      nb_distance: np.ndarray, mean_distance: float, neighbours: int = DEFAULT_NEIGHBOURS) -> list:
+def fold_difficulties(y: np.ndarray, oof: np.ndarray, nbrs: TrainingNeighbours,
+                      neighbours: int = DEFAULT_NEIGHBOURS) -> list:
     """[(fold, s_cal, di_cal, s_test, di_test)]: the difficulties :func:`nested_check` uses per fold.
 
     They depend on neither the method, the level nor the bins, so a caller checking several of
     those on the same residuals computes them once and passes them as ``difficulties``.
     """
     r = np.abs(np.asarray(y, dtype=float) - np.asarray(oof, dtype=float))
-    folds = np.asarray(folds)
-    nb_index, nb_distance = np.asarray(nb_index), np.asarray(nb_distance)
-    nb_fold = np.where(nb_index >= 0, folds[np.where(nb_index >= 0, nb_index, 0)], -1)
     value = []
-    for k in np.unique(folds):
-        test, cal = folds == k, folds != k
-        s_cal, di_cal = neighbour_difficulty(r, nb_index[cal], nb_distance[cal], nb_fold[cal], mean_distance,
-                                             neighbours, exclude=k)
-        s_t, di_t = neighbour_difficulty(r, nb_index[test], nb_distance[test], nb_fold[test], mean_distance,
-                                         neighbours)
+    for k in np.unique(nbrs.folds):
+        test = nbrs.folds == k
+        s_cal, di_cal = location_difficulty(r, nbrs, neighbours, rows=~test, exclude=k)
+        s_t, di_t = location_difficulty(r, nbrs, neighbours, rows=test)
         value.append((k, s_cal, di_cal, s_t, di_t))
     return value
 
 
-def nested_check(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, nb_index: np.ndarray,
-                 nb_distance: np.ndarray, mean_distance: float, inside_aoa: np.ndarray, *, level: float,
-                 method: str = "normalized", bins: int = DEFAULT_BINS, neighbours: int = DEFAULT_NEIGHBOURS,
-                 lower_bound: float | None = 0.0, di_bins: int = 4, difficulties: list | None = None) -> dict:
+def nested_check(y: np.ndarray, oof: np.ndarray, nbrs: TrainingNeighbours, inside_aoa: np.ndarray, *,
+                 level: float, method: str = "normalized", bins: int = DEFAULT_BINS,
+                 neighbours: int = DEFAULT_NEIGHBOURS, lower_bound: float | None = 0.0, di_bins: int = 4,
+                 difficulties: list | None = None) -> dict:
     """Coverage of ``method`` measured only on data not used to calibrate it.
 
     For each fold k: calibrate on the plots of the other folds (their |OOF residual|, with σ from
     neighbours that skip fold k as well as their own fold), then evaluate the interval on fold k
-    (its OOF prediction, σ from its neighbours in the other folds). ``nb_index``/``nb_distance``
-    are each plot's nearest plots in other folds (:func:`sinks.learn.aoa.cv_neighbours`);
+    (its OOF prediction, σ from its neighbours in the other folds). ``nbrs``: the plots'
+    neighbours under the CV folds (:func:`sinks.learn.aoa.training_neighbours`);
     ``difficulties`` their :func:`fold_difficulties`, when already computed.
     Returns coverage and width overall, per fold, inside / outside the AOA and by DI quartile.
     """
-    y, oof, folds = np.asarray(y, dtype=float), np.asarray(oof, dtype=float), np.asarray(folds)
+    y, oof, folds = np.asarray(y, dtype=float), np.asarray(oof, dtype=float), np.asarray(nbrs.folds)
     r = np.abs(y - oof)
     lower_all, upper_all = np.zeros(len(y)), np.zeros(len(y))
     di_test = np.zeros(len(y))
     if difficulties is None:
-        difficulties = fold_difficulties(y, oof, folds, nb_index, nb_distance, mean_distance, neighbours)
+        difficulties = fold_difficulties(y, oof, nbrs, neighbours)
     for k, s_cal, di_cal, s_t, di_t in difficulties:
         test, cal = folds == k, folds != k
         iv = calibrate_adaptive(r[cal], s_cal, di_cal, level=level, method=method, bins=bins,

@@ -25,11 +25,11 @@ from sinks.covariates.spec import load_spec
 from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv, tuning
-from sinks.learn.aoa import cv_neighbours, fit_aoa, fit_error_profile
+from sinks.learn.aoa import fit_aoa, fit_error_profile, training_neighbours
 from sinks.learn.estimators import (estimator_params, importances, make_estimator, predict_quantiles,
                                     quantile_levels_for, trial_fit, with_interval_level)
 from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive, calibrate_cqr, fold_difficulties,
-                                   neighbour_difficulty, nested_check, nested_check_cqr)
+                                   location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import check_target_values, derive_target, target_quantity
@@ -363,15 +363,14 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     aoa = fit_aoa(X, importances(recipe.estimator, model, len(model_names)), folds, neighbours=m,
                   categorical=categorical)
     abs_residual = np.abs(y - oof)
-    nb_distance, nb_index = cv_neighbours(aoa, folds, m)
-    cv_di = nb_distance[:, 0] / aoa.mean_distance
+    nbrs = training_neighbours(aoa, folds, m)
+    cv_di = nbrs.other_distance[:, 0] / aoa.mean_distance
     inside = cv_di <= aoa.threshold
     lower_bound = 0.0 if np.all(y >= 0) else None
     checks = {}
-    difficulties = fold_difficulties(y, oof, folds, nb_index, nb_distance, aoa.mean_distance,
-                                     recipe.interval_neighbours)  # shared by every method and level
+    difficulties = fold_difficulties(y, oof, nbrs, recipe.interval_neighbours)  # every method and level
     for method in METHODS:
-        checks[method] = nested_check(y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside,
+        checks[method] = nested_check(y, oof, nbrs, inside,
                                       level=recipe.interval_level, method=method, bins=recipe.interval_bins,
                                       neighbours=recipe.interval_neighbours, lower_bound=lower_bound,
                                       difficulties=difficulties)
@@ -384,14 +383,13 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     by_level = {}  # the recipe's method at the usual levels: maps can be made at any of them (not CQR)
     for level in sorted({recipe.interval_level} if cqr else {*CHECK_LEVELS, recipe.interval_level}):
         check = checks[recipe.interval_method] if level == recipe.interval_level else nested_check(
-            y, oof, folds, nb_index, nb_distance, aoa.mean_distance, inside, level=level,
+            y, oof, nbrs, inside, level=level,
             method=recipe.interval_method, bins=recipe.interval_bins, neighbours=recipe.interval_neighbours,
             lower_bound=lower_bound, difficulties=difficulties)
         check.pop("arrays", None)
         by_level[f"{level:g}"] = {part: check[part] for part in ("n", "coverage", "mean_width", "sd_width",
                                                                 "width_di_spearman", "inside_aoa", "outside_aoa")}
-    s_all, di_all = neighbour_difficulty(abs_residual, nb_index, nb_distance, None, aoa.mean_distance,
-                                         recipe.interval_neighbours)
+    s_all, di_all = location_difficulty(abs_residual, nbrs, recipe.interval_neighbours)
     if cqr:
         interval = calibrate_cqr(y, oof_tails[:, 0], oof_tails[:, 1], level=recipe.interval_level, quantiles=tails,
                                  residuals_from=f"{chosen}-CV", lower_bound=lower_bound)
@@ -446,5 +444,6 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         metadata["tuning"] = tuning.tuning_metadata(recipe, tuned, names, schemes)
         tables["tuning.csv"] = tuned.table
     return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
-                       oof=frame_out, calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all},
+                       oof=frame_out, calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all,
+                                                "plot_s": plot_difficulty(abs_residual, nbrs, recipe.interval_neighbours)},
                        prediction_xy=pred_xy if projected else None, tables=tables)
