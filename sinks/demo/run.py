@@ -105,7 +105,11 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     Planted parcels: how often the creditable volume exceeds the true gain (over-crediting; it should
     not exceed the share 1 - level of the methodology's uncertainty rule), and the total credited
     against the total true gain. Placebo parcels (no planting): the credits, and whether zero lies
-    inside each one's interval of the net change.
+    inside each one's interval of the net change. The parcel planted outside the model's area of
+    applicability on purpose (kind ``outside_aoa``, not counted with the planted parcels): its status,
+    its share outside the AOA and what was credited to it from the map (it must be nothing). Every
+    parcel whose truth gives an ``expected_status`` (the status it must get by construction): whether
+    it got it.
     """
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
     truth = pd.read_csv(truth_path).set_index("parcel_id")
@@ -113,13 +117,18 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     for parcel in report["parcels"]:
         c = parcel.get("creditable") or {}
         t = truth.loc[parcel["parcel_id"]]
+        expected = t.get("expected_status")
         rows.append({"parcel_id": parcel["parcel_id"], "kind": t["kind"], "verdict": parcel["verdict"],
                      "status": c.get("status"), "tco2e": c.get("tco2e", 0.0), "net_tco2e": c.get("net_tco2e"),
                      "net_sd_tco2e": c.get("net_sd_tco2e"), "lower_tco2e": c.get("lower_tco2e"),
-                     "upper_tco2e": c.get("upper_tco2e"), "true_gain_tco2e": float(t["true_gain_tco2e"]),
-                     "trend_tco2e": float(t["trend_tco2e"])})
+                     "upper_tco2e": c.get("upper_tco2e"), "outside_aoa_share": c.get("outside_aoa_share"),
+                     "true_gain_tco2e": float(t["true_gain_tco2e"]), "trend_tco2e": float(t["trend_tco2e"]),
+                     "expected_status": expected if isinstance(expected, str) and expected else None})
     frame = pd.DataFrame(rows)
     planted, placebo = frame[frame["kind"] == "planted"], frame[frame["kind"] == "placebo"]
+    outside = frame[frame["kind"] == "outside_aoa"]
+    expected = frame.dropna(subset=["expected_status"])
+    missed = expected[expected["status"] != expected["expected_status"]]
     z = normal_quantile(REPORT_LEVEL)
     netted = placebo.dropna(subset=["net_tco2e", "net_sd_tco2e"])
     return {
@@ -135,6 +144,14 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
                     "zero_inside_interval": int((netted["net_tco2e"].abs() <= z * netted["net_sd_tco2e"]).sum()),
                     "max_tco2e": float(placebo["tco2e"].max()) if len(placebo) else 0.0,
                     "trend_tco2e": float(placebo["trend_tco2e"].sum())},
+        "outside_aoa": {"n": int(len(outside)),
+                        "needs_field_measurement": int((outside["status"] == "needs_field_measurement").sum()),
+                        "credited_tco2e": float(outside["tco2e"].sum()),
+                        "true_gain_tco2e": float(outside["true_gain_tco2e"].sum()),
+                        "outside_aoa_share": {r["parcel_id"]: r["outside_aoa_share"] for r in rows
+                                              if r["kind"] == "outside_aoa"}},
+        "expected_status": {"n": int(len(expected)), "agree": int(len(expected) - len(missed)),
+                            "disagree": sorted(missed["parcel_id"])},
         "parcels": rows,
     }
 

@@ -28,8 +28,10 @@ The world (EPSG:32648, UTM 48N; 30 m pixels) has:
   regrowth of open land) that no project causes;
 - ``project_parcels.gpkg`` + ``project_truth.csv``: an afforestation project started in 2020:
   planted parcels with a known carbon gain by 2025, placebo parcels on like land without any
-  planting, a planting smaller than one pixel and one half off the county's edge; the truth holds
-  each parcel's true gain from the planting and from the trend (t CO2e);
+  planting, a planting smaller than one pixel, one half off the county's edge and one placed on
+  purpose in the remote upland, outside the model's area of applicability (``outside_aoa_01``,
+  :func:`_outside_aoa_parcel`); the truth holds each parcel's true gain from the planting and from
+  the trend (t CO2e), and the credit status a parcel must get by construction (``expected_status``);
 - ``parcels.gpkg``: candidate afforestation parcels (``parcel_id``, ``start_date``) and
   ``parcels_truth.csv`` with the verdict each must get and why (not read by the rule engine).
 """
@@ -77,6 +79,12 @@ PLANTING_GAIN_MG_HA, PLANTING_GAIN_SD_LOG = 15.0, 0.15
 TREND_FOREST_MG_HA_YR, TREND_OPEN_MG_HA_YR = 1.0, 0.6
 REGROWTH_QUANTILE_Z = -0.25
 PROJECT_PARCELS = {"planted": 8, "placebo": 8}
+#: the project parcel placed on purpose where the model does not apply (simulation settings): a square of
+#: OUTSIDE_AOA_SIDE_M sides (scaled like the other parcels in a county under 400 pixels) at the remote
+#: upland's centre, on a meadow open in every year, planted with the upland's broadleaf
+OUTSIDE_AOA_SIDE_M = 210.0
+#: the credit status a project parcel must get by construction, by kind (the others' depend on the maps)
+EXPECTED_STATUS = {"outside_aoa": "needs_field_measurement", "edge": "undetermined"}
 #: monitoring plots the project measures in each planted parcel in the second epoch
 MONITORING_PLOTS = 3
 #: plot measurement noise (simulation settings): log-scale sd of a plot's carbon around its pixel's
@@ -217,6 +225,45 @@ def _place_projects(rng, transform, allowed) -> tuple[list[dict], np.ndarray]:
     return projects, gain
 
 
+def _outside_aoa_parcel(rng, transform, remote: np.ndarray, avoid: np.ndarray) -> tuple[dict, np.ndarray]:
+    """``outside_aoa_01``: a planted parcel placed on purpose where the model does not apply.
+
+    A square of OUTSIDE_AOA_SIDE_M sides (scaled like the other parcels), rotated at random, centred
+    on a random pixel of the remote upland far enough from its rim that the parcel and its
+    4-neighbours lie inside it, and from the ``avoid`` pixels (land with a forest history there: the
+    clearings and plantations) that they touch none. Its land is a meadow, the parcel's pixels and
+    their 4-neighbours, open in every year, so the parcel is eligible like the other planted
+    parcels. The project plants the upland's broadleaf there: PLANTING_GAIN_MG_HA times a pixel-scale
+    lognormal factor times each pixel's share, as in :func:`_place_projects`, but no inventory or
+    monitoring plot samples it, and by 2025 its canopy reflects like the upland's broadleaf, unlike
+    any plot: the AOA excludes it, and crediting must say it needs field measurement
+    (:data:`EXPECTED_STATUS`).
+    Returns (the parcel, with its gain in Mg C/ha over its window under ``"gain"``; the meadow).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    size = remote.shape[0]
+    side = OUTSIDE_AOA_SIDE_M * min(1.0, size / 400)
+    reach = side / PIXEL_M / np.sqrt(2) + 2  # pixels from its centre the parcel and its neighbours touch
+    rows, cols = np.indices(remote.shape)
+    inner = np.hypot(rows - REMOTE_CENTRE[0] * size, cols - REMOTE_CENTRE[1] * size) <= REMOTE_RADIUS * size - reach
+    clear = distance_transform_edt(~avoid) > reach if avoid.any() else np.ones(remote.shape, bool)
+    candidates = np.argwhere(inner & clear)
+    if not len(candidates):
+        raise RuntimeError("demo world: no room in the remote upland for the outside-AOA project parcel")
+    r, c = candidates[rng.integers(len(candidates))]
+    cx, cy = transform @ (c + 0.5, r + 0.5)
+    shape = affinity.rotate(box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), rng.uniform(0, 90))
+    mask = _rasterize([shape], transform, remote.shape)
+    meadow = mask | _neighbours_of(mask)
+    if not remote[meadow].all() or avoid[meadow].any():
+        raise RuntimeError("demo world: the outside-AOA project parcel does not fit in the remote upland")
+    window, fraction = _pixel_shares(shape, transform, mask)
+    factor = np.exp(PLANTING_GAIN_SD_LOG * rng.standard_normal(fraction.shape) - PLANTING_GAIN_SD_LOG ** 2 / 2)
+    return {"parcel_id": "outside_aoa_01", "kind": "outside_aoa", "geometry": shape, "window": window,
+            "fraction": fraction, "gain": PLANTING_GAIN_MG_HA * factor * fraction}, meadow
+
+
 def _edge_cases(rng, transform, allowed, projects, gain) -> list[dict]:
     """Two planted parcels a map handles at its limits (their gain added to ``gain`` in place).
 
@@ -254,7 +301,9 @@ def _write_projects(w: DemoWorld, projects, transform, gain, regrowth, dry_open)
 
     The truth per parcel, in t CO2e over the two epochs: ``true_gain_tco2e`` is what the planting
     added (0 for a placebo parcel), ``trend_tco2e`` what the regional regrowth added anyway, both
-    summed over the parcel's exact pixel shares x 0.09 ha x 44/12.
+    summed over the parcel's exact pixel shares x 0.09 ha x 44/12; ``expected_status``: the credit
+    status the parcel must get by construction (:data:`EXPECTED_STATUS`; empty where it depends on
+    the maps).
     """
     pixel_ha = PIXEL_M * PIXEL_M / 10_000
     rows = []
@@ -267,7 +316,8 @@ def _write_projects(w: DemoWorld, projects, transform, gain, regrowth, dry_open)
         trend = np.where(dry_open[r0:r0 + h, c0:c0 + wd], regrowth[r0:r0 + h, c0:c0 + wd], 0.0) * f
         rows.append({"parcel_id": p["parcel_id"], "kind": p["kind"], "area_ha": p["geometry"].area / 10_000,
                      "true_gain_tco2e": float(area_gain.sum() * pixel_ha * 44 / 12),
-                     "trend_tco2e": float(trend.sum() * pixel_ha * 44 / 12)})
+                     "trend_tco2e": float(trend.sum() * pixel_ha * 44 / 12),
+                     "expected_status": EXPECTED_STATUS.get(p["kind"], "")})
     gpd.GeoDataFrame([{"parcel_id": p["parcel_id"], "start_date": PROJECT_START, "geometry": p["geometry"]}
                       for p in projects], crs=CRS).to_file(w.project_parcels, driver="GPKG", layer="parcels")
     pd.DataFrame(rows).to_csv(w.project_truth, index=False)
@@ -309,6 +359,10 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
     base_forest = (suitability > np.quantile(suitability, 0.5)) & ~wetland
     cleared = _blobs(rng, base_forest & (river_dist > 40), 6, (10, 16)) & base_forest
     planted = _blobs(rng, ~base_forest & (river_dist > 25), 5, (8, 13)) & ~base_forest & ~wetland
+    # the remote upland, and the meadow in it of the parcel placed outside the AOA (its own stream)
+    remote = (rows - REMOTE_CENTRE[0] * size) ** 2 + (cols - REMOTE_CENTRE[1] * size) ** 2 <= (REMOTE_RADIUS * size) ** 2
+    outside_aoa, meadow = _outside_aoa_parcel(np.random.default_rng([seed, 4]), transform, remote, cleared | planted)
+    base_forest = base_forest & ~meadow
     history = np.stack([(base_forest & ~(cleared & (y >= CLEARED_YEAR))) | (planted & (y >= PLANTED_YEAR))
                         for y in YEARS]).astype(np.uint8)
     forest_now = history[-1].astype(bool)
@@ -323,9 +377,11 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
     span = EPOCHS[1] - EPOCHS[0]
     water = river_dist < 2.5
     ever_forest = history.max(axis=0).astype(bool)
-    remote = (rows - REMOTE_CENTRE[0] * size) ** 2 + (cols - REMOTE_CENTRE[1] * size) ** 2 <= (REMOTE_RADIUS * size) ** 2
     allowed = ~ever_forest & ~wetland & ~remote & (river_dist > 10)
     projects, gain = _place_projects(rng_epochs, transform, allowed)
+    r0, c0, h, wd = outside_aoa["window"]
+    gain[r0:r0 + h, c0:c0 + wd] += outside_aoa.pop("gain")
+    projects.append(outside_aoa)
     projects += _edge_cases(np.random.default_rng([seed, 3]), transform, allowed, projects, gain)
     dry_open = ~forest_now & ~wetland & ~water
     regrowing = _field(rng_epochs, shape, 6) > REGROWTH_QUANTILE_Z  # grazing stopped here; bare elsewhere
@@ -338,7 +394,8 @@ def make_world(folder: str | Path, *, size: int = 400, seed: int = 2025) -> Demo
     # reflectance: canopy closure saturates; SWIR keeps some signal at high biomass
     aspect = np.arctan2(-gx, gy)
     illumination = 0.9 + 0.1 * np.cos(np.radians(slope_deg)) + 0.08 * np.sin(np.radians(slope_deg)) * np.cos(aspect - np.radians(135))
-    reflectance = _reflectance(rng, carbon, remote & forest_now, water, illumination)
+    # the upland's forest is broadleaf, and so is the project's planting there (outside_aoa_01)
+    reflectance = _reflectance(rng, carbon, remote & (forest_now | (gain > 0)), water, illumination)
     cloud = (rows - 0.25 * size) ** 2 + (cols - 0.8 * size) ** 2 <= (0.045 * size) ** 2
     reflectance[:, cloud] = 0
     reflectance_start = _reflectance(rng_epochs, carbon_start, remote & forest_start, water, illumination)
