@@ -437,6 +437,10 @@ def test_matched_controls_remove_the_regional_trend(world, trend):
     assert planted["net_sd_tco2e"] == pytest.approx(math.hypot(planted["stock_change_sd_tco2e"],
                                                                planted["baseline_sd_tco2e"]))
     assert planted["tco2e"] == pytest.approx(max(planted["net_tco2e"] - Z90 * planted["net_sd_tco2e"], 0))
+    # the report says where the baseline came from: the controls, not the methodology's own term
+    baseline = report.crediting["methodology"]["terms"]["baseline"]
+    assert "matched control" in baseline["source"] and baseline["confidence"].startswith("measured on these maps")
+    assert baseline["tco2e_ha_yr"] == controls["baseline_tco2e_ha_yr"]
     validate(to_dict(report))
 
 

@@ -609,7 +609,12 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
                 cterms = replace(cterms, terms={**cterms.terms, "baseline": replace(
                     base, values={"rule": "rate", "tco2e_ha_yr": controls["baseline_tco2e_ha_yr"]},
                     project_specific=False,
-                    note="from matched controls: their mean sink, floored at 0 (replaces the methodology's term)")})
+                    source=("matched control pixels (sinks.eligibility.controls, a VM0047-style dynamic baseline: "
+                            "nearest-neighbour matching without replacement within calipers)"),
+                    confidence=(f"measured on these maps: {controls['matched']} matched control pixels, "
+                                f"{controls['reason']} (crediting.controls)"),
+                    note=("their mean sink, floored at 0, replaces the methodology's own baseline term "
+                          f"({base.source}; {base.confidence})"))})
         results = {}
         for i, parcel in enumerate(report.parcels):
             pid = parcel.parcel_id
