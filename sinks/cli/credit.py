@@ -22,7 +22,9 @@ def register(sub) -> None:
         "from two carbon maps: the stock change with exact partial pixels and equal-area weights, its "
         "interval with spatially correlated errors, then the methodology's baseline, leakage, uncertainty "
         "deduction (its own rule, else the lower bound of the 90 percent interval) and buffer. Parcels outside "
-        "the model's area of applicability need field measurement and are not credited. Writes the JSON "
+        "the model's area of applicability need field measurement and are not credited. With --growth instead "
+        "of --maps, the stock change is expected ex ante from a cited growth-curve table (species group x site "
+        "class x stand age) and the same deductions follow. Writes the JSON "
         "report (with a crediting block) and optionally a GeoPackage and a one-page HTML summary, together or not "
         "at all.",
         epilog=f"Methodologies: {', '.join(shipped_rulesets())} (see 'sinks methodologies').",
