@@ -24,7 +24,7 @@ from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
 from tests.badinput import assert_refused
 from tests import test_badinput_train
-from tests.test_badinput_train import _argv, base_recipe, to_toml
+from tests.test_badinput_train import _argv, base_recipe, base_table, to_toml
 from tests.test_covariates_local import ORIGIN, points, write_spec, write_tif
 
 work = test_badinput_train.work  # the fixture: a good recipe and table in a fresh folder
@@ -266,3 +266,141 @@ def test_nesting_needs_three_folds(tmp_path):
     data.update(validation={"folds": 2, "block_size": 500}, tuning={"params": {"max_depth": [2, 3]}})
     with pytest.raises(Exception, match=r"\[tuning\]: nested tuning needs at least 3 folds"):
         parse_recipe(data, base=tmp_path, path=tmp_path / "r.toml")
+
+
+# ---- [tuning] / [selection] with plot weights, and with CQR ---------------------------------------
+
+WLOG: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+
+class WeightedRecordingRidge(RecordingRidge):
+    """:class:`RecordingRidge` that takes ``sample_weight`` and logs it with the rows it fits."""
+
+    def fit(self, X, y, sample_weight=None):
+        ids = X[:, 0].astype(int)
+        WLOG.append((ids, None if sample_weight is None else np.array(sample_weight, dtype=float)))
+        self.train_ids_ = ids
+        self.model_ = Ridge(alpha=self.alpha).fit(X[:, 1:], y, sample_weight=sample_weight)
+        return self
+
+
+def _weighted_search(X, y, folds, sd, grid):
+    from sinks.learn.weights import cv_weights, nested_weights
+
+    base = WeightedRecordingRidge()
+    final, _, _ = cv_weights(base, X, y, folds, sd, progress=False)
+    by_fold = nested_weights(base, X, y, folds, sd, progress=False)
+    weights = {**{k: w for k, (w, _) in by_fold.items()}, "all": final}
+    WLOG.clear()
+    result = tuning.nested_search(X, y, folds, make=lambda p: WeightedRecordingRidge(**p), params={}, tuning=grid,
+                                  sample_weight=weights, progress=False)
+    return result, weights
+
+
+def test_weights_reach_every_nested_fit_and_fold_k_never_reaches_its_own_choice():
+    X, y, folds = _data()
+    X = np.column_stack([np.arange(len(y)), X])
+    sd = np.random.default_rng(5).uniform(0.1, 1.5, len(y))
+    grid = tuning.Tuning(params={"alpha": (0.01, 10.0, 300.0)}, budget=3)
+    result, weights = _weighted_search(X, y, folds, sd, grid)
+    ids = np.unique(folds)
+    assert result.extra["weighted"] and len(WLOG) == result.fits
+    for train_ids, w in WLOG:  # every fit weighted: inner fits of outer fold k, or its refit, with k's weights
+        assert w is not None
+        excluded = set(ids) - set(folds[train_ids])
+        owners = [*excluded] + (["all"] if len(excluded) == 1 else [])
+        assert any(np.allclose(w, weights[o][train_ids]) for o in owners)
+        assert all(np.isfinite(weights[o][train_ids]).all() for o in excluded)
+    # the inner score is the weighted metric of a hand-made weighted inner CV
+    for outer in result.outer:
+        k = outer["fold"]
+        w, inner = weights[k], [j for j in ids if j != k]
+        rows = np.isin(folds, inner)
+        expected = []
+        for alpha in grid.params["alpha"]:
+            oof = np.full(len(y), np.nan)
+            for j in inner:
+                test, fit_rows = folds == j, rows & (folds != j)
+                oof[test] = Ridge(alpha=alpha).fit(X[fit_rows][:, 1:], y[fit_rows],
+                                                   sample_weight=w[fit_rows]).predict(X[test][:, 1:])
+            expected.append(np.sqrt(np.sum(w[rows] * (oof[rows] - y[rows]) ** 2) / np.sum(w[rows])))
+        np.testing.assert_allclose(result.table[result.table.outer_fold == k].score, expected, rtol=1e-10)
+        assert outer["score"] == pytest.approx(np.sqrt(np.mean((result.oof - y)[folds == k] ** 2)))  # unweighted
+    # fold 0's targets and sds changed: its weights, scores, choice and held-out predictions are not
+    y2, sd2 = y.copy(), sd.copy()
+    y2[folds == 0] += np.random.default_rng(6).normal(0, 5, int((folds == 0).sum()))
+    sd2[folds == 0] *= 7
+    again, weights2 = _weighted_search(X, y2, folds, sd2, grid)
+    np.testing.assert_array_equal(weights2[0], weights[0])
+    assert not np.allclose(weights2[1][folds != 1], weights[1][folds != 1])  # the others do see fold 0
+    table, table2 = (t[t.outer_fold == 0].drop(columns="outer_fold") for t in (result.table, again.table))
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), table2.reset_index(drop=True))
+    assert again.outer[0]["choice"].params == result.outer[0]["choice"].params
+    np.testing.assert_array_equal(again.oof[folds == 0], result.oof[folds == 0])
+
+
+def test_a_tuned_weighted_recipe_trains_with_weights_in_every_fit(tmp_path, monkeypatch):
+    from xgboost import XGBRegressor
+
+    table = base_table(n=60, seed=1)
+    table["sd"] = np.random.default_rng(2).uniform(1, 8, len(table))
+    raw = {**base_recipe(), "target": {**base_recipe()["target"], "weights": "sd"},
+           "validation": {"folds": 3, "block_size": 500, "schemes": ["random", "blocks"], "scheme": "blocks"},
+           "tuning": {"params": {"max_depth": [1, 2]}}}
+    recipe = parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml")
+    fits, original = [], XGBRegressor.fit
+
+    def spy(self, X, y, **kwargs):
+        fits.append((len(y), kwargs.get("sample_weight") is not None))
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(XGBRegressor, "fit", spy)
+    folder = train(recipe, table, tmp_path / "m", progress=False)
+    meta = load_bundle(folder).metadata
+    tu, k = meta["tuning"], 3
+    assert tu["weighted"] and tu["weights"]["column"] == "sd" and len(tu["weights"]["tau2_by_outer_fold"]) == k
+    assert tu["weights"]["tau2_final"] == meta["weights"]["tau2"]
+    real = [weighted for n, weighted in fits if n > 16]  # not the 16-row trial fits
+    # unweighted: the pilot CVs for τ² (all folds, then each outer fold's other folds); weighted: the
+    # nested search, the other scheme's CV and the final model
+    assert real.count(False) == k + k * (k - 1)
+    assert real.count(True) == tu["fits"] + k + 1
+    assert meta["validation"]["blocks"]["tuning"] == "nested"
+    oof = pd.read_csv(folder / "oof.csv")
+    assert "weight" in oof.columns
+    rmse = np.sqrt(np.mean((oof.oof_blocks - oof.observed) ** 2))
+    assert meta["validation"]["blocks"]["rmse"] == pytest.approx(rmse)  # held-out scores unweighted
+
+
+def test_a_tuned_cqr_recipe_calibrates_on_the_nested_quantiles(tmp_path):
+    from sinks.learn.intervals import QuantileInterval
+    from tests.test_badinput_train import FEATURES
+
+    table = base_table(n=400, seed=2)  # heteroscedastic, as tests/test_intervals.py's CQR test
+    noise_sd = 2 + 8 * (table[FEATURES[1]] > 0)
+    table["carbon_mg_ha"] = 80 + 20 * table[FEATURES[0]] + np.random.default_rng(3).normal(0, 1, 400) * noise_sd
+    raw = {**base_recipe(), "estimator": {"kind": "xgboost_quantile",
+                                          "params": {"n_estimators": 100, "learning_rate": 0.2, "n_jobs": 1}},
+           "validation": {"folds": 3, "block_size": 500, "schemes": ["blocks"], "scheme": "blocks"},
+           "intervals": {"level": 0.9, "method": "cqr"},
+           "tuning": {"params": {"max_depth": [1, 2]}}}
+    folder = train(parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml"), table, tmp_path / "m", progress=False)
+    bundle = load_bundle(folder)
+    meta = bundle.metadata
+    assert isinstance(bundle.interval, QuantileInterval) and meta["interval"]["quantiles"] == [0.05, 0.95]
+    assert meta["tuning"]["intervals"].startswith("cqr") and not meta["tuning"]["weighted"]
+    check = meta["interval_check"]["cqr"]
+    assert abs(check["coverage"] - 0.9) <= 0.05, check["coverage"]  # held-out folds of the nested OOF
+    oof = pd.read_csv(folder / "oof.csv")
+    assert oof.heldout_covered.mean() == pytest.approx(check["coverage"])
+    out = bundle.predict(table[bundle.feature_names].to_numpy())
+    width = out["upper"] - out["lower"]
+    noisy = (noise_sd > 2).to_numpy()
+    assert width[noisy].mean() > 1.3 * width[~noisy].mean()
+
+
+def test_cqr_tuning_candidates_need_the_intervals_quantiles(tmp_path):
+    raw = {**base_recipe(), "estimator": {"kind": "xgboost_quantile", "params": {"n_estimators": 5}},
+           "intervals": {"level": 0.9, "method": "cqr"}, "tuning": {"params": {"quantile_alpha": [0.5]}}}
+    with pytest.raises(Exception, match=r"\[tuning\] params: quantile_alpha = \[0.5\] lacks 0.05, 0.95"):
+        parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml")

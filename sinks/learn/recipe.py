@@ -197,12 +197,8 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
                             f"quantile estimator ([estimator] kind = \"xgboost_quantile\" or \"quantile_forest\"), "
                             f"not {kind!r}")
         check_interval_level(kind, params, level, f"{where} [estimator] params")
-        if tuning or selection:
-            raise SpecError(f"{where} [intervals]: method = \"cqr\" is not combined with [tuning] / [selection] "
-                            "yet; drop one of the two")
-    if (tuning or selection) and weights:
-        raise SpecError(f"{where} [target] weights: plot weights are not used by the nested [tuning] / "
-                        "[selection] yet; drop one of the two")
+        for value in (tuning.params.get("quantile_alpha", ()) if tuning else ()):  # each candidate needs the tails
+            check_interval_level(kind, {**params, "quantile_alpha": value}, level, f"{where} [tuning] params")
     if (tuning or selection) and folds < 3:
         section = "[tuning]" if tuning else "[selection]"
         raise SpecError(f"{where} {section}: nested tuning needs at least 3 folds but [validation] folds = "

@@ -33,7 +33,7 @@ from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import check_target_values, derive_target, target_quantity
-from sinks.learn.weights import inverse_variance_weights
+from sinks.learn.weights import cv_weights, nested_weights
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
 MIN_PLOTS = 10
@@ -316,14 +316,33 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     with _library_errors(recipe):
         trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
         if sd is not None:  # τ² from the chosen scheme's unweighted OOF residuals (sinks.learn.weights)
-            plain, plain_oof = cv.cross_validate(estimator, X, y, folds_by[chosen], scheme=f"{chosen} unweighted",
-                                                 progress=progress)
-            weights, tau2 = inverse_variance_weights(sd, y - plain_oof)
+            weights, tau2, plain = cv_weights(estimator, X, y, folds_by[chosen], sd, scheme=f"{chosen} unweighted",
+                                              progress=progress)
             weighting = {"column": recipe.weights, "method": "1 / (tau2 + sd^2), DerSimonian & Laird 1986",
                          "tau2": tau2, "mean_sd2": float(np.mean(sd ** 2)), "unweighted": plain.as_dict(),
                          "weight_range": [float(weights.min()), float(weights.max())]}
-        # [tuning]/[selection]: chosen inside the chosen scheme's folds; X becomes the model's columns
-        tuned = tuning.nested_for_recipe(recipe, X, y, folds_by[chosen], names, progress=progress)
+        # [tuning]/[selection]: chosen inside the chosen scheme's folds; X becomes the model's columns.
+        # Weighted: each outer fold's fits use weights whose τ² never saw that fold (nested_weights);
+        # CQR: the outer fits also give the held-out conditional quantiles.
+        tuned_weights, tuning_weights = None, None
+        if sd is not None and (recipe.tuning or recipe.selection):
+            by_fold = nested_weights(estimator, X, y, folds_by[chosen], sd, scheme=f"{chosen} unweighted",
+                                     progress=progress)
+            tuned_weights = {**{k: w for k, (w, _) in by_fold.items()}, "all": weights}
+            tuning_weights = {
+                "column": recipe.weights, "inner_metric": "weighted (the fits' weights)",
+                "outer_scores": "unweighted, as every CV score",
+                "tau2": "per outer fold from an unweighted CV over the other folds only ([estimator] params, "
+                        "all features), weights normalised over those folds; the final choice uses the "
+                        "bundle's weights (tau2 from all folds)",
+                "tau2_by_outer_fold": {str(k): t for k, (_, t) in by_fold.items()}, "tau2_final": tau2}
+
+        def median_and_tails(model, Xt):  # the median and CQR's two quantiles from the same fold model
+            return np.column_stack([model.predict(Xt), predict_quantiles(recipe.estimator, model, Xt, tails)])
+
+        tuned = tuning.nested_for_recipe(recipe, X, y, folds_by[chosen], names, params=params,
+                                         sample_weight=tuned_weights, predict=median_and_tails if cqr else None,
+                                         progress=progress)
         model_names = list(names)
         if tuned is not None:
             model_names = [names[i] for i in tuned.final.features]
@@ -331,12 +350,11 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
             estimator = make_estimator(recipe.estimator, {**params, **tuned.final.params})
         for scheme in schemes:
             if tuned is not None and scheme == chosen:  # the nested OOF, honest about the tuning
-                oofs[scheme] = tuned.oof
+                oofs[scheme], oof_tails = tuned.oof, tuned.oof_extra
                 scores = cv.score(y, tuned.oof, scheme=scheme, folds=len(np.unique(folds_by[scheme])))
             elif cqr and scheme == chosen:  # the median and CQR's two quantiles from the same fold models
                 both = cv.fold_predictions(estimator, X, y, folds_by[scheme], scheme=scheme, progress=progress,
-                                           sample_weight=weights, predict=lambda model, Xt: np.column_stack(
-                                               [model.predict(Xt), predict_quantiles(recipe.estimator, model, Xt, tails)]))
+                                           sample_weight=weights, predict=median_and_tails)
                 oofs[scheme], oof_tails = both[:, 0], both[:, 1:]
                 scores = cv.score(y, oofs[scheme], scheme=scheme, folds=len(np.unique(folds_by[scheme])))
             else:
@@ -441,7 +459,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         frame_out["weight"] = weights
     tables = {}
     if tuned is not None:
-        metadata["tuning"] = tuning.tuning_metadata(recipe, tuned, names, schemes)
+        metadata["tuning"] = tuning.tuning_metadata(recipe, tuned, names, schemes, weights=tuning_weights)
         tables["tuning.csv"] = tuned.table
     return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
                        oof=frame_out, calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all,

@@ -34,8 +34,20 @@ scores best is added while it improves the score, up to ``max_features``.
 the per-fold values are kept in the tuning table. Ties go to the first candidate (grid order, or
 the order of the random draws) and, in selection, to the smaller subset.
 
+**Plot weights** (``[target] weights``, :mod:`sinks.learn.weights`): every fit, inner and outer,
+gets its training plots' weights as ``sample_weight`` (the inner CV is
+:func:`sinks.learn.cv.fold_predictions`), and the inner scores are the weighted metric. The weights'
+τ² is estimated from residuals, so for outer fold *k* it comes from an unweighted CV over the other
+folds only (:func:`sinks.learn.weights.nested_weights`); the final choice uses the weights of all
+folds, those of the final model. The outer (held-out) scores stay unweighted, as every CV score.
+
+**CQR** (``[intervals] method = "cqr"``): the outer fits predict the median (scored) and the two
+conditional quantiles (``predict``), so the nested OOF carry the held-out quantiles that CQR
+calibrates on; the inner CV scores the median.
+
 **Cost**: every candidate (parameter combination or feature subset) costs K−1 fits per outer fold
-and K for the final choice: folds x (folds − 1) x candidates + folds x candidates fits in all.
+and K for the final choice: folds x (folds − 1) x candidates + folds x candidates fits in all
+(weighted: plus folds x (folds − 1) unweighted fits for the outer folds' τ²).
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from tqdm.auto import tqdm
 
 from sinks import validate
 from sinks.errors import SpecError
+from sinks.learn import cv
 
 SEARCHES = ("grid", "random")
 METRICS = ("rmse", "mae", "r2")
@@ -206,16 +219,22 @@ def parse_selection(section: dict, *, params: dict, n_features: int, spec: str, 
 
 # ---- scores -------------------------------------------------------------------------------------
 
-def metric_value(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """RMSE, MAE or R² of ``pred`` against ``y`` (R² is NaN for a constant ``y``)."""
-    err = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
+def metric_value(metric: str, y: np.ndarray, pred: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """RMSE, MAE or R² of ``pred`` against ``y`` (R² is NaN for a constant ``y``).
+
+    With ``weight``, the weighted versions: sqrt(Σw·e² / Σw), Σw·|e| / Σw, and
+    1 − Σw·e² / Σw·(y − ȳ_w)² with ȳ_w the weighted mean.
+    """
+    y = np.asarray(y, dtype=float)
+    err = np.asarray(pred, dtype=float) - y
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
     if metric == "rmse":
-        return float(np.sqrt(np.mean(err**2)))
+        return float(np.sqrt(np.sum(w * err**2) / np.sum(w)))
     if metric == "mae":
-        return float(np.mean(np.abs(err)))
+        return float(np.sum(w * np.abs(err)) / np.sum(w))
     if metric == "r2":
-        ss = float(np.sum((y - np.mean(y)) ** 2))
-        return float(1 - np.sum(err**2) / ss) if ss > 0 else math.nan
+        ss = float(np.sum(w * (y - np.sum(w * y) / np.sum(w)) ** 2))
+        return float(1 - np.sum(w * err**2) / ss) if ss > 0 else math.nan
     raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
 
 
@@ -258,6 +277,7 @@ class NestedResult:
     table: pd.DataFrame
     fits: int
     extra: dict = field(default_factory=dict)
+    oof_extra: np.ndarray | None = None  # the outer fits' other ``predict`` columns (e.g. CQR's quantiles)
 
     def as_dict(self, names: Sequence[str]) -> dict:
         return {"outer": [{"fold": int(o["fold"]), **o["choice"].as_dict(names), "outer_score": o["score"]}
@@ -275,24 +295,30 @@ class _Searcher:
         self.fits = 0
 
     def evaluate(self, inner: Sequence, columns: Sequence[int], tuned: dict, metric: str, *,
-                 outer, stage: str, candidate: int) -> float:
-        """Pooled inner score of (columns, tuned params) over the plots of ``inner`` folds only."""
+                 outer, stage: str, candidate: int, weight: np.ndarray | None = None) -> float:
+        """Pooled inner score of (columns, tuned params) over the plots of ``inner`` folds only.
+
+        With ``weight`` (one per plot; only the inner folds' entries are read), every fit gets its
+        training plots' weights as ``sample_weight`` and the score is the weighted metric.
+        """
         cols = list(columns)
         rows = np.isin(self.folds, inner)
         oof = np.full(len(self.y), np.nan)
         per_fold = {}
-        params = {**self.base, **tuned}
+        w = None if weight is None else np.asarray(weight, dtype=float)[rows]
+        # the inner CV: leave each inner fold out in turn, as sinks.learn.cv does for any scheme
+        oof[rows] = cv.fold_predictions(self.make({**self.base, **tuned}), self.X[np.ix_(rows, cols)], self.y[rows],
+                                        self.folds[rows], scheme="inner", progress=False, sample_weight=w)[:, 0]
         for j in inner:
             test = self.folds == j
-            train = rows & ~test
-            model = self.make(params).fit(self.X[np.ix_(train, cols)], self.y[train])
-            oof[test] = model.predict(self.X[np.ix_(test, cols)])
-            per_fold[f"fold_{int(j)}"] = metric_value(metric, self.y[test], oof[test])
+            per_fold[f"fold_{int(j)}"] = metric_value(metric, self.y[test], oof[test],
+                                                      None if weight is None else weight[test])
             self.fits += 1
-        value = metric_value(metric, self.y[rows], oof[rows])
+        value = metric_value(metric, self.y[rows], oof[rows], w)
         self.rows.append({"outer_fold": outer, "stage": stage, "candidate": candidate,
                           "features": ";".join(self.names[c] for c in cols),
-                          "params": json.dumps(tuned, sort_keys=True), "metric": metric, "score": value,
+                          "params": json.dumps(tuned, sort_keys=True), "metric": metric,
+                          "weighted": weight is not None, "score": value,
                           "mean_of_folds": float(np.nanmean(list(per_fold.values()))) if per_fold else math.nan,
                           "chosen": False, **per_fold})
         if self.bar is not None:
@@ -303,13 +329,14 @@ class _Searcher:
         self.rows[index]["chosen"] = True
 
 
-def _forward(search: _Searcher, inner, selection: Selection, outer) -> tuple[tuple, tuple, float]:
+def _forward(search: _Searcher, inner, selection: Selection, outer, weight=None) -> tuple[tuple, tuple, float]:
     """Forward selection over the columns of X: (selected ascending, order added, inner score)."""
     p = search.X.shape[1]
     metric, candidate = selection.metric, 0
     best, best_score, best_row = None, None, None
     for combo in itertools.combinations(range(p), selection.min_features):
-        s = search.evaluate(inner, combo, {}, metric, outer=outer, stage="selection", candidate=candidate)
+        s = search.evaluate(inner, combo, {}, metric, outer=outer, stage="selection", candidate=candidate,
+                            weight=weight)
         candidate += 1
         if best is None or better(metric, s, best_score):
             best, best_score, best_row = combo, s, len(search.rows) - 1
@@ -321,7 +348,7 @@ def _forward(search: _Searcher, inner, selection: Selection, outer) -> tuple[tup
             if f in added:
                 continue
             s = search.evaluate(inner, sorted([*added, f]), {}, metric, outer=outer, stage="selection",
-                                candidate=candidate)
+                                candidate=candidate, weight=weight)
             candidate += 1
             if better(metric, s, round_score):
                 round_best, round_score, round_row = f, s, len(search.rows) - 1
@@ -335,19 +362,21 @@ def _forward(search: _Searcher, inner, selection: Selection, outer) -> tuple[tup
 
 
 def choose(search: _Searcher, inner: Sequence, *, tuning: Tuning | None, selection: Selection | None,
-           candidates: list[dict], outer) -> Choice:
-    """Select features (with the base params), then tune params on them, by CV over ``inner`` folds."""
+           candidates: list[dict], outer, weight: np.ndarray | None = None) -> Choice:
+    """Select features (with the base params), then tune params on them, by CV over ``inner`` folds
+    (weighted fits and scores with ``weight``)."""
     p = search.X.shape[1]
     columns, added, score = tuple(range(p)), (), math.nan
     metric = (tuning or selection).metric
     if selection is not None:
-        columns, added, score = _forward(search, inner, selection, outer)
+        columns, added, score = _forward(search, inner, selection, outer, weight)
         metric = selection.metric
     params: dict = {}
     if tuning is not None:
         best_score, best_row = None, None
         for i, cand in enumerate(candidates):
-            s = search.evaluate(inner, columns, cand, tuning.metric, outer=outer, stage="tuning", candidate=i)
+            s = search.evaluate(inner, columns, cand, tuning.metric, outer=outer, stage="tuning", candidate=i,
+                                weight=weight)
             if best_row is None or better(tuning.metric, s, best_score):
                 params, best_score, best_row = dict(cand), s, len(search.rows) - 1
         search.mark(best_row)
@@ -356,16 +385,33 @@ def choose(search: _Searcher, inner: Sequence, *, tuning: Tuning | None, selecti
                   inner_folds=tuple(int(j) for j in inner))
 
 
+def _weights_for(sample_weight, key) -> np.ndarray | None:
+    """The weights of the fits made for outer fold ``key`` (or ``"all"``: the final choice)."""
+    if sample_weight is None or isinstance(sample_weight, np.ndarray):
+        return sample_weight
+    return np.asarray(sample_weight[key], dtype=float)
+
+
 def nested_search(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, make: Callable[[dict], object],
                   params: Mapping, tuning: Tuning | None = None, selection: Selection | None = None,
                   names: Sequence[str] | None = None, seed: int = 0, scheme: str = "",
-                  progress: bool = True) -> NestedResult:
+                  progress: bool = True, sample_weight=None,
+                  predict: Callable[[object, np.ndarray], np.ndarray] | None = None) -> NestedResult:
     """Nested choice of features and/or parameters over the outer ``folds``; see the module doc.
 
     ``make(params)`` returns an unfitted estimator for a full parameter dict (``params`` with a
     candidate's values over them). Returns the nested OOF predictions (fold *k* predicted by a
     model whose choice never saw fold *k*), each outer fold's choice and score, the final choice
     (made on all folds) and the tuning table (one row per candidate evaluated).
+
+    ``sample_weight``: None, one weight per plot used by every fit, or a mapping from each outer
+    fold id to the weights of the plots outside that fold (its own entries are never read) and
+    ``"all"`` to those of the final choice (:func:`sinks.learn.weights.nested_weights`). Every fit,
+    inner and outer, then gets its training plots' weights, and the inner scores are the weighted
+    metric; the outer (held-out) scores and ``nested_score`` stay unweighted, as CV scores are
+    without tuning. ``predict(model, X_test)``, if given, is what the outer fits predict: an
+    (n, m) array whose column 0 is the point prediction (scored) and whose other columns come back
+    as ``oof_extra`` (e.g. CQR's conditional quantiles). The inner CV scores ``model.predict``.
     """
     if tuning is None and selection is None:
         raise ValueError("nested_search needs a tuning or a selection")
@@ -379,43 +425,60 @@ def nested_search(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, make: Call
     with tqdm(total=total, desc=f"tuning ({scheme or 'CV'}, nested)", unit="candidate",
               disable=not progress, leave=False) as bar:
         search = _Searcher(X, y, folds, make, params, names, bar)
-        outer, oof = [], np.full(len(y), np.nan)
+        outer, oof, extra_oof = [], np.full(len(y), np.nan), None
         for k in ids:
             inner = [j for j in ids if j != k]
-            choice = choose(search, inner, tuning=tuning, selection=selection, candidates=candidates, outer=k)
+            weight = _weights_for(sample_weight, k)
+            choice = choose(search, inner, tuning=tuning, selection=selection, candidates=candidates, outer=k,
+                            weight=weight)
             test = folds == k
             cols = list(choice.features)
-            model = make({**params, **choice.params}).fit(X[np.ix_(~test, cols)], y[~test])
-            oof[test] = model.predict(X[np.ix_(test, cols)])
+            fit = {} if weight is None else {"sample_weight": weight[~test]}
+            model = make({**params, **choice.params}).fit(X[np.ix_(~test, cols)], y[~test], **fit)
+            values = model.predict(X[np.ix_(test, cols)]) if predict is None else predict(model, X[np.ix_(test, cols)])
+            values = np.asarray(values, dtype=float).reshape(int(test.sum()), -1)
+            oof[test] = values[:, 0]
+            if values.shape[1] > 1:
+                if extra_oof is None:
+                    extra_oof = np.full((len(y), values.shape[1] - 1), np.nan)
+                extra_oof[test] = values[:, 1:]
             search.fits += 1
             outer.append({"fold": k, "choice": choice, "score": metric_value(choice.metric, y[test], oof[test])})
-        final = choose(search, ids, tuning=tuning, selection=selection, candidates=candidates, outer="all")
+        final = choose(search, ids, tuning=tuning, selection=selection, candidates=candidates, outer="all",
+                       weight=_weights_for(sample_weight, "all"))
     table = pd.DataFrame(search.rows)
     fold_columns = [f"fold_{k}" for k in ids]
     table = table.reindex(columns=[c for c in table.columns if c not in fold_columns]
                           + [c for c in fold_columns if c in table.columns])
-    extra = {"nested_score": metric_value(final.metric, y, oof), "candidates": len(candidates)}
-    return NestedResult(oof=oof, outer=outer, final=final, table=table, fits=search.fits, extra=extra)
+    extra = {"nested_score": metric_value(final.metric, y, oof), "candidates": len(candidates),
+             "weighted": sample_weight is not None}
+    return NestedResult(oof=oof, outer=outer, final=final, table=table, fits=search.fits, extra=extra,
+                        oof_extra=extra_oof)
 
 
 # ---- for sinks.learn.train ------------------------------------------------------------------------
 
 def nested_for_recipe(recipe, X: np.ndarray, y: np.ndarray, folds: np.ndarray, names: Sequence[str], *,
+                      params: Mapping | None = None, sample_weight=None, predict=None,
                       progress: bool = True) -> NestedResult | None:
-    """:func:`nested_search` with a recipe's estimator, params, ``[tuning]``, ``[selection]`` and seed
-    over the chosen scheme's ``folds``; ``None`` when the recipe asks for neither."""
+    """:func:`nested_search` with a recipe's estimator, params (``params``, default the recipe's:
+    CQR passes them with its quantile levels), ``[tuning]``, ``[selection]`` and seed over the
+    chosen scheme's ``folds``, with ``sample_weight`` and ``predict`` as there; ``None`` when the
+    recipe asks for neither."""
     from sinks.learn.estimators import make_estimator
 
     if recipe.tuning is None and recipe.selection is None:
         return None
-    result = nested_search(X, y, folds, make=lambda p: make_estimator(recipe.estimator, p), params=recipe.params,
-                           tuning=recipe.tuning, selection=recipe.selection, names=names, seed=recipe.seed,
-                           scheme=recipe.scheme, progress=progress)
-    return result
+    return nested_search(X, y, folds, make=lambda p: make_estimator(recipe.estimator, p),
+                         params=recipe.params if params is None else params, tuning=recipe.tuning,
+                         selection=recipe.selection, names=names, seed=recipe.seed, scheme=recipe.scheme,
+                         progress=progress, sample_weight=sample_weight, predict=predict)
 
 
-def tuning_metadata(recipe, result: NestedResult, names: Sequence[str], schemes: Sequence[str]) -> dict:
-    """The bundle's ``metadata["tuning"]``: settings, per outer fold and final choices, fit count."""
+def tuning_metadata(recipe, result: NestedResult, names: Sequence[str], schemes: Sequence[str],
+                    weights: dict | None = None) -> dict:
+    """The bundle's ``metadata["tuning"]``: settings, per outer fold and final choices, fit count;
+    ``weights`` (None: unweighted) says how the plot weights entered the search."""
     k = len(result.outer)
     order = ("features selected first with the [estimator] params, then params tuned on the selected features"
              if recipe.tuning and recipe.selection else "params tuned" if recipe.tuning else "features selected")
@@ -429,5 +492,8 @@ def tuning_metadata(recipe, result: NestedResult, names: Sequence[str], schemes:
         "nested_scheme": recipe.scheme,
         "not_nested": [s for s in schemes if s != recipe.scheme],
         "table": "tuning.csv",
+        "weights": weights,
+        "intervals": ("cqr: the outer fits' conditional quantiles are the held-out quantiles CQR calibrates on"
+                      if result.oof_extra is not None else None),
         **result.as_dict(names),
     }
