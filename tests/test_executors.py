@@ -88,3 +88,31 @@ def test_a_map_at_another_level_is_the_same_on_processes_and_narrower_at_80(demo
         width_80 = (a.read(upper) - a.read(lower))[valid]
         width_90 = (b.read(upper) - b.read(lower))[valid]
         assert (width_80 <= width_90 + 1e-4).all() and width_80.mean() < width_90.mean()
+
+
+def test_gdal_cache_is_capped_unless_the_user_set_it(monkeypatch):
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    ex.limit_gdal_cache()
+    import os
+
+    assert os.environ["GDAL_CACHEMAX"] == str(ex.MAP_GDAL_CACHE_MB)
+    monkeypatch.setenv("GDAL_CACHEMAX", "2048")
+    ex.limit_gdal_cache()
+    assert os.environ["GDAL_CACHEMAX"] == "2048"  # the user's choice wins
+
+
+def test_checkpoint_tiles_are_band_interleaved(tmp_path):
+    """The COG step reads tiles through a VRT keeping many open: one band per block bounds that."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from sinks.mapping.resume import TileStore
+    from sinks.mapping.tiles import Tile
+
+    store = TileStore(tmp_path / "store", nodata=-9999.0, transform=Affine(30, 0, 0, 0, -30, 0), n_bands=3)
+    store.folder.mkdir(parents=True, exist_ok=True)
+    store.write(Tile(0, Window(0, 0, 32, 32), np.ones((3, 32, 32), dtype=np.float32), 1024, 1024))
+    with rasterio.open(store.path(0)) as ds:
+        assert ds.interleaving.value.lower() == "band" and ds.count == 3

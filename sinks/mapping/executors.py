@@ -35,9 +35,27 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: GDAL's block cache in every process of a map job, in MiB, unless ``GDAL_CACHEMAX`` is set. GDAL's
+#: own default is 5 % of the machine's memory (1.2 GiB here, 6.4 GiB on a 128 GiB server) and every
+#: process filled it with stack blocks it reads once: the 10^8-pixel map peaked at 2.0 GiB serial,
+#: workers at 1.5 GiB each; at 128 MiB, 0.93 GiB and 0.39 GiB (benchmarks/results/mapping_memory.json).
+#: Windows follow the stack's blocks, so a larger cache gains nothing.
+MAP_GDAL_CACHE_MB = 128
+
+
+def limit_gdal_cache() -> None:
+    """Cap GDAL's block cache at :data:`MAP_GDAL_CACHE_MB` unless the user set ``GDAL_CACHEMAX``.
+
+    GDAL reads the setting when its cache is first used, so this is called before a process reads
+    any raster: at the start of a map, in each worker process, and before each tile (a Dask worker's
+    first tile)."""
+    os.environ.setdefault("GDAL_CACHEMAX", str(MAP_GDAL_CACHE_MB))
+
+
 def run_tile(job: TileJob, index: int, window, store=None) -> Tile:
     """Compute one tile; with a ``store`` (:class:`~sinks.mapping.resume.TileStore`) write it there
     and return it without its data (so only counts travel back from a worker)."""
+    limit_gdal_cache()
     tile = compute_tile(job, index, window)
     if store is None:
         return tile
@@ -121,6 +139,7 @@ class ThreadExecutor(_FuturesExecutor):
 def _init_worker(threads: int) -> None:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
+    limit_gdal_cache()
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts the pool down
@@ -189,6 +208,7 @@ class DaskExecutor:
     def close(self) -> None:
         if self._own:
             self.client.close()
+            self._own = False
 
 
 def make_executor(name: str = "serial", *, workers: int = 1, scheduler=None):

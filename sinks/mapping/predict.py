@@ -150,6 +150,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     from sinks.mapping import executors as ex
     from sinks.mapping.tiles import TileJob, check_stack, forget, seed_bundle, set_threads
 
+    ex.limit_gdal_cache()  # before this process reads any raster (GDAL reads it once)
     block = check_block(block)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise InputError(f"n_jobs must be a positive integer (workers), got {n_jobs!r}")
@@ -231,6 +232,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
             for index in store.done():
                 store.path(index).unlink(missing_ok=True)
         counts = _run(runner, job, store, windows, done, progress)
+        runner.close()  # idle workers hold memory: gone before the COG step
         if counts["valid"] == 0:
             store.remove()
             finished = True
