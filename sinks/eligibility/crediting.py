@@ -551,6 +551,27 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
     return report
 
 
+def _map_record(parcel, row, shares: dict, controls, cterms, dt: float, aoa_threshold: float) -> dict:
+    """The map route's record of an eligible parcel: its zonal ``row`` and area ``shares``, the
+    matched ``controls`` (or None), over ``dt`` years."""
+    if controls is not None and controls["baseline_tco2e_ha_yr"] is None:
+        return _zero(f"no baseline: the matched controls {controls['reason']}; not credited", "no_baseline")
+    if row is None or not row["pixels_valid"]:
+        return _zero("no map data on the parcel in both epochs", "no_map_data")
+    share = shares["outside_aoa_share"]
+    if share is None or share > aoa_threshold:
+        return _zero(f"{'unknown' if share is None else f'{share:.0%}'} of the mapped area is outside the "
+                     f"model's area of applicability (threshold {aoa_threshold:.0%}): needs field "
+                     "measurement, not credited from the map", "needs_field_measurement")
+    change = float(row["total_t_co2e_yr"]) * dt
+    sd = float(row["sd_t_co2e_yr"]) * dt
+    record = credit_parcel(cterms, change, sd, dt, float(shares["mapped_area_ha"]),
+                           baseline_sd_rate=(controls or {}).get("baseline_sd_tco2e_ha_yr") or 0.0)
+    unmapped = 1 - shares["mapped_area_ha"] / parcel.area_ha if parcel.area_ha > 0 else 0
+    return _set_status(record, "credited from the maps" + (
+        f"; {unmapped:.0%} of the parcel has no map data and is not credited" if unmapped > 0.005 else ""))
+
+
 def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, start_date_column,
                  epoch_correlation, error_range_m, error_nugget, aoa_threshold, allow_different_models,
                  controls_covariates, caliper, progress, source):
@@ -625,25 +646,7 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
                           "nodata_share": row["nodata_share"], "outside_aoa_share": _nan_none(row["outside_aoa_share"]),
                           "pixels": int(row["pixels"]), "error_model": row["error_model"],
                           "variance_method": row["variance_method"]}
-            record = _not_eligible(parcel)
-            if record is None and controls is not None and controls["baseline_tco2e_ha_yr"] is None:
-                record = _zero(f"no baseline: the matched controls {controls['reason']}; not credited",
-                               "no_baseline")
-            elif record is None and (row is None or not row["pixels_valid"]):
-                record = _zero("no map data on the parcel in both epochs", "no_map_data")
-            elif record is None and (shares["outside_aoa_share"] is None or shares["outside_aoa_share"] > aoa_threshold):
-                share = shares["outside_aoa_share"]
-                record = _zero(f"{'unknown' if share is None else f'{share:.0%}'} of the mapped area is outside the "
-                               f"model's area of applicability (threshold {aoa_threshold:.0%}): needs field "
-                               "measurement, not credited from the map", "needs_field_measurement")
-            elif record is None:
-                change = float(row["total_t_co2e_yr"]) * dt
-                sd = float(row["sd_t_co2e_yr"]) * dt
-                record = credit_parcel(cterms, change, sd, dt, float(shares["mapped_area_ha"]),
-                                       baseline_sd_rate=(controls or {}).get("baseline_sd_tco2e_ha_yr") or 0.0)
-                unmapped = 1 - shares["mapped_area_ha"] / parcel.area_ha if parcel.area_ha > 0 else 0
-                _set_status(record, "credited from the maps" + (
-                    f"; {unmapped:.0%} of the parcel has no map data and is not credited" if unmapped > 0.005 else ""))
+            record = _not_eligible(parcel) or _map_record(parcel, row, shares, controls, cterms, dt, aoa_threshold)
             record.update(shares)
             record["start_date"] = starts[i].isoformat() if starts[i] else None
             results[pid] = record
