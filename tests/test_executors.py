@@ -90,15 +90,27 @@ def test_a_map_at_another_level_is_the_same_on_processes_and_narrower_at_80(demo
         assert (width_80 <= width_90 + 1e-4).all() and width_80.mean() < width_90.mean()
 
 
-def test_gdal_cache_is_capped_unless_the_user_set_it(monkeypatch):
-    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
-    ex.limit_gdal_cache()
+def test_gdal_cache_is_capped_and_split_among_worker_processes_unless_the_user_set_it(monkeypatch):
     import os
 
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    monkeypatch.delenv("SINKS_GDAL_CACHEMAX", raising=False)
+    ex.limit_gdal_cache()  # the main process
     assert os.environ["GDAL_CACHEMAX"] == str(ex.MAP_GDAL_CACHE_MB)
+    ex.limit_gdal_cache(2)  # a worker inheriting the main's environment: its share
+    assert os.environ["GDAL_CACHEMAX"] == str(ex.MAP_GDAL_CACHE_MB // 2)
+    ex.limit_gdal_cache(1000)
+    assert os.environ["GDAL_CACHEMAX"] == str(ex.MIN_GDAL_CACHE_MB)
     monkeypatch.setenv("GDAL_CACHEMAX", "2048")
-    ex.limit_gdal_cache()
-    assert os.environ["GDAL_CACHEMAX"] == "2048"  # the user's choice wins
+    for workers in (1, 2):
+        ex.limit_gdal_cache(workers)
+        assert os.environ["GDAL_CACHEMAX"] == "2048"  # the user's choice wins, in every process
+
+
+def test_executors_say_how_many_processes_share_the_cache():
+    assert ex.make_executor("serial").processes == 1
+    assert ex.make_executor("threads", workers=3).processes == 1
+    assert ex.make_executor("processes", workers=3).processes == 3
 
 
 def test_checkpoint_tiles_are_band_interleaved(tmp_path):
@@ -116,3 +128,17 @@ def test_checkpoint_tiles_are_band_interleaved(tmp_path):
     store.write(Tile(0, Window(0, 0, 32, 32), np.ones((3, 32, 32), dtype=np.float32), 1024, 1024))
     with rasterio.open(store.path(0)) as ds:
         assert ds.interleaving.value.lower() == "band" and ds.count == 3
+
+
+def test_cog_conversion_holds_few_sources_and_a_small_cache_unless_the_user_chose(monkeypatch):
+    from sinks import cog
+
+    for name in ("GDAL_CACHEMAX", "SINKS_GDAL_CACHEMAX", "GDAL_MAX_DATASET_POOL_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cog._conversion_options() == {"GDAL_MAX_DATASET_POOL_SIZE": cog.VRT_SOURCE_POOL,
+                                         "GDAL_CACHEMAX": cog.COG_GDAL_CACHE_MB * 2**20}
+    ex.limit_gdal_cache()  # sinks' own cap is not the user's choice
+    assert "GDAL_CACHEMAX" in cog._conversion_options()
+    monkeypatch.setenv("GDAL_CACHEMAX", "512")
+    monkeypatch.setenv("GDAL_MAX_DATASET_POOL_SIZE", "50")
+    assert cog._conversion_options() == {}

@@ -35,27 +35,51 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: GDAL's block cache in every process of a map job, in MiB, unless ``GDAL_CACHEMAX`` is set. GDAL's
-#: own default is 5 % of the machine's memory (1.2 GiB here, 6.4 GiB on a 128 GiB server) and every
-#: process filled it with stack blocks it reads once: the 10^8-pixel map peaked at 2.0 GiB serial,
-#: workers at 1.5 GiB each; at 128 MiB, 0.93 GiB and 0.39 GiB (benchmarks/results/mapping_memory.json).
-#: Windows follow the stack's blocks, so a larger cache gains nothing.
+#: GDAL's block cache of a map job, in MiB, unless ``GDAL_CACHEMAX`` is set: the main process's,
+#: shared by its threads, and split evenly among worker processes (at least
+#: :data:`MIN_GDAL_CACHE_MB` each), so the job's caches together stay near it. GDAL's own default is
+#: 5 % of the machine's memory (1.2 GiB here, 6.4 GiB on a 128 GiB server) in every process, and
+#: every process filled it with stack blocks it reads once: the 10^8-pixel map peaked at 2.0 GiB
+#: serial, workers at 1.5 GiB each; at 128 MiB, 0.93 GiB and 0.39 GiB
+#: (benchmarks/results/mapping_memory.json). Windows follow the stack's blocks, so a larger cache
+#: gains nothing.
 MAP_GDAL_CACHE_MB = 128
+MIN_GDAL_CACHE_MB = 16
 
 
-def limit_gdal_cache() -> None:
-    """Cap GDAL's block cache at :data:`MAP_GDAL_CACHE_MB` unless the user set ``GDAL_CACHEMAX``.
+def limit_gdal_cache(workers: int = 1) -> None:
+    """Cap GDAL's block cache in this process at ``MAP_GDAL_CACHE_MB // workers`` MiB (``workers``:
+    the job's worker processes this one is one of; 1 for the main process) unless the user set
+    ``GDAL_CACHEMAX``, whose value then holds in every process.
 
     GDAL reads the setting when its cache is first used, so this is called before a process reads
-    any raster: at the start of a map, in each worker process, and before each tile (a Dask worker's
-    first tile)."""
-    os.environ.setdefault("GDAL_CACHEMAX", str(MAP_GDAL_CACHE_MB))
+    any raster: at the start of a map, and before each tile (a worker's first tile)."""
+    from sinks.cog import GDAL_CACHE_SET_BY_SINKS, gdal_cache_chosen_by_user
+
+    if gdal_cache_chosen_by_user():
+        return
+    mb = str(max(MIN_GDAL_CACHE_MB, MAP_GDAL_CACHE_MB // max(1, int(workers))))
+    os.environ["GDAL_CACHEMAX"] = os.environ[GDAL_CACHE_SET_BY_SINKS] = mb
+
+
+def release_memory() -> None:
+    """Return the heap memory this process has freed to the system (glibc's ``malloc_trim``;
+    nothing elsewhere). Called between the tiles and the COG step: freed tile buffers otherwise
+    stay in the allocator's arenas, under the COG step's own memory."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - not glibc
+        pass
 
 
 def run_tile(job: TileJob, index: int, window, store=None) -> Tile:
     """Compute one tile; with a ``store`` (:class:`~sinks.mapping.resume.TileStore`) write it there
     and return it without its data (so only counts travel back from a worker)."""
-    limit_gdal_cache()
+    limit_gdal_cache(job.cache_workers)
     tile = compute_tile(job, index, window)
     if store is None:
         return tile
@@ -68,6 +92,7 @@ class SerialExecutor:
 
     name = "serial"
     workers = 1
+    processes = 1  # processes sharing the job's GDAL cache budget (limit_gdal_cache)
     writes_on_workers = True
 
     def threads_per_worker(self, cores: int) -> int:
@@ -83,6 +108,7 @@ class SerialExecutor:
 
 class _FuturesExecutor:
     writes_on_workers = True
+    processes = 1
 
     def __init__(self, workers: int):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -139,7 +165,6 @@ class ThreadExecutor(_FuturesExecutor):
 def _init_worker(threads: int) -> None:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
-    limit_gdal_cache()
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts the pool down
@@ -150,12 +175,15 @@ class ProcessExecutor(_FuturesExecutor):
 
     name = "processes"
 
+    @property
+    def processes(self) -> int:
+        return self.workers
+
     def _make_pool(self, job: TileJob):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["sinks.mapping.tiles", "sinks.mapping.resume"])
+        context = multiprocessing.get_context("forkserver")  # no preload: the fork server stays ~20 MiB
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
                                    initargs=(job.threads,))
 
@@ -180,7 +208,9 @@ class DaskExecutor:
             self.client = distributed.Client(scheduler, timeout="20s") if self._own else scheduler
         except (OSError, TimeoutError) as exc:
             raise InputError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from exc
-        self.workers = max(1, sum(self.client.nthreads().values()))
+        nthreads = self.client.nthreads()
+        self.workers = max(1, sum(nthreads.values()))
+        self.processes = max(1, len(nthreads))
 
     def threads_per_worker(self, cores: int) -> int:
         return 1

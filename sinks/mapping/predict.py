@@ -204,7 +204,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     job = TileJob(bundle_path=str(bundle.path), grid=grid, bands=tuple(names),
                   keys=tuple(available[n] for n in names), spec=spec if stack is None else None,
                   stack=str(stack) if stack is not None else None, stack_indexes=stack_indexes,
-                  threads=threads, fast_target=fast, key=key,
+                  threads=threads, cache_workers=runner.processes,
+                  fast_target=fast, key=key,
                   level=None if level is None else bundle.interval.level)
     if executor in ("serial", "threads"):
         set_threads(bundle.model, threads)
@@ -233,6 +234,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
                 store.path(index).unlink(missing_ok=True)
         counts = _run(runner, job, store, windows, done, progress)
         runner.close()  # idle workers hold memory: gone before the COG step
+        forget(job)  # and this process's readers, with their cached stack blocks
+        ex.release_memory()
         if counts["valid"] == 0:
             store.remove()
             finished = True

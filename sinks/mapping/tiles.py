@@ -36,7 +36,9 @@ class TileJob:
     ``bands`` are the output band names in file order; ``keys`` the matching keys of
     :meth:`sinks.bundle.Bundle.predict`'s result (``prediction`` for the target band). ``stack``
     and ``stack_indexes`` (1-based band of each feature) replace ``spec`` when mapping from a stack.
-    ``threads`` is the model's thread count in each worker; ``level`` the interval level when it is
+    ``threads`` is the model's thread count in each worker; ``cache_workers`` the number of worker
+    processes sharing GDAL's block cache budget (1: tiles run in the main process; see
+    :func:`sinks.mapping.executors.limit_gdal_cache`); ``level`` the interval level when it is
     not the bundle's own; ``fast_target`` allows the target band
     alone to be predicted by the model without the interval/DI work (see :func:`predict_rows`).
     """
@@ -49,6 +51,7 @@ class TileJob:
     stack: str | None = None
     stack_indexes: tuple[int, ...] | None = None
     threads: int = 1
+    cache_workers: int = 1
     fast_target: bool = False
     level: float | None = None  # interval level when not the bundle's own (Bundle.at_level)
     key: str = field(default="", compare=False)
