@@ -52,6 +52,22 @@ def test_dask_local_cluster_gives_identical_bytes(demo, reference, tmp_path):
             assert out2.read_bytes() == reference
 
 
+def test_dask_workers_drop_the_job_when_the_map_ends(demo, tmp_path):
+    """A cluster outlives a map: its workers must not keep each job's bundle and open datasets."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, executor="dask",
+                        scheduler=client, bands="carbon,di", progress=False)
+
+            def cached():
+                from sinks.mapping import tiles
+
+                return len(tiles._BUNDLES), sum(len(r) for r in tiles._READERS.values())
+
+            assert set(client.run(cached).values()) == {(0, 0)}
+
+
 def test_workers_times_threads_within_the_cores():
     for cores in (1, 2, 3, 16):
         assert ex.SerialExecutor().threads_per_worker(cores) == cores

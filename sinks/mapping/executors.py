@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 
 from sinks.constants import EXECUTORS  # defined there: the CLI lists it at start-up
 from sinks.errors import InputError, MissingDependencyError
-from sinks.mapping.tiles import Tile, TileJob, compute_tile
+from sinks.mapping.tiles import Tile, TileJob, compute_tile, forget
 
 
 def available_cores() -> int:
@@ -204,6 +204,7 @@ class DaskExecutor:
         if scheduler is None:
             raise InputError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
         self._own = not isinstance(scheduler, distributed.Client)
+        self._job = None
         try:
             self.client = distributed.Client(scheduler, timeout="20s") if self._own else scheduler
         except (OSError, TimeoutError) as exc:
@@ -218,6 +219,7 @@ class DaskExecutor:
     def tiles(self, job: TileJob, todo: Iterable, store=None) -> Iterator[Tile]:
         from distributed import as_completed
 
+        self._job = job
         [job_future] = self.client.scatter([job], broadcast=True)
         todo = iter(todo)
         limit = 2 * self.workers
@@ -236,9 +238,22 @@ class DaskExecutor:
                 future.cancel()
 
     def close(self) -> None:
+        """Drop the job's bundle and datasets on every worker (a cluster outlives the map), then
+        disconnect from a cluster this executor connected to."""
+        if self._job is not None:
+            try:
+                self.client.run(_release_job, self._job)
+            except Exception:  # noqa: BLE001 - workers that are gone hold nothing
+                pass
+            self._job = None
         if self._own:
             self.client.close()
             self._own = False
+
+
+def _release_job(job: TileJob) -> None:
+    forget(job)
+    release_memory()
 
 
 def make_executor(name: str = "serial", *, workers: int = 1, scheduler=None):
