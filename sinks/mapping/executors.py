@@ -242,7 +242,7 @@ class DaskExecutor:
         disconnect from a cluster this executor connected to."""
         if self._job is not None:
             try:
-                self.client.run(_release_job, self._job)
+                self.client.run(release_job, self._job)
             except Exception:  # noqa: BLE001 - workers that are gone hold nothing
                 pass
             self._job = None
@@ -251,7 +251,9 @@ class DaskExecutor:
             self._own = False
 
 
-def _release_job(job: TileJob) -> None:
+def release_job(job: TileJob) -> None:
+    """Drop this process's bundle and datasets of ``job`` and return the freed heap (a worker once
+    the map ends; the main process before the COG step)."""
     forget(job)
     release_memory()
 

@@ -234,8 +234,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
                 store.path(index).unlink(missing_ok=True)
         counts = _run(runner, job, store, windows, done, progress)
         runner.close()  # idle workers hold memory: gone before the COG step
-        forget(job)  # and this process's readers, with their cached stack blocks
-        ex.release_memory()
+        ex.release_job(job)  # and this process's readers, with their cached stack blocks
         if counts["valid"] == 0:
             store.remove()
             finished = True
