@@ -91,15 +91,13 @@ def _inputs(args) -> list[str]:
 
 
 def run(args) -> None:
-    from sinks.eligibility.crediting import credit, parse_term_overrides
+    from sinks.eligibility.crediting import check_route, credit, parse_term_overrides
     from sinks.eligibility.report import write_report
     from sinks.eligibility.rules import load_ruleset, parse_layer_values, parse_overrides
     from sinks.errors import InputError
     from sinks.io import read_table
 
-    if bool(args.maps) == bool(args.growth):
-        raise InputError("give either --maps T1 T2 (two carbon maps) or --growth TABLE (ex ante from a growth-curve "
-                         "table), " + ("not both" if args.maps else "one of the two"))
+    check_route(args.maps, args.growth or None)  # before the parcels are read
     ruleset = load_ruleset(args.methodology, parse_overrides(args.param), parse_layer_values(args.layer_values),
                            terms=parse_term_overrides(args.term))
     layers = _layers(args.layer)

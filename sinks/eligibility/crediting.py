@@ -437,6 +437,13 @@ def _methodology_block(ruleset, cterms) -> dict:
             "source": ruleset.source or ruleset.methodology, **cterms.describe()}
 
 
+def check_route(maps, growth) -> None:
+    """Refuse anything but one route: two carbon maps (``maps``), or a growth-curve table (``growth``)."""
+    if (growth is None) == (maps is None or len(maps) == 0):
+        raise InputError("give either --maps T1 T2 (two carbon maps) or --growth TABLE (ex ante from a growth-curve "
+                         "table), " + ("not both" if growth is not None else "one of the two"))
+
+
 def credit(parcels, methodology, maps=None, years=None, *, growth=None, layers: dict | None = None,
            start_date=None, start_date_column: str = "start_date", params: dict | None = None,
            terms: dict | None = None, layer_values: dict | None = None, epoch_correlation: float = 0.0,
@@ -461,9 +468,7 @@ def credit(parcels, methodology, maps=None, years=None, *, growth=None, layers: 
     then the matched controls' sink (:func:`sinks.eligibility.controls.match_controls`), replacing the
     methodology's baseline term; a failing balance is reported and nothing is credited.
     """
-    if (growth is None) == (maps is None or len(maps) == 0):
-        raise InputError("crediting needs either two carbon maps (--maps T1 T2) or a growth-curve table "
-                         "(--growth TABLE, ex ante), " + ("not both" if growth is not None else "one of the two"))
+    check_route(maps, growth)
     if growth is not None:
         given = [name for name, value, default in (
             ("--epoch-correlation", epoch_correlation, 0.0), ("--error-range-m", error_range_m, None),

@@ -107,22 +107,26 @@ class GrowthCurve:
                 return {k: v for k, v in ((i, 1.0 - w), (i + 1, w)) if v != 0}
         raise ValueError(f"age {age} outside the curve")
 
+    def _level(self, weights: dict[int, float]) -> float:
+        """Σ c_i v_i in t CO2e/ha for coefficients ``weights`` (row index -> c_i)."""
+        return sum(c * self.rows[i].value * self.rows[i].factor for i, c in weights.items())
+
+    def stock_tco2e_ha(self, age: float) -> float:
+        """The stock at ``age`` (years), t CO2e/ha (relative to age 0 for an increment curve)."""
+        return self._level(self.stock_weights(age))
+
     def change(self, age0: float, age1: float) -> dict:
         """Expected change of stock from stand age ``age0`` to ``age1`` (years), t CO2e/ha, with its
         sd (None when a row it uses gives no uncertainty) and the rows used with their weights."""
         w0, w1 = self.stock_weights(age0), self.stock_weights(age1)
         weights = {i: w1.get(i, 0.0) - w0.get(i, 0.0) for i in sorted(set(w0) | set(w1))}
         weights = {i: c for i, c in weights.items() if c != 0}
-
-        def level(w):
-            return sum(c * self.rows[i].value * self.rows[i].factor for i, c in w.items())
-
         lacking = [self.rows[i].row for i in weights if self.rows[i].sd is None]
         sd = None if lacking else sum(abs(c) * self.rows[i].sd * self.rows[i].factor for i, c in weights.items())
         return {"species_group": self.species_group, "site_class": self.site_class, "quantity": self.quantity,
                 "unit": self.unit, "age_start_yr": age0, "age_end_yr": age1,
-                "stock_start_tco2e_ha": level(w0), "stock_end_tco2e_ha": level(w1),
-                "change_tco2e_ha": level(w1) - level(w0), "change_sd_tco2e_ha": sd, "rows_without_sd": lacking,
+                "stock_start_tco2e_ha": self._level(w0), "stock_end_tco2e_ha": self._level(w1),
+                "change_tco2e_ha": self._level(w1) - self._level(w0), "change_sd_tco2e_ha": sd, "rows_without_sd": lacking,
                 "rows": [{"row": self.rows[i].row, "age_yr": self.rows[i].age_yr, "weight": c,
                           "source": self.rows[i].source, "checked": self.rows[i].checked}
                          for i, c in weights.items()]}
@@ -250,8 +254,7 @@ def _curve(rows: list[GrowthRow], where_file: str, max_tco2e_ha: float, max_sour
                         "change")
     curve = GrowthCurve(first.species_group, first.site_class, first.quantity, first.unit, tuple(rows))
     for row in rows:
-        stock = sum(c * curve.rows[i].value * curve.rows[i].factor
-                    for i, c in curve.stock_weights(row.age_yr).items())
+        stock = curve.stock_tco2e_ha(row.age_yr)
         if stock > max_tco2e_ha:
             raise SpecError(f"{where_file}: row {row.row} ({key}, age {row.age_yr:g}): a stock of {stock:,.0f} "
                             f"t CO2e/ha is above the highest documented carbon density ({max_tco2e_ha:,.0f} t CO2e/ha: "
