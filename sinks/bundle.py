@@ -27,15 +27,17 @@ import platform
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from sinks.errors import InputError, ModelMismatchError
 from sinks.io import atomic_path, sha256_file
 from sinks.learn.aoa import AOAReference, ErrorProfile
-from sinks.learn.estimators import load_model, save_model
 from sinks.learn.intervals import AdaptiveInterval, ConformalInterval, QuantileInterval
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: 2: the interval's difficulty s is the nearest plot's neighbourhood mean (``plot_s`` in
 #: calibration.npz) and the AOA stores its search rotation; bundles of format 1 must be retrained.
@@ -153,7 +155,7 @@ class Bundle:
         -1 = all cores), or 1 for a model without one. The queries run after the model's predict,
         never beside it, so they use the same threads without oversubscribing; a mapping worker that
         gives its model one thread (``set_n_jobs(model, 1)``) gets single-threaded queries too."""
-        from sinks.learn.estimators import effective_n_jobs
+        from sinks.threads import effective_n_jobs
 
         try:
             params = self.model.get_params()
@@ -162,6 +164,15 @@ class Bundle:
         if "n_jobs" not in params:
             return 1
         return effective_n_jobs(params["n_jobs"])
+
+    def output_keys(self) -> tuple[str, ...]:
+        """The keys of :meth:`predict`'s result, in order."""
+        return ("prediction", "lower", "upper", "di", "aoa") + (("error",) if self.error_profile is not None else ())
+
+    def predict_target(self, X: np.ndarray) -> np.ndarray:
+        """The model's prediction alone (float32), as :meth:`predict` gives it, without the
+        interval and DI work (a map of the target band alone)."""
+        return np.asarray(self.model.predict(self.model_input(np.asarray(X, dtype=np.float32))), dtype=np.float32)
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
@@ -177,8 +188,8 @@ class Bundle:
                 f"bundle {self.bundle_id} expects {len(self.feature_names)} features "
                 f"({', '.join(self.feature_names)}), got an array with {X.shape[-1]} columns"
             )
+        prediction = self.predict_target(X)
         X = self.model_input(X)  # the selected features, when [selection] chose some
-        prediction = self.model.predict(X).astype(np.float32)
         workers = self.query_workers()
         if isinstance(self.interval, AdaptiveInterval) and self.plot_difficulty is not None:
             di64, nearest = self.aoa.nearest(X, workers=workers)
@@ -221,6 +232,8 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
     folder = Path(folder)
     with atomic_path(folder, suffix="", folder_kind="bundle") as tmp:
         tmp.mkdir()
+        from sinks.learn.estimators import save_model
+
         save_model(kind, model, tmp)
         aoa.save(tmp / "aoa.npz")
         if calibration:
@@ -247,8 +260,14 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
     return folder
 
 
-def load_bundle(folder: str | os.PathLike) -> Bundle:
-    """Load and verify a bundle (every file's sha256 must match its metadata)."""
+def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bundle:
+    """Load and verify a bundle (every file's sha256 must match its metadata).
+
+    ``predict_only``: the bundle is only asked to predict (maps), so an XGBoost regressor is loaded
+    as a :class:`~sinks.learn.xgb_native.NativeBooster` where the library allows (the same
+    predictions, without importing the xgboost package and scikit-learn); its ``model`` then has
+    ``predict`` and ``n_jobs`` only.
+    """
     folder = Path(folder)
     meta_path = folder / "metadata.json"
     if not meta_path.exists():
@@ -287,7 +306,17 @@ def load_bundle(folder: str | os.PathLike) -> Bundle:
         raise ModelMismatchError(f"{folder}: calibration.npz lacks the plots' difficulty (plot_s) that its "
                                  f"{interval.method} interval needs; retrain it with `sinks train`")
     profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
-    return Bundle(folder, meta, load_model(meta["estimator"]["kind"], folder), interval,
+    kind = meta["estimator"]["kind"]
+    model = None
+    if predict_only:
+        from sinks.learn.xgb_native import native_model
+
+        model = native_model(kind, folder / "model.json")
+    if model is None:
+        from sinks.learn.estimators import load_model
+
+        model = load_model(kind, folder)
+    return Bundle(folder, meta, model, interval,
                   AOAReference.load(folder / "aoa.npz"), abs_residual, profile, difficulty, plot_s)
 
 

@@ -18,6 +18,7 @@ import rasterio
 from rasterio.shutil import copy as rio_copy
 
 from sinks.io import atomic_path
+from sinks.threads import available_cores
 
 #: Nodata for float outputs: the GeoTIFF convention of a value outside any real range.
 FLOAT_NODATA = -9999.0
@@ -71,10 +72,7 @@ def cog_threads() -> int:
     text = os.environ.get("SINKS_COG_THREADS", "")
     if text.isdigit() and int(text) > 0:
         return int(text)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 #: Options of the conversion to a COG, each unless the user set it. ``GDAL_MAX_DATASET_POOL_SIZE``:

@@ -14,11 +14,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from sinks.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VECTOR_SUFFIXES = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 TABLE_SUFFIXES = {".csv", ".parquet", ".geoparquet", *VECTOR_SUFFIXES}
@@ -110,6 +113,8 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.Data
             codecs.lookup(encoding)
         except LookupError:
             raise InputError(f"--encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, gbk, gb18030)") from None
+    import pandas as pd
+
     tried = [encoding] if encoding else list(CSV_ENCODINGS)
     for i, name in enumerate(tried):
         try:
@@ -157,6 +162,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         import geopandas as gpd
 
         return gpd.read_parquet(path)
+    import pandas as pd
+
     return pd.read_parquet(path)
 
 
@@ -175,6 +182,8 @@ def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str 
     if {"x", "y"} <= set(frame.columns):
         if crs is None:
             raise InputError(f"{source}: has x/y columns but no CRS; pass --crs (e.g. EPSG:32648)")
+        import pandas as pd
+
         x = pd.to_numeric(frame["x"], errors="coerce")
         y = pd.to_numeric(frame["y"], errors="coerce")
         bad = np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))
@@ -413,6 +422,7 @@ def _remove(entry: Path) -> None:
 def _write_table_file(frame: pd.DataFrame, tmp: Path, path: Path) -> None:
     suffix = path.suffix.lower()
     import geopandas as gpd
+    import pandas as pd
 
     is_geo = isinstance(frame, gpd.GeoDataFrame) and "geometry" in frame.columns
     if suffix == ".csv":
@@ -489,6 +499,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_frame(frame: pd.DataFrame) -> str:
     """Hex sha256 of a table's content (column names and values, row order kept)."""
+    import pandas as pd
+
     digest = hashlib.sha256()
     digest.update("\x1f".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).values.tobytes())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 
-from sinks.errors import SpecError
+from sinks.errors import InputError, SpecError
 
 _MISSING = object()
 
@@ -88,3 +89,11 @@ def _range(minimum, maximum, exclusive_minimum, exclusive_maximum) -> str:
     if maximum is not None:
         parts.append(f"{'<' if exclusive_maximum else '<='} {maximum:g}")
     return " and ".join(parts)
+
+
+def check_block(block) -> int:
+    """A window size: an integer multiple of 16 (the GeoTIFF tile size), at least 16."""
+    if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 16 or block % 16:
+        raise InputError(f"block must be a multiple of 16 (the GeoTIFF tile size) and at least 16, got {block!r}; "
+                         "e.g. 256 or 512")
+    return int(block)

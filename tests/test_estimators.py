@@ -114,8 +114,10 @@ def test_defaults_are_reproducible_and_thread_count_is_settable():
         assert all(pool["num_threads"] == 1 for pool in threadpool_info())
     import joblib
 
-    assert E.effective_n_jobs(-1) == E.effective_n_jobs(0) == E.effective_n_jobs(None) == joblib.cpu_count()
-    assert E.effective_n_jobs(2) == 2 and E.effective_n_jobs(-1000) == 1
+    from sinks.threads import effective_n_jobs
+
+    assert effective_n_jobs(-1) == effective_n_jobs(0) == effective_n_jobs(None) == joblib.cpu_count()
+    assert effective_n_jobs(2) == 2 and effective_n_jobs(-1000) == 1
 
 
 @pytest.mark.parametrize("kind", list(E.QUANTILE_KINDS))

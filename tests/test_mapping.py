@@ -97,7 +97,7 @@ def test_error_band_only_when_asked(demo, tmp_path):
     from sinks.bundle import load_bundle
     from sinks.mapping.predict import available_bands
 
-    if "error" not in available_bands(load_bundle(demo["bundle"]))[0]:
+    if "error" not in available_bands(load_bundle(demo["bundle"])):
         pytest.skip("this bundle has no error profile")
     data, names = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "e.tif", block=64,
                                     bands="carbon,error", progress=False))

@@ -22,6 +22,7 @@ from sinks.covariates.local import LocalEngine, TargetGrid, check_grid_size
 from sinks.covariates.spec import FeatureSpec
 from sinks.errors import InputError
 from sinks.pixels import polygon_pixels
+from sinks.validate import check_block
 
 FEATURE_TABLE_KEYS = ("plot_id", "x", "y")
 
@@ -270,14 +271,6 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True,
         out[column] = plots[column].to_numpy()
     out.attrs.update(crs=grid.crs.to_string(), spec=spec.name, spec_fingerprint=spec.fingerprint())
     return out
-
-
-def check_block(block) -> int:
-    """A window size: an integer multiple of 16 (the GeoTIFF tile size), at least 16."""
-    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 16 or block % 16:
-        raise InputError(f"block must be a multiple of 16 (the GeoTIFF tile size) and at least 16, got {block!r}; "
-                         "e.g. 256 or 512")
-    return int(block)
 
 
 def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, progress: bool = True,

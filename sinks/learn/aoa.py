@@ -21,14 +21,17 @@ The same weighted, standardised space gives each location its nearest training p
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.spatial.distance import pdist
+
+from sinks.threads import available_cores
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 #: Mean pairwise distance is taken over a seeded random subsample of this many training samples
 #: above it (4,000 samples give 8 million pairs; the mean is then within a fraction of a percent).
@@ -98,6 +101,8 @@ class AOAReference:
 
     @cached_property
     def _tree(self) -> cKDTree:
+        from scipy.spatial import cKDTree  # here: a map of the target band alone never needs SciPy
+
         return cKDTree(self._search_space(self.train), leafsize=QUERY_LEAFSIZE)
 
     def nearest(self, X: np.ndarray, *, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -151,17 +156,12 @@ class AOAReference:
 
 
 def _mean_distance(Z: np.ndarray, seed: int = 0) -> float:
+    from scipy.spatial.distance import pdist
+
     if len(Z) > MEAN_DISTANCE_SAMPLE:
         Z = Z[np.random.default_rng(seed).choice(len(Z), MEAN_DISTANCE_SAMPLE, replace=False)]
     value = float(np.mean(pdist(Z))) if len(Z) > 1 else 1.0
     return value if value > 0 else 1.0
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _brute_neighbours(train: np.ndarray, query: np.ndarray, k: int, workers: int):
@@ -208,6 +208,8 @@ def _search(train: np.ndarray, query: np.ndarray, k: int, workers: int) -> tuple
     tree up to :data:`BRUTE_FORCE_FEATURES` columns, brute force above."""
     if train.shape[1] > BRUTE_FORCE_FEATURES:
         return _brute_neighbours(train, query, k, workers)
+    from scipy.spatial import cKDTree
+
     d, i = cKDTree(train).query(query, k=k, workers=workers)
     return d.reshape(len(query), -1), i.reshape(len(query), -1)
 
@@ -231,7 +233,7 @@ class TrainingNeighbours:
 def training_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
                         workers: int | None = None) -> TrainingNeighbours:
     """:class:`TrainingNeighbours` of ``ref``'s training samples under ``folds``, ``m`` of each."""
-    workers = _cores() if workers is None else max(1, int(workers))
+    workers = available_cores() if workers is None else max(1, int(workers))
     distance, index = cv_neighbours(ref, folds, m, workers=workers)
     m_all = max(1, min(int(m), len(ref.train)))
     _, all_index = _search(ref.train, ref.train, m_all, workers)
@@ -258,7 +260,7 @@ def cv_neighbours(ref: AOAReference, folds: np.ndarray, m: int, *,
     if kept is not None and kept[0].shape == folds.shape and kept[1].shape[1] >= m \
             and np.array_equal(kept[0], folds):
         return kept[1][:, :m].copy(), kept[2][:, :m].copy()
-    workers = _cores() if workers is None else max(1, int(workers))
+    workers = available_cores() if workers is None else max(1, int(workers))
     dist = np.full((n, m), np.inf)
     index = np.full((n, m), -1, dtype=np.int64)
     for g in np.unique(folds):

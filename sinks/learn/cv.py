@@ -103,7 +103,7 @@ def _fold_threads(estimator, n_folds: int) -> tuple[int, int]:
         return 1, 0
     if not isinstance(estimator, XGBModel) or n_folds < 2:
         return 1, 0
-    from sinks.learn.estimators import effective_n_jobs
+    from sinks.threads import effective_n_jobs
 
     threads = effective_n_jobs(estimator.get_params().get("n_jobs"))
     at_once = min(threads, n_folds)

@@ -54,6 +54,7 @@ import numpy as np
 from xgboost import XGBRegressor
 
 from sinks.errors import InputError, ModelMismatchError, SpecError
+from sinks.threads import effective_n_jobs
 from sinks.validate import did_you_mean
 
 #: Kind given to a user's own scikit-learn regressor (Python only; recipes name registered kinds).
@@ -428,17 +429,6 @@ def limit_threads(n_jobs: int | None):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=effective_n_jobs(n_jobs))
-
-
-def effective_n_jobs(n_jobs: int | None) -> int:
-    """Threads that ``n_jobs`` means: joblib's convention (-1 all cores, -2 all but one), 0 or None all."""
-    import joblib
-
-    cores = joblib.cpu_count()
-    if n_jobs is None or int(n_jobs) == 0:
-        return cores
-    n_jobs = int(n_jobs)
-    return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
 
 
 # ---- recipe checks -------------------------------------------------------------------------------

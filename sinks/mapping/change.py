@@ -214,7 +214,7 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     from tqdm.auto import tqdm
 
     from sinks.cog import FLOAT_NODATA, cog_writer
-    from sinks.covariates.extract import check_block
+    from sinks.validate import check_block
     from sinks.io import sha256_file
 
     block = check_block(block)

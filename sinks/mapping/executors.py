@@ -27,14 +27,6 @@ from sinks.errors import InputError, MissingDependencyError
 from sinks.mapping.tiles import Tile, TileJob, compute_tile, forget
 
 
-def available_cores() -> int:
-    """Cores this process may use (its CPU affinity where known)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 #: GDAL's block cache of a map job, in MiB, unless ``GDAL_CACHEMAX`` is set: the main process's,
 #: shared by its threads, and split evenly among worker processes (at least
 #: :data:`MIN_GDAL_CACHE_MB` each), so the job's caches together stay near it. GDAL's own default is

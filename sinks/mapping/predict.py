@@ -23,10 +23,9 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from sinks.bundle import Bundle, load_bundle
-from sinks.covariates.extract import check_block
+from sinks.validate import check_block
 from sinks.covariates.spec import FeatureSpec, load_spec
 from sinks.errors import InputError, ModelMismatchError, ResourceError
 
@@ -58,21 +57,10 @@ def check_compatible(bundle: Bundle, spec: FeatureSpec) -> None:
         )
 
 
-def available_bands(bundle: Bundle) -> tuple[dict[str, str], bool]:
-    """``{band name: key of Bundle.predict's result}`` in the default order, and whether the model's
-    own ``predict`` gives the bundle's ``prediction`` (so the target band alone can skip the rest)."""
-    from sinks.mapping.tiles import EXTRA_BANDS
-
-    probe = np.vstack([np.zeros(len(bundle.feature_names)), np.ones(len(bundle.feature_names))]).astype(np.float32)
-    result = bundle.predict(probe)
-    bands = {bundle.band: "prediction"}
-    bands.update({name: name for name in EXTRA_BANDS if name in result})
-    try:
-        fast = np.array_equal(np.asarray(bundle.model.predict(bundle.model_input(probe)), dtype=np.float32),
-                              result["prediction"])
-    except Exception:  # noqa: BLE001 - a model without a plain predict: always ask the bundle
-        fast = False
-    return bands, fast
+def available_bands(bundle: Bundle) -> dict[str, str]:
+    """``{band name: key of Bundle.predict's result}`` in the default order."""
+    keys = bundle.output_keys()
+    return {(bundle.band if key == "prediction" else key): key for key in keys}
 
 
 def parse_bands(bands, available: dict[str, str]) -> list[str]:
@@ -149,6 +137,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     from sinks.covariates.local import LocalEngine, check_grid_size, target_grid
     from sinks.mapping import executors as ex
     from sinks.mapping.tiles import TileJob, check_stack, forget, seed_bundle, set_threads
+    from sinks.threads import available_cores
 
     ex.limit_gdal_cache()  # before this process reads any raster (GDAL reads it once)
     block = check_block(block)
@@ -162,7 +151,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     if spec is None and stack is None:
         raise InputError("give a feature spec or a covariate stack (--stack) to map from")
     out = Path(out)
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, predict_only=True)
     if level is not None:
         bundle = bundle.at_level(level)
     grid = None
@@ -173,7 +162,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     stack_indexes = None
     if stack is not None:
         stack_indexes, grid = check_stack(stack, bundle, grid=grid)
-    available, fast = available_bands(bundle)
+    available = available_bands(bundle)
     names = parse_bands(bands, available)
     band_tags = _band_tags(bundle)
     check_grid_size(spec or _StackSpec(bundle), grid, n_bands=len(names), max_pixels=max_pixels, what="map")
@@ -200,12 +189,12 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     }
     key = job_key(key_parts)
     runner = ex.make_executor(executor, workers=n_jobs, scheduler=scheduler)
-    threads = runner.threads_per_worker(ex.available_cores())
+    threads = runner.threads_per_worker(available_cores())
     job = TileJob(bundle_path=str(bundle.path), grid=grid, bands=tuple(names),
                   keys=tuple(available[n] for n in names), spec=spec if stack is None else None,
                   stack=str(stack) if stack is not None else None, stack_indexes=stack_indexes,
                   threads=threads, cache_workers=runner.processes,
-                  fast_target=fast, key=key,
+                  key=key,
                   level=None if level is None else bundle.interval.level)
     if executor in ("serial", "threads"):
         set_threads(bundle.model, threads)

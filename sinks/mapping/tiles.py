@@ -39,8 +39,7 @@ class TileJob:
     ``threads`` is the model's thread count in each worker; ``cache_workers`` the number of worker
     processes sharing GDAL's block cache budget (1: tiles run in the main process; see
     :func:`sinks.mapping.executors.limit_gdal_cache`); ``level`` the interval level when it is
-    not the bundle's own; ``fast_target`` allows the target band
-    alone to be predicted by the model without the interval/DI work (see :func:`predict_rows`).
+    not the bundle's own.
     """
 
     bundle_path: str
@@ -52,7 +51,6 @@ class TileJob:
     stack_indexes: tuple[int, ...] | None = None
     threads: int = 1
     cache_workers: int = 1
-    fast_target: bool = False
     level: float | None = None  # interval level when not the bundle's own (Bundle.at_level)
     key: str = field(default="", compare=False)
 
@@ -108,7 +106,7 @@ def _bundle(job: TileJob):
         if bundle is None:
             from sinks.bundle import load_bundle
 
-            bundle = load_bundle(job.bundle_path)
+            bundle = load_bundle(job.bundle_path, predict_only=True)
             bundle = _BUNDLES[_name(job)] = bundle.at_level(job.level) if job.level else bundle
             set_threads(bundle.model, job.threads)
             _limit_blas(job.threads)
@@ -191,15 +189,12 @@ class StackReader:
 
 # ---- the tile function ------------------------------------------------------------------------
 
-def predict_rows(bundle, X: np.ndarray, keys, *, fast_target: bool) -> dict[str, np.ndarray]:
-    """The requested ``keys`` of the bundle's prediction for rows ``X``.
-
-    :meth:`Bundle.predict <sinks.bundle.Bundle.predict>` gives every band; when only the target
-    is asked for and ``fast_target`` (the caller checked that the model's own ``predict`` equals the
-    bundle's ``prediction``), the model alone is asked, skipping the interval and DI work.
-    """
-    if fast_target and tuple(keys) == ("prediction",):
-        return {"prediction": np.asarray(bundle.model.predict(bundle.model_input(X)), dtype=np.float32)}
+def predict_rows(bundle, X: np.ndarray, keys) -> dict[str, np.ndarray]:
+    """The requested ``keys`` of the bundle's prediction for rows ``X``: the target alone from the
+    model (:meth:`~sinks.bundle.Bundle.predict_target`, no interval or DI work), else every band
+    (:meth:`~sinks.bundle.Bundle.predict`)."""
+    if tuple(keys) == ("prediction",):
+        return {"prediction": bundle.predict_target(X)}
     return bundle.predict(X)
 
 
@@ -217,12 +212,12 @@ def compute_tile(job: TileJob, index: int, window: Window) -> Tile:
     inside = -1
     if n_valid:
         X = np.ascontiguousarray(flat[:, valid].T)
-        result = predict_rows(bundle, X, job.keys, fast_target=job.fast_target)
+        result = predict_rows(bundle, X, job.keys)
         for i, key in enumerate(job.keys):
             out[i, valid] = result[key]
         if "aoa" in result:
             inside = int(np.count_nonzero(np.asarray(result["aoa"]) == 1))
-    elif not (job.fast_target and tuple(job.keys) == ("prediction",)):
+    elif tuple(job.keys) != ("prediction",):
         inside = 0
     return Tile(index, window, out.reshape(-1, h, w), n_valid, inside)
 
