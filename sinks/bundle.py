@@ -172,7 +172,10 @@ class Bundle:
     def predict_target(self, X: np.ndarray) -> np.ndarray:
         """The model's prediction alone (float32), as :meth:`predict` gives it, without the
         interval and DI work (a map of the target band alone)."""
-        return np.asarray(self.model.predict(self.model_input(np.asarray(X, dtype=np.float32))), dtype=np.float32)
+        return self._model_predict(self.model_input(np.asarray(X, dtype=np.float32)))
+
+    def _model_predict(self, X_model: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(X_model), dtype=np.float32)
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
@@ -188,8 +191,8 @@ class Bundle:
                 f"bundle {self.bundle_id} expects {len(self.feature_names)} features "
                 f"({', '.join(self.feature_names)}), got an array with {X.shape[-1]} columns"
             )
-        prediction = self.predict_target(X)
         X = self.model_input(X)  # the selected features, when [selection] chose some
+        prediction = self._model_predict(X)
         workers = self.query_workers()
         if isinstance(self.interval, AdaptiveInterval) and self.plot_difficulty is not None:
             di64, nearest = self.aoa.nearest(X, workers=workers)

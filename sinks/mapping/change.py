@@ -214,8 +214,8 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     from tqdm.auto import tqdm
 
     from sinks.cog import FLOAT_NODATA, cog_writer
-    from sinks.validate import check_block
     from sinks.io import sha256_file
+    from sinks.validate import check_block
 
     block = check_block(block)
     y1, y2 = _check_years(year1, year2)

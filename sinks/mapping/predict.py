@@ -23,13 +23,11 @@ import os
 import warnings
 from pathlib import Path
 
-
 from sinks.bundle import Bundle, load_bundle
-from sinks.validate import check_block
 from sinks.covariates.spec import FeatureSpec, load_spec
 from sinks.errors import InputError, ModelMismatchError, ResourceError
+from sinks.validate import check_block
 
-OUTPUT_BANDS = ("lower", "upper", "di", "aoa")
 #: Working memory per window pixel of the prediction itself, beyond the features: the flat copy
 #: (float32 and the model's float64), five output bands and the DI's distances (an upper bound).
 PREDICT_BYTES_PER_PIXEL_FEATURE = 16

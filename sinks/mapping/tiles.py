@@ -25,9 +25,6 @@ from rasterio.windows import Window
 
 from sinks.errors import InputError, ModelMismatchError
 
-#: Bands a map may have besides the bundle's target band, in their default order.
-EXTRA_BANDS = ("lower", "upper", "di", "aoa", "error")
-
 
 @dataclass(frozen=True)
 class TileJob:
