@@ -513,7 +513,7 @@ def memory_main(args) -> None:
     from sinks.bundle import load_bundle
     from sinks.mapping.predict import available_bands
 
-    every = list(available_bands(load_bundle(bundle))[0])  # every band the bundle gives, error included
+    every = list(available_bands(load_bundle(bundle)))  # every band the bundle gives, error included
     band_sets = {"carbon": every[:1], "all": every}  # the target band comes first
     cores = args.cores
     env = {"OMP_NUM_THREADS": str(cores), "SINKS_COG_THREADS": str(cores)}
