@@ -279,6 +279,9 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ModelMismatchError(f"{meta_path}: corrupt metadata ({exc})") from exc
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise ModelMismatchError(f"{meta_path}: not a bundle's metadata (no format_version); the file was "
+                                 "replaced or corrupted: retrain the bundle with `sinks train`")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelMismatchError(f"{folder}: bundle format {meta.get('format_version')} is not {FORMAT_VERSION} "
                                  "(this version of sinks); retrain it with `sinks train`")

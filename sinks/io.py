@@ -242,7 +242,8 @@ def check_outputs(outputs: Mapping[str | os.PathLike, str] | Iterable[tuple[str 
     :data:`FOLDER_MARKERS`), as a mapping or as ``(path, kind)`` pairs. A file output must have a known extension, must not be a folder, and
     is replaced only with ``overwrite``; a folder output may be new, empty, or a folder of its kind
     (replaced only with ``overwrite``), never another folder. Every output's folder must exist and
-    be writable, and outputs must differ from each other and from the inputs.
+    be writable, and outputs must differ from each other and from the inputs, must not lie inside an
+    input folder that sinks made (a bundle), and a folder output must not hold an input.
     """
     seen: dict[Path, str] = {}
     input_paths = {Path(p).resolve() for p in inputs if p}
@@ -261,6 +262,12 @@ def check_outputs(outputs: Mapping[str | os.PathLike, str] | Iterable[tuple[str 
         resolved = path.resolve()
         if resolved in input_paths:
             raise OutputError(f"{path}: is also an input of this command; write the output elsewhere")
+        for source in input_paths:
+            if resolved.is_relative_to(source) and any(is_sinks_folder(source, k) for k in FOLDER_MARKERS):
+                raise OutputError(f"{path}: lies inside {source}, an input of this command that sinks made "
+                                  "(its files are checked as a whole); write the output elsewhere")
+            if kind in FOLDER_MARKERS and source.is_relative_to(resolved):
+                raise OutputError(f"{path}: holds {source}, an input of this command; write the output elsewhere")
         if resolved in seen:
             raise OutputError(f"{path}: named as two outputs; give each output its own path")
         seen[resolved] = kind

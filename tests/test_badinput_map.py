@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +106,9 @@ CASES = {
     "output ends in /": (lambda ws, mp: _argv(ws, None, None, f"{ws['out']}/maps/"), ["is a folder"]),
     "output is an input raster": (lambda ws, mp: _argv(ws, None, _spec(ws), ws["data"] / "dem.tif", "--overwrite"),
                                   ["dem.tif", "also an input"]),
+    "STAC item inside the bundle": (lambda ws, mp: _argv(ws, None, None, None, "--stac",
+                                                         ws["bundle"] / "metadata.json", "--overwrite"),
+                                    ["metadata.json", "lies inside", "an input"]),
     "output folder missing": (lambda ws, mp: _argv(ws, None, None, ws["out"] / "no" / "m.tif"), ["does not exist"]),
     "output extension": (lambda ws, mp: _argv(ws, None, None, ws["out"] / "carbon.png"),
                          ["unknown output format", ".png", ".tif"]),
@@ -137,6 +141,8 @@ CASES = {
                                             _argv(ws, b))[-1], ["aoa.npz", "missing"]),
     "bundle file altered": (lambda ws, mp: (b := _bundle_copy(ws), open(f"{b}/model.json", "a").write(" "),
                                             _argv(ws, b))[-1], ["model.json", "checksum"]),
+    "bundle metadata replaced": (lambda ws, mp: (b := _bundle_copy(ws), Path(b, "metadata.json").write_text("{}"),
+                                                  _argv(ws, b))[-1], ["metadata.json", "not a bundle's metadata"]),
     "bundle metadata edited": (lambda ws, mp: (b := _bundle_copy(ws), _edit_metadata(b), _argv(ws, b))[-1],
                                ["bundle id mismatch"]),
 }

@@ -81,6 +81,31 @@ def test_stack_bands_matched_by_name_in_any_order(demo, tmp_path):
     np.testing.assert_array_equal(_read(a)[0], _read(b)[0])
 
 
+@pytest.mark.parametrize("dtype,nodata,scale", [("float64", 1e20, 1.0), ("float64", -3.4e38, 1.0),
+                                                 ("int32", 2**31 - 1, 1e-3)])
+def test_stack_nodata_is_compared_in_the_bands_own_type(demo, tmp_path, dtype, nodata, scale):
+    """A nodata value float32 cannot hold exactly (1e20 in a float64 band, 2^31 - 1 in an int32 one)
+    masks its pixels, as GDAL compares it, instead of being mapped as data."""
+    with rasterio.open(demo["stack"]) as src:
+        profile, data, names = src.profile, src.read(), list(src.descriptions)
+    gap = (data == src.nodata) | np.isnan(data)
+    assert gap.any()
+    values = np.round(data.astype(np.float64) / scale) if dtype == "int32" else data.astype(dtype)
+    values = np.where(gap, nodata, values).astype(dtype)
+    other = tmp_path / "other.tif"
+    with rasterio.open(other, "w", **{**profile, "driver": "GTiff", "dtype": dtype, "nodata": nodata}) as dst:
+        dst.write(values)
+        dst.descriptions = names
+        dst.scales = [scale] * len(names)
+    a = _read(predict_map(demo["bundle"], None, tmp_path / "a.tif", stack=demo["stack"], bands="carbon",
+                          block=64, progress=False))[0][0]
+    b = _read(predict_map(demo["bundle"], None, tmp_path / "b.tif", stack=other, bands="carbon", block=64,
+                          progress=False))[0][0]
+    np.testing.assert_array_equal(a == -9999, b == -9999)
+    if dtype == "float64":
+        np.testing.assert_array_equal(a, b)
+
+
 def test_band_subsets(demo, tmp_path):
     full, _ = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "full.tif", block=64, progress=False))
     carbon, names = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "c.tif", block=64, bands="carbon",

@@ -147,6 +147,21 @@ class _SpecReader:
         self.engine.close()
 
 
+def _typed_nodata(nodata: float | None, dtype: str):
+    """A band's nodata value in the band's own data type, as GDAL compares it (a float32 band with
+    the float32 nearest the stored double, a float64 or integer band with the value itself); None
+    where no pixel can equal it (none set, NaN, which the float cast makes NaN anyway, or a value the
+    integer type cannot hold)."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return dtype.type(nodata) if float(nodata).is_integer() and info.min <= nodata <= info.max else None
+    with np.errstate(over="ignore"):
+        return dtype.type(nodata)
+
+
 class StackReader:
     """The bundle's features, in its order, from a covariate stack: float32, NaN where nodata."""
 
@@ -155,8 +170,7 @@ class StackReader:
 
         self.ds = rasterio.open(job.stack)
         self.indexes = list(job.stack_indexes)
-        nodata = [self.ds.nodatavals[i - 1] for i in self.indexes]
-        self.nodata = [None if v is None or np.isnan(v) else np.float32(v) for v in nodata]
+        self.nodata = [_typed_nodata(self.ds.nodatavals[i - 1], self.ds.dtypes[i - 1]) for i in self.indexes]
         scales = [self.ds.scales[i - 1] for i in self.indexes]
         offsets = [self.ds.offsets[i - 1] for i in self.indexes]
         self.rescale = [(s, o) if (s, o) != (1.0, 0.0) else None for s, o in zip(scales, offsets)]
@@ -167,11 +181,11 @@ class StackReader:
 
     def read(self, window: Window) -> np.ndarray:
         raw = self.ds.read(self.indexes, window=window)
-        data = raw if raw.dtype == np.float32 else raw.astype(np.float32)
+        with np.errstate(over="ignore"):  # a float64 nodata beyond float32's range: masked just below
+            data = raw if raw.dtype == np.float32 else raw.astype(np.float32)
         for i, nodata in enumerate(self.nodata):
             if nodata is not None:
-                band = data[i]
-                band[raw[i] == nodata] = np.nan
+                data[i][raw[i] == nodata] = np.nan
             if self.rescale[i] is not None:
                 scale, offset = self.rescale[i]
                 data[i] = data[i] * np.float32(scale) + np.float32(offset)
