@@ -175,7 +175,13 @@ class Bundle:
         return self._model_predict(self.model_input(np.asarray(X, dtype=np.float32)))
 
     def _model_predict(self, X_model: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(X_model), dtype=np.float32)
+        """The model's prediction (float32), held at the interval's physical lower bound (0 for a
+        stock: a regressor may extrapolate below it, and the interval's lower end is held there too,
+        so that lower <= prediction)."""
+        prediction = np.asarray(self.model.predict(X_model), dtype=np.float32)
+        if self.interval.lower_bound is not None:
+            np.maximum(prediction, np.float32(self.interval.lower_bound), out=prediction)
+        return prediction
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
@@ -203,6 +209,8 @@ class Bundle:
 
             tails = predict_quantiles(self.metadata["estimator"]["kind"], self.model, X, self.interval.quantiles)
             lower, upper = self.interval.apply(tails[:, 0], tails[:, 1])
+            # separate models: a point prediction outside its quantiles' interval widens it to there
+            lower, upper = np.minimum(lower, prediction), np.maximum(upper, prediction)
             di64 = self.aoa.dissimilarity(X, workers=workers)
         else:
             di64 = self.aoa.dissimilarity(X, workers=workers)

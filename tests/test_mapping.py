@@ -106,6 +106,27 @@ def test_stack_nodata_is_compared_in_the_bands_own_type(demo, tmp_path, dtype, n
         np.testing.assert_array_equal(a, b)
 
 
+def test_prediction_is_held_at_the_stock_lower_bound(demo):
+    """A regressor extrapolating a stock below 0 gives 0, and lower <= prediction <= upper."""
+    from sinks.bundle import load_bundle
+
+    bundle = load_bundle(demo["bundle"])
+    with rasterio.open(demo["stack"]) as src:
+        X = src.read(window=rasterio.windows.Window(0, 0, 40, 40)).reshape(src.count, -1).T
+    X = X[(X != -9999).all(axis=1)]
+    model = bundle.model
+
+    class Shifted:  # the bundle's model, 1000 Mg C/ha lower: every prediction below 0
+        def predict(self, rows):
+            return model.predict(rows) - 1000.0
+
+    bundle.model = Shifted()
+    out = bundle.predict(X)
+    assert len(X) and (out["prediction"] == 0).all()
+    assert (out["lower"] <= out["prediction"]).all() and (out["prediction"] <= out["upper"]).all()
+    np.testing.assert_array_equal(bundle.predict_target(X), out["prediction"])
+
+
 def test_band_subsets(demo, tmp_path):
     full, _ = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "full.tif", block=64, progress=False))
     carbon, names = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "c.tif", block=64, bands="carbon",
