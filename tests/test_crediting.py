@@ -193,9 +193,14 @@ def test_placebo_credits_nothing_and_its_interval_holds_zero(report):
 def test_totals_add_up_with_correlated_project_interval(report):
     parcels = by_id(report)
     project = report.crediting["project"]
-    assert project["tco2e"] == pytest.approx(sum(c["tco2e"] for c in parcels.values()), rel=1e-12)
-    assert project["buffer_tco2e"] == pytest.approx(sum(c.get("buffer_tco2e", 0) for c in parcels.values()))
+    assert project["parcels_tco2e"] == pytest.approx(sum(c["tco2e"] for c in parcels.values()), rel=1e-12)
     credited = [c for c in parcels.values() if c["status"] in ("credited", "no_net_removal")]
+    losses = sum(min(c["net_tco2e"], 0) for c in credited)
+    assert project["netted_losses_tco2e"] == pytest.approx(losses, abs=1e-9)
+    assert project["tco2e"] == pytest.approx(max(project["parcels_tco2e"] + losses, 0), rel=1e-12)
+    assert project["buffer_tco2e"] == pytest.approx(sum(c.get("buffer_tco2e", 0) for c in parcels.values()))
+    steps = ("baseline_tco2e", "leakage_tco2e", "uncertainty_deduction_tco2e", "buffer_tco2e")
+    assert project["tco2e"] == pytest.approx(project["stock_change_tco2e"] - sum(project[k] for k in steps), rel=1e-9)
     change = sum(c["stock_change_tco2e"] for c in credited)
     assert project["stock_change_tco2e"] == pytest.approx(change, rel=1e-12)
     assert project["stock_change_union_tco2e"] == pytest.approx(change, rel=1e-6)  # union = sum (no overlaps)
@@ -263,7 +268,7 @@ def test_report_json_and_gpkg_together(world, report, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["crediting"]["project"]["tco2e"] > 0
     table = gpd.read_file(tmp_path / "r.gpkg")
     assert list(table["credit_status"]) == [p.creditable["status"] for p in report.parcels]
-    assert table["tco2e"].sum() == pytest.approx(document["crediting"]["project"]["tco2e"])
+    assert table["tco2e"].sum() == pytest.approx(document["crediting"]["project"]["parcels_tco2e"])
     broken = to_dict(report)
     broken["parcels"][0]["creditable"]["tco2e"] = -5
     with pytest.raises(jsonschema.ValidationError):
@@ -472,3 +477,30 @@ def test_cli_with_matched_controls(world, trend, capsys):
     assert "balance passed" in capsys.readouterr().out
     assert json.loads(out.read_text())["crediting"]["controls"]["passed"] is True
     out.unlink()
+
+
+def test_project_nets_the_losses_of_parcels_with_a_negative_net():
+    """Per parcel a loss credits 0; the project deducts it (net removals of the whole project), so a
+    project never credits more than its summed net."""
+    from sinks.eligibility.crediting import _project
+
+    gain = {"status": "credited", "stock_change_tco2e": 100.0, "net_tco2e": 90.0, "tco2e": 80.0,
+            "lower_tco2e": 70.0, "upper_tco2e": 95.0, "baseline_tco2e": 10.0, "uncertainty_deduction_tco2e": 10.0}
+    loss = {"status": "no_net_removal", "stock_change_tco2e": -25.0, "net_tco2e": -30.0, "tco2e": 0.0,
+            "lower_tco2e": 0.0, "upper_tco2e": 0.0, "baseline_tco2e": 5.0, "uncertainty_deduction_tco2e": 0.0}
+    outside = {"status": "needs_field_measurement", "tco2e": 0.0, "lower_tco2e": 0.0, "upper_tco2e": 0.0,
+               "net_tco2e": -1e6}  # not counted: its change is not the project's
+    project = _project([gain, loss, outside], 75.0, 8.0, "note")
+    assert project["netted_losses_tco2e"] == -30.0 and project["parcels_tco2e"] == 80.0
+    assert (project["tco2e"], project["lower_tco2e"], project["upper_tco2e"]) == (50.0, 40.0, 65.0)
+    assert project["tco2e"] == project["stock_change_tco2e"] - project["baseline_tco2e"] \
+        - project["uncertainty_deduction_tco2e"]
+    big_loss = {**loss, "net_tco2e": -500.0}
+    assert _project([gain, big_loss], 0.0, 8.0, "note")["tco2e"] == 0.0
+
+
+def test_a_negative_baseline_rate_is_refused():
+    from sinks.errors import SpecError
+
+    with pytest.raises(SpecError, match="negative.*add credit"):
+        load_ruleset("ccer-14-001", terms={"baseline": {"rule": "rate", "tco2e_ha_yr": -5.0}}, layer_values=None)

@@ -213,7 +213,8 @@ def test_statuses_conservative_and_totals_add_up(gw, report):
             assert "lower bound of the 90% interval" in c["uncertainty_rule"]
     project = report.crediting["project"]
     credited = [got["fir_p"], got["pine_p"]]
-    assert project["tco2e"] == pytest.approx(sum(c["tco2e"] for c in got.values()), rel=1e-12)
+    assert project["parcels_tco2e"] == pytest.approx(sum(c["tco2e"] for c in got.values()), rel=1e-12)
+    assert project["tco2e"] == pytest.approx(max(project["parcels_tco2e"] + project["netted_losses_tco2e"], 0))
     assert project["stock_change_tco2e"] == pytest.approx(sum(c["stock_change_tco2e"] for c in credited))
     assert project["stock_change_sd_tco2e"] == pytest.approx(sum(c["stock_change_sd_tco2e"] for c in credited))
     assert project["statuses"]["credited"] == 2 and project["statuses"]["no_uncertainty"] == 1

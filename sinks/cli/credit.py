@@ -126,6 +126,9 @@ def run(args) -> None:
     change = "expected stock change (ex ante, growth table)" if args.growth else "stock change"
     echo(f"creditable {project['tco2e']:,.1f} t CO2e (90% interval {project['lower_tco2e']:,.1f}-"
          f"{project['upper_tco2e']:,.1f}); {change} {project['stock_change_tco2e']:,.1f} t CO2e")
+    if project.get("netted_losses_tco2e"):
+        echo(f"netted: {-project['netted_losses_tco2e']:,.1f} t CO2e lost by parcels with a negative net, deducted "
+             f"from the parcels' {project['parcels_tco2e']:,.1f} t CO2e")
     controls = document["crediting"].get("controls")
     if controls:
         echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, balance "

@@ -32,8 +32,10 @@ from a growth-curve table (:mod:`sinks.eligibility.growth`: species group x site
 age) x the parcel's equal-area hectares; steps 2-5 are the same.
 
 Parcels not eligible, outside the area of applicability (share > ``aoa_threshold``), or without map
-data get 0 with the reason. Project totals are sums over parcels; the project's stock-change interval
-is the correlated-error total over the union of the credited parcels (not independent parcels).
+data get 0 with the reason. Project totals are sums over parcels, less the losses of parcels whose
+net is negative (netted, as the methodologies count the project's net removals); the project's
+stock-change interval is the correlated-error total over the union of the credited parcels (not
+independent parcels).
 """
 
 from __future__ import annotations
@@ -118,7 +120,12 @@ def _level(section, key, where):
 
 
 def _rate(section, key, where):
-    return validate.number(section, key, where, minimum=-1000, maximum=1000)
+    value = section.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise SpecError(f"{where}: {key} = {value:g} is negative: a baseline that loses carbon would add credit "
+                        "beyond the measured stock change; the afforestation/reforestation methodologies take a "
+                        "decreasing baseline as zero (give 0)")
+    return validate.number(section, key, where, minimum=0, maximum=1000)
 
 
 def _pools(section, key, where):
@@ -409,7 +416,14 @@ COUNTED = ("credited", "within_uncertainty", "no_net_removal")
 
 def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
     """Project totals: every quantity the sum over the parcels; the stock change's interval from
-    ``change`` and ``sd`` (t CO2e) as the route computed them."""
+    ``change`` and ``sd`` (t CO2e) as the route computed them.
+
+    A counted parcel whose net is negative (it lost carbon, or its baseline exceeds its change) is
+    credited 0, and its loss is netted against the project's credit (``netted_losses_tco2e``, <= 0),
+    as the methodologies count net removals over the whole project: the project's creditable volume
+    and its bounds are the sums over the parcels plus the netted losses, floored at 0, so that
+    stock change - baseline - leakage - uncertainty - buffer = creditable whenever it is positive.
+    """
     from sinks.mapping.change import normal_quantile
 
     z = normal_quantile(REPORT_LEVEL)
@@ -418,6 +432,7 @@ def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
     def total(key):
         return float(sum(r.get(key, 0.0) or 0.0 for r in records))
 
+    losses = float(sum(min(r["net_tco2e"], 0.0) for r in records if r["status"] in COUNTED))
     return {
         "parcels": len(records), "statuses": {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES},
         "stock_change_tco2e": total("stock_change_tco2e") if counted else 0.0,
@@ -427,7 +442,8 @@ def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
         "stock_change_union_tco2e": change if counted else 0.0,
         "baseline_tco2e": total("baseline_tco2e"), "leakage_tco2e": total("leakage_tco2e"),
         "uncertainty_deduction_tco2e": total("uncertainty_deduction_tco2e"), "buffer_tco2e": total("buffer_tco2e"),
-        "tco2e": total("tco2e"), "lower_tco2e": total("lower_tco2e"), "upper_tco2e": total("upper_tco2e"),
+        "netted_losses_tco2e": losses, "parcels_tco2e": total("tco2e"),
+        **{key: max(total(key) + losses, 0.0) for key in ("tco2e", "lower_tco2e", "upper_tco2e")},
         "interval_note": note,
     }
 
@@ -540,7 +556,8 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
                        sum(r["stock_change_sd_tco2e"] for r in counted),
                        "stock_change_sd_tco2e is the sum of the parcels' sds (the table's errors taken as fully "
                        "correlated between parcels, conservative); creditable totals are sums of the parcels' "
-                       "creditable volumes, each deducted by its own interval")
+                       "creditable volumes, each deducted by its own interval, less the netted losses of parcels "
+                       "whose net is negative")
     report.crediting = {
         "route": "ex_ante_growth_table",
         "methodology": _methodology_block(ruleset, cterms),
@@ -667,7 +684,8 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     project = _project(list(results.values()), union_total, union_sd, (
         "stock_change_sd_tco2e is the correlated-error sd of the total over the union of the "
         "credited parcels (same error model as each parcel's); creditable totals are sums of "
-        "the parcels' creditable volumes, each deducted by its own interval (conservative)"))
+        "the parcels' creditable volumes, each deducted by its own interval (conservative), less the "
+        "netted losses of parcels whose net is negative"))
     report.crediting = {
         "route": "maps",
         "methodology": _methodology_block(ruleset, cterms),

@@ -369,7 +369,9 @@ def _totals(document: dict) -> str:
          uncertainty_label(terms["uncertainty"]) if "uncertainty" in terms else ""),
         ("buffer_tco2e", "− buffer", None, None, f"fraction {buffer:g} (non-permanence)" if _finite(buffer) else ""),
         ("tco2e", "= creditable", project.get("lower_tco2e"), project.get("upper_tco2e"),
-         "sum of the parcels' creditable volumes, each deducted by its own interval"),
+         "sum of the parcels' creditable volumes, each deducted by its own interval"
+         + (f" ({_fmt(project.get('parcels_tco2e'))}), less the {_fmt(-project['netted_losses_tco2e'])} lost by "
+            "parcels with a negative net (netted over the project)" if project.get("netted_losses_tco2e") else "")),
     ]
     cells = []
     for key, label, lower, upper, note in rows:
