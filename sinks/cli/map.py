@@ -42,7 +42,7 @@ def register(sub) -> None:
                         help="where tiles run: serial, threads, processes (local worker processes) or dask "
                         "(a Dask cluster, with --scheduler; needs sinks[dask]); default serial, or threads with --jobs > 1. "
                         "Serial and threads use the least memory (one process); each worker process adds about "
-                        "370 MiB, mostly libraries (docs/mapping.md)")
+                        "230-300 MiB, mostly libraries (docs/mapping.md)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--no-resume", action="store_true",
                         help="do not reuse finished tiles of an interrupted run (nor keep them when this one fails)")
