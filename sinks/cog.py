@@ -121,6 +121,36 @@ def to_cog(source: str | os.PathLike, dest: str | os.PathLike, *, blocksize: int
     return Path(dest)
 
 
+def nodata_in_dtype(nodata: float | None, dtype: str):
+    """A band's nodata value in the band's own data type, as GDAL compares it (a float32 band with
+    the float32 nearest the stored double, a float64 or integer band with the value itself); None
+    where no pixel can equal it (none set, NaN, which a float cast keeps as NaN anyway, or a value the
+    integer type cannot hold)."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return dtype.type(nodata) if float(nodata).is_integer() and info.min <= nodata <= info.max else None
+    with np.errstate(over="ignore"):
+        return dtype.type(nodata)
+
+
+def read_window(ds, indexes, window) -> np.ndarray:
+    """``ds.read(indexes, window=window)``, with an error that names the file when its pixels cannot
+    be decoded (a truncated or corrupt file opens, then fails here)."""
+    from rasterio.errors import RasterioIOError
+
+    from sinks.errors import InputError
+
+    try:
+        return ds.read(indexes, window=window)
+    except RasterioIOError as exc:
+        raise InputError(f"{ds.name}: cannot read its pixels at rows {window.row_off}-"
+                         f"{window.row_off + window.height}, columns {window.col_off}-{window.col_off + window.width} "
+                         f"({exc}); is the file truncated or corrupt?") from exc
+
+
 def band_index(ds, name: str) -> int:
     """1-based index of the band whose description is ``name``."""
     for i, desc in enumerate(ds.descriptions, start=1):

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 VECTOR_SUFFIXES = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 TABLE_SUFFIXES = {".csv", ".parquet", ".geoparquet", *VECTOR_SUFFIXES}
+#: Tables sinks writes: those it reads, but a Shapefile (read only: see SHAPEFILE_OUTPUT).
+OUTPUT_TABLE_SUFFIXES = TABLE_SUFFIXES - {".shp"}
+SHAPEFILE_OUTPUT = ("a Shapefile is not written: it cuts column names to 10 characters (stock_change_tco2e, "
+                    "credit_status, ...) and is several files, which cannot appear together or not at all; "
+                    "write .gpkg (QGIS, ArcGIS and GDAL read it)")
 #: 1 mu (亩), the Chinese area unit, is 1/15 ha (GB 3100-1993 lists it as a non-SI unit of China).
 HA_PER_MU = 1.0 / 15.0
 
@@ -130,7 +135,24 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.Data
             if sep in header:
                 raise InputError(f"{path}: found a single column {header!r}: the file looks {label}-separated; "
                                  "save it as comma-separated CSV")
+    _refuse_decimal_commas(frame, path)
     return frame
+
+
+def _refuse_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
+    """A text column whose every value is a number with a comma ("12,5") holds decimal commas (or
+    thousands separators): neither can be read as a number without guessing which."""
+    import pandas as pd
+
+    for column in frame.columns:
+        values = frame[column]
+        if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+            continue
+        text = values.dropna().astype(str).str.strip()
+        if len(text) and text.str.fullmatch(r"[+-]?\d+(,\d+)?").all() and text.str.contains(",").any():
+            shown = ", ".join(repr(v) for v in text[text.str.contains(",")].unique()[:3])
+            raise InputError(f"{path}: column {column!r} holds numbers written with a comma ({shown}): save the "
+                             "file with decimal points and no thousands separators")
 
 
 def check_columns(frame: pd.DataFrame, source, *, rename: Mapping[str, str] | None = None,
@@ -218,7 +240,7 @@ def format_rows(index: Sequence[int], limit: int = 10) -> str:
 #: What each kind of output may be called: file kinds by extension; folder kinds by the file that
 #: marks a folder as one sinks made (only such a folder is ever replaced, and only when asked).
 FILE_OUTPUTS = {
-    "table": frozenset(TABLE_SUFFIXES),
+    "table": frozenset(OUTPUT_TABLE_SUFFIXES),
     "raster": frozenset({".tif", ".tiff"}),
     "json": frozenset({".json"}),
     "gpkg": frozenset({".gpkg"}),
@@ -277,6 +299,8 @@ def _check_file_output(text: str, path: Path, suffixes, overwrite: bool) -> None
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name ({' or '.join(sorted(suffixes))}) "
                           "- sinks never replaces a folder with a file")
+    if path.suffix.lower() == ".shp":
+        raise OutputError(f"{path}: {SHAPEFILE_OUTPUT}")
     if path.suffix.lower() not in suffixes:
         raise OutputError(f"{path}: unknown output format {path.suffix or '(no extension)'!r}; "
                           f"use {', '.join(sorted(suffixes))}")
@@ -449,7 +473,9 @@ def _write_table_file(frame: pd.DataFrame, tmp: Path, path: Path) -> None:
 
 def _check_table_output(frame: pd.DataFrame, path: Path) -> None:
     suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
+    if suffix == ".shp":
+        raise OutputError(f"{path}: {SHAPEFILE_OUTPUT}")
+    if suffix not in OUTPUT_TABLE_SUFFIXES:
         raise InputError(f"{path}: unsupported output format {suffix!r}; use .csv, .gpkg or .parquet")
     import geopandas as gpd
 

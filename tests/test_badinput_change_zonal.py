@@ -128,6 +128,36 @@ def test_change_no_common_valid_pixel(ws, capsys):
                    watch=ws / "out")
 
 
+def test_change_one_file_for_both_epochs(ws, capsys):
+    assert_refused(_change(ws, t2=ws / "t1.tif"), capsys, keywords=["t1.tif", "both epochs"], watch=ws / "out")
+
+
+def _untagged_nodata(ws):
+    """t1.tif with its corner as -9999 and the nodata tag removed (a map from another tool)."""
+    import rasterio
+
+    a = C.copy()
+    a[10:15, 5:10] = np.nan  # inside the parcel
+    make_map(ws / "untagged.tif", a)
+    with rasterio.open(ws / "untagged.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        ds.nodata = None
+    return ws / "untagged.tif"
+
+
+def test_an_undeclared_nodata_value_is_not_summed_as_carbon(ws, capsys):
+    keywords = ["untagged.tif", "negative", "-9999", "declare it", "gdal_edit.py -a_nodata"]
+    assert_refused(_zonal(ws, map_=_untagged_nodata(ws)), capsys, keywords=keywords, watch=ws / "out")
+    assert_refused(_change(ws, t1=_untagged_nodata(ws)), capsys, keywords=keywords, watch=ws / "out")
+
+
+def test_a_truncated_map_is_named(ws, capsys):
+    make_map(ws / "big.tif", np.random.default_rng(0).uniform(20, 80, (200, 200)), blocksize=64)
+    whole = (ws / "big.tif").read_bytes()
+    (ws / "cut.tif").write_bytes(whole[:len(whole) // 3])
+    argv = _zonal(ws, map_=ws / "cut.tif", polys=_polys(ws, [shapely.box(100.0, 29.0, 102.0, 31.0)]))
+    assert_refused(argv, capsys, keywords=["cut.tif", "truncated or corrupt"], watch=ws / "out")
+
+
 # ---- sinks zonal -----------------------------------------------------------------------------------
 
 def test_zonal_output_exists(ws, capsys):

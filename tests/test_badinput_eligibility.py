@@ -411,6 +411,8 @@ PARCEL_CASES = {
     "start date in year 20225": (lambda p: p.assign(start_date="20225-01-01"), ["start_date", "20225"]),
     "no parcels": (lambda p: p.iloc[:0], ["parcels", "no rows"]),
     "duplicate parcel ids": (lambda p: p.assign(parcel_id="a"), ["duplicate parcel_id"]),
+    "overlapping parcels": (lambda p: p.set_geometry(p.geometry.where(p.index != 1, p.geometry.iloc[0].buffer(-1))),
+                            ["parcels overlap", "counted twice"]),
 }
 
 

@@ -126,6 +126,8 @@ RECIPE_CASES = {
     "derive unknown": (_edit("target", "derive", "soc_from_om"), ["derive", "soc_from_om", "soc_g_kg_from_organic_matter_pct"]),
     "derive without from": (_edit("target", "derive", "soc_g_kg_from_organic_matter_pct"), ["derive and from"]),
     "pool typo": (_edit("target", "pool", "forrest"), ["pool", "forrest", "did you mean 'forest'"]),
+    "units neither stock nor concentration": (lambda r: _edit("target", "units", "kg C/ha")(_edit("target", "pool", "forest")(r)),
+                                              ["units", "kg C/ha", "Mg C/ha"]),
     "target not a table": (_edit(None, "target", "carbon_mg_ha"), ["target", "must be a table"]),
     "target section missing": (_edit(None, None, drop="target"), ["missing [target]"]),
 }

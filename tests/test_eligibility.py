@@ -118,7 +118,7 @@ def test_ccer_14_001_minimum_area_depends_on_start_year(layers):
     x0, y0 = T @ (30, 30)
     small = gpd.GeoDataFrame({"parcel_id": ["new", "old", "undated"],
                               "start_date": ["2024-05-01", "2019-06-01", None]},
-                             geometry=[box(x0, y0 - side, x0 + side, y0)] * 3, crs=CRS)
+                             geometry=[box(x0 + k, y0 - side, x0 + k + side, y0) for k in (0, 30, 60)], crs=CRS)
     got = {p.parcel_id: p.rules["min_area"] for p in assess(small, rules, layers, progress=False).parcels}
     assert got["new"].status == "pass" and got["new"].evidence["applied_min_area_ha"] == 0.04
     assert got["old"].status == "fail" and "0.0667" in got["old"].reason

@@ -189,6 +189,20 @@ def test_evaluate_matches_the_bundles_own_predictions(bundle_folder):
     assert sum(b["n"] for b in e.by_di_bin) == 150
 
 
+def test_training_plots_are_told_apart_and_repeated_ids_refused(bundle_folder, tmp_path, capsys):
+    training = world_plots(300, 0)  # the bundle's own table
+    mixed = pd.concat([training.iloc[:40], world_plots(60, 12)], ignore_index=True)
+    assert evaluate(bundle_folder, mixed).training_plots == 40
+    assert evaluate(bundle_folder, mixed.drop(columns="plot_id")).training_plots == 40  # by x/y
+    assert evaluate(bundle_folder, world_plots(60, 12)).training_plots == 0
+    table = tmp_path / "train.csv"
+    training.to_csv(table, index=False)
+    assert main(["evaluate", str(bundle_folder), str(table)]) == 0
+    assert "300 of the 300 plots are the bundle's own training plots" in capsys.readouterr().err
+    with pytest.raises(InputError, match="plot_id repeated: S12-0001"):
+        evaluate(bundle_folder, pd.concat([mixed, mixed.iloc[[41]]], ignore_index=True))
+
+
 def test_coverage_near_nominal_on_plots_drawn_like_training(bundle_folder):
     e = evaluate(bundle_folder, world_plots(1000, 100))
     assert abs(e.overall["coverage"] - LEVEL) < 0.04, e.overall

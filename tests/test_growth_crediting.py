@@ -203,10 +203,11 @@ def test_statuses_conservative_and_totals_add_up(gw, report):
     got = by_id(report)
     assert got["pine_p"]["stock_change_tco2e"] == pytest.approx(14 * gw["areas"]["pine_p"], rel=1e-6)
     assert got["oak_p"]["status"] == "no_uncertainty" and "row(s) 6, 7" in got["oak_p"]["reason"]
+    assert got["oak_p"]["stock_change_tco2e"] > 0 and got["oak_p"]["tco2e"] == 0  # expected, reported, not credited
     assert got["forest_p"]["status"] == "ineligible" and got["forest_p"]["tco2e"] == 0
     for pid, c in got.items():
         assert 0 <= c["tco2e"]
-        if "stock_change_tco2e" in c:
+        if "net_tco2e" in c:
             assert c["tco2e"] <= max(c["stock_change_tco2e"], 0)
             # no uncertainty rule in CCER-14-001 as encoded: creditable = the labelled lower bound
             assert c["tco2e"] == pytest.approx(c["net_tco2e"] - Z90 * c["net_sd_tco2e"], rel=1e-12)

@@ -182,6 +182,10 @@ def test_training_arrays_drop_missing_rows_and_refuse_bad_targets(tmp_path):
     constant = _table().assign(carbon_mg_ha=5.0)
     with pytest.raises(InputError, match="t.csv: target column 'carbon_mg_ha' is constant"):
         training_arrays(recipe, constant, ["a", "b"], source="t.csv")
+    rounding = _table().assign(carbon_mg_ha=100.0 + 1e-7 * (np.arange(60) % 2))  # below float32's resolution
+    with pytest.raises(InputError, match="is constant.*float32"):
+        training_arrays(recipe, rounding, ["a", "b"], source="t.csv")
+    training_arrays(recipe, _table().assign(carbon_mg_ha=100.0 + 1e-3 * np.arange(60)), ["a", "b"], source="t.csv")
     negative = _table()
     negative.loc[4, "carbon_mg_ha"] = -3
     with pytest.raises(ImplausibleValueError, match=r"row\(s\) 5 are negative"):

@@ -62,6 +62,7 @@ def test_existing_file_needs_overwrite(tmp_path):
     ({"r.gpkg": "json"}, [], "unknown output format"),
     ({"r.json": "json", "r.gpkg": "gpkg", "r2.gpkg": "table"}, ["r2.gpkg"], "is also an input"),
     ({"missing/t.csv": "table"}, [], "does not exist"),
+    ({"t.shp": "table"}, [], "Shapefile is not written.*10 characters.*gpkg"),
 ])
 def test_output_checks(tmp_path, outputs, inputs, message):
     outputs = {tmp_path / p: k for p, k in outputs.items()}
@@ -124,6 +125,15 @@ def test_wrong_delimiter_lists_the_columns_found(tmp_path, sep, label):
     assert "plot_id" in str(info.value)
 
 
+def test_decimal_commas_are_named_not_misread(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('plot_id,tree_id,dbh_cm,species\nA,1,"12,5",Pinus massoniana\nA,2,30,"Cunninghamia, sp"\n')
+    with pytest.raises(InputError, match=r"column 'dbh_cm' holds numbers written with a comma \('12,5'\)"):
+        read_table(path)
+    path.write_text('plot_id,tree_id,dbh_cm,species\nA,1,12.5,"Cunninghamia, sp"\n')
+    assert read_table(path)["dbh_cm"].iloc[0] == 12.5  # a comma in text is text
+
+
 def test_failed_demo_keeps_the_users_empty_folder(tmp_path, monkeypatch):
     import sinks.demo.run as demo_run
 
@@ -155,3 +165,13 @@ def test_a_figure_that_fails_to_save_leaves_an_existing_file(tmp_path):
         save_png(Broken(), target)
     assert target.read_bytes() == b"the user's figure"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["obs_vs_pred.png"]
+
+
+def test_no_shapefile_is_written_from_python_either(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    frame = gpd.GeoDataFrame({"stock_change_tco2e": [1.0]}, geometry=[Point(0, 0)], crs="EPSG:4326")
+    with pytest.raises(OutputError, match="Shapefile is not written"):
+        write_table(frame, tmp_path / "t.shp")
+    assert list(tmp_path.iterdir()) == []

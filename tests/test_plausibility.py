@@ -108,6 +108,10 @@ def test_plot_area_slips():
         plausibility.check_plot_area(plots.assign(area_ha=400.0), n_trees=[20, 20])
     with pytest.raises(ImplausibleValueError, match="m²"):
         plausibility.check_plot_area(plots.assign(area_ha=100.0), n_trees=[20, 20])
+    with pytest.raises(ImplausibleValueError, match="every plot is 100 ha or larger.*m²"):
+        plausibility.check_plot_area(plots.assign(area_ha=100.0), n_trees=[131, 110])  # 1.1-1.3 stems/ha
+    plausibility.check_plot_area(plots.assign(area_ha=100.0), n_trees=[131, 110], allow_implausible=True)
+    plausibility.check_plot_area(plots.assign(area_ha=[50.0, 100.0]), n_trees=[25000, 42000])  # ForestGEO-like
     with pytest.raises(ImplausibleValueError, match="mu"):
         plausibility.check_plot_area(plots.assign(area_ha=1.0), n_trees=[20, 20])
     # 1-ha plots with a forest's stem density are fine; so are open plots with allow_implausible
@@ -174,6 +178,9 @@ def test_soil_unit_slips():
     soil.soil_stocks(_horizons(scale=0.1), allow_implausible=True)
     with pytest.raises(ImplausibleValueError, match="depths in m"):
         soil.soil_stocks(_horizons(depth_scale=0.01), allow_implausible=True)
+    with pytest.raises(ImplausibleValueError, match="deepest bottom is 1000 cm.*depths in mm"):
+        soil.soil_stocks(_horizons(depth_scale=10))
+    soil.soil_stocks(_horizons(depth_scale=10), allow_implausible=True)  # a deep core, said to be real
     with pytest.raises(ImplausibleValueError, match="kg/m³"):
         soil.soil_stocks(_horizons().assign(bulk_density_g_cm3=1300.0))
     with pytest.raises(ImplausibleValueError, match="maximum"):
@@ -229,3 +236,14 @@ def test_demo_world_passes_every_guard(tmp_path):
 
     result = forest.forest_stocks(pd.read_csv(world.trees), gpd.read_file(world.plots))
     assert result.plots["carbon_mg_ha"].max() < plausibility.max_stock_mg_ha("forest")[0]
+
+
+def test_tree_status_dead_live_or_refused():
+    plots = pd.DataFrame({"plot_id": ["A", "B"], "area_ha": [0.04, 0.04]})
+    alive = forest.forest_stocks(_trees(), plots).plots.set_index("plot_id")["agb_mg_ha"]
+    status = ["dead", "枯死", "standing dead"] + ["live", "", None, "活"] * 9 + ["Alive"]
+    trees = _trees(status=status)
+    mixed = forest.forest_stocks(trees, plots).plots.set_index("plot_id")["agb_mg_ha"]
+    assert mixed["A"] < alive["A"] and mixed["B"] == pytest.approx(alive["B"])  # the dead are in plot A
+    with pytest.raises(InputError, match=r"status 'cut', 'missing' in row\(s\) 2, 5 is neither dead"):
+        forest.forest_stocks(_trees(status=["live", "cut", "live", "live", "missing"] + ["live"] * 35), plots)

@@ -249,3 +249,15 @@ def test_sink_map_totals_and_cli(tmp_path, capsys):
                  "--quiet"]) == 0
     back = gpd.read_file(tmp_path / "z.gpkg")
     assert back.crs.to_epsg() == 4326 and back.total_t_c.iloc[0] == pytest.approx(40 * back.mapped_area_ha.iloc[0])
+
+
+def test_id_column_in_any_case_and_the_polygons_columns_kept(tmp_path):
+    make_map(tmp_path / "a.tif", np.full((20, 20), 40.0))
+    polys = gpd.GeoDataFrame({"Parcel_ID": ["q"], "owner": ["village 3"]}, geometry=[POLYS["quadrilateral"]],
+                             crs=4326)
+    polys.to_file(tmp_path / "p.gpkg")
+    assert main(["zonal", str(tmp_path / "a.tif"), str(tmp_path / "p.gpkg"), "--out", str(tmp_path / "z.gpkg"),
+                 "--quiet"]) == 0
+    back = gpd.read_file(tmp_path / "z.gpkg")
+    assert list(back["Parcel_ID"]) == ["q"] and list(back["owner"]) == ["village 3"]
+    assert "polygon" not in back.columns and back.total_t_c.iloc[0] > 0

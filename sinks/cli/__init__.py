@@ -31,14 +31,19 @@ COMMANDS = ("demo", "stocks", "extract", "stack", "train", "evaluate", "map", "c
 
 
 class UsageError(SinksError):
-    """A command line argparse cannot parse (unknown option, bad value)."""
+    """A command line argparse cannot parse (unknown option, bad value); ``prog``: the command whose
+    arguments they were (``sinks map``)."""
+
+    def __init__(self, message: str, prog: str = "sinks"):
+        super().__init__(message)
+        self.prog = prog
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors that point at ``--help``."""
 
     def error(self, message: str):
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')", self.prog)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except SinksError as exc:
         if debug:
             raise
-        print(f"{command}: error: {exc}", file=sys.stderr)
+        print(f"{exc.prog if isinstance(exc, UsageError) else command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if debug:

@@ -27,10 +27,8 @@ def add_rename(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_crs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--crs", metavar="CRS", type=crs_string, help="CRS of x/y columns in a CSV input, e.g. EPSG:32648"
-    )
+def add_crs(parser: argparse.ArgumentParser, help: str = "CRS of x/y columns in a CSV input, e.g. EPSG:32648") -> None:
+    parser.add_argument("--crs", metavar="CRS", type=crs_string, help=help)
 
 
 def add_engine(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from sinks.cli._common import add_level, add_overwrite, add_rename, echo, table_options
@@ -59,7 +60,11 @@ def run(args) -> None:
     result = evaluate(bundle, table, source=args.table)
     units = f" {result.units}" if result.units else ""
     o = result.overall
-    echo(f"bundle {result.bundle_id} on {args.table}: {result.n} plots used, {result.dropped} dropped (missing values)")
+    echo(f"bundle {result.bundle_id} on {args.table}: {result.n} plot{'s' * (result.n != 1)} used, "
+         f"{result.dropped} dropped (missing values)")
+    if result.training_plots:
+        print(f"sinks evaluate: warning: {result.training_plots} of the {result.n} plots are the bundle's own "
+              "training plots (its oof.csv): their scores are not an external validation", file=sys.stderr)
     echo(f"  R2 {_num(o['r2'], '.3f')}, RMSE {_num(o['rmse'])}{units} (relative {_pct(o['rel_rmse'])}), "
          f"MAE {_num(o['mae'])}, bias {_num(o['bias'], '+.3g')}")
     if result.cv:

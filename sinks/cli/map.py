@@ -31,8 +31,8 @@ def register(sub) -> None:
                         help="prebuilt covariate stack, one band per feature named as the bundle's features")
     parser.add_argument("--out", required=True, help="output COG")
     parser.add_argument("--bands", metavar="LIST",
-                        help="bands to write, comma-separated, e.g. carbon or carbon,lower,upper,di,aoa "
-                        "(default: every band the bundle gives)")
+                        help="bands to write, comma-separated, e.g. carbon or carbon,lower,upper,di,aoa,error "
+                        "(default: every band the bundle gives but error, which is written when asked for)")
     add_level(parser)
     parser.add_argument("--block", type=block_size, default=512,
                         help="tile size in pixels, a multiple of 16 (default 512)")

@@ -18,10 +18,12 @@ def register(sub) -> None:
     )
     parser.add_argument("map", help="carbon or sink map (from 'sinks map' or 'sinks change')")
     parser.add_argument("polygons", help="polygons (GeoPackage, Shapefile, GeoParquet, GeoJSON); any CRS")
-    parser.add_argument("--out", required=True, help="output table (.csv, .parquet, or .gpkg with the polygons)")
+    parser.add_argument("--out", required=True, help="output table (.csv, .parquet, or .gpkg / .geojson with the "
+                        "polygons and their columns)")
     parser.add_argument("--band", help="band to total (default: carbon, else sink)")
     parser.add_argument("--id", dest="id_column", metavar="COLUMN",
-                        help="polygon id column (default: parcel_id, polygon_id or id, else the row number)")
+                        help="polygon id column (default: parcel_id, polygon_id or id, in any case, else the row "
+                        "number)")
     parser.add_argument("--error-range-m", type=nonnegative_float, metavar="M",
                         help="range r of the exponential correlation of pixel errors, rho(d) = exp(-d/r), in "
                         "metres (0 = independent pixels); default: the map's sinks_error_range_m tag, else "
@@ -31,7 +33,7 @@ def register(sub) -> None:
                         "sinks_error_nugget tag, else 0)")
     level_option(parser)
     add_rename(parser)
-    add_crs(parser)
+    add_crs(parser, "CRS of polygons whose file has none, e.g. EPSG:4326")
     add_overwrite(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run, outputs={"out": "table"}, inputs=("map", "polygons"))
@@ -39,6 +41,7 @@ def register(sub) -> None:
 
 def run(args) -> None:
     import geopandas as gpd
+    import pandas as pd
 
     from sinks.io import VECTOR_SUFFIXES, read_table, write_table
     from sinks.mapping.zonal import zonal_totals
@@ -49,8 +52,10 @@ def run(args) -> None:
                          progress=not args.quiet, source=args.polygons)
     from pathlib import Path
 
-    if Path(args.out).suffix.lower() in VECTOR_SUFFIXES:
-        table = gpd.GeoDataFrame(table, geometry=polygons.geometry.to_numpy(), crs=polygons.crs)
+    if Path(args.out).suffix.lower() in VECTOR_SUFFIXES:  # the polygons as given: their columns, then the totals
+        given = polygons.drop(columns=[c for c in polygons.columns if c in table.columns or c == polygons.geometry.name])
+        table = gpd.GeoDataFrame(pd.concat([given.reset_index(drop=True), table.reset_index(drop=True)], axis=1),
+                                 geometry=polygons.geometry.to_numpy(), crs=polygons.crs)
     path = write_table(table, args.out)
     total = [c for c in ("total_t_co2e", "total_t_co2e_yr") if c in table.columns][0]
     echo(f"{len(table)} polygon(s), {table['area_ha'].sum():,.1f} ha, {total} {table[total].sum():,.1f} -> {path}")

@@ -371,21 +371,6 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
     return parcels, ids, starts
 
 
-def _refuse_overlaps(geoms, ids, source: str) -> None:
-    """Refuse parcels that overlap (their removals would be counted twice)."""
-    import shapely
-
-    overlaps = []
-    tree = shapely.STRtree(geoms)
-    for i, j in zip(*tree.query(geoms, predicate="intersects")):
-        if i < j and shapely.area(shapely.intersection(geoms[i], geoms[j])) > 1e-9 * min(
-                shapely.area(geoms[i]), shapely.area(geoms[j])):
-            overlaps.append(f"{ids.iloc[i]} and {ids.iloc[j]}")
-    if overlaps:
-        raise InputError(f"{source}: parcels overlap ({'; '.join(overlaps[:5])}): their removals would be counted "
-                         "twice; give non-overlapping parcels")
-
-
 def _not_eligible(parcel) -> dict | None:
     """The zero record of a parcel that is not (yet) eligible, else None."""
     if parcel.verdict == "ineligible":
@@ -435,7 +420,7 @@ def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
     losses = float(sum(min(r["net_tco2e"], 0.0) for r in records if r["status"] in COUNTED))
     return {
         "parcels": len(records), "statuses": {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES},
-        "stock_change_tco2e": total("stock_change_tco2e") if counted else 0.0,
+        "stock_change_tco2e": float(sum(r["stock_change_tco2e"] for r in records if r["status"] in COUNTED)),
         "stock_change_sd_tco2e": sd if counted else 0.0,
         "stock_change_lower_tco2e": (change - z * sd) if counted else 0.0,
         "stock_change_upper_tco2e": (change + z * sd) if counted else 0.0,
@@ -522,7 +507,6 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
     parcels, ids, starts = _checked_parcels(parcels, ruleset, y1, y2, start_date, start_date_column, source,
                                             ex_ante=True)
     changes = parcel_changes(parcels, table, y1, y2, source=source)
-    _refuse_overlaps(list(parcels.geometry), ids, source)
     report = assess(parcels, ruleset, layers or {}, start_date=start_date, start_date_column=start_date_column,
                     progress=progress)
     dt = y2 - y1
@@ -539,6 +523,7 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
             record = _zero(f"growth table row(s) {rows} give no sd or interval: the uncertainty deduction cannot be "
                            "made; add the source's uncertainty (sd, or ci_lower/ci_upper/ci_level) to the table",
                            "no_uncertainty")
+            record["stock_change_tco2e"] = growth_used["change_tco2e_ha"] * parcel.area_ha  # expected; not counted
         elif record is None:
             change = growth_used["change_tco2e_ha"] * parcel.area_ha
             sd = growth_used["change_sd_tco2e_ha"] * parcel.area_ha
@@ -619,7 +604,6 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     # polygons: no CRS, missing / duplicate ids, invalid geometries: listed per parcel, never repaired
     parcels, ids, starts = _checked_parcels(parcels, ruleset, y1, y2, start_date, start_date_column, source)
     geoms = to_raster_crs(parcels, info1.crs, source=source)
-    _refuse_overlaps(geoms, ids, source)
 
     report = assess(parcels, ruleset, layers or {}, start_date=start_date, start_date_column=start_date_column,
                     progress=progress)

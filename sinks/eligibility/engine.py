@@ -94,8 +94,26 @@ def check_parcels(parcels, *, start_date_column: str = "start_date") -> None:
                           for i in bad[:5]) + (f"; and {bad.size - 5} more" if bad.size > 5 else "")
         raise InputError(f"parcels: invalid or empty polygon in {shown}. Fix them (e.g. QGIS 'Fix geometries' or "
                          "shapely.make_valid, then check the result); sinks never repairs a polygon silently")
+    refuse_overlaps(list(geom), ids)
     if start_date_column in parcels.columns:
         parse_start_dates(parcels, start_date_column)
+
+
+def refuse_overlaps(geoms, ids) -> None:
+    """Refuse parcels that overlap: their area, and in crediting their removals, would be counted twice
+    (an overlap of under 1e-9 of the smaller parcel, a shared edge's rounding, is allowed)."""
+    import shapely
+
+    overlaps = []
+    tree = shapely.STRtree(geoms)
+    for i, j in zip(*tree.query(geoms, predicate="intersects")):
+        if i < j and shapely.area(shapely.intersection(geoms[i], geoms[j])) > 1e-9 * min(
+                shapely.area(geoms[i]), shapely.area(geoms[j])):
+            overlaps.append(f"{ids.iloc[i]} and {ids.iloc[j]}")
+    if overlaps:
+        more = f"; and {len(overlaps) - 5} more" if len(overlaps) > 5 else ""
+        raise InputError(f"parcels: these parcels overlap ({'; '.join(overlaps[:5])}{more}): their area and removals "
+                         "would be counted twice; give non-overlapping parcels")
 
 
 def _to_date(value) -> dt.date | None:

@@ -13,7 +13,9 @@ R², RMSE, relative RMSE (RMSE / mean observed), MAE, bias (mean predicted − o
 interval's coverage and mean width at the bundle's level; overall, inside and outside the area of
 applicability, and by DI bin (the bins of the bundle's held-out interval check, so the two tables
 line up). Coverage here is an honest external check only if the plots were not used in training
-and were drawn like the places the map is used for.
+and were drawn like the places the map is used for: the plots that are the bundle's training plots
+(same ``plot_id`` as its ``oof.csv``, or without ids the same x/y) are counted in
+``training_plots`` (``sinks evaluate`` warns); a repeated ``plot_id`` is refused.
 """
 
 from __future__ import annotations
@@ -76,12 +78,15 @@ class Evaluation:
     cv: dict | None = None
     table_sha256: str = ""
     rows: pd.DataFrame = field(default=None, repr=False)
+    #: plots scored that the bundle was trained on (then this is not external validation)
+    training_plots: int = 0
 
     def as_dict(self) -> dict:
         """JSON-ready report (no per-plot rows; NaN as null)."""
         body = {k: getattr(self, k) for k in ("bundle_id", "source", "table_sha256", "target", "units", "level",
                                                 "n", "dropped", "dropped_ids", "overall", "share_inside_aoa",
-                                                "inside_aoa", "outside_aoa", "by_di_bin", "aoa_threshold", "cv")}
+                                                "inside_aoa", "outside_aoa", "by_di_bin", "aoa_threshold", "cv",
+                                                "training_plots")}
         return _json_safe(body)
 
 
@@ -205,6 +210,12 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
         raise InputError(f"{source}: none of its {len(table)} rows has the target and every feature "
                          f"(missing values per column: {', '.join(counts)})")
     ids = table["plot_id"].to_numpy() if "plot_id" in table.columns else np.arange(len(table))
+    if "plot_id" in table.columns:
+        repeated = pd.unique(table["plot_id"][table["plot_id"].duplicated()].dropna())
+        if len(repeated):
+            raise InputError(f"{source}: plot_id repeated: {', '.join(map(str, repeated[:10]))}; score each plot "
+                             "once (a repeated plot counts twice in every score)")
+    seen = _training_plots(bundle, table)[keep]
     result = bundle.predict(X[keep])
     obs = y[keep]
     pred, lo, hi = (np.asarray(result[k], dtype=float) for k in ("prediction", "lower", "upper"))
@@ -249,7 +260,25 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
         overall=part(np.ones(len(obs), dtype=bool)), share_inside_aoa=float(inside.mean()),
         inside_aoa=part(inside), outside_aoa=part(~inside), by_di_bin=by_bin,
         aoa_threshold=float(bundle.aoa.threshold), cv=cv, table_sha256=_table_hash(table), rows=rows,
+        training_plots=int(seen.sum()),
     )
+
+
+def _training_plots(bundle, table: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``table`` are plots the bundle was trained on (its ``oof.csv``): the same
+    ``plot_id``, or without ids the same x and y. False everywhere when neither can be told."""
+    path = getattr(bundle, "path", None)
+    oof = Path(path) / "oof.csv" if path is not None else None
+    if oof is None or not oof.exists():
+        return np.zeros(len(table), dtype=bool)
+    trained = pd.read_csv(oof, usecols=lambda c: c in ("plot_id", "x", "y"))
+    if "plot_id" in table.columns and "plot_id" in trained.columns:
+        return table["plot_id"].astype(str).isin(set(trained["plot_id"].astype(str))).to_numpy()
+    if {"x", "y"} <= set(table.columns) and {"x", "y"} <= set(trained.columns):
+        pairs = set(zip(trained["x"].round(6), trained["y"].round(6)))
+        x, y = (pd.to_numeric(table[c], errors="coerce").round(6) for c in ("x", "y"))
+        return np.array([(a, b) in pairs for a, b in zip(x, y)], dtype=bool)
+    return np.zeros(len(table), dtype=bool)
 
 
 def _table_hash(table: pd.DataFrame) -> str:

@@ -137,6 +137,13 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         raise SpecError(f"{at}: derive and from go together: 'derive' names the conversion, "
                         "'from' the column it converts")
     pool = validate.string(target, "pool", at, default=None, choices=POOLS)
+    if pool is not None and units.strip():
+        from sinks.learn.targets import target_quantity
+
+        if target_quantity(units, column) is None:
+            raise SpecError(f"{at}: units = {units!r} for the {pool} pool is neither a carbon stock density "
+                            "(\"Mg C/ha\", which maps, totals and crediting read) nor a concentration (\"g C/kg\", "
+                            "\"%\"); convert the column and state its units")
     weights = validate.string(target, "weights", at, default=None)
 
     estimator = validate.table(data, "estimator", where)

@@ -146,9 +146,10 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
             f"{recipe.interval_level:.0%} interval" + (f"; missing values per column: {', '.join(gaps)}" if gaps else "")
         )
     y = target[keep]
-    if np.ptp(y) == 0:
-        raise InputError(f"{source}: {what} is constant ({y[0]:g} in all {len(y)} usable rows); "
-                         "a model cannot learn from a constant target (it would report a perfect fit "
+    # constant, or varying only below float32's resolution (the models fit float32: such a spread is rounding)
+    if np.ptp(y) <= 10 * np.finfo(np.float32).eps * np.max(np.abs(y)):
+        raise InputError(f"{source}: {what} is constant ({y[0]:g} in all {len(y)} usable rows, to float32's "
+                         "precision); a model cannot learn from a constant target (it would report a perfect fit "
                          "with a zero-width interval): check the column or its derivation")
     return X[keep], y, keep
 

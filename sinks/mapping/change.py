@@ -177,7 +177,9 @@ def _check_years(year1, year2) -> tuple[float, float]:
 
 
 def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool = False) -> None:
-    """Refuse two maps that cannot be differenced: bands, grids, units, models."""
+    """Refuse two maps that cannot be differenced: one file twice, bands, grids, units, models."""
+    if Path(info1.path).resolve() == Path(info2.path).resolve():
+        raise InputError(f"{info1.path} is given for both epochs; give the map of each year (MAP_T1 MAP_T2)")
     for info in (info1, info2):
         info.require(CARBON_BANDS)
     if not info1.same_grid(info2):
@@ -227,7 +229,7 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     level1, level2 = info1.level(), info2.level()
     if level is None:
         if abs(level1 - level2) > 1e-9:
-            raise InputError(f"{info1.path} has a {level1:.0%} interval but {info2.path} a {level2:.0%} one; "
+            raise InputError(f"{info1.path} has an interval at {level1:.0%} but {info2.path} one at {level2:.0%}; "
                              "pass --level to choose the output's level")
         level = level1
     if not (0 < float(level) < 1):
@@ -276,8 +278,8 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
             cog_writer(out, crs=info1.crs, transform=info1.transform, width=info1.width, height=info1.height,
                        band_names=SINK_BANDS, blocksize=block, tags=tags, band_tags=band_tags) as dst:
         for window in tqdm(windows, desc="change", unit="tile", disable=not progress):
-            a = _read(ds1, idx1, window, info1.nodata)
-            b = _read(ds2, idx2, window, info2.nodata)
+            a = read_bands(ds1, idx1, window, info1.nodata, stock=0)
+            b = read_bands(ds2, idx2, window, info2.nodata, stock=0)
             data = change_window(a, b, z1=z1, z2=z2, z_out=z_out, rho=rho, factor=factor)
             valid = np.isfinite(data[0])
             counts["valid"] += int(valid.sum())
@@ -290,10 +292,26 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     return Path(out)
 
 
-def _read(ds, indexes, window, nodata) -> np.ndarray:
-    data = ds.read(indexes, window=window).astype(np.float64)
-    if nodata is not None and not np.isnan(nodata):
-        data[data == nodata] = np.nan
+def read_bands(ds, indexes, window, nodata, *, stock: int | None = None) -> np.ndarray:
+    """Bands ``indexes`` of an open map over ``window``, float64, NaN where nodata (compared in the
+    band's own type). ``stock``: the position (in ``indexes``) of a carbon stock band, refused where
+    negative: a stock cannot be, and -9999 or -3.4e38 there is a nodata value the file does not
+    declare."""
+    from sinks.cog import nodata_in_dtype, read_window
+
+    raw = read_window(ds, indexes, window)
+    data = raw.astype(np.float64)
+    typed = nodata_in_dtype(nodata, raw.dtype)
+    if typed is not None:
+        data[raw == typed] = np.nan
+    if stock is not None:
+        negative = data[stock] < 0
+        if negative.any():
+            raise InputError(
+                f"{ds.name}: {int(negative.sum())} pixel(s) of its carbon stock band are negative (down to "
+                f"{data[stock][negative].min():g} Mg C/ha) in rows {window.row_off}-{window.row_off + window.height}; "
+                "a stock cannot be. If that is a nodata value, declare it (gdal_edit.py -a_nodata VALUE); if a "
+                "model extrapolated below 0, map again with this sinks, which holds predictions at 0")
     return data
 
 

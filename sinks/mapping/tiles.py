@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from rasterio.windows import Window
 
+from sinks.cog import nodata_in_dtype, read_window
 from sinks.errors import InputError, ModelMismatchError
 
 
@@ -147,21 +148,6 @@ class _SpecReader:
         self.engine.close()
 
 
-def _typed_nodata(nodata: float | None, dtype: str):
-    """A band's nodata value in the band's own data type, as GDAL compares it (a float32 band with
-    the float32 nearest the stored double, a float64 or integer band with the value itself); None
-    where no pixel can equal it (none set, NaN, which the float cast makes NaN anyway, or a value the
-    integer type cannot hold)."""
-    if nodata is None or np.isnan(nodata):
-        return None
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return dtype.type(nodata) if float(nodata).is_integer() and info.min <= nodata <= info.max else None
-    with np.errstate(over="ignore"):
-        return dtype.type(nodata)
-
-
 class StackReader:
     """The bundle's features, in its order, from a covariate stack: float32, NaN where nodata."""
 
@@ -170,7 +156,7 @@ class StackReader:
 
         self.ds = rasterio.open(job.stack)
         self.indexes = list(job.stack_indexes)
-        self.nodata = [_typed_nodata(self.ds.nodatavals[i - 1], self.ds.dtypes[i - 1]) for i in self.indexes]
+        self.nodata = [nodata_in_dtype(self.ds.nodatavals[i - 1], self.ds.dtypes[i - 1]) for i in self.indexes]
         scales = [self.ds.scales[i - 1] for i in self.indexes]
         offsets = [self.ds.offsets[i - 1] for i in self.indexes]
         self.rescale = [(s, o) if (s, o) != (1.0, 0.0) else None for s, o in zip(scales, offsets)]
@@ -180,7 +166,7 @@ class StackReader:
         self.masked = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
 
     def read(self, window: Window) -> np.ndarray:
-        raw = self.ds.read(self.indexes, window=window)
+        raw = read_window(self.ds, self.indexes, window)
         with np.errstate(over="ignore"):  # a float64 nodata beyond float32's range: masked just below
             data = raw if raw.dtype == np.float32 else raw.astype(np.float32)
         for i, nodata in enumerate(self.nodata):
@@ -282,7 +268,8 @@ def check_stack(path: str | os.PathLike, bundle, *, grid=None) -> tuple[tuple[in
                 for d in extra:
                     close = difflib.get_close_matches(d, missing, n=1, cutoff=0.6) or [
                         f for f in missing if f.lower() == d.lower()]
-                    hints.append(f"{d} (did you mean {close[0]!r}?)" if close else d)
+                    shown = repr(d) if d != d.strip() else d  # a stray space shows
+                    hints.append(f"{shown} (did you mean {close[0]!r}?)" if close else shown)
                 parts.append(f"extra band(s) {', '.join(hints)}")
             raise ModelMismatchError(
                 f"{path}: the stack's bands do not match bundle {bundle.bundle_id}: {'; '.join(parts)}; "

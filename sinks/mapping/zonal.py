@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError
-from sinks.mapping.change import (CO2_PER_C, SINK_UNITS, MapInfo, check_stock_units, normal_quantile,
+from sinks.mapping.change import (CO2_PER_C, SINK_UNITS, MapInfo, check_stock_units, normal_quantile, read_bands,
                                   read_map_info)
 from sinks.pixels import check_north_up, coverage_fractions, pixel_window
 
@@ -302,8 +302,9 @@ def check_polygons(frame, *, id_column: str | None = None, source: str = "polygo
         if id_column not in frame.columns:
             raise InputError(f"{source}: no column {id_column!r} for --id; found {', '.join(map(str, frame.columns))}")
         name = id_column
-    else:
-        name = next((c for c in ID_CANDIDATES if c in frame.columns), None)
+    else:  # the usual id columns, in any case (Parcel_ID, ID)
+        lower = {str(c).lower(): c for c in frame.columns if c != frame.geometry.name}
+        name = next((lower[c] for c in ID_CANDIDATES if c in lower), None)
     if name is None:
         ids = pd.Series(np.arange(1, len(frame) + 1), name="polygon")
         name = "polygon"
@@ -428,7 +429,7 @@ def zonal_totals(map_path: str | os.PathLike, polygons, *, band: str | None = No
     rows_out = []
     with rasterio.open(info.path) as ds:
         for i, geom in enumerate(tqdm(geoms, desc="zonal", unit="polygon", disable=not progress)):
-            stats = _polygon_totals(ds, info, ea, geom, raster_box, indexes, band, model, exact_limit, chunk,
+            stats = _polygon_totals(ds, info, ea, geom, raster_box, indexes, band, kind, model, exact_limit, chunk,
                                     Window)
             rows_out.append(_row(ids.iloc[i], stats, kind, level, z_map, z_out, model))
     table = pd.DataFrame(rows_out)
@@ -444,7 +445,8 @@ def _raster_box(info: MapInfo):
     return shapely.box(x0, y0, x1, y1)
 
 
-def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, model, exact_limit, chunk, Window):
+def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, kind, model, exact_limit, chunk,
+                    Window):
     import shapely
 
     window = pixel_window(geom, info.transform, info.height, info.width)
@@ -469,11 +471,9 @@ def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, mo
             lr, lc = np.nonzero(hit)
             grow, gcol = lr + sub[0], lc + sub[1]
             cover = ea.cover_ha(grow, gcol, frac[hit], cx[hit], cy[hit])
-            data = ds.read(list(indexes.values()), window=Window(sub[1], sub[0], sub[3], sub[2])).astype(np.float64)
+            data = read_bands(ds, list(indexes.values()), Window(sub[1], sub[0], sub[3], sub[2]), nodata,
+                              stock=0 if kind == "stock" else None)
             vals = {name: data[j][hit] for j, name in enumerate(indexes)}
-            if nodata is not None and not np.isnan(nodata):
-                for v in vals.values():
-                    v[v == nodata] = np.nan
             value, lower, upper = vals[band], vals["lower"], vals["upper"]
             valid = np.isfinite(value) & np.isfinite(lower) & np.isfinite(upper)
             acc["pixels"] += int(hit.sum())

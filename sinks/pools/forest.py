@@ -27,7 +27,7 @@ from sinks.pools import montecarlo, plausibility
 from sinks.pools.allometry import ExpressionAllometry, chave2014_eq4, chave2014_eq7
 from sinks.pools.height import HeightModel
 from sinks.pools.tables import allometry_parameter, load_table
-from sinks.pools.wood_density import lookup_wood_density
+from sinks.pools.wood_density import clean_names, lookup_wood_density
 
 TREE_COLUMNS = ("plot_id", "tree_id", "dbh_cm")
 PLOT_COLUMNS = ("plot_id", "area_ha")
@@ -43,7 +43,9 @@ MAX_HEIGHT_M = 130.0
 UNIT_COLUMNS = {"dbh_mm": ("dbh_cm", 0.1), "dbh_m": ("dbh_cm", 100.0), "dbh_in": ("dbh_cm", 2.54),
                 "height_ft": ("height_m", 0.3048), "height_dm": ("height_m", 0.1)}
 UNITLESS = ("dbh", "diameter", "d", "height", "h")
-DEAD = {"dead", "d", "死", "枯死", "枯立木"}
+DEAD = {"dead", "d", "standing dead", "snag", "死", "枯死", "枯立木"}
+#: ``status`` values of a live tree (an empty status is live too); any other value is refused.
+LIVE = {"live", "alive", "l", "a", "活", "活立木"}
 
 
 def species_groups(table=None) -> pd.DataFrame:
@@ -56,7 +58,8 @@ def species_groups(table=None) -> pd.DataFrame:
 
 
 def match_species_group(species: pd.Series, table: pd.DataFrame) -> pd.Series:
-    """Species group of each name (Latin or Chinese; exact, then genus = first word).
+    """Species group of each name (Latin or Chinese; exact, then the binomial = first two words,
+    which drops an author such as "L.", then the genus = first word; spaces collapsed, any case).
 
     Group names (``chinese_fir``, ``杉木``) match too. Returns the ``group`` or missing.
     """
@@ -67,10 +70,10 @@ def match_species_group(species: pd.Series, table: pd.DataFrame) -> pd.Series:
         for name in names:
             if name.strip() and name.strip().lower() != "nan":
                 lookup[name.strip().lower()] = row.group
-    clean = species.astype("string").str.strip().str.lower()
-    exact = clean.map(lookup)
-    genus = clean.str.split().str[0].map(lookup)
-    return exact.fillna(genus)
+    clean = clean_names(species)
+    words = clean.str.split(" ")
+    binomial = words.str[:2].str.join(" ").map(lookup)
+    return clean.map(lookup).fillna(binomial).fillna(words.str[0].map(lookup))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,6 +207,21 @@ def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
     return height, height_source, models, model_index
 
 
+def _dead(trees: pd.DataFrame, source: str) -> np.ndarray:
+    """Which trees are dead by their ``status``; a value neither dead nor live is refused (a "cut"
+    or "missing" tree must not be counted live by default)."""
+    if "status" not in trees:
+        return np.zeros(len(trees), bool)
+    status = trees["status"].astype("string").str.strip().str.lower().fillna("")
+    unknown = ~status.isin(DEAD | LIVE | {""})
+    if unknown.any():
+        values = ", ".join(repr(v) for v in pd.unique(trees["status"][unknown.to_numpy()])[:8])
+        raise InputError(f"{source}: status {values} in row(s) {format_rows(np.flatnonzero(unknown.to_numpy()))} "
+                         f"is neither dead ({', '.join(sorted(DEAD))}) nor live ({', '.join(sorted(LIVE))}, or "
+                         "empty); recode it, and leave out trees that were cut or are missing")
+    return status.isin(DEAD).to_numpy()
+
+
 def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, source: str = "trees",
                  drop_invalid: bool = False, allow_implausible: bool = False) -> tuple[pd.DataFrame, Dropped, dict]:
     """Per-tree AGB, below-ground biomass and carbon (Mg) with what each tree used.
@@ -258,7 +276,7 @@ def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, sou
         rows = np.array([a is allom for a in user])
         agb[rows] = allom.agb_mg(dbh[rows], height[rows], wood.wd_g_cm3[rows], None if e is None else e[rows])
         label[rows] = allom.expression
-    dead = out["status"].astype("string").str.strip().str.lower().isin(DEAD).to_numpy() if "status" in out else np.zeros(len(out), bool)
+    dead = _dead(out, source)
     agb[dead] = 0.0
     root_shoot = group.map(params["root_shoot"]).astype(float).fillna(0.0).to_numpy()
     default_cf = allometry_parameter("default_carbon_fraction", "carbon_fraction")

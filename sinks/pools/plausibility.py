@@ -258,6 +258,11 @@ def check_plot_area(plots: pd.DataFrame, source: str = "plots", *, n_trees=None,
         _fail(source, "area_ha", rows, area[rows],
               f"median stem density {median:.3g} stems/ha is below {m2_limit:g} stems/ha", "plot area in m²",
               hint="divide m² by 10,000 to get ha")
+    large_limit = bound("stems_ha_median_large_area", "forest", table)["minimum"]
+    if area[with_trees].min() >= 100 and median < large_limit:
+        _fail(source, "area_ha", rows, area[rows],
+              f"every plot is 100 ha or larger, with a median of {median:.3g} stems/ha (below {large_limit:g})",
+              "plot area in m²", hint="divide m² by 10,000 to get ha")
     mu_limit = bound("stems_ha_median_integer_area", "forest", table)["minimum"]
     whole = area[with_trees]
     if (np.all(np.isclose(whole, np.round(whole))) and whole.min() >= 1 and whole.max() <= 15
@@ -339,11 +344,20 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
     whose topsoil is below 3 g/kg) (heuristic, passable with ``allow_implausible``: carbon-poor
     dryland soils exist);
     SOC above 600 g/kg with a median above 100 is refused per row already (g/kg x 10 is not a
-    slip users make). Depths in m: the deepest bottom of the table at most 5 cm.
+    slip users make). Depths in m: the deepest bottom of the table at most 5 cm; in mm: at 1,000 cm
+    (10 m) or deeper (heuristic, passable with ``allow_implausible``).
     """
     _check_depth_units(horizons, source, "soil", table)
     _check_density_units(horizons, "bulk_density_g_cm3", source, "soil", table)
-    if allow_implausible or "soc_g_kg" not in horizons.columns or "profile_id" not in horizons.columns:
+    if allow_implausible:
+        return
+    bottom = _numeric(horizons, "bottom_cm") if "bottom_cm" in horizons.columns else np.zeros(0)
+    deepest_limit = bound("bottom_cm_deepest", "soil", table)["maximum"]
+    if np.isfinite(bottom).any() and np.nanmax(bottom) >= deepest_limit:
+        rows = np.flatnonzero(bottom >= deepest_limit)
+        _fail(source, "bottom_cm", rows, bottom[rows], f"the deepest bottom is {np.nanmax(bottom):.4g} cm, "
+              f"{deepest_limit:g} cm or more", "depths in mm", hint="divide top_cm and bottom_cm (mm) by 10")
+    if "soc_g_kg" not in horizons.columns or "profile_id" not in horizons.columns:
         return
     soc = _numeric(horizons, "soc_g_kg")
     ok = np.isfinite(soc)

@@ -29,7 +29,8 @@ from sinks.errors import InputError
 LEVELS = ("given", "species", "genus", "family", "species_group", "plot", "dataset")
 
 
-def _clean(series: pd.Series) -> pd.Series:
+def clean_names(series: pd.Series) -> pd.Series:
+    """Taxon names compared as text: trimmed, inner spaces collapsed, lower case."""
     return series.astype("string").str.strip().str.replace(r"\s+", " ", regex=True).str.lower()
 
 
@@ -73,7 +74,7 @@ def read_wood_density_table(table: str | os.PathLike | pd.DataFrame) -> pd.DataF
     binomial = binomial.where(~epithet_only, out["genus"].astype("string") + " " + binomial)
     key = np.select([out["level"] == "species", out["level"] == "genus"],
                     [binomial, out["genus"].astype("string")], out["family"].astype("string"))
-    result = pd.DataFrame({"level": out["level"].to_numpy(), "key": _clean(pd.Series(key)).to_numpy(),
+    result = pd.DataFrame({"level": out["level"].to_numpy(), "key": clean_names(pd.Series(key)).to_numpy(),
                            "wd_g_cm3": pd.to_numeric(out["wd"], errors="coerce").to_numpy(),
                            "wd_sd_g_cm3": pd.to_numeric(out["sd"], errors="coerce").fillna(0.0).to_numpy()})
     result = result[result["wd_g_cm3"].notna() & result["key"].notna()]
@@ -83,9 +84,9 @@ def read_wood_density_table(table: str | os.PathLike | pd.DataFrame) -> pd.DataF
 def _aggregate_records(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     wd = pd.to_numeric(frame["wd"], errors="coerce")
     records = pd.DataFrame({
-        "species": _clean(frame["genus"].astype("string") + " " + frame["species"].astype("string")),
-        "genus": _clean(frame["genus"]),
-        "family": _clean(frame["family"]) if "family" in frame else pd.Series(pd.NA, index=frame.index),
+        "species": clean_names(frame["genus"].astype("string") + " " + frame["species"].astype("string")),
+        "genus": clean_names(frame["genus"]),
+        "family": clean_names(frame["family"]) if "family" in frame else pd.Series(pd.NA, index=frame.index),
         "wd": wd,
     }).dropna(subset=["wd"])
     if records.empty:
@@ -119,14 +120,17 @@ def tree_names(trees: pd.DataFrame) -> pd.DataFrame:
     """Binomial, genus and family of each tree from ``species``, ``genus``, ``family`` columns."""
     def column(name: str) -> pd.Series:
         if name in trees:
-            return _clean(trees[name])
+            return clean_names(trees[name])
         return pd.Series(pd.NA, index=trees.index, dtype="string")
 
-    species, family = column("species"), column("family")
-    first_word = species.str.split(" ").str[0].astype("string")
-    genus = column("genus").fillna(first_word)
+    species, family, given_genus = column("species"), column("family"), column("genus")
+    words = species.str.split(" ")
+    genus = given_genus.fillna(words.str[0].astype("string"))
     two_words = species.str.contains(" ", regex=False).fillna(False).astype(bool)
-    binomial = species.where(two_words | genus.isna(), genus + " " + species)
+    # a one-word species is an epithet beside its own genus column, else a genus alone; "L." and
+    # other authors after the binomial are dropped
+    binomial = words.str[:2].str.join(" ").astype("string").where(
+        two_words | given_genus.isna(), given_genus + " " + species)
     return pd.DataFrame({"binomial": binomial, "genus": genus, "family": family})
 
 
