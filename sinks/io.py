@@ -221,7 +221,12 @@ def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str 
                     f"{crs}; are they projected coordinates? (CRS mismatch: give their real --crs)"
                 )
         return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs=crs)
-    raise InputError(f"{source}: no geometry and no x/y columns to locate the rows")
+    names = {str(c).lower(): str(c) for c in frame.columns}
+    pairs = [("lon", "lat"), ("longitude", "latitude"), ("long", "lat"), ("easting", "northing"), ("x_coord", "y_coord")]
+    found = next(((names[a], names[b]) for a, b in pairs if a in names and b in names), None)
+    hint = (f"; rename {found[0]}/{found[1]}: --rename {found[0]}=x --rename {found[1]}=y and give --crs"
+            f"{' EPSG:4326' if found[0].lower().startswith('lon') else ''}" if found else "")
+    raise InputError(f"{source}: no geometry and no x/y columns to locate the rows{hint}")
 
 
 def _same_crs(a, b) -> bool:

@@ -175,3 +175,10 @@ def test_no_shapefile_is_written_from_python_either(tmp_path):
     with pytest.raises(OutputError, match="Shapefile is not written"):
         write_table(frame, tmp_path / "t.shp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lon_lat_columns_get_a_rename_hint():
+    from sinks.io import to_geodataframe
+
+    with pytest.raises(InputError, match="--rename Lon=x --rename Lat=y and give --crs EPSG:4326"):
+        to_geodataframe(pd.DataFrame({"Lon": [104.1], "Lat": [30.6]}), source="t.csv")

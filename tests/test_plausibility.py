@@ -247,3 +247,21 @@ def test_tree_status_dead_live_or_refused():
     assert mixed["A"] < alive["A"] and mixed["B"] == pytest.approx(alive["B"])  # the dead are in plot A
     with pytest.raises(InputError, match=r"status 'cut', 'missing' in row\(s\) 2, 5 is neither dead"):
         forest.forest_stocks(_trees(status=["live", "cut", "live", "live", "missing"] + ["live"] * 35), plots)
+
+
+def test_text_in_a_number_column_is_named_as_text():
+    trees = _trees().astype({"dbh_cm": object, "height_m": object})
+    trees.loc[2, "dbh_cm"] = "abc"
+    with pytest.raises(InputError, match=r"non-numeric dbh_cm in row\(s\) 3 "):
+        forest.check_trees(trees)
+    trees = _trees().astype({"height_m": object})
+    trees.loc[4, "height_m"] = "tall"  # was read as a missing height, and modelled
+    with pytest.raises(InputError, match=r"non-numeric height_m in row\(s\) 5 "):
+        forest.check_trees(trees)
+
+
+def test_a_species_column_under_another_name_gets_a_hint():
+    plots = pd.DataFrame({"plot_id": ["A", "B"], "area_ha": [0.04, 0.04]})
+    trees = _trees().rename(columns={"species": "species_zh"}).assign(species_zh="马尾松")
+    with pytest.raises(InputError, match="--rename species_zh=species"):
+        forest.forest_stocks(trees, plots)

@@ -107,8 +107,11 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         target = _numeric(table, recipe.target, source)
         what = f"target column {recipe.target!r}"
     else:
+        from sinks.validate import did_you_mean
+
         raise InputError(f"{source}: no target column {recipe.target!r} ([target] column of recipe "
-                         f"{recipe.path or recipe.name}); found {', '.join(map(str, table.columns))}")
+                         f"{recipe.path or recipe.name}){did_you_mean(recipe.target, map(str, table.columns))}; "
+                         f"found {', '.join(map(str, table.columns))}")
     if np.isinf(target).any():
         raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(target)))} "
                          "are infinite; fix them or leave them empty to drop those rows")
@@ -158,8 +161,11 @@ def _measurement_sd(recipe: Recipe, table: pd.DataFrame, keep: np.ndarray, sourc
     """The ``[target] weights`` column (each plot's measurement sd, target units) of the usable rows."""
     column = recipe.weights
     if column not in table.columns:
+        from sinks.validate import did_you_mean
+
         raise InputError(f"{source}: no column {column!r} for the plot weights ([target] weights of "
-                         f"{recipe.path or recipe.name}: each plot's measurement sd in {recipe.target_units or 'target units'})")
+                         f"{recipe.path or recipe.name}: each plot's measurement sd in {recipe.target_units or 'target units'})"
+                         f"{did_you_mean(column, map(str, table.columns))}")
     sd = _numeric(table, column, source)[keep]
     bad = ~np.isfinite(sd) | (sd < 0)
     if bad.any():

@@ -131,15 +131,24 @@ def check_trees(trees: pd.DataFrame, source: str = "trees", *, drop_invalid: boo
         raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
     plausibility.check_tree_units(trees, source, allow_implausible=allow_implausible)
     problems: list[tuple[np.ndarray, str]] = []
-    dbh = pd.to_numeric(trees["dbh_cm"], errors="coerce").to_numpy(dtype=float)
+
+    def numbers(column: str) -> np.ndarray:
+        """The column as numbers; text that is not one (``abc``) is a problem of its own, not a gap."""
+        raw = trees[column]
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        text = raw.notna().to_numpy() & (raw.astype("string").str.strip() != "").fillna(False).to_numpy()
+        problems.append((text & ~np.isfinite(values), f"non-numeric {column}"))
+        return values
+
+    dbh = numbers("dbh_cm")
     problems.append((~np.isfinite(dbh) | (dbh <= 0) | (dbh > MAX_DBH_CM),
                      f"dbh_cm missing, non-positive or above {MAX_DBH_CM:g} cm"))
     if "height_m" in trees.columns:
-        height = pd.to_numeric(trees["height_m"], errors="coerce").to_numpy(dtype=float)
+        height = numbers("height_m")
         problems.append((np.isfinite(height) & ((height < BREAST_HEIGHT_M) | (height > MAX_HEIGHT_M)),
                          f"height_m below breast height ({BREAST_HEIGHT_M} m) or above {MAX_HEIGHT_M:g} m"))
     if "wood_density_g_cm3" in trees.columns:
-        wd = pd.to_numeric(trees["wood_density_g_cm3"], errors="coerce").to_numpy(dtype=float)
+        wd = numbers("wood_density_g_cm3")
         problems.append((np.isfinite(wd) & ((wd <= 0) | (wd > 1.5)), "wood_density_g_cm3 not in (0; 1.5]"))
     problems.append((trees.duplicated(subset=["plot_id", "tree_id"], keep=False).to_numpy(),
                      "duplicate (plot_id, tree_id)"))

@@ -170,8 +170,10 @@ def lookup_wood_density(trees: pd.DataFrame, *, table=None, group_wd: pd.Series 
     unmatched = np.isnan(wd)
     unmatched_names = sorted({str(v) for v in names.loc[unmatched, "binomial"].fillna("(no name)")})
     if unmatched.all():
+        named = [str(c) for c in trees.columns if "species" in str(c).lower() and c != "species"]
+        hint = f"; is {named[0]!r} the species? --rename {named[0]}=species" if named and "species" not in trees else ""
         raise InputError("no tree has a wood density: give wood_density_g_cm3, a wood-density table "
-                         "(--wood-density) or species that match the species-group table")
+                         f"(--wood-density) or species that match the species-group table{hint}")
     if unmatched.any() and stand is not None and stand in trees:
         matched = pd.DataFrame({"stand": trees[stand].to_numpy(), "wd": wd}).dropna()
         stats = matched.groupby("stand")["wd"].agg(["mean", "std"])
