@@ -88,6 +88,7 @@ def read_table(
         else:
             import geopandas as gpd
 
+            _refuse_several_layers(path)
             frame = gpd.read_file(path)
     except InputError:
         raise
@@ -97,6 +98,16 @@ def read_table(
     if geometry:
         frame = to_geodataframe(frame, crs=crs, source=str(path))
     return frame
+
+
+def _refuse_several_layers(path: Path) -> None:
+    """A GeoPackage of several layers: which one is meant cannot be guessed (GDAL reads the first)."""
+    import pyogrio
+
+    layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    if len(layers) > 1:
+        raise InputError(f"{path}: holds {len(layers)} layers ({', '.join(layers[:8])}); sinks reads a file of one "
+                         f"layer: write the one you mean to its own file, e.g. ogr2ogr ONE.gpkg {path} {layers[0]}")
 
 
 #: Encodings tried in turn when none is given: UTF-8 (a BOM is skipped), then GB18030, the

@@ -182,3 +182,16 @@ def test_lon_lat_columns_get_a_rename_hint():
 
     with pytest.raises(InputError, match="--rename Lon=x --rename Lat=y and give --crs EPSG:4326"):
         to_geodataframe(pd.DataFrame({"Lon": [104.1], "Lat": [30.6]}), source="t.csv")
+
+
+def test_a_geopackage_of_several_layers_is_refused(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    frame = gpd.GeoDataFrame({"parcel_id": ["a"]}, geometry=[Point(0, 0)], crs="EPSG:4326")
+    frame.to_file(tmp_path / "two.gpkg", layer="parcels_2020")
+    frame.to_file(tmp_path / "two.gpkg", layer="parcels_2025")
+    with pytest.raises(InputError, match="holds 2 layers \\(parcels_2020, parcels_2025\\)"):
+        read_table(tmp_path / "two.gpkg")
+    frame.to_file(tmp_path / "one.gpkg")
+    assert len(read_table(tmp_path / "one.gpkg")) == 1
