@@ -42,7 +42,8 @@ def cog_writer(
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """Yield a writable dataset; on success the file at ``path`` is a complete COG.
 
-    ``band_tags`` maps a band name to tags for that band (e.g. ``{"carbon": {"units": "Mg C/ha"}}``).
+    ``band_tags`` maps a band name to tags for that band (e.g. ``{"carbon": {"units": "Mg C/ha"}}``);
+    a ``units`` tag is also set as the band's GDAL unit type.
     """
     path = Path(path)
     profile = dict(
@@ -56,7 +57,10 @@ def cog_writer(
             with rasterio.open(staging, "w", **profile) as dst:
                 for i, name in enumerate(band_names, start=1):
                     dst.set_band_description(i, name)
-                    dst.update_tags(i, name=name, **{k: str(v) for k, v in (band_tags or {}).get(name, {}).items()})
+                    own = (band_tags or {}).get(name, {})
+                    dst.update_tags(i, name=name, **{k: str(v) for k, v in own.items()})
+                    if own.get("units"):
+                        dst.set_band_unit(i, str(own["units"]))  # GDAL's unit type too (gdalinfo, QGIS show it)
                 dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
                 yield dst
             to_cog(staging, final_tmp, blocksize=blocksize, resampling=resampling,

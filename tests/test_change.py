@@ -91,6 +91,8 @@ def test_sink_arithmetic_and_interval(epochs, rho):
     assert tags["sinks_epoch_correlation"] == f"{rho:g}"
     assert tags["sinks_years"] == "2012 2020" and tags["sinks_bundle_id"] == "bundle-a"
     assert band_tags[0]["units"] == "t CO2e/ha/yr" and band_tags[1]["interval_level"] == "0.9"
+    with rasterio.open(out) as ds:
+        assert ds.units[0] == "t CO2e/ha/yr"  # GDAL's unit type, as gdalinfo and QGIS show it
     assert "Eq. 2.5" in tags["sinks_method"]
 
 

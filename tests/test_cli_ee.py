@@ -83,6 +83,8 @@ def test_stack_exports_on_earth_engine(ee, monkeypatch, tmp_path, capsys):
     (["--engine", "ee", "--bucket", "b"], "--ee-project PROJECT"),
     (["--bucket", "b"], "are for --engine ee"),
     (["--ee-project", "p"], "--ee-project is for --engine ee"),
+    (["--engine", "ee", "--bucket", "b", "--ee-project", "p"], "grid has no extent"),  # found before the sign-in
+    (["--engine", "ee", "--bucket", "b", "--ee-project", "p", "--tile-pixels", "100"], "multiple of 256"),
 ])
 def test_stack_engine_options_are_checked(ee, tmp_path, capsys, extra, message):
     out = tmp_path / "stack.tif"

@@ -273,8 +273,8 @@ def test_band_the_source_lacks(tmp_path):
 
 def test_expression_with_unknown_name(tmp_path):
     write_tif(tmp_path / "a.tif", [np.ones((3, 3))])
-    with pytest.raises(SpecError, match=r"feature 'x': expression names 'swir'"):
-        load_spec(write_spec(tmp_path / "s.toml", BODY + '[[features]]\nname = "x"\nexpression = "v / swir"\n'))
+    with pytest.raises(SpecError, match=r"feature 'ratio': expression names 'swir'"):
+        load_spec(write_spec(tmp_path / "s.toml", BODY + '[[features]]\nname = "ratio"\nexpression = "v / swir"\n'))
 
 
 def test_corrupt_raster(tmp_path):
@@ -380,3 +380,19 @@ def test_spec_typo_suggests_the_key(tmp_path):
     write_tif(tmp_path / "a.tif", [np.ones((3, 3))])
     with pytest.raises(SpecError, match=r"unknown key 'bnad' \(did you mean 'band'\?\)"):
         load_spec(write_spec(tmp_path / "s.toml", BODY.replace('band = "a.v"', 'bnad = "a.v"')))
+
+
+def test_a_rasters_own_scale_and_offset_apply_unless_the_spec_gives_them(tmp_path):
+    import rasterio
+
+    write_tif(tmp_path / "a.tif", [np.full((3, 3), 1388.0)])
+    with rasterio.open(tmp_path / "a.tif", "r+") as ds:
+        ds.scales, ds.offsets = (0.0001,), (-0.1,)
+    spec = load_spec(write_spec(tmp_path / "s.toml", BODY, grid="extent = [500000, 2999970, 500030, 3000000]"))
+    with LocalEngine(spec) as engine:
+        np.testing.assert_allclose(engine.compute(Window(0, 0, 3, 3))[0], 1388 * 0.0001 - 0.1, rtol=1e-6)
+    explicit = BODY.replace('bands = ["v"]', 'bands = [{name = "v", index = 1, scale = 0.001}]')
+    assert explicit != BODY
+    spec = load_spec(write_spec(tmp_path / "e.toml", explicit, grid="extent = [500000, 2999970, 500030, 3000000]"))
+    with LocalEngine(spec) as engine:
+        np.testing.assert_allclose(engine.compute(Window(0, 0, 3, 3))[0], 1.388, rtol=1e-6)  # the spec's wins

@@ -98,3 +98,20 @@ def test_expressions_reject_unknown_and_unsafe():
             expressions.parse(bad)
     out = expressions.evaluate("(nir - red) / (nir + red)", {"nir": np.array([3.0, 0.0]), "red": np.array([1.0, 0.0])})
     assert out[0] == 0.5 and np.isnan(out[1])
+
+
+def test_expression_functions_take_their_number_of_arguments():
+    """numpy's extra positional argument is the output array: max(red, nir, swir1) used to write
+    max(red, nir) into swir1. Now min/max fold any number, and wrong counts are refused when parsed."""
+    from sinks.covariates import expressions
+    from sinks.errors import SpecError
+
+    values = {"red": np.array([0.05, 0.3, np.nan]), "nir": np.array([0.35, 0.1, 0.2]), "swir1": np.array([0.14, 0.5, 0.1])}
+    before = values["swir1"].copy()
+    np.testing.assert_array_equal(expressions.evaluate("max(red, nir, swir1)", values), [0.35, 0.5, 0.2])
+    np.testing.assert_array_equal(expressions.evaluate("min(red, nir, swir1)", values), [0.05, 0.1, 0.1])
+    np.testing.assert_array_equal(values["swir1"], before)  # the inputs are untouched
+    for bad, message in (("abs(red, nir)", "abs\\(\\) takes 1"), ("max(red)", "max\\(\\) takes 2 or more"),
+                         ("bit(red)", "bit\\(\\) takes 2"), ("sqr(nir)", "did you mean 'sqrt'")):
+        with pytest.raises(SpecError, match=message):
+            expressions.parse(bad)

@@ -222,6 +222,7 @@ def test_demo_project_credits_are_conservative_against_the_known_truth(demo):
     assert placebo["trend_tco2e"] > 50  # the trend was there to be removed
     controls = report["crediting"]["controls"]
     assert controls["passed"] and all(row["passed"] for row in controls["balance"])
+    assert checks["controls"] == {k: controls[k] for k in ("passed", "baseline_tco2e_ha_yr", "matched")}
     # matched on the covariates, the starting stock and the land history
     assert controls["covariates"] == ["elevation", "starting_stock", "forest_history_share"]
     history = next(row for row in controls["balance"] if row["covariate"] == "forest_history_share")

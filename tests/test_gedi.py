@@ -293,6 +293,10 @@ def test_same_granule_twice(granule, tmp_path):
     zipped = zip_file(granule, tmp_path / "again.zip")
     with pytest.raises(InputError, match="given twice"):
         gedi.read_gedi_l4a([granule, zipped])
+    renamed = tmp_path / "renamed.h5"  # the same shots under another granule name
+    renamed.write_bytes(granule.read_bytes())
+    with pytest.raises(InputError, match="appear in more than one file.*given twice"):
+        gedi.read_gedi_l4a([granule, renamed])
 
 
 # ---- command line --------------------------------------------------------------------------

@@ -319,7 +319,7 @@ def test_categorical_flag_in_a_spec_is_checked(tmp_path):
         return {"name": "s", "grid": {"crs": "EPSG:32648", "resolution": 30, "like": "a"},
                 "sources": [{"name": "a", "path": "a.tif", "bands": ["x"]},
                             {"name": "b", "path": "b.tif", "bands": ["c"], "resampling": resampling}],
-                "features": [{"name": "x", "band": "a.x"}, feature]}
+                "features": [{"name": "elev", "band": "a.x"}, feature]}
 
     ok = parse_spec(spec({"name": "c", "band": "b.c", "categorical": True}, "nearest"), base=tmp_path)
     assert [f.categorical for f in ok.features] == [False, True]
@@ -330,7 +330,7 @@ def test_categorical_flag_in_a_spec_is_checked(tmp_path):
     with pytest.raises(SpecError, match="true or false"):
         parse_spec(spec({"name": "c", "band": "b.c", "categorical": "yes"}, "nearest"), base=tmp_path)
     with pytest.raises(SpecError, match="only a band feature"):
-        parse_spec(spec({"name": "c", "expression": "x * 2", "categorical": True}, "nearest"), base=tmp_path)
+        parse_spec(spec({"name": "c", "expression": "elev * 2", "categorical": True}, "nearest"), base=tmp_path)
 
 
 def test_residual_error_model_from_the_out_of_fold_residuals():

@@ -270,10 +270,11 @@ def test_cli_tree_route_with_height_sample(nouragues, tmp_path, capsys):
     ref, hd = nouragues["ref"], nouragues["hd"]
     trees = pd.DataFrame({"Plot": ref["Plot"], "tree": ref["rownames"], "D": ref["D"], "wd": ref["WD"]})
     trees.to_csv(tmp_path / "trees.csv", index=False)
-    hd.rename(columns={"D": "dbh_cm", "H": "height_m"}).to_csv(tmp_path / "hd.csv", index=False)
+    hd.to_csv(tmp_path / "hd.csv", index=False)  # D and H: each --rename applies to whichever file has the column
     PLOTS.to_csv(tmp_path / "plots.csv", index=False)
     code = main(["stocks", "forest", str(tmp_path / "trees.csv"), "--plots", str(tmp_path / "plots.csv"),
                  "--rename", "Plot=plot_id", "--rename", "tree=tree_id", "--rename", "D=dbh_cm",
+                 "--rename", "H=height_m",
                  "--rename", "wd=wood_density_g_cm3", "--height-sample", str(tmp_path / "hd.csv"),
                  "--hd-weighted", "--draws", "200", "--quiet", "--out", str(tmp_path / "plots_out.csv"),
                  "--trees-out", str(tmp_path / "trees_out.csv")])
@@ -288,6 +289,10 @@ def test_cli_tree_route_with_height_sample(nouragues, tmp_path, capsys):
     assert _rel(per_tree["agb_mg"], ref["AGB"]) < 1e-6
     assert {"height_used_m", "height_source", "wood_density_used", "wood_density_level", "agb_mg",
             "carbon_mg"} <= set(per_tree.columns)
+    assert main(["stocks", "forest", str(tmp_path / "trees.csv"), "--plots", str(tmp_path / "plots.csv"),
+                 "--rename", "Hgt=height_m", "--height-sample", str(tmp_path / "hd.csv"), "--quiet",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "names columns in neither" in capsys.readouterr().err
 
 
 def test_cli_volume_route_and_bad_rows(tmp_path, capsys):

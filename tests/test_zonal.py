@@ -261,3 +261,17 @@ def test_id_column_in_any_case_and_the_polygons_columns_kept(tmp_path):
     back = gpd.read_file(tmp_path / "z.gpkg")
     assert list(back["Parcel_ID"]) == ["q"] and list(back["owner"]) == ["village 3"]
     assert "polygon" not in back.columns and back.total_t_c.iloc[0] > 0
+
+
+def test_a_range_option_replaces_the_maps_pure_nugget_model(tmp_path):
+    """A map whose residuals were pure nugget (tags: nugget 1): --error-range-m alone must widen the
+    interval (nugget 0), not be overruled by the tag's nugget; a nugget alone goes with full correlation."""
+    rng = np.random.default_rng(3)
+    make_map(tmp_path / "m.tif", rng.uniform(30, 60, (20, 20)),
+             tags={"sinks_error_range_m": "300", "sinks_error_nugget": "1"})
+    polys = gpd.GeoDataFrame(geometry=[POLYS["quadrilateral"]], crs=4326)
+    tagged = zonal_totals(tmp_path / "m.tif", polys, progress=False).iloc[0]
+    ranged = zonal_totals(tmp_path / "m.tif", polys, error_range_m=5000, progress=False).iloc[0]
+    assert ranged.sd_t_c > 3 * tagged.sd_t_c and "nugget" not in ranged.error_model.split("(")[0]
+    full = zonal_totals(tmp_path / "m.tif", polys, error_nugget=0.0, progress=False).iloc[0]
+    assert "fully correlated" in full.error_model and full.sd_t_c > ranged.sd_t_c

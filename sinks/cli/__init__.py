@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 1
-        command = f"sinks {args.command}"
+        command = " ".join(["sinks", args.command, *([args.pool] if getattr(args, "pool", None) else [])])
         from sinks.cli._common import check_cli_outputs
 
         check_cli_outputs(args)

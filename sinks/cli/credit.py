@@ -131,8 +131,8 @@ def run(args) -> None:
              f"from the parcels' {project['parcels_tco2e']:,.1f} t CO2e")
     controls = document["crediting"].get("controls")
     if controls:
-        echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, balance "
-             f"{'passed' if controls['passed'] else 'FAILED'} ({controls['reason']})")
+        echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, "
+             f"{controls['reason']}")
     echo(f"report -> {args.out}")
     if args.gpkg:
         echo(f"parcels -> {args.gpkg}")

@@ -55,6 +55,10 @@ def run(args) -> None:
         from sinks.covariates.extract import extract
 
         table = extract(spec, plots, progress=not args.quiet, allow_missing=args.allow_missing)
+    valid = int((table["valid_pixels"] > 0).sum())
+    if valid == 0:
+        raise InputError(f"none of the {len(table)} plots has a pixel where every feature of spec {spec.name!r} is "
+                         "valid: check the sources' nodata, extents and CRS against the plots")
     write_table(table, args.out)
     if "missing_reason" in table.columns:
         missing = table[table["missing_reason"].astype(bool)]
@@ -64,7 +68,6 @@ def run(args) -> None:
                      for reason, ids in counts.items()]
             print(f"sinks extract: warning: {len(missing)} of {len(table)} plot(s) have missing features, kept "
                   f"with NaN (column missing_reason): {'; '.join(parts)}", file=sys.stderr)
-    valid = int((table["valid_pixels"] > 0).sum())
     echo(f"{len(table)} plots x {len(spec.features)} features of spec {spec.name!r} ({args.engine} engine); "
          f"{valid} plots with every feature valid")
     echo(f"feature table -> {args.out}")

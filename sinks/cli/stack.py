@@ -46,8 +46,10 @@ def run(args) -> None:
 
 
 def _export_ee(args, spec) -> None:
-    from sinks.covariates.earthengine import export_stack_ee
+    from sinks.covariates.earthengine import check_export, export_stack_ee, require_project
 
+    require_project(args.ee_project)  # the options and the spec first, then the sign-in
+    check_export(spec, bucket=args.bucket, folder=args.drive_folder, tile_pixels=args.tile_pixels)
     start_engine(args)
     task = export_stack_ee(spec, bucket=args.bucket, folder=args.drive_folder, file_prefix=args.out,
                            tile_pixels=args.tile_pixels,

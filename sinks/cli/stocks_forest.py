@@ -14,7 +14,6 @@ from sinks.cli._common import (
     print_dropped,
     renames,
     summary,
-    table_options,
 )
 from sinks.cli.stocks import add_allow_implausible
 from sinks.constants import HEIGHT_MODELS
@@ -82,17 +81,20 @@ def register(pools) -> None:
 
 
 def run(args) -> None:
-    from sinks.io import read_table, write_tables
+    from sinks.io import check_columns, read_table, write_tables
     from sinks.pools import forest, plausibility
 
     plausibility.check_rename_units(renames(args))
-    table = read_table(args.input, **table_options(args), crs=args.crs)
+    # each --rename applies to whichever of the tree list and the height sample has the column
+    table = read_table(args.input, encoding=args.encoding, crs=args.crs)
+    tree_columns = set(map(str, table.columns))
+    table = check_columns(table, args.input, rename=renames(args), only_present=bool(args.height_sample))
     if "volume_m3_ha" in table.columns and "dbh_cm" not in table.columns:
         return _run_volume(args, table)
     trees = table
     plots = _plots(args, trees)
     options = forest.TreeOptions(
-        height_model=_height_model(args), e=args.e, allometry=_allometry(args),
+        height_model=_height_model(args, tree_columns), e=args.e, allometry=_allometry(args),
         wood_density_table=args.wood_density, species_table=args.species_table, height_sd_m=args.height_sd)
     stocks = forest.forest_stocks(
         trees, plots, options, n_draws=args.draws, diameter_error=_diameter_error(args.diameter_error),
@@ -151,7 +153,7 @@ def _plots(args, trees):
     return pd.DataFrame({"plot_id": pd.unique(trees["plot_id"]), "area_ha": args.area_ha})
 
 
-def _height_model(args):
+def _height_model(args, tree_columns: set[str]):
     if args.feldpausch and args.height_sample:
         raise InputError("give --height-sample or --feldpausch, not both")
     from sinks.io import check_columns, read_table
@@ -161,8 +163,12 @@ def _height_model(args):
         return height.feldpausch_model(args.feldpausch)
     if not args.height_sample:
         return None
-    sample = check_columns(read_table(args.height_sample, encoding=args.encoding), args.height_sample, rename=renames(args),
-                           required=("dbh_cm", "height_m"), only_present=True)  # --rename is for the tree list too
+    raw = read_table(args.height_sample, encoding=args.encoding)
+    unknown = [old for old in renames(args) if old not in tree_columns and old not in raw.columns]
+    if unknown:
+        raise InputError(f"--rename names columns in neither {args.input} nor {args.height_sample}: {', '.join(unknown)}")
+    sample = check_columns(raw, args.height_sample, rename=renames(args), required=("dbh_cm", "height_m"),
+                           only_present=True)
     if args.hd_per_plot:
         if "plot_id" not in sample.columns:
             raise InputError(f"{args.height_sample}: --hd-per-plot needs a plot_id column")

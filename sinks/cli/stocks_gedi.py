@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_overwrite, echo, unit_fraction
+from sinks.cli._common import add_crs, add_overwrite, echo, unit_fraction
 from sinks.cli.stocks import add_allow_implausible
 from sinks.errors import InputError
 
@@ -39,6 +39,7 @@ def register(pools) -> None:
                         help="carbon fraction of dry biomass (default 0.47, IPCC 2006 Vol. 4 Table 4.3)")
     parser.add_argument("--parameters", metavar="CSV",
                         help="your own gedi_parameters.csv (footprint_diameter_m, with source)")
+    add_crs(parser, "CRS of --clip polygons whose file has none, e.g. EPSG:4326")
     add_allow_implausible(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run, outputs={"out": "table"},
@@ -52,7 +53,7 @@ def run(args) -> None:
 
     polygon = None
     if args.clip:
-        polygon = read_table(args.clip, geometry=True)
+        polygon = read_table(args.clip, geometry=True, crs=args.crs)
     result = gedi.read_gedi_l4a_steps(
         args.granules,
         quality="all" if args.all_shots else "recommended",

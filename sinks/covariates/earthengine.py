@@ -57,16 +57,22 @@ def _ee(initialized: bool = True):
     return ee
 
 
+def require_project(project: str | None) -> None:
+    """Earth Engine needs a Google Cloud project (checked before anything else about a job)."""
+    if not project:
+        raise InputError("Earth Engine needs a Google Cloud project: pass --ee-project PROJECT")
+
+
 def initialize(project: str) -> None:
     """Initialize Earth Engine for a Google Cloud ``project`` (run ``earthengine authenticate`` first)."""
     ee = _ee(initialized=False)
-    if not project:
-        raise InputError("Earth Engine needs a Google Cloud project: pass --ee-project PROJECT")
+    require_project(project)
     try:
         ee.Initialize(project=project)
     except Exception as exc:  # ee raises plain Exceptions for missing/expired credentials
+        reason = " ".join(str(exc).split())  # one line: Earth Engine's own message has line breaks
         raise InputError(
-            f"cannot initialize Earth Engine for project {project!r} ({exc}); run "
+            f"cannot initialize Earth Engine for project {project!r} ({reason}); run "
             "'earthengine authenticate' and check that the project has the Earth Engine API enabled"
         ) from exc
 
@@ -293,8 +299,11 @@ def compile_expression(expression: str, values: dict):
                     raise SpecError(f"expression {expression!r}: bit(value, n) needs a constant bit number n")
                 return img(args[0]).unmask(0, True).toInt64().rightShift(int(args[1])).bitwiseAnd(1)
             if fname in ("min", "max"):
-                a, b = img(args[0]), img(args[1])  # numpy fmin/fmax: a nodata operand is ignored
-                return getattr(a.unmask(b, True), fname)(b.unmask(a, True))
+                result = img(args[0])
+                for other in args[1:]:  # pairwise, as the local engine folds numpy fmin/fmax
+                    b = img(other)  # fmin/fmax: a nodata operand is ignored
+                    result = getattr(result.unmask(b, True), fname)(b.unmask(result, True))
+                return result
             x = img(args[0])
             result = getattr(x, fname)()
             if fname == "sqrt":
@@ -329,6 +338,15 @@ def _terrain(ee, kind: str, elevation, grid: EEGrid):
     )
 
 
+def _needed_sources(spec: FeatureSpec) -> set[str]:
+    """Names of the sources the spec's features read."""
+    names = {f.name for f in spec.features}
+    refs: list[str] = []
+    for feature in spec.features:
+        refs += [feature.band] if feature.band else [r for r in expressions.names(feature.expression) if r not in names]
+    return {spec.resolve(r)[0].name for r in refs}
+
+
 def feature_image(spec: FeatureSpec, *, region=None):
     """All features of ``spec`` as one float ``ee.Image`` whose bands are the features, in order.
 
@@ -336,11 +354,7 @@ def feature_image(spec: FeatureSpec, *, region=None):
     """
     ee = _ee()
     grid = ee_grid(spec) if any(f.terrain for f in spec.features) else None
-    names = {f.name for f in spec.features}
-    refs: list[str] = []
-    for feature in spec.features:
-        refs += [feature.band] if feature.band else [r for r in expressions.names(feature.expression) if r not in names]
-    needed = {spec.resolve(r)[0].name for r in refs}
+    needed = _needed_sources(spec)
     values: dict = {}
     short: dict[str, list[str]] = {}
     for source in spec.sources:
@@ -511,6 +525,25 @@ def export_stack_ee(spec: FeatureSpec, *, bucket: str | None = None, folder: str
                         tile_pixels=tile_pixels, start=start, what="export_stack_ee")
 
 
+def check_export(spec: FeatureSpec, *, bucket: str | None, folder: str | None, tile_pixels: int | None,
+                 what: str = "the export") -> EEGrid:
+    """Everything about an export that can be checked without Earth Engine (so before signing in):
+    one destination, the tile size, a grid with an extent, every source's ``[sources.ee]``. Returns
+    the grid."""
+    if (bucket is None) == (folder is None):
+        raise InputError(f"{what} needs exactly one of bucket (Cloud Storage) or folder (Drive)")
+    if tile_pixels is not None and (tile_pixels <= 0 or tile_pixels % 256):
+        raise InputError(f"tile size {tile_pixels} pixels: give a positive multiple of 256 (Earth Engine's shard size)")
+    grid = ee_grid(spec)
+    if grid.bounds is None:
+        _region(None, grid)  # the one message for a grid without an extent
+    needed = _needed_sources(spec)
+    for source in spec.sources:
+        if source.name in needed:
+            _check_ee(source)
+    return grid
+
+
 def export_image(spec: FeatureSpec, make_image, *, bucket: str | None, folder: str | None, description: str,
                  file_prefix: str, max_pixels: float = 1e10, tile_pixels: int | None = None,
                  start: bool = False, what: str = "the export"):
@@ -520,12 +553,8 @@ def export_image(spec: FeatureSpec, make_image, *, bucket: str | None, folder: s
     the image is built."""
     from sinks.cog import FLOAT_NODATA
 
+    grid = check_export(spec, bucket=bucket, folder=folder, tile_pixels=tile_pixels, what=what)
     ee = _ee()
-    if (bucket is None) == (folder is None):
-        raise InputError(f"{what} needs exactly one of bucket (Cloud Storage) or folder (Drive)")
-    if tile_pixels is not None and (tile_pixels <= 0 or tile_pixels % 256):
-        raise InputError(f"tile size {tile_pixels} pixels: give a positive multiple of 256 (Earth Engine's shard size)")
-    grid = ee_grid(spec)
     region = _region(ee, grid)
     image = make_image(region).unmask(FLOAT_NODATA, False).toFloat()
     common = dict(image=image, description=description, fileNamePrefix=file_prefix, region=region,

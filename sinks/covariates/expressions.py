@@ -25,6 +25,10 @@ FUNCTIONS = {
     "max": np.fmax,
     "bit": lambda value, n: np.right_shift(np.nan_to_num(value).astype(np.int64), int(n)) & 1,
 }
+#: How many arguments each function takes: (fewest, most; None = any number). ``min``/``max`` of
+#: several arguments fold pairwise, as the Earth Engine compiler does.
+ARITY = {"sqrt": (1, 1), "log": (1, 1), "log10": (1, 1), "exp": (1, 1), "abs": (1, 1),
+         "min": (2, None), "max": (2, None), "bit": (2, 2)}
 _BINOPS = {
     ast.Add: np.add,
     ast.Sub: np.subtract,
@@ -64,9 +68,18 @@ def parse(expression: str) -> ast.Expression:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+                from sinks.validate import did_you_mean
+
+                called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
                 raise SpecError(
-                    f"expression {expression!r}: only the functions {', '.join(FUNCTIONS)} may be called"
+                    f"expression {expression!r}: {called}() is not a function sinks knows"
+                    f"{did_you_mean(called, FUNCTIONS)}; only {', '.join(FUNCTIONS)} may be called"
                 )
+            fewest, most = ARITY[node.func.id]
+            if len(node.args) < fewest or (most is not None and len(node.args) > most):
+                wanted = f"{fewest}" if fewest == most else f"{fewest} or more"
+                raise SpecError(f"expression {expression!r}: {node.func.id}() takes {wanted} argument(s), "
+                                f"got {len(node.args)}")
         elif isinstance(node, ast.BinOp) and type(node.op) not in _BINOPS:
             raise SpecError(f"expression {expression!r}: operator {type(node.op).__name__} is not allowed")
         elif isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
@@ -149,5 +162,9 @@ def _evaluate_node(node: ast.AST, values: dict[str, np.ndarray], expression: str
             left = right
         return result
     if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](*[ev(a) for a in node.args])
+        function, args = FUNCTIONS[node.func.id], [ev(a) for a in node.args]
+        result = function(*args[:2])
+        for more in args[2:]:  # min/max of three or more (arities checked when parsed)
+            result = function(result, more)
+        return result
     raise SpecError(f"expression {expression!r}: {type(node).__name__} is not allowed")

@@ -37,11 +37,26 @@ SPARSE_PIXELS_PER_PLOT = 16384
 _GATHER_LIMIT = 2_000_000
 
 
+def _centroids(geometry):
+    """Centroids in the geometry's own CRS. In a geographic CRS they are planar in degrees: for a
+    plot of a few hundred metres the difference from the geodesic centroid is far below a pixel,
+    so geopandas' warning about it is not shown."""
+    import geopandas as gpd
+    import shapely
+
+    return gpd.GeoSeries(shapely.centroid(geometry.to_numpy()), index=geometry.index, crs=geometry.crs)
+
+
 def _check_plots(spec: FeatureSpec, plots) -> None:
     if "plot_id" not in plots.columns:
         raise InputError("plots: missing required column plot_id")
     if getattr(plots, "crs", None) is None:
         raise InputError("plots: no CRS; pass --crs or use a file with a CRS")
+    missing = plots["plot_id"].isna().to_numpy()
+    if missing.any():
+        from sinks.io import format_rows
+
+        raise InputError(f"plots: plot_id missing in row(s) {format_rows(np.flatnonzero(missing))}")
     if plots["plot_id"].duplicated().any():
         dup = plots["plot_id"][plots["plot_id"].duplicated()].head(5)
         raise InputError(f"plots: duplicate plot_id {', '.join(map(str, dup))}")
@@ -50,7 +65,8 @@ def _check_plots(spec: FeatureSpec, plots) -> None:
         raise InputError(f"plots: plot(s) {', '.join(map(str, plots['plot_id'][empty].head(5)))} have no geometry")
     clash = [c for c in plots.columns if c in spec.feature_names or c in ("footprint_pixels", "valid_pixels", "missing_reason")]
     if clash:
-        raise InputError(f"plots: column(s) {', '.join(clash)} clash with feature names of spec {spec.name!r}")
+        raise InputError(f"plots: column(s) {', '.join(clash)} clash with the feature names of spec {spec.name!r} "
+                         "or the columns extract adds (footprint_pixels, valid_pixels, missing_reason); rename them")
 
 
 def _footprints(spec: FeatureSpec, plots, grid: TargetGrid):
@@ -72,7 +88,7 @@ def _footprints(spec: FeatureSpec, plots, grid: TargetGrid):
                 f"{', '.join(map(str, plots['plot_id'][not_poly].head(5)))} are not polygons"
             )
         return plots, plots.geometry
-    return plots, plots.geometry.centroid
+    return plots, _centroids(plots.geometry)
 
 
 def _pixel_bounds(shapes, grid: TargetGrid, radius: float):
@@ -170,6 +186,11 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True,
         grid = engine.grid
         plots_g, shapes = _footprints(spec, plots, grid)
         kind, radius = spec.footprint.kind, spec.footprint.radius
+        diagonal = math.hypot(grid.width * grid.transform.a, grid.height * grid.transform.e)
+        if kind == "buffer" and radius > diagonal:
+            raise InputError(f"spec {spec.name!r}: a buffer footprint of radius {radius:g} is larger than the whole "
+                             f"grid (its diagonal is {diagonal:,.6g} in {grid.crs} units): every plot would get the "
+                             "grid's mean; check the radius and its units")
         bounds = _pixel_bounds(shapes, grid, radius if kind == "buffer" else 0.0)
         row_lo, row_hi, col_lo, col_hi = bounds
         outside = (col_hi < 0) | (row_hi < 0) | (col_lo >= grid.width) | (row_lo >= grid.height)
@@ -187,7 +208,7 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True,
             reasons[outside] = f"outside the grid of spec {spec.name!r}"
         for arr, top in ((row_lo, grid.height), (row_hi, grid.height), (col_lo, grid.width), (col_hi, grid.width)):
             np.clip(arr, 0, top - 1, out=arr)
-        centre = shapes.centroid if kind == "polygon" else shapes
+        centre = _centroids(shapes) if kind == "polygon" else shapes
         cx, cy = centre.x.to_numpy(), centre.y.to_numpy()
         inv = ~grid.transform
         ccol, crow = inv @ (cx, cy)
@@ -254,7 +275,7 @@ def extract(spec: FeatureSpec, plots, *, tile: int = 512, progress: bool = True,
         bar.update(int(outside.sum()))
         bar.close()
     out = pd.DataFrame({"plot_id": plots_g["plot_id"].to_numpy()})
-    centroids = plots_g.geometry.centroid
+    centroids = _centroids(plots_g.geometry)
     out["x"], out["y"] = centroids.x.to_numpy(), centroids.y.to_numpy()
     for j, name in enumerate(spec.feature_names):
         out[name] = values[:, j]
@@ -279,7 +300,8 @@ def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, 
 
     Windows of ``block`` x ``block`` pixels (a multiple of 16: the GeoTIFF tile size) are computed
     and written one at a time, so memory is bounded by the block, not the grid. NaN is written as
-    :data:`sinks.cog.FLOAT_NODATA`. On any error no file is left at ``out`` (nor a partial one).
+    :data:`sinks.cog.FLOAT_NODATA`. On any error no file is left at ``out`` (nor a partial one); a
+    stack with no pixel where every feature is valid is an :class:`InputError` (nothing written).
     Before anything is written, a grid above ``max_pixels`` (default
     :data:`sinks.covariates.local.MAX_PIXELS`) or a window needing more memory than is available is
     refused with :class:`~sinks.errors.ResourceError`.
@@ -296,7 +318,12 @@ def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, 
             tags={"sinks_spec": spec.name, "sinks_spec_fingerprint": spec.fingerprint()},
         ) as dst:
             nodata = np.float32(dst.nodata)
+            any_valid = False
             for window in tqdm(windows, desc=f"stack {spec.name}", unit="tile", disable=not progress):
                 data = engine.compute(window)
+                any_valid = any_valid or bool(np.isfinite(data).all(axis=0).any())
                 dst.write(np.where(np.isnan(data), nodata, data), window=window)
+            if not any_valid:  # raised inside the writer: no file is left
+                raise InputError(f"spec {spec.name!r}: no pixel of the {grid.width} x {grid.height} grid has every "
+                                 "feature valid; check the sources' nodata, extents and CRS against the grid")
     return Path(out)

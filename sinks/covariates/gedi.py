@@ -267,7 +267,8 @@ def read_granule(path: str | os.PathLike) -> pd.DataFrame:
 def read_footprints(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
     """All shots of several granule files (see :func:`read_granule`), with ``date`` and ``year``.
 
-    The same granule given twice is an :class:`InputError` (its shots would count twice).
+    The same granule given twice, by name or as shots repeated across files, is an
+    :class:`InputError` (its shots would count twice).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -284,6 +285,11 @@ def read_footprints(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> p
                 )
             seen[granule] = source
     shots = pd.concat(frames, ignore_index=True)
+    repeated = shots["shot_number"].duplicated(keep=False)
+    if repeated.any():  # the same granule under another file name (a renamed or extracted copy)
+        files = ", ".join(pd.unique(shots.loc[repeated, "source_file"].astype(str))[:4])
+        raise InputError(f"{int(repeated.sum()) // 2} shot number(s) appear in more than one file ({files}): "
+                         "the same granule given twice, under other names; give it once")
     when = pd.Timestamp(GEDI_EPOCH) + pd.to_timedelta(shots["delta_time_s"], unit="s")
     shots["date"] = when.dt.strftime("%Y-%m-%d")
     shots["year"] = when.dt.year.astype(np.int64)

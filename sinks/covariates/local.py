@@ -136,7 +136,11 @@ def check_grid_size(spec: FeatureSpec, grid: TargetGrid, *, n_bands: int, max_pi
 
 def _open(path: str):
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
-        raise InputError(f"{path}: raster not found")
+        default_shared = str(Path("../shared/data").resolve())
+        hint = (f" (${{SINKS_SHARED_DATA}} is not set, so it stands for ../shared/data from the current folder, "
+                f"{default_shared}: set SINKS_SHARED_DATA to the shared data folder)"
+                if "SINKS_SHARED_DATA" not in os.environ and path.startswith(default_shared) else "")
+        raise InputError(f"{path}: raster not found{hint}")
     try:
         ds = rasterio.open(path)
     except RasterioIOError as exc:
@@ -184,6 +188,12 @@ def _aligned(ds, grid: TargetGrid) -> bool:
         return False
     col, row = (t.c - g.c) / g.a, (t.f - g.f) / g.e
     return abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+
+
+def _file_scales(ds, indexes) -> list[tuple[float, float]]:
+    """The (scale, offset) a raster declares for each of ``indexes`` (1, 0 where none)."""
+    return [(float(ds.scales[i - 1] if ds.scales[i - 1] is not None else 1.0),
+             float(ds.offsets[i - 1] if ds.offsets[i - 1] is not None else 0.0)) for i in indexes]
 
 
 class LocalEngine:
@@ -335,7 +345,7 @@ class LocalEngine:
             raw = np.full((len(indexes), *out_shape), np.nan, dtype=np.float32)
             if src_window is not None:
                 raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
-            return self._finish(source, raw, None, None, window)
+            return self._finish(source, raw, None, None, window, _file_scales(ds, indexes))
         bounds = rasterio.windows.bounds(window, self.grid.transform)
         src_bounds = transform_bounds(self.grid.crs, ds.crs, *bounds, densify_pts=21)
         approx = from_bounds(*src_bounds, transform=ds.transform)
@@ -346,7 +356,7 @@ class LocalEngine:
         if src_window is not None:
             raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
         src_transform = ds.transform @ Affine.translation(col0, row0)
-        return self._finish(source, raw, src_transform, ds.crs, window)
+        return self._finish(source, raw, src_transform, ds.crs, window, _file_scales(ds, indexes))
 
     def _read_raw(self, source: Source, ds, indexes, src_window: Window) -> np.ndarray:
         try:
@@ -363,14 +373,16 @@ class LocalEngine:
             out[out == np.float32(source.nodata)] = np.nan
         return out
 
-    def _finish(self, source: Source, raw, src_transform, src_crs, window) -> dict[str, np.ndarray]:
+    def _finish(self, source: Source, raw, src_transform, src_crs, window, file_scales) -> dict[str, np.ndarray]:
         values = {b.name: raw[i] for i, b in enumerate(source.bands)}
         if source.valid:
             keep = np.asarray(expressions.evaluate(source.valid, values), dtype=bool)
             raw[:, ~keep] = np.nan
         for i, band in enumerate(source.bands):
-            if band.scale != 1.0 or band.offset != 0.0:
-                raw[i] = raw[i] * np.float32(band.scale) + np.float32(band.offset)
+            # the spec's scale/offset, else the file's own (GDAL's scale/offset tags: value = raw x scale + offset)
+            scale, offset = (band.scale, band.offset) if (band.scale, band.offset) != (1.0, 0.0) else file_scales[i]
+            if scale != 1.0 or offset != 0.0:
+                raw[i] = raw[i] * np.float32(scale) + np.float32(offset)
         if src_transform is None:
             return {b.name: raw[i] for i, b in enumerate(source.bands)}
         dst = np.full((len(source.bands), int(window.height), int(window.width)), np.nan, dtype=np.float32)
@@ -402,7 +414,11 @@ class LocalEngine:
     def _twi(self, ref: str) -> np.ndarray:
         """The TWI of elevation ``ref`` on the whole grid (float32), computed once and cached."""
         source, band = self.spec.resolve(ref)
-        limit = int(os.environ.get("SINKS_FLOW_MAX_PIXELS", FLOW_MAX_PIXELS))
+        text = os.environ.get("SINKS_FLOW_MAX_PIXELS", str(FLOW_MAX_PIXELS))
+        try:
+            limit = int(float(text))
+        except ValueError:
+            raise InputError(f"SINKS_FLOW_MAX_PIXELS={text!r} is not a number of pixels (e.g. 25000000)") from None
         n_pixels = self.grid.width * self.grid.height
         if n_pixels > limit:
             raise SpecError(

@@ -300,6 +300,10 @@ def _bands(raw, where: str) -> tuple[Band, ...]:
     return tuple(bands)
 
 
+#: Columns of every feature table (``sinks extract``) beside the features: no feature may take their names.
+RESERVED_COLUMNS = ("plot_id", "x", "y", "geometry", "footprint_pixels", "valid_pixels", "missing_reason")
+
+
 def _entry_name(raw, kind: str, where: str) -> str:
     """The name of a ``[[sources]]`` or ``[[features]]`` entry, checked."""
     if not isinstance(raw, dict):
@@ -383,6 +387,14 @@ def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None 
         raise SpecError(f"{where}: 'description' must be a string, got {description!r}")
     grid = _grid(table(data, "grid", where, required=True), where)
     footprint = _footprint(table(data, "footprint", where), where)
+    if footprint.kind == "buffer" and footprint.radius > MAX_DEGREE_RESOLUTION:
+        from pyproj import CRS
+
+        if CRS.from_user_input(grid.crs).is_geographic:
+            raise SpecError(f"{where} [footprint]: radius = {footprint.radius:g} is in degrees for {grid.crs} (a "
+                            f"geographic CRS), about {footprint.radius * 111.32:,.0f} km; give it in degrees "
+                            f"({footprint.radius:g} m is about {footprint.radius / 111_320:.2g} degrees) or use a "
+                            "projected grid CRS")
 
     sources = [_source(raw, where, base) for raw in _list_of_tables(data, "sources", where)]
     names = [s.name for s in sources]
@@ -406,6 +418,9 @@ def parse_spec(data: dict, *, base: Path, name: str = "spec", path: Path | None 
     for raw in _list_of_tables(data, "features", where):
         fname = _entry_name(raw, "feature", where)
         fwhere = f"{where} feature {fname!r}"
+        if fname in RESERVED_COLUMNS:
+            raise SpecError(f"{fwhere}: {fname!r} is a column every feature table has "
+                            f"({', '.join(RESERVED_COLUMNS)}); give the feature another name (e.g. {fname}_value)")
         check_keys(raw, FEATURE_KEYS, fwhere)
         categorical = raw.get("categorical", False)
         if not isinstance(categorical, bool):

@@ -133,7 +133,7 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     netted = placebo.dropna(subset=["net_tco2e", "net_sd_tco2e"])
     return {
         "controls": {k: report.get("crediting", {}).get("controls", {}).get(k)
-                     for k in ("balanced", "baseline_tco2e_ha_yr", "n_controls")},
+                     for k in ("passed", "baseline_tco2e_ha_yr", "matched")},
         "planted": {"n": int(len(planted)), "credited": int((planted["tco2e"] > 0).sum()),
                     "over_credited": int((planted["tco2e"] > planted["true_gain_tco2e"]).sum()),
                     "credited_tco2e": float(planted["tco2e"].sum()),

@@ -102,17 +102,22 @@ class ErrorModel:
 
 
 def error_model(info: MapInfo, range_m: float | None = None, nugget: float | None = None) -> ErrorModel:
-    """The error model from the options, else the map's tags, else full correlation (conservative)."""
+    """The error model from the options, else the map's tags, else full correlation (conservative).
+
+    The options replace the tags' model as a whole: a range given without a nugget has nugget 0
+    (not the map's, which could be 1, pure nugget, and make the range moot), a nugget given without
+    a range is taken with full correlation of the rest.
+    """
     source = "option"
-    if range_m is None:
+    if range_m is None and nugget is None:
         tagged = info.tags.get("sinks_error_range_m")
         if tagged not in (None, ""):
             range_m, source = _tag_number(info, "sinks_error_range_m", tagged, 0, math.inf), "map tags"
-    if nugget is None:
-        tagged = info.tags.get("sinks_error_nugget")
-        nugget = _tag_number(info, "sinks_error_nugget", tagged, 0, 1) if tagged not in (None, "") else 0.0
+            tagged = info.tags.get("sinks_error_nugget")
+            nugget = _tag_number(info, "sinks_error_nugget", tagged, 0, 1) if tagged not in (None, "") else 0.0
+    nugget = 0.0 if nugget is None else nugget
     if range_m is None:
-        source = "no error range given"
+        source = "no error range given" + (", nugget from the option" if nugget else "")
     range_m = None if range_m is None else float(range_m)
     if range_m is not None and not (math.isfinite(range_m) and range_m >= 0):
         raise InputError(f"--error-range-m must be a distance >= 0 in metres, got {range_m!r}")
