@@ -212,7 +212,7 @@ def test_volume_route_by_hand():
     assert out.loc["A", "co2e_mg_ha"] == pytest.approx(a * 44 / 12)
     assert out.loc["B", "carbon_sd_mg_ha"] == pytest.approx(by_hand("eucalyptus", 8.0))
     assert out.loc["A", "species_groups"] == "chinese_fir;masson_pine"
-    with pytest.raises(InputError, match="no volume-route factors for group"):
+    with pytest.raises(InputError, match="no volume-route factors for group.*bamboo: Bamboo stands have no stem volume"):
         forest.volume_stocks(pd.DataFrame({"plot_id": [1], "species_group": ["竹"], "volume_m3_ha": [10.0]}))
     with pytest.raises(InputError, match=r"not in the table in row\(s\) 1"):
         forest.volume_stocks(pd.DataFrame({"plot_id": [1], "species_group": ["teak"], "volume_m3_ha": [10.0]}))

@@ -210,7 +210,8 @@ def _row(raw: dict, number: int, where_file: str) -> GrowthRow:
     name = f"{where_file}: row {number}"
     cells = _cells(raw, name)
     key = f"{cells.get('species_group', '?')} / {cells.get('site_class', '?')}"
-    where = f"{name} ({key}, age {cells.get('age_yr', '?')})"
+    age = cells.get("age_yr", "?")
+    where = f"{name} ({key}, age {f'{age:g}' if isinstance(age, (int, float)) else age})"
     if "source" not in cells:
         raise SpecError(f"{where}: no 'source' (every row cites its document, table and page)")
     missing = [k for k in REQUIRED_COLUMNS if k not in cells]

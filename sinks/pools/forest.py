@@ -544,9 +544,10 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
     factors = params.loc[group.to_numpy(), ["wood_density_g_cm3", "bef", "root_shoot", "carbon_fraction"]].astype(float)
     no_value = np.flatnonzero(factors.isna().any(axis=1).to_numpy())
     if no_value.size:
-        raise InputError(f"{source}: no volume-route factors for group(s) "
-                         f"{', '.join(sorted(set(group.iloc[no_value])))} in row(s) {format_rows(no_value)} "
-                         "(see the table's source column; give your own --species-table)")
+        missing = sorted(set(group.iloc[no_value]))
+        why = "; ".join(f"{g}: {params.loc[g, 'source']}" for g in missing if "source" in params.columns)
+        raise InputError(f"{source}: no volume-route factors for group(s) {', '.join(missing)} in row(s) "
+                         f"{format_rows(no_value)}{f' ({why})' if why else ''}; give your own --species-table")
     svd, bef, r, cf = (factors[c].to_numpy() for c in factors.columns)
     agb = volume * svd * bef
     rows = pd.DataFrame({"plot_id": stands["plot_id"].to_numpy(), "agb": agb, "bgb": agb * r,
