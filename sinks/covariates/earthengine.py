@@ -528,8 +528,8 @@ def export_stack_ee(spec: FeatureSpec, *, bucket: str | None = None, folder: str
 def check_export(spec: FeatureSpec, *, bucket: str | None, folder: str | None, tile_pixels: int | None,
                  what: str = "the export") -> EEGrid:
     """Everything about an export that can be checked without Earth Engine (so before signing in):
-    one destination, the tile size, a grid with an extent, every source's ``[sources.ee]``. Returns
-    the grid."""
+    one destination, the tile size, a grid with an extent, the ``[sources.ee]`` of every source
+    the features read. Returns the grid."""
     if (bucket is None) == (folder is None):
         raise InputError(f"{what} needs exactly one of bucket (Cloud Storage) or folder (Drive)")
     if tile_pixels is not None and (tile_pixels <= 0 or tile_pixels % 256):
