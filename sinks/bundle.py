@@ -81,6 +81,11 @@ class Bundle:
     #: (:func:`sinks.learn.intervals.plot_difficulty`)
     plot_difficulty: np.ndarray | None = None
 
+    def __repr__(self) -> str:  # not the dataclass's: that prints every array and the whole metadata
+        return (f"Bundle({self.bundle_id}, {self.metadata['estimator']['kind']}, target "
+                f"{self.metadata['target']['column']!r}, {len(self.feature_names)} features, "
+                f"{self.interval.level:g} interval, path={str(self.path)!r})")
+
     @property
     def bundle_id(self) -> str:
         return self.metadata["bundle_id"]
@@ -125,7 +130,7 @@ class Bundle:
         """
         from sinks.learn.intervals import calibrate_adaptive, quantile_or_largest
 
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
             raise InputError(f"interval level must be a fraction between 0 and 1 (e.g. 0.9), got {level!r}")
         if math.isclose(level, self.interval.level):
             return self
@@ -169,10 +174,42 @@ class Bundle:
         """The keys of :meth:`predict`'s result, in order."""
         return ("prediction", "lower", "upper", "di", "aoa") + (("error",) if self.error_profile is not None else ())
 
-    def predict_target(self, X: np.ndarray) -> np.ndarray:
+    def _rows(self, X) -> np.ndarray:
+        """``X`` as float32 rows x :attr:`feature_names`: a DataFrame's columns matched by name (in
+        any order), an array's by position; values beyond float32's range become inf."""
+        names = self.feature_names
+        if hasattr(X, "columns"):
+            missing = [n for n in names if n not in X.columns]
+            if missing:
+                raise ModelMismatchError(f"bundle {self.bundle_id}: the table lacks feature column(s) "
+                                         f"{', '.join(missing)} (its features: {', '.join(names)})")
+            X = X[names]
+        with np.errstate(over="ignore"):
+            X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != len(names):
+            got = f"an array with {X.shape[1]} columns" if X.ndim == 2 else f"a {X.ndim}-D array"
+            raise ModelMismatchError(f"bundle {self.bundle_id} expects rows of {len(names)} features "
+                                     f"({', '.join(names)}), got {got}")
+        return X
+
+    def _finite_rows(self, X, compute, empty: dict[str, float]) -> dict[str, np.ndarray]:
+        """``compute(rows)`` on the rows whose every feature is finite; the others (and zero rows)
+        get ``empty``'s value per key: a row with a missing feature is not predicted (the model was
+        trained without missing values), as maps leave such pixels nodata."""
+        finite = np.isfinite(X).all(axis=1)
+        if finite.all() and len(X):
+            return compute(X)
+        out = {key: np.full(len(X), value, dtype=np.float32) for key, value in empty.items()}
+        if finite.any():
+            for key, values in compute(X[finite]).items():
+                out[key][finite] = values
+        return out
+
+    def predict_target(self, X) -> np.ndarray:
         """The model's prediction alone (float32), as :meth:`predict` gives it, without the
         interval and DI work (a map of the target band alone)."""
-        return self._model_predict(self.model_input(np.asarray(X, dtype=np.float32)))
+        return self._finite_rows(self._rows(X), lambda rows: {"prediction": self._model_predict(self.model_input(rows))},
+                                 {"prediction": np.nan})["prediction"]
 
     def _model_predict(self, X_model: np.ndarray) -> np.ndarray:
         """The model's prediction (float32), held at the interval's physical lower bound (0 for a
@@ -184,19 +221,21 @@ class Bundle:
         return prediction
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X``.
+        """Prediction, interval bounds, DI and AOA (1 inside, 0 outside) for rows of ``X`` (an array
+        of rows x :attr:`feature_names`, or a DataFrame with those columns in any order).
+
+        A row with a missing or non-finite feature gets NaN and ``aoa`` 0 (not a guess from the
+        training mean); zero rows give empty arrays.
 
         With an adaptive interval (bundles from ``sinks train``), ``lower``/``upper`` differ per row:
         ``prediction ± q · σ``, σ from the row's DI and its nearest training plot's neighbourhood
         (one nearest-plot query gives both; see :mod:`sinks.learn.intervals`); with an error
         profile, ``error`` is the expected absolute error at the row's DI (CAST's errorProfiles).
         """
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
-            raise ModelMismatchError(
-                f"bundle {self.bundle_id} expects {len(self.feature_names)} features "
-                f"({', '.join(self.feature_names)}), got an array with {X.shape[-1]} columns"
-            )
+        empty = {key: (0.0 if key == "aoa" else np.nan) for key in self.output_keys()}
+        return self._finite_rows(self._rows(X), self._predict_rows, empty)
+
+    def _predict_rows(self, X: np.ndarray) -> dict[str, np.ndarray]:
         X = self.model_input(X)  # the selected features, when [selection] chose some
         prediction = self._model_predict(X)
         workers = self.query_workers()
@@ -310,15 +349,23 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
         interval = ConformalInterval(**meta["interval"])
     abs_residual, difficulty, plot_s = None, None, None
     if (folder / "calibration.npz").exists():
-        with np.load(folder / "calibration.npz", allow_pickle=False) as data:
-            abs_residual = np.asarray(data["abs_residual"], dtype=np.float64)
-            if "s" in data and "di" in data:
-                difficulty = (np.asarray(data["s"], dtype=np.float64), np.asarray(data["di"], dtype=np.float64))
-            if "plot_s" in data:
-                plot_s = np.asarray(data["plot_s"], dtype=np.float64)
+        try:
+            with np.load(folder / "calibration.npz", allow_pickle=False) as data:
+                abs_residual = np.asarray(data["abs_residual"], dtype=np.float64)
+                if "s" in data and "di" in data:
+                    difficulty = (np.asarray(data["s"], dtype=np.float64), np.asarray(data["di"], dtype=np.float64))
+                if "plot_s" in data:
+                    plot_s = np.asarray(data["plot_s"], dtype=np.float64)
+        except (ValueError, KeyError, OSError, TypeError) as exc:  # object arrays, a missing key, a damaged zip
+            raise ModelMismatchError(f"{folder / 'calibration.npz'}: unreadable calibration ({exc}); retrain the "
+                                     "bundle with `sinks train`") from exc
     if isinstance(interval, AdaptiveInterval) and plot_s is None:
         raise ModelMismatchError(f"{folder}: calibration.npz lacks the plots' difficulty (plot_s) that its "
                                  f"{interval.method} interval needs; retrain it with `sinks train`")
+    aoa = AOAReference.load(folder / "aoa.npz")
+    if plot_s is not None and len(plot_s) != len(aoa.train):
+        raise ModelMismatchError(f"{folder}: calibration.npz has {len(plot_s)} plot difficulties for the "
+                                 f"{len(aoa.train)} training plots of aoa.npz; retrain the bundle with `sinks train`")
     profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
     kind = meta["estimator"]["kind"]
     model = None
@@ -330,8 +377,7 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
         from sinks.learn.estimators import load_model
 
         model = load_model(kind, folder)
-    return Bundle(folder, meta, model, interval,
-                  AOAReference.load(folder / "aoa.npz"), abs_residual, profile, difficulty, plot_s)
+    return Bundle(folder, meta, model, interval, aoa, abs_residual, profile, difficulty, plot_s)
 
 
 def _f(value, fmt: str = ".3g") -> str:

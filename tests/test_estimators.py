@@ -160,6 +160,11 @@ def test_quantile_levels_and_interval_helpers():
     assert E.quantile_levels("quantile_forest", None) is None
     with pytest.raises(ValueError, match="must include 0.5"):
         XGBQuantileRegressor(quantile_alpha=(0.1, 0.9), n_estimators=2).fit(X, y)
+    # the fitted levels, not set_params' later ones, label the booster's outputs
+    fitted = model.predict_quantiles(X)
+    model.set_params(quantile_alpha=(0.05, 0.25, 0.5, 0.75, 0.95))
+    np.testing.assert_array_equal(model.predict_quantiles(X), fitted)
+    assert model.predict(X).shape == (len(X),)
 
 
 # ---- persistence never runs code; foreign or altered files are refused ---------------------------

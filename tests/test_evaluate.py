@@ -381,3 +381,36 @@ def test_plot_without_matplotlib_is_refused_before_any_work(work, capsys, monkey
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert_refused(_argv(bundle, table, "--out", folder / "r.json", "--plot", folder / "f.png"), capsys,
                    keywords=["matplotlib", "sinks[plot]"], watch=folder)
+
+
+def test_train_takes_any_scikit_learn_regressor_from_python(tmp_path, monkeypatch):
+    """issue 9: "In Python, users may pass any scikit-learn regressor"; one that cannot be saved
+    safely is refused before the cross-validation, and [tuning] / cqr, which name registered kinds, too."""
+    import dataclasses
+
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from sinks.learn import train as train_module
+    from sinks.learn.recipe import load_recipe
+    from sinks.learn.train import train
+
+    (tmp_path / "recipe.toml").write_text(RECIPE)
+    recipe = load_recipe(tmp_path / "recipe.toml")
+    own = GradientBoostingRegressor(n_estimators=40, random_state=0)
+    folder = train(recipe, world_plots(200, 0), tmp_path / "own", progress=False, estimator=own)
+    bundle = load_bundle(folder)
+    assert bundle.metadata["estimator"]["kind"] == "sklearn" and not hasattr(own, "estimators_")  # a clone was fitted
+    e = evaluate(bundle, world_plots(300, 5))
+    assert e.overall["r2"] > 0.6 and abs(e.overall["coverage"] - LEVEL) < 0.08
+
+    def no_cv(*args, **kwargs):
+        raise AssertionError("cross-validation ran before the regressor was found unsaveable")
+
+    monkeypatch.setattr(train_module.cv, "fold_predictions", no_cv)
+    with pytest.raises(InputError, match="KNeighborsRegressor cannot be saved in a bundle.*KDTree"):
+        train(recipe, world_plots(200, 0), tmp_path / "knn", progress=False, estimator=KNeighborsRegressor())
+    cqr = dataclasses.replace(recipe, interval_method="cqr")
+    with pytest.raises(InputError, match="replaces \\[estimator\\].*cqr"):
+        train(cqr, world_plots(200, 0), tmp_path / "cqr", progress=False, estimator=own)
+    assert not (tmp_path / "knn").exists() and not (tmp_path / "cqr").exists()

@@ -81,7 +81,7 @@ def test_recipe_errors_are_specific(tmp_path):
         parse_recipe({"features": "x.toml"}, base=tmp_path)
     with pytest.raises(SpecError, match="unknown key 'bogus'"):
         parse_recipe({"features": "x.toml", "target": {"column": "c"}, "bogus": 1}, base=tmp_path)
-    with pytest.raises(SpecError, match="'folds' = 1 is out of range; it must be >= 2"):
+    with pytest.raises(SpecError, match="'folds' = 1 is out of range; it must be >= 3"):
         parse_recipe({"features": "x.toml", "target": {"column": "c"}, "validation": {"folds": 1}}, base=tmp_path)
     with pytest.raises(SpecError, match="unknown estimator kind 'xgbost' .did you mean 'xgboost'"):
         make_estimator("xgbost", {})
@@ -112,7 +112,7 @@ def test_bundle_round_trip_predicts_the_same(tmp_path):
     np.testing.assert_allclose(out["prediction"], model.predict(X), rtol=1e-6)
     assert set(out) == {"prediction", "lower", "upper", "di", "aoa"}
     assert (folder / "MODEL_CARD.md").read_text().startswith("# Model card: tiny")
-    with pytest.raises(ModelMismatchError, match="expects 2 features"):
+    with pytest.raises(ModelMismatchError, match="expects rows of 2 features"):
         bundle.predict(np.zeros((3, 5)))
 
 

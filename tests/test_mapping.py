@@ -127,6 +127,60 @@ def test_prediction_is_held_at_the_stock_lower_bound(demo):
     np.testing.assert_array_equal(bundle.predict_target(X), out["prediction"])
 
 
+def test_bundle_predict_matches_columns_by_name_and_leaves_missing_rows_unpredicted(demo):
+    import pandas as pd
+
+    from sinks.bundle import load_bundle
+
+    bundle = load_bundle(demo["bundle"])
+    with rasterio.open(demo["stack"]) as src:
+        X = src.read(window=rasterio.windows.Window(0, 0, 30, 30)).reshape(src.count, -1).T
+    X = X[(X != -9999).all(axis=1)][:50].astype(np.float64)
+    names = bundle.feature_names
+    ref = bundle.predict(X)
+    table = pd.DataFrame(X, columns=names)
+    shuffled = bundle.predict(table[names[::-1]])  # columns by name, not position
+    for key in ref:
+        np.testing.assert_array_equal(shuffled[key], ref[key])
+    with pytest.raises(ModelMismatchError, match=f"lacks feature column.*{names[0]}"):
+        bundle.predict(table.drop(columns=names[0]))
+    X[3, 0], X[7, 1] = np.nan, 1e300  # missing, and beyond float32
+    out = bundle.predict(X)
+    assert np.isnan(out["prediction"][[3, 7]]).all() and (out["aoa"][[3, 7]] == 0).all()
+    assert np.isnan(bundle.predict_target(X)[[3, 7]]).all()
+    np.testing.assert_array_equal(np.delete(out["prediction"], [3, 7]), np.delete(ref["prediction"], [3, 7]))
+    assert all(len(v) == 0 for v in bundle.predict(X[:0]).values())
+    with pytest.raises(ModelMismatchError, match="got a 0-D array"):
+        bundle.predict(np.float64(3))
+    with pytest.raises(ModelMismatchError, match="got an array with 2 columns"):
+        bundle.predict_target(X[:, :2])
+    assert repr(bundle).startswith(f"Bundle({bundle.bundle_id}, ") and len(repr(bundle)) < 300
+    assert bundle.at_level(np.float32(0.8)).interval.level == pytest.approx(0.8)
+
+
+def test_a_calibration_that_does_not_fit_its_bundle_is_refused(demo, tmp_path):
+    import json as _json
+
+    from sinks.bundle import load_bundle
+    from sinks.io import sha256_file
+
+    folder = tmp_path / "b"
+    shutil.copytree(demo["bundle"], folder)
+    with np.load(folder / "calibration.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["plot_s"] = arrays["plot_s"][:-3]
+    np.savez_compressed(folder / "calibration.npz", **arrays)
+    meta = _json.loads((folder / "metadata.json").read_text())  # rehashed, as anyone could
+    meta["files"]["calibration.npz"] = sha256_file(folder / "calibration.npz")
+    stripped = {k: v for k, v in meta.items() if k != "bundle_id"}
+    from sinks.bundle import _digest
+
+    meta["bundle_id"] = _digest(meta["files"], stripped)
+    (folder / "metadata.json").write_text(_json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="plot difficulties for the .* training plots"):
+        load_bundle(folder)
+
+
 def test_band_subsets(demo, tmp_path):
     full, _ = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "full.tif", block=64, progress=False))
     carbon, names = _read(predict_map(demo["bundle"], demo["spec"], tmp_path / "c.tif", block=64, bands="carbon",

@@ -14,7 +14,8 @@ kind                       estimator                                            
 ``quantile_forest``        ``quantile_forest.RandomForestQuantileRegressor``           ``model.skops``
 =========================  ==========================================================  ===============
 
-In Python any scikit-learn regressor can be trained: :func:`as_estimator` turns an instance into
+In Python any scikit-learn regressor can be trained (``sinks.learn.train.train(..., estimator=obj)``,
+checked by :func:`trial_save` before any long work): :func:`as_estimator` turns an instance into
 ``(kind, unfitted clone)``; an instance of a registered class gets that kind, anything else the kind
 ``"sklearn"`` (:data:`USER_KIND`), which no recipe can name.
 
@@ -101,19 +102,26 @@ class XGBQuantileRegressor(XGBRegressor):
         return params
 
     def fit(self, X, y, **kwargs):
-        self._levels()  # refuse bad levels before the (longer) fit
-        return super().fit(X, y, **kwargs)
+        alpha = self._levels()  # refuse bad levels before the (longer) fit
+        super().fit(X, y, **kwargs)
+        self.fitted_alpha_ = alpha  # the booster's levels, whatever set_params says later
+        return self
 
     def load_model(self, fname):
         super().load_model(fname)
         config = json.loads(self.get_booster().save_config())
         alpha = config["learner"]["objective"]["quantile_loss_param"]["quantile_alpha"]
         self.quantile_alpha = tuple(float(a) for a in alpha.strip("[]").split(","))
+        self.fitted_alpha_ = np.asarray(self.quantile_alpha, dtype=float)
         self.objective = "reg:quantileerror"
+
+    def _fitted_levels(self) -> np.ndarray:
+        """The levels the booster was fitted for (its outputs' order)."""
+        return self.fitted_alpha_ if hasattr(self, "fitted_alpha_") else self._levels()
 
     def predict_quantiles(self, X, quantiles=None, **kwargs) -> np.ndarray:
         """Quantiles at ``quantiles`` (default: all fitted levels, ascending), shape (n, levels)."""
-        alpha = self._levels()
+        alpha = self._fitted_levels()
         raw = np.asarray(super().predict(X, **kwargs), dtype=float).reshape(-1, alpha.size)
         order = np.argsort(alpha)
         levels, values = alpha[order], np.sort(raw[:, order], axis=1)
@@ -129,7 +137,7 @@ class XGBQuantileRegressor(XGBRegressor):
         return values[:, columns]
 
     def predict(self, X, **kwargs):
-        alpha = np.sort(self._levels())
+        alpha = np.sort(self._fitted_levels())
         median = int(np.flatnonzero(np.isclose(alpha, 0.5, rtol=0, atol=1e-9))[0])
         return self.predict_quantiles(X, **kwargs)[:, median]
 
@@ -501,6 +509,22 @@ def _library_message(exc: Exception) -> str:
     return first.rstrip(":").strip()
 
 
+def trial_save(estimator, width: int) -> None:
+    """Fit a clone of a user's regressor on 16 synthetic rows of ``width`` features and save it as a
+    bundle would: a model that cannot be saved safely is refused before any long work."""
+    import tempfile
+
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(16, width)), rng.uniform(1.0, 2.0, size=16)
+    with limit_threads(1), warnings.catch_warnings(), tempfile.TemporaryDirectory() as folder:
+        warnings.simplefilter("ignore")
+        model = clone(estimator).fit(X, y)
+        model.predict(X[:2])
+        save_model(kind_of(model), model, Path(folder))
+
+
 def trial_fit(kind: str, params: dict, width: int) -> None:
     """Fit ``kind`` with ``params`` (2 rounds or trees) on 16 synthetic rows of ``width`` features."""
     import xgboost
@@ -584,7 +608,7 @@ def check_interval_level(kind: str, params: dict, level: float, where: str) -> N
 def quantile_levels(kind: str, model):
     """The fitted levels of an xgboost_quantile model (ascending), or None where any level works."""
     if kind == "xgboost_quantile":
-        return np.sort(model._levels())
+        return np.sort(model._fitted_levels())
     if kind == "quantile_forest":
         return None
     raise InputError(f"estimator kind {kind!r} does not predict quantiles (quantile kinds: {', '.join(QUANTILE_KINDS)})")

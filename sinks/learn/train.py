@@ -26,8 +26,9 @@ from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv, tuning
 from sinks.learn.aoa import fit_aoa, fit_error_profile, training_neighbours
-from sinks.learn.estimators import (estimator_params, importances, make_estimator, predict_quantiles,
-                                    quantile_levels_for, trial_fit, with_interval_level)
+from sinks.learn.estimators import (USER_KIND, as_estimator, estimator_params, importances, make_estimator,
+                                    predict_quantiles, quantile_levels_for, trial_fit, trial_save,
+                                    with_interval_level)
 from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive, calibrate_cqr, fold_difficulties,
                                    location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
@@ -248,8 +249,20 @@ def _prediction_points(spec, seed: int):
     return grid_prediction_points(grid, mask=mask, seed=seed), area, grid.crs
 
 
+def _with_own_estimator(recipe: Recipe, estimator) -> Recipe:
+    """The recipe with a user's regressor in place of its ``[estimator]`` (kind and params)."""
+    import dataclasses
+
+    if recipe.tuning or recipe.selection or recipe.interval_method in QUANTILE_METHODS:
+        raise InputError(f"{recipe.path or recipe.name}: a regressor given in Python replaces [estimator], so the "
+                         "recipe may have no [tuning] or [selection] (they rebuild a registered kind from its "
+                         "parameters) and no method = \"cqr\" (it needs a registered quantile kind)")
+    kind, model = as_estimator(estimator)
+    return dataclasses.replace(recipe, estimator=kind, params={} if kind == USER_KIND else estimator_params(kind, model))
+
+
 def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progress: bool = True,
-          source: str | None = None) -> Path:
+          source: str | None = None, estimator=None) -> Path:
     """Fit ``recipe`` on ``table`` (from :func:`sinks.covariates.extract.extract`) and save a bundle.
 
     Every scheme of ``[validation] schemes`` is run (random, blocks, kNNDM) and reported with
@@ -262,7 +275,14 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     :func:`sinks.learn.tuning.nested_search`, the model and the AOA use the final choice's features
     and params, and the other schemes run with that choice (flagged as not nested).
     ``source`` names the table in error messages (its path; default ``table.attrs["source"]``).
+
+    ``estimator``: a scikit-learn regressor instance to fit instead of the recipe's ``[estimator]``
+    (any regressor, :func:`sinks.learn.estimators.as_estimator`; cloned, never fitted in place);
+    the recipe's other sections apply, but not ``[tuning]`` and ``cqr``, which name registered
+    kinds. It is saved in its kind's format, or through skops if all it holds is trusted.
     """
+    if estimator is not None:
+        recipe = _with_own_estimator(recipe, estimator)
     spec = load_spec(recipe.features)
     names = spec.feature_names
     source = str(source or table.attrs.get("source") or "feature table")
@@ -272,7 +292,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     xy = np.column_stack([xs, ys])
     cqr = recipe.interval_method in QUANTILE_METHODS
     params = with_interval_level(recipe.estimator, recipe.params, recipe.interval_level) if cqr else recipe.params
-    estimator = make_estimator(recipe.estimator, params)
+    estimator = make_estimator(recipe.estimator, params) if estimator is None else as_estimator(estimator)[1]
     tails = quantile_levels_for(recipe.interval_level)[::2]  # CQR's conditional quantiles (lo, hi)
     oof_tails = None
     schemes, chosen, k = list(recipe.schemes), recipe.scheme, recipe.folds
@@ -321,7 +341,10 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     sd = _measurement_sd(recipe, table, keep, source) if recipe.weights else None
     weights, weighting = None, None
     with _library_errors(recipe):
-        trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
+        if recipe.estimator == USER_KIND:
+            trial_save(estimator, len(names))  # a user's regressor: can it be saved at all?
+        else:
+            trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
         if sd is not None:  # τ² from the chosen scheme's unweighted OOF residuals (sinks.learn.weights)
             weights, tau2, plain = cv_weights(estimator, X, y, folds_by[chosen], sd, scheme=f"{chosen} unweighted",
                                               progress=progress)
