@@ -226,6 +226,12 @@ def test_stac_item(demo, tmp_path):
     assert inputs["bundle_id"] == bundle_id and any(k.startswith("bundle/model") for k in inputs)
     lon, lat = item["bbox"][0], item["bbox"][1]
     assert 103 < lon < 106 and 29 < lat < 31  # the demo county, near Chengdu-Chongqing, in WGS 84
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "catalog").mkdir()
+    predict_map(demo["bundle"], demo["spec"], tmp_path / "maps" / "c.tif", block=64, bands="carbon", progress=False,
+                stac=tmp_path / "catalog" / "item.json")
+    elsewhere = json.loads((tmp_path / "catalog" / "item.json").read_text())
+    assert elsewhere["assets"]["map"]["href"] == "../maps/c.tif"  # relative to the item, where STAC reads it
     pystac = pytest.importorskip("pystac")
     assert pystac.Item.from_dict(item).assets["map"].href == "./carbon.tif"
 

@@ -98,9 +98,11 @@ def test_a_corrupt_checkpoint_tile_is_recomputed(demo, clean, tmp_path, monkeypa
         predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
     [store] = _checkpoints(tmp_path)
     (store / "0000002.tif").write_bytes(b"truncated")
+    whole = (store / "0000003.tif").read_bytes()  # a header that opens, pixels that do not decode
+    (store / "0000003.tif").write_bytes(whole[:len(whole) - 40] + bytes(40))
     calls = _counting(monkeypatch)
     out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
-    assert 2 in calls and len(calls) == N_TILES - 5 and out.read_bytes() == clean
+    assert 2 in calls and len(calls) >= N_TILES - 5 and out.read_bytes() == clean
 
 
 def test_a_live_run_holding_the_checkpoints_is_respected(demo, tmp_path, monkeypatch):
@@ -110,9 +112,11 @@ def test_a_live_run_holding_the_checkpoints_is_respected(demo, tmp_path, monkeyp
     [store] = _checkpoints(tmp_path)
     (store / "lock").write_text(str(os.getppid()))  # another live process
     monkeypatch.undo()
-    with pytest.raises(OutputError, match="another 'sinks map'"):
-        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
-    assert store.exists() and not (tmp_path / "m.tif").exists()
+    for resume in (True, False):  # refused, and the other run's lock and tiles are left alone
+        with pytest.raises(OutputError, match="another 'sinks map'"):
+            predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False, resume=resume)
+        assert (store / "lock").read_text() == str(os.getppid()) and list(store.glob("0*.tif"))
+    assert not (tmp_path / "m.tif").exists()
 
 
 def test_progress_shows_tiles_pixels_per_second_and_time_left(demo, tmp_path, capsys):

@@ -226,7 +226,7 @@ class DaskExecutor:
                     queue.add(self.client.submit(run_tile, job_future, *nxt, pure=False))
                 yield tile
         finally:
-            for future in queue.futures:
+            for future in list(queue.futures):  # a copy: cancelling changes the queue's set as it goes
                 future.cancel()
 
     def close(self) -> None:

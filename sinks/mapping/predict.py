@@ -311,9 +311,15 @@ def _assemble(store, out: Path, *, grid, windows, names, band_tags, tags, block,
                 bands = [{"name": n, "unit": band_tags[n]["units"], "description": band_tags[n]["description"]}
                          for n in names]
                 item = map_item(tmp, grid=grid, bands=bands, bundle=bundle, inputs=hashes.result(),
-                                parameters=parameters, nodata=FLOAT_NODATA, href=f"./{out.name}")
+                                parameters=parameters, nodata=FLOAT_NODATA, href=_relative_href(out, item_path))
                 item["id"] = f"{out.stem}-{bundle.bundle_id}"
                 write_item(item, item_tmp)
+
+
+def _relative_href(target: Path, item_path: Path) -> str:
+    """``target`` as a STAC href relative to the item's folder (``./map.tif`` beside it)."""
+    rel = os.path.relpath(Path(target).resolve(), Path(item_path).resolve().parent)
+    return Path(rel).as_posix() if rel.startswith("..") else f"./{Path(rel).as_posix()}"
 
 
 class _Hashes:

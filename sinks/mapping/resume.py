@@ -58,6 +58,7 @@ class TileStore:
 
     def __init__(self, folder: str | os.PathLike, *, nodata: float, transform, n_bands: int):
         self.folder = Path(folder)
+        self.owned = False  # True once this run holds the folder's lock
         self.nodata = float(nodata)
         self.transform = transform
         self.n_bands = int(n_bands)
@@ -94,6 +95,7 @@ class TileStore:
             shutil.rmtree(folder, ignore_errors=True)
         self.folder.mkdir(exist_ok=True)
         (self.folder / "lock").write_text(str(os.getpid()))
+        self.owned = True
         job = self.folder / "job.json"
         if not job.exists():
             job.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
@@ -111,6 +113,7 @@ class TileStore:
                 with rasterio.open(entry) as ds:
                     tags = ds.tags()
                     ok = ds.count == self.n_bands
+                    ds.read()  # every block decodes: a truncated or damaged tile (a full disk) is recomputed
                 out[int(name[:-4])] = (int(tags["valid"]), int(tags["inside"]))
                 if not ok:
                     raise ValueError
@@ -120,12 +123,15 @@ class TileStore:
         return out
 
     def release(self) -> None:
-        """Leave the folder for a later run (an interrupted or failed job)."""
-        if self.folder.is_dir():
+        """Leave the folder for a later run (an interrupted or failed job); only a run that took it
+        (:meth:`open`) lets it go, never one refused because another process holds it."""
+        if self.owned and self.folder.is_dir():
             (self.folder / "lock").unlink(missing_ok=True)
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the folder: only the run that took it (:meth:`open`)."""
+        if self.owned:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- tiles ----------------------------------------------------------------------------
     def path(self, index: int) -> Path:
