@@ -158,3 +158,14 @@ def test_cog_conversion_holds_few_sources_and_a_small_cache_unless_the_user_chos
     monkeypatch.setenv("GDAL_CACHEMAX", "512")
     monkeypatch.setenv("GDAL_MAX_DATASET_POOL_SIZE", "50")
     assert cog._conversion_options() == {}
+
+
+def test_a_level_is_described_as_given(demo, tmp_path):
+    """97.5 % is written as 97.5 %, not rounded to 98 % (band descriptions; sinks change reads them)."""
+    import rasterio
+
+    out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=64, progress=False, level=0.975,
+                      bands="carbon,lower,upper")
+    with rasterio.open(out) as ds:
+        assert ds.tags(2)["description"] == "lower bound of the 97.5% prediction interval"
+        assert ds.tags()["sinks_interval_level"] == "0.975"

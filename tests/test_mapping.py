@@ -280,6 +280,8 @@ def test_guards_before_anything_is_written(demo, tmp_path):
         predict_map(bundle, spec, tmp_path / "m.tif", max_pixels=1000, progress=False)
     with pytest.raises(InputError, match="unknown band"):
         predict_map(bundle, spec, tmp_path / "m.tif", bands="carbon,biomass", progress=False)
+    with pytest.raises(InputError, match="unknown band.*Carbon.*did you mean 'carbon'"):
+        predict_map(bundle, spec, tmp_path / "m.tif", bands="Carbon", progress=False)
     with pytest.raises(InputError, match="spec or a covariate stack"):
         predict_map(bundle, None, tmp_path / "m.tif", progress=False)
     assert list(tmp_path.iterdir()) == []

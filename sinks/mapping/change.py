@@ -148,6 +148,11 @@ def check_stock_units(info: MapInfo, band: str) -> None:
                          "density in Mg C/ha; stock change and totals need Mg C/ha maps")
 
 
+def level_percent(level: float) -> str:
+    """An interval level as band descriptions write it: ``90%``, ``97.5%`` (never rounded to ``98%``)."""
+    return f"{level * 100:.4g}%"
+
+
 def normal_quantile(level: float) -> float:
     """Two-sided standard normal quantile of a central interval at ``level`` (1.645 for 0.9)."""
     from statistics import NormalDist  # the standard library's: scipy.stats costs a second to import
@@ -238,7 +243,7 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     z1, z2, z_out = normal_quantile(level1), normal_quantile(level2), normal_quantile(level)
     dt = y2 - y1
     factor = CO2_PER_C / dt
-    pct = f"{level:.0%}"
+    pct = level_percent(level)
     band_tags = {
         "sink": {"units": SINK_UNITS, "description": "annual sink (C2 - C1) x 44/12 / (Y2 - Y1); positive = removal"},
         "lower": {"units": SINK_UNITS, "interval_level": level,

@@ -26,7 +26,8 @@ from pathlib import Path
 from sinks.bundle import Bundle, load_bundle
 from sinks.covariates.spec import FeatureSpec, load_spec
 from sinks.errors import InputError, ModelMismatchError, ResourceError
-from sinks.validate import check_block
+from sinks.mapping.change import level_percent
+from sinks.validate import check_block, did_you_mean
 
 #: Working memory per window pixel of the prediction itself, beyond the features: the flat copy
 #: (float32 and the model's float64), five output bands and the DI's distances (an upper bound).
@@ -71,7 +72,8 @@ def parse_bands(bands, available: dict[str, str]) -> list[str]:
         raise InputError(f"--bands: give band names separated by commas, e.g. {','.join(available)}")
     unknown = [n for n in names if n not in available]
     if unknown:
-        hint = " ('error' needs a bundle with an error profile)" if "error" in unknown else ""
+        hint = " ('error' needs a bundle with an error profile)" if "error" in unknown else \
+            did_you_mean(unknown[0].lower(), available) or did_you_mean(unknown[0], available)
         raise InputError(f"--bands: unknown band(s) {', '.join(unknown)}; this bundle gives "
                          f"{', '.join(available)}{hint}")
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -84,8 +86,8 @@ def _band_tags(bundle: Bundle) -> dict[str, dict[str, str]]:
     units, level = bundle.units, bundle.interval.level
     return {
         bundle.band: {"units": units, "description": f"predicted {bundle.metadata['target']['column']}"},
-        "lower": {"units": units, "description": f"lower bound of the {level:.0%} prediction interval"},
-        "upper": {"units": units, "description": f"upper bound of the {level:.0%} prediction interval"},
+        "lower": {"units": units, "description": f"lower bound of the {level_percent(level)} prediction interval"},
+        "upper": {"units": units, "description": f"upper bound of the {level_percent(level)} prediction interval"},
         "di": {"units": "1", "description": "dissimilarity index (Meyer & Pebesma 2021)"},
         "aoa": {"units": "1", "description": f"1 = inside the area of applicability (DI <= {bundle.aoa.threshold:.4f})"},
         "error": {"units": units, "description": "expected absolute error at the pixel's DI (error profile)"},
