@@ -90,6 +90,15 @@ def echo(message: str = "") -> None:
     print(message, flush=True)
 
 
+def check_renames_found(mapping: dict[str, str], columns: dict[str, object]) -> None:
+    """Each ``--rename OLD=NEW`` must name a column of one of the tables (``{path: columns}``) it
+    applies to, whichever that is; one in none is an error."""
+    unknown = [old for old in mapping if not any(old in set(map(str, cols)) for cols in columns.values())]
+    if unknown:
+        where = f"in neither {' nor '.join(map(str, columns))}" if len(columns) > 1 else f"not in {next(iter(columns))}"
+        raise InputError(f"--rename names columns {where}: {', '.join(unknown)}")
+
+
 def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], key: str,
                     required, encoding: str | None = None) -> pd.DataFrame:
     """Read the main table and join a site/core table's x, y, year, habitat by ``key``.
@@ -101,10 +110,7 @@ def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], 
 
     rows = read_table(path, encoding=encoding)
     sites = read_table(sites_path, encoding=encoding) if sites_path else None
-    unknown = [old for old in mapping if old not in rows.columns
-               and (sites is None or old not in sites.columns)]
-    if unknown:
-        raise InputError(f"{path}: --rename names columns not in the file(s): {', '.join(unknown)}")
+    check_renames_found(mapping, {path: rows.columns, **({sites_path: sites.columns} if sites is not None else {})})
     rows = check_columns(rows, path, rename=mapping, required=required, only_present=True)
     if sites is None:
         return rows

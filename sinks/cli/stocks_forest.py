@@ -6,6 +6,7 @@ from sinks.cli._common import (
     add_crs,
     add_overwrite,
     add_rename,
+    check_renames_found,
     echo,
     nonnegative_float,
     nonnegative_int,
@@ -164,9 +165,7 @@ def _height_model(args, tree_columns: set[str]):
     if not args.height_sample:
         return None
     raw = read_table(args.height_sample, encoding=args.encoding)
-    unknown = [old for old in renames(args) if old not in tree_columns and old not in raw.columns]
-    if unknown:
-        raise InputError(f"--rename names columns in neither {args.input} nor {args.height_sample}: {', '.join(unknown)}")
+    check_renames_found(renames(args), {args.input: tree_columns, args.height_sample: raw.columns})
     sample = check_columns(raw, args.height_sample, rename=renames(args), required=("dbh_cm", "height_m"),
                            only_present=True)
     if args.hd_per_plot:

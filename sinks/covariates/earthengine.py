@@ -110,12 +110,16 @@ def ee_grid(spec: FeatureSpec) -> EEGrid:
     return EEGrid(crs_text, xres, yres, (t.a, t.b, t.c, t.d, t.e, t.f), grid.bounds)
 
 
-def _region(ee, grid: EEGrid, bounds=None):
-    bounds = bounds or grid.bounds
-    if bounds is None:
+def _grid_bounds(grid: EEGrid):
+    """The grid's extent, which an export needs."""
+    if grid.bounds is None:
         raise SpecError("the spec's grid has no extent: give [grid] extent = [xmin, ymin, xmax, ymax] "
                         "(or like = a source with a local file) to export a stack")
-    return ee.Geometry.Rectangle(list(bounds), grid.crs, False)
+    return grid.bounds
+
+
+def _region(ee, grid: EEGrid, bounds=None):
+    return ee.Geometry.Rectangle(list(bounds or _grid_bounds(grid)), grid.crs, False)
 
 
 def _on_grid(image, grid: EEGrid):
@@ -535,8 +539,7 @@ def check_export(spec: FeatureSpec, *, bucket: str | None, folder: str | None, t
     if tile_pixels is not None and (tile_pixels <= 0 or tile_pixels % 256):
         raise InputError(f"tile size {tile_pixels} pixels: give a positive multiple of 256 (Earth Engine's shard size)")
     grid = ee_grid(spec)
-    if grid.bounds is None:
-        _region(None, grid)  # the one message for a grid without an extent
+    _grid_bounds(grid)
     needed = _needed_sources(spec)
     for source in spec.sources:
         if source.name in needed:

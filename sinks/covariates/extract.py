@@ -19,14 +19,10 @@ from tqdm.auto import tqdm
 
 from sinks.cog import cog_writer
 from sinks.covariates.local import LocalEngine, TargetGrid, check_grid_size
-from sinks.covariates.spec import FeatureSpec
+from sinks.covariates.spec import EXTRACT_COLUMNS, FEATURE_TABLE_KEYS, FeatureSpec
 from sinks.errors import InputError
 from sinks.pixels import polygon_pixels
 from sinks.validate import check_block
-
-FEATURE_TABLE_KEYS = ("plot_id", "x", "y")
-
-
 
 #: A window of plots is split in four (recursively) while it holds more than this many grid pixels
 #: per plot: reading a sparse window whole costs more than the fixed cost of reading it in parts.
@@ -63,10 +59,10 @@ def _check_plots(spec: FeatureSpec, plots) -> None:
     empty = plots.geometry.isna() | plots.geometry.is_empty
     if empty.any():
         raise InputError(f"plots: plot(s) {', '.join(map(str, plots['plot_id'][empty].head(5)))} have no geometry")
-    clash = [c for c in plots.columns if c in spec.feature_names or c in ("footprint_pixels", "valid_pixels", "missing_reason")]
+    clash = [c for c in plots.columns if c in spec.feature_names or c in EXTRACT_COLUMNS]
     if clash:
         raise InputError(f"plots: column(s) {', '.join(clash)} clash with the feature names of spec {spec.name!r} "
-                         "or the columns extract adds (footprint_pixels, valid_pixels, missing_reason); rename them")
+                         f"or the columns extract adds ({', '.join(EXTRACT_COLUMNS)}); rename them")
 
 
 def _footprints(spec: FeatureSpec, plots, grid: TargetGrid):

@@ -300,8 +300,11 @@ def _bands(raw, where: str) -> tuple[Band, ...]:
     return tuple(bands)
 
 
-#: Columns of every feature table (``sinks extract``) beside the features: no feature may take their names.
-RESERVED_COLUMNS = ("plot_id", "x", "y", "geometry", "footprint_pixels", "valid_pixels", "missing_reason")
+#: Columns of a feature table (``sinks extract``) that come from the plots, and those extract adds.
+FEATURE_TABLE_KEYS = ("plot_id", "x", "y")
+EXTRACT_COLUMNS = ("footprint_pixels", "valid_pixels", "missing_reason")
+#: Columns of every feature table beside the features: no feature may take their names.
+RESERVED_COLUMNS = (*FEATURE_TABLE_KEYS, "geometry", *EXTRACT_COLUMNS)
 
 
 def _entry_name(raw, kind: str, where: str) -> str:

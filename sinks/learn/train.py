@@ -249,8 +249,9 @@ def _prediction_points(spec, seed: int):
     return grid_prediction_points(grid, mask=mask, seed=seed), area, grid.crs
 
 
-def _with_own_estimator(recipe: Recipe, estimator) -> Recipe:
-    """The recipe with a user's regressor in place of its ``[estimator]`` (kind and params)."""
+def _with_own_estimator(recipe: Recipe, estimator) -> tuple[Recipe, object]:
+    """The recipe with a user's regressor in place of its ``[estimator]`` (kind and params), and the
+    regressor's unfitted clone."""
     import dataclasses
 
     if recipe.tuning or recipe.selection or recipe.interval_method in QUANTILE_METHODS:
@@ -258,7 +259,8 @@ def _with_own_estimator(recipe: Recipe, estimator) -> Recipe:
                          "recipe may have no [tuning] or [selection] (they rebuild a registered kind from its "
                          "parameters) and no method = \"cqr\" (it needs a registered quantile kind)")
     kind, model = as_estimator(estimator)
-    return dataclasses.replace(recipe, estimator=kind, params={} if kind == USER_KIND else estimator_params(kind, model))
+    params = {} if kind == USER_KIND else estimator_params(kind, model)
+    return dataclasses.replace(recipe, estimator=kind, params=params), model
 
 
 def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progress: bool = True,
@@ -282,7 +284,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     kinds. It is saved in its kind's format, or through skops if all it holds is trusted.
     """
     if estimator is not None:
-        recipe = _with_own_estimator(recipe, estimator)
+        recipe, estimator = _with_own_estimator(recipe, estimator)
     spec = load_spec(recipe.features)
     names = spec.feature_names
     source = str(source or table.attrs.get("source") or "feature table")
@@ -292,7 +294,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     xy = np.column_stack([xs, ys])
     cqr = recipe.interval_method in QUANTILE_METHODS
     params = with_interval_level(recipe.estimator, recipe.params, recipe.interval_level) if cqr else recipe.params
-    estimator = make_estimator(recipe.estimator, params) if estimator is None else as_estimator(estimator)[1]
+    estimator = make_estimator(recipe.estimator, params) if estimator is None else estimator
     tails = quantile_levels_for(recipe.interval_level)[::2]  # CQR's conditional quantiles (lo, hi)
     oof_tails = None
     schemes, chosen, k = list(recipe.schemes), recipe.scheme, recipe.folds
