@@ -149,15 +149,41 @@ def test_checkpoint_tiles_are_band_interleaved(tmp_path):
 def test_cog_conversion_holds_few_sources_and_a_small_cache_unless_the_user_chose(monkeypatch):
     from sinks import cog
 
-    for name in ("GDAL_CACHEMAX", "SINKS_GDAL_CACHEMAX", "GDAL_MAX_DATASET_POOL_SIZE"):
+    for name in ("GDAL_CACHEMAX", "SINKS_GDAL_CACHEMAX", "GDAL_MAX_DATASET_POOL_SIZE", "COG_TMP_COMPRESSION"):
         monkeypatch.delenv(name, raising=False)
     assert cog._conversion_options() == {"GDAL_MAX_DATASET_POOL_SIZE": cog.VRT_SOURCE_POOL,
-                                         "GDAL_CACHEMAX": cog.COG_GDAL_CACHE_MB * 2**20}
+                                         "GDAL_CACHEMAX": cog.COG_GDAL_CACHE_MB * 2**20,
+                                         "COG_TMP_COMPRESSION": "NONE"}
     ex.limit_gdal_cache()  # sinks' own cap is not the user's choice
     assert "GDAL_CACHEMAX" in cog._conversion_options()
     monkeypatch.setenv("GDAL_CACHEMAX", "512")
     monkeypatch.setenv("GDAL_MAX_DATASET_POOL_SIZE", "50")
+    monkeypatch.setenv("COG_TMP_COMPRESSION", "LZW")
     assert cog._conversion_options() == {}
+
+
+def test_uncompressed_temporary_overviews_give_the_same_cog(monkeypatch, tmp_path):
+    """COG_TMP_COMPRESSION only changes the COG driver's temporary overview file, not the output."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from sinks import cog
+
+    rng = np.random.default_rng(0)
+    data = rng.gamma(2.0, 30.0, (2, 1024, 1024)).astype(np.float32)
+    data[:, :100, :300] = -9999.0
+    source = tmp_path / "source.tif"
+    with rasterio.open(source, "w", driver="GTiff", width=1024, height=1024, count=2, dtype="float32",
+                       nodata=-9999.0, crs="EPSG:32648", transform=Affine(30, 0, 0, 0, -30, 0)) as dst:
+        dst.write(data)
+    made = {}
+    for value in ("NONE", "DEFLATE"):
+        monkeypatch.setenv("COG_TMP_COMPRESSION", value)
+        made[value] = cog.to_cog(source, tmp_path / f"{value}.tif", blocksize=256).read_bytes()
+    assert made["NONE"] == made["DEFLATE"]
+    with rasterio.open(tmp_path / "NONE.tif") as ds:
+        assert ds.overviews(1) == [2, 4]  # down to the block size
 
 
 def test_a_level_is_described_as_given(demo, tmp_path):
