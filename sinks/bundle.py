@@ -126,15 +126,23 @@ class Bundle:
         The same method, calibration plots and difficulty model, only the conformal quantile(s)
         change (σ's coefficients do not depend on the level). The held-out check in the metadata
         (``interval_check_by_level``) says how each level covered. Bundles written before the
-        calibration plots' difficulty was stored cannot be recalibrated: retrain them.
+        calibration plots' difficulty was stored cannot be recalibrated: retrain them. A level that
+        needs more calibration plots than the bundle has (⌈level / (1 − level)⌉) is refused.
         """
-        from sinks.learn.intervals import calibrate_adaptive, quantile_or_largest
+        from sinks.learn.intervals import calibrate_adaptive, min_per_bin, quantile_or_largest
 
         if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
             raise InputError(f"interval level must be a fraction between 0 and 1 (e.g. 0.9), got {level!r}")
         if math.isclose(level, self.interval.level):
             return self
         iv = self.interval
+        n = None if self.abs_residual is None else len(self.abs_residual)
+        if n is not None and n < min_per_bin(level):
+            # the conformal quantile would be beyond the largest calibration residual: an interval
+            # that covers less than it says (training refuses such a level for the same reason)
+            raise InputError(f"bundle {self.path}: a {level:g} interval needs at least {min_per_bin(level)} calibration "
+                             f"plots and this bundle has {n}; the highest level they support is "
+                             f"{math.floor(n / (n + 1) * 1000) / 1000:g}")
         if isinstance(iv, QuantileInterval):
             raise ModelMismatchError(f"bundle {self.path}: its CQR interval is calibrated at {iv.level:g} on the "
                                      f"model's {iv.quantiles} quantiles; map at that level, or retrain with "

@@ -233,6 +233,12 @@ def test_level_option_and_bad_levels(work, capsys):
         assert_refused(_argv(bundle, table, "--level", bad), capsys, keywords=words, watch=folder)
     with pytest.raises(InputError, match="between 0 and 1"):
         load_bundle(bundle).at_level(1.0)
+    # a level beyond what the calibration plots support would fall back to the largest residual and
+    # under-cover without a word: refused, naming the highest level they do support
+    n = len(load_bundle(bundle).abs_residual)
+    assert_refused(_argv(bundle, table, "--level", "0.999"), capsys,
+                   keywords=["0.999", "999 calibration plots", f"has {n}"], watch=folder)
+    assert load_bundle(bundle).at_level(n / (n + 1)).interval.level == pytest.approx(n / (n + 1))
 
 
 def test_rows_with_missing_values_are_dropped_and_counted(bundle_folder):
