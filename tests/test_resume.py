@@ -123,3 +123,19 @@ def test_progress_shows_tiles_pixels_per_second_and_time_left(demo, tmp_path, ca
     predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=True)
     err = capsys.readouterr().err
     assert f"{N_TILES}/{N_TILES} tiles" in err and "px/s" in err and "<" in err  # elapsed<remaining
+
+
+def test_the_cli_draws_progress_only_on_a_terminal(demo, tmp_path, capsys, monkeypatch):
+    """A log file (stderr not a terminal) would get every redraw of the bar: the CLI draws none there."""
+    import sys
+
+    from sinks.cli import main
+
+    argv = ["map", str(demo["bundle"]), str(demo["spec"]), "--block", "32", "--no-stac"]
+    assert main([*argv, "--out", str(tmp_path / "log.tif")]) == 0
+    assert "px/s" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*argv, "--out", str(tmp_path / "tty.tif")]) == 0
+    assert f"{N_TILES}/{N_TILES} tiles" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "quiet.tif"), "--quiet"]) == 0
+    assert "px/s" not in capsys.readouterr().err

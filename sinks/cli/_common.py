@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import TYPE_CHECKING
 
 from sinks.constants import MAX_PIXELS
@@ -83,6 +84,16 @@ def renames(args: argparse.Namespace) -> dict[str, str]:
 def table_options(args: argparse.Namespace) -> dict:
     """``read_table`` keywords from ``--rename`` and ``--encoding``."""
     return {"rename": renames(args), "encoding": getattr(args, "encoding", None)}
+
+
+def add_quiet(parser: argparse.ArgumentParser, bars: str = "bar") -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help=f"no progress {bars} (there are none either when stderr is not a terminal, as in a log file)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless ``--quiet`` or stderr is not a terminal (a log would get every redraw)."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def echo(message: str = "") -> None:

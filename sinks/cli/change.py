@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sinks.cli._common import add_overwrite, block_size, echo
+from sinks.cli._common import add_overwrite, add_quiet, block_size, echo, show_progress
 
 
 def _correlation(text: str) -> float:
@@ -69,7 +69,7 @@ def register(sub) -> None:
     parser.add_argument("--block", type=block_size, default=512,
                         help="window size in pixels, a multiple of 16 (default 512; bounds the memory)")
     add_overwrite(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     parser.set_defaults(func=run, outputs={"out": "raster"}, inputs=("map_t1", "map_t2"))
 
 
@@ -79,5 +79,5 @@ def run(args) -> None:
     y1, y2 = args.years
     path = stock_change(args.map_t1, args.map_t2, y1, y2, args.out, epoch_correlation=args.epoch_correlation,
                         level=args.level, allow_different_models=args.allow_different_models,
-                        block=args.block, progress=not args.quiet)
+                        block=args.block, progress=show_progress(args))
     echo(f"sink {y1:g}-{y2:g} (epoch correlation {args.epoch_correlation:g}) -> {path}")

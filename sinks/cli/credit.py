@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from sinks.cli._common import (add_overwrite, add_rename, crs_string, echo, nonnegative_float, table_options,
-                               unit_fraction)
+from sinks.cli._common import (add_overwrite, add_quiet, add_rename, crs_string, echo, nonnegative_float,
+                               show_progress, table_options, unit_fraction)
 from sinks.cli.eligibility import _layers, iso_date
 
 
@@ -76,7 +76,7 @@ def register(sub) -> None:
     parser.add_argument("--summary", metavar="PROJECT.html",
                         help="also write a one-page HTML summary for a verifier: totals, terms with their sources, "
                         "balance, parcels and a map figure (written with the report or not at all)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     add_rename(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run, outputs={"out": "json", "gpkg": "gpkg", "summary": "html"}, inputs=_inputs)
@@ -110,7 +110,7 @@ def run(args) -> None:
                     epoch_correlation=args.epoch_correlation, error_range_m=args.error_range_m,
                     error_nugget=args.error_nugget, aoa_threshold=args.aoa_threshold,
                     allow_different_models=args.allow_different_models, controls_covariates=args.controls,
-                    caliper=args.caliper, progress=not args.quiet,
+                    caliper=args.caliper, progress=show_progress(args),
                     source=args.parcels)
     with contextlib.ExitStack() as stack:
         if args.summary:  # drawn before anything is written; renamed into place after the report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_overwrite, echo, nonnegative_int, positive_int
+from sinks.cli._common import add_overwrite, add_quiet, echo, nonnegative_int, positive_int, show_progress
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def register(sub) -> None:
     parser.add_argument("--seed", type=nonnegative_int, default=2025, help="random seed of the simulated county (default 2025)")
     parser.add_argument("--size", type=positive_int, default=400, help="county size in 30 m pixels per side (default 400 = 12 km)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="threads for the map step (default 1)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(parser, "bars")
     add_overwrite(parser, "demo workspace (a folder 'sinks demo' made)")
     parser.set_defaults(func=run, outputs={"out": "workspace"})
 
@@ -26,7 +26,7 @@ def register(sub) -> None:
 def run(args) -> None:
     from sinks.demo.run import run_demo
 
-    result = run_demo(args.out, seed=args.seed, size=args.size, n_jobs=args.jobs, progress=not args.quiet,
+    result = run_demo(args.out, seed=args.seed, size=args.size, n_jobs=args.jobs, progress=show_progress(args),
                       overwrite=args.overwrite)
     check = result.checks["map_vs_truth"]
     spatial = result.checks["validation"]["spatial"]

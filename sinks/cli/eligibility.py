@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from sinks.cli._common import add_overwrite, add_rename, crs_string, echo, table_options
+from sinks.cli._common import add_overwrite, add_quiet, add_rename, crs_string, echo, show_progress, table_options
 from sinks.errors import InputError
 
 
@@ -39,7 +39,7 @@ def register(sub) -> None:
     parser.add_argument("--out", required=True, help="JSON report to write (.json)")
     parser.add_argument("--gpkg", help="also write a GeoPackage with one row per parcel (.gpkg); it and the "
                         "JSON are written together or not at all")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     add_rename(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run, outputs={"out": "json", "gpkg": "gpkg"}, inputs=_inputs)
@@ -98,7 +98,7 @@ def run(args) -> None:
         if not Path(path).is_file():
             raise InputError(f"--layer {name}: {path}: raster not found")
     parcels = read_table(args.parcels, **table_options(args), required=("parcel_id",), geometry=True, crs=args.crs)
-    report = assess(parcels, ruleset, layers, start_date=args.start_date, progress=not args.quiet)
+    report = assess(parcels, ruleset, layers, start_date=args.start_date, progress=show_progress(args))
     document = write_report(report, args.out, args.gpkg)
     s = document["summary"]
     echo(f"{s['parcels']} parcels against {ruleset.id}: {s['eligible']} eligible ({s['eligible_area_ha']:.1f} ha), "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from sinks.cli._common import (add_crs, add_engine, add_overwrite, add_rename, echo, start_engine,
-                               table_options)
+from sinks.cli._common import (add_crs, add_engine, add_overwrite, add_quiet, add_rename, echo, show_progress,
+                               start_engine, table_options)
 from sinks.errors import InputError
 
 
@@ -29,7 +29,7 @@ def register(sub) -> None:
     add_overwrite(parser)
     parser.add_argument("--row-ids", action="store_true",
                         help="number the rows 1..n as plot_id (for point tables without an id column)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     add_engine(parser)
     parser.set_defaults(func=run, outputs={"out": "table"}, inputs=("spec", "plots"))
 
@@ -54,7 +54,7 @@ def run(args) -> None:
     else:
         from sinks.covariates.extract import extract
 
-        table = extract(spec, plots, progress=not args.quiet, allow_missing=args.allow_missing)
+        table = extract(spec, plots, progress=show_progress(args), allow_missing=args.allow_missing)
     valid = int((table["valid_pixels"] > 0).sum())
     if valid == 0:
         raise InputError(f"none of the {len(table)} plots has a pixel where every feature of spec {spec.name!r} is "

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 import warnings
 
-from sinks.cli._common import (add_ee_export, add_engine, add_level, add_overwrite, block_size, check_ee_export, echo,
-                               export_destination, max_pixels_option, positive_int, spec_inputs, start_engine)
+from sinks.cli._common import (add_ee_export, add_engine, add_level, add_overwrite, add_quiet, block_size,
+                               check_ee_export, echo, export_destination, max_pixels_option, positive_int,
+                               show_progress, spec_inputs, start_engine)
 from sinks.constants import EXECUTORS
 
 
@@ -50,7 +51,7 @@ def register(sub) -> None:
     parser.add_argument("--no-stac", action="store_true", help="write no STAC Item")
     max_pixels_option(parser)
     add_overwrite(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     add_engine(parser)
     add_ee_export(parser, "map (the prediction band, from the bundle's tree strings; --out is the files' name prefix)")
     parser.add_argument("--trees", metavar="gs://FILE",
@@ -94,7 +95,7 @@ def run(args) -> None:
         warnings.simplefilter("always", AOAWarning)
         path = predict_map(args.bundle, args.spec, args.out, stack=args.stack, bands=args.bands,
                            block=args.block, n_jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
-                           progress=not args.quiet, max_pixels=args.max_pixels, resume=not args.no_resume,
+                           progress=show_progress(args), max_pixels=args.max_pixels, resume=not args.no_resume,
                            stac=False if args.no_stac else (args.stac or None), level=args.level)
     for warning in caught:
         if issubclass(warning.category, AOAWarning):

@@ -3,8 +3,8 @@ Earth Engine export of COG tiles to Cloud Storage or Drive)."""
 
 from __future__ import annotations
 
-from sinks.cli._common import (add_ee_export, add_engine, add_overwrite, block_size, check_ee_export, echo,
-                               export_destination, max_pixels_option, spec_inputs, start_engine)
+from sinks.cli._common import (add_ee_export, add_engine, add_overwrite, add_quiet, block_size, check_ee_export, echo,
+                               export_destination, max_pixels_option, show_progress, spec_inputs, start_engine)
 
 
 def register(sub) -> None:
@@ -24,7 +24,7 @@ def register(sub) -> None:
                         help="window size in pixels, a multiple of 16 (default 512)")
     max_pixels_option(parser, ee=True)
     add_overwrite(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     add_engine(parser)
     add_ee_export(parser, "stack")
     parser.set_defaults(func=run, outputs=lambda args: {} if args.engine == "ee" else {"out": "raster"},
@@ -41,7 +41,7 @@ def run(args) -> None:
     start_engine(args)
     from sinks.covariates.extract import build_stack
 
-    build_stack(spec, args.out, block=args.block, progress=not args.quiet, max_pixels=args.max_pixels)
+    build_stack(spec, args.out, block=args.block, progress=show_progress(args), max_pixels=args.max_pixels)
     echo(f"{len(spec.features)} features of spec {spec.name!r} -> {args.out}")
 
 

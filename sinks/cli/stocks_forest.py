@@ -5,6 +5,7 @@ from __future__ import annotations
 from sinks.cli._common import (
     add_crs,
     add_overwrite,
+    add_quiet,
     add_rename,
     check_renames_found,
     echo,
@@ -14,6 +15,7 @@ from sinks.cli._common import (
     positive_int,
     print_dropped,
     renames,
+    show_progress,
     summary,
 )
 from sinks.cli.stocks import add_allow_implausible
@@ -72,7 +74,7 @@ def register(pools) -> None:
     parser.add_argument("--drop-invalid", action="store_true",
                         help="drop impossible tree rows and list them instead of failing")
     add_allow_implausible(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     add_rename(parser)
     add_crs(parser)
     add_overwrite(parser)
@@ -99,7 +101,7 @@ def run(args) -> None:
         wood_density_table=args.wood_density, species_table=args.species_table, height_sd_m=args.height_sd)
     stocks = forest.forest_stocks(
         trees, plots, options, n_draws=args.draws, diameter_error=_diameter_error(args.diameter_error),
-        seed=args.seed, drop_invalid=args.drop_invalid, n_jobs=args.jobs, progress=not args.quiet,
+        seed=args.seed, drop_invalid=args.drop_invalid, n_jobs=args.jobs, progress=show_progress(args),
         allow_implausible=args.allow_implausible, trees_source=str(args.input),
         plots_source=str(args.plots or "--area-ha"))
     plot_table, tree_table, info = stocks.plots, stocks.trees, stocks.info

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sinks.cli._common import add_overwrite, add_rename, echo, table_options
+from sinks.cli._common import add_overwrite, add_quiet, add_rename, echo, show_progress, table_options
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def register(sub) -> None:
                         "and a folder that is not a bundle is never replaced")
     add_overwrite(parser, "bundle")
     add_rename(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(parser, "bars")
     parser.set_defaults(func=run, outputs={"out": "bundle"}, inputs=("recipe", "table"))
 
 
@@ -36,7 +36,7 @@ def run(args) -> None:
 
     recipe = load_recipe(args.recipe)
     table = read_table(args.table, required=("x", "y"), **table_options(args))
-    folder = train(recipe, table, args.out, progress=not args.quiet, source=args.table)
+    folder = train(recipe, table, args.out, progress=show_progress(args), source=args.table)
     meta = json.loads((folder / "metadata.json").read_text())
     units = meta["target"]["units"]
     echo(f"recipe {recipe.name!r}: {meta['training']['n']} plots used, {meta['training']['dropped']} dropped (missing values)")

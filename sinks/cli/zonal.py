@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sinks.cli._common import add_crs, add_overwrite, add_rename, echo, nonnegative_float, table_options, unit_fraction
+from sinks.cli._common import (add_crs, add_overwrite, add_quiet, add_rename, echo, nonnegative_float, show_progress,
+                               table_options, unit_fraction)
 from sinks.cli.change import level_option
 
 
@@ -35,7 +36,7 @@ def register(sub) -> None:
     add_rename(parser)
     add_crs(parser, "CRS of polygons whose file has none, e.g. EPSG:4326")
     add_overwrite(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     parser.set_defaults(func=run, outputs={"out": "table"}, inputs=("map", "polygons"))
 
 
@@ -49,7 +50,7 @@ def run(args) -> None:
     polygons = read_table(args.polygons, geometry=True, crs=args.crs, **table_options(args))
     table = zonal_totals(args.map, polygons, band=args.band, id_column=args.id_column,
                          error_range_m=args.error_range_m, error_nugget=args.error_nugget, level=args.level,
-                         progress=not args.quiet, source=args.polygons)
+                         progress=show_progress(args), source=args.polygons)
     from pathlib import Path
 
     if Path(args.out).suffix.lower() in VECTOR_SUFFIXES:  # the polygons as given: their columns, then the totals
