@@ -295,6 +295,7 @@ def check_outputs(outputs: Mapping[str | os.PathLike, str] | Iterable[tuple[str 
         parent = path.resolve().parent
         if not parent.is_dir():
             raise OutputError(f"{path}: the folder {parent} does not exist; create it first or write elsewhere")
+        _check_name_length(path, parent)
         if not os.access(parent, os.W_OK | os.X_OK):
             raise OutputError(f"{path}: the folder {parent} is not writable; write elsewhere")
         resolved = path.resolve()
@@ -309,6 +310,25 @@ def check_outputs(outputs: Mapping[str | os.PathLike, str] | Iterable[tuple[str 
         if resolved in seen:
             raise OutputError(f"{path}: named as two outputs; give each output its own path")
         seen[resolved] = kind
+
+
+#: Bytes sinks may add to an output's file name for its staging and checkpoint files
+#: (``.NAME.PID.RANDOM.partial.tif.staging.tif.aux.xml``, ``.NAME.resume-KEY``), with room to spare.
+STAGING_NAME_EXTRA = 64
+
+
+def _check_name_length(path: Path, parent: Path) -> None:
+    """Refuse a name so long that the staging names beside it would exceed the file system's limit
+    (found only when the output is written, after the work)."""
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    length = len(os.fsencode(path.name))
+    if length + STAGING_NAME_EXTRA > name_max:
+        raise OutputError(f"{path}: the file name is {length} bytes long; sinks writes it under staging names up to "
+                          f"{STAGING_NAME_EXTRA} bytes longer and this file system allows {name_max}: give a name "
+                          f"of at most {name_max - STAGING_NAME_EXTRA} bytes")
 
 
 def _check_file_output(text: str, path: Path, suffixes, overwrite: bool) -> None:
@@ -356,6 +376,40 @@ def clean_stale_staging(path: str | os.PathLike) -> list[Path]:
         _remove(entry)
         removed.append(entry)
     return removed
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc/PID/stat`` field 22), or
+    None where that cannot be read: with the pid it tells the process from a later one that reused
+    its number."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[19])  # fields after the command name start at field 3 (state)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_identity() -> dict:
+    """This process as a lock file records it: host name, pid and start time."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
+
+
+def identity_running(identity: dict) -> bool | None:
+    """Whether the process a lock file names (:func:`process_identity`) still runs: False when it
+    has ended or its pid now belongs to a later process, None when it ran on another host (sinks
+    cannot tell)."""
+    import socket
+
+    if identity.get("host") not in (None, socket.gethostname()):
+        return None
+    pid = int(identity["pid"])
+    if not process_alive(pid):
+        return False
+    started = identity.get("started")
+    return started is None or process_start(pid) in (None, started)
 
 
 def process_alive(pid: int) -> bool:

@@ -139,3 +139,50 @@ def test_the_cli_draws_progress_only_on_a_terminal(demo, tmp_path, capsys, monke
     assert f"{N_TILES}/{N_TILES} tiles" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "quiet.tif"), "--quiet"]) == 0
     assert "px/s" not in capsys.readouterr().err
+
+
+def test_a_stale_lock_whose_pid_was_reused_does_not_block_the_rerun(demo, clean, tmp_path, monkeypatch):
+    """A killed run's lock names a pid; once a later process has that pid, the lock's start time
+    tells them apart, and the rerun resumes. A lock from another host (a shared disk) still holds."""
+    import json
+    import socket
+
+    from sinks.io import process_start
+
+    _counting(monkeypatch, fail_after=3)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    monkeypatch.undo()
+    [store] = _checkpoints(tmp_path)
+    assert not (store / "lock").exists()  # released by the failed run itself; now fake a killed run's lock
+    live = os.getppid()  # a live process, but not the one that wrote the lock (it started later)
+    (store / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": live,
+                                            "started": process_start(live) - 1}))
+    out = predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    assert out.read_bytes() == clean and not store.exists()
+    _counting(monkeypatch, fail_after=3)
+    with pytest.raises(RuntimeError):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "n.tif", block=32, progress=False)
+    monkeypatch.undo()
+    [store] = _checkpoints(tmp_path)
+    (store / "lock").write_text(json.dumps({"host": "another-node", "pid": 12345, "started": 1}))
+    with pytest.raises(OutputError, match="process 12345 on host another-node; if it has ended, remove the folder"):
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "n.tif", block=32, progress=False)
+
+
+def test_a_file_name_too_long_for_the_staging_names_is_refused_before_the_work(demo, tmp_path, capsys):
+    """The longest name allowed is written through all the staging and checkpoint names; one byte
+    more is refused at once (before, the map was computed and failed when staged)."""
+    from sinks.cli import main
+    from sinks.io import STAGING_NAME_EXTRA
+
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX") - STAGING_NAME_EXTRA
+    argv = ["map", str(demo["bundle"]), str(demo["spec"]), "--block", "32", "--quiet"]
+    fine = tmp_path / ("m" * (longest - 10) + ".tif")  # its STAC Item's name, NAME.stac.json, is the longest
+    assert main([*argv, "--out", str(fine)]) == 0 and fine.exists()
+    assert (tmp_path / (fine.stem + ".stac.json")).exists()
+    long = tmp_path / ("m" * (longest - 3) + ".tif")
+    assert main([*argv, "--out", str(long)]) != 0
+    err = capsys.readouterr().err
+    assert f"{longest + 1} bytes long" in err and f"at most {longest} bytes" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fine.name, fine.stem + ".stac.json"])

@@ -7,11 +7,13 @@ modification times, the grid, the window size, the bands and the sinks version; 
 or the number of workers, which do not change the bytes). Each finished tile is one small GeoTIFF
 (``NNNNNNN.tif``, ZSTD level 1), written under a temporary name and renamed when complete, so a
 tile file that exists is whole; its tags hold the tile's pixel counts. ``job.json`` records the
-arguments, ``lock`` the process id of the run using the folder.
+arguments, ``lock`` the host, process id and start time of the run using the folder.
 
 When a run starts it reuses the folder of the same key (skipping the tiles there), removes the
 folders other keys left for the same output (a rerun with other arguments never reuses them), and
-refuses to run while a live process holds the folder. The map is assembled from the tiles (a VRT
+refuses to run while a live process holds the folder (a stale lock whose process id a later
+process reused does not count; a run on another host sharing the disk does, since sinks cannot
+look there). The map is assembled from the tiles (a VRT
 over them, converted to a COG) and the folder is removed once the map is in place. A run that
 fails or is interrupted (Ctrl-C, SIGTERM, kill -9, a full disk) keeps it, so the rerun with the same
 arguments resumes; a run that ends in an error no rerun can mend (no valid pixel) removes it.
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -31,7 +34,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from sinks.errors import OutputError
-from sinks.io import process_alive
+from sinks.io import identity_running, process_identity
 
 RESUME_TAG = ".resume-"
 #: Creation options of a checkpoint tile: fast to write and read, about 60 % of the raw size.
@@ -75,26 +78,37 @@ class TileStore:
         return [p for p in self.folder.parent.iterdir()
                 if p.name.startswith(prefix) and p != self.folder and p.is_dir()]
 
-    def _holder(self, folder: Path) -> int | None:
+    def _holder(self, folder: Path) -> str | None:
+        """Who holds ``folder`` (a live run other than this one), or None. The lock names the host,
+        pid and start time (:func:`~sinks.io.process_identity`; a bare pid from older runs): a
+        stale lock whose pid a later process reused does not hold the folder. A run on another
+        host (a shared disk) is taken to hold it, since sinks cannot look."""
         try:
-            pid = int((folder / "lock").read_text().strip())
-        except (OSError, ValueError):
+            text = (folder / "lock").read_text().strip()
+            identity = json.loads(text) if text.startswith("{") else {"pid": int(text)}
+            if int(identity["pid"]) == os.getpid() and identity.get("host") in (None, socket.gethostname()):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return pid if pid != os.getpid() and process_alive(pid) else None
+        running = identity_running(identity)
+        if running is False:
+            return None
+        where = f"process {identity['pid']}" + (f" on host {identity['host']}" if running is None else "")
+        return where + ("; if it has ended, remove the folder" if running is None else "")
 
     def open(self, manifest: dict) -> dict[int, tuple[int, int]]:
         """Take the folder for this run (creating it); returns the finished tiles,
         ``{index: (valid pixels, pixels inside the AOA)}``."""
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         for folder in [self.folder, *self.others()]:
-            pid = self._holder(folder) if folder.is_dir() else None
-            if pid is not None:
-                raise OutputError(f"{folder}: another 'sinks map' (process {pid}) is writing this map; wait "
+            holder = self._holder(folder) if folder.is_dir() else None
+            if holder is not None:
+                raise OutputError(f"{folder}: another 'sinks map' ({holder}) is writing this map; wait "
                                   "for it to end or write elsewhere")
         for folder in self.others():
             shutil.rmtree(folder, ignore_errors=True)
         self.folder.mkdir(exist_ok=True)
-        (self.folder / "lock").write_text(str(os.getpid()))
+        (self.folder / "lock").write_text(json.dumps(process_identity()))
         self.owned = True
         job = self.folder / "job.json"
         if not job.exists():
