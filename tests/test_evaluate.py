@@ -241,6 +241,14 @@ def test_level_option_and_bad_levels(work, capsys):
     assert load_bundle(bundle).at_level(n / (n + 1)).interval.level == pytest.approx(n / (n + 1))
 
 
+def test_an_unmasked_nodata_feature_is_refused_not_scored(bundle_folder):
+    """-9999 in a feature (a raster's nodata the extraction kept) would be scored as a real covariate."""
+    table = world_plots(50, 12)
+    table.loc[[4, 9], FEATURES[1]] = -9999
+    with pytest.raises(InputError, match=rf"{FEATURES[1]}.*row\(s\) 5, 10 hold -9999, a raster nodata value"):
+        evaluate(bundle_folder, table)
+
+
 def test_rows_with_missing_values_are_dropped_and_counted(bundle_folder):
     table = world_plots(50, 12)
     table.loc[[3, 8], FEATURES[4]] = np.nan

@@ -31,6 +31,7 @@ import pandas as pd
 
 from sinks.errors import InputError, ModelMismatchError
 from sinks.io import atomic_path, format_rows, sha256_frame
+from sinks.learn.targets import feature_matrix, numeric_column
 
 #: Metric names of one part (overall, inside AOA, ...), in report order.
 METRICS = ("n", "r2", "rmse", "rel_rmse", "mae", "bias", "coverage", "mean_width", "sd_width")
@@ -102,17 +103,6 @@ def _json_safe(value):
     return value
 
 
-def _numeric(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    raw = table[column]
-    values = pd.to_numeric(raw, errors="coerce")
-    text = raw.notna() & values.isna()
-    if text.any():
-        examples = ", ".join(repr(v) for v in raw[text].astype(str).unique()[:3])
-        raise InputError(f"{source}: column {column!r}: row(s) {format_rows(np.flatnonzero(text.to_numpy()))} "
-                         f"are not numbers ({examples}); fix them or leave them empty to drop those rows")
-    return values.to_numpy(dtype=np.float64)
-
-
 def _check_features(bundle, table: pd.DataFrame, source: str) -> list[str]:
     names = bundle.feature_names
     spec = bundle.metadata.get("features", {}).get("spec", "?")
@@ -137,11 +127,11 @@ def _target(bundle, table: pd.DataFrame, source: str) -> tuple[np.ndarray, str]:
     target = bundle.metadata["target"]
     column, derive, origin = target["column"], target.get("derive"), target.get("from")
     if column in table.columns:
-        return _numeric(table, column, source), f"target column {column!r}"
+        return numeric_column(table, column, source), f"target column {column!r}"
     if derive and origin and origin in table.columns:
         from sinks.learn.targets import derive_target
 
-        _numeric(table, origin, source)
+        numeric_column(table, origin, source)
         values = np.asarray(derive_target(table, derive, origin), dtype=np.float64)
         return values, f"target {column!r} (derived from column {origin!r})"
     alternative = f" (or {origin!r} to derive it from)" if derive and origin else ""
@@ -182,12 +172,7 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     if np.isinf(y).any():
         raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(y)))} are infinite; "
                          "fix them or leave them empty to drop those rows")
-    X = np.column_stack([_numeric(table, c, source) for c in names])
-    infinite = np.isinf(X).any(axis=1)
-    if infinite.any():
-        columns = [c for c, bad in zip(names, np.isinf(X).any(axis=0)) if bad]
-        raise InputError(f"{source}: row(s) {format_rows(np.flatnonzero(infinite))} have infinite values in "
-                         f"feature column(s) {', '.join(columns)}; check the feature spec's expressions")
+    X = feature_matrix(table, names, source)
     meta_target = bundle.metadata["target"]
     finite = np.isfinite(y)
     from sinks.learn.recipe import POOLS

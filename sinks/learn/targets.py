@@ -1,4 +1,5 @@
-"""Targets derived from another column, named in a recipe's ``[target] derive``.
+"""Targets derived from another column, named in a recipe's ``[target] derive``, and the checks
+of a feature table's values that training and external validation share.
 
 Each derivation lives with its science in :mod:`sinks.pools` (conversion factors in the pools'
 parameter tables); this is only the registry a recipe can name.
@@ -10,6 +11,45 @@ import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError, SpecError
+from sinks.io import format_rows
+
+#: Nodata values rasters commonly carry (GDAL's -9999, int16's -32768, float32's lowest value): a
+#: feature exactly equal to one is almost surely a pixel whose nodata the extraction did not mask.
+NODATA_LIKE = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
+
+
+def numeric_column(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """A column as floats; text that is not a number is an error naming the rows."""
+    raw = table[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    text = raw.notna() & values.isna()
+    if text.any():
+        bad = np.flatnonzero(text.to_numpy())
+        examples = ", ".join(repr(v) for v in raw[text].astype(str).unique()[:3])
+        raise InputError(f"{source}: column {column!r}: row(s) {format_rows(bad)} are not numbers "
+                         f"({examples}); fix them or leave them empty to drop those rows")
+    return values.to_numpy(dtype=np.float64)
+
+
+def feature_matrix(table: pd.DataFrame, names: list[str], source: str) -> np.ndarray:
+    """The feature columns as a float matrix (rows x ``names``; NaN where empty). Refused, naming the
+    rows and columns: text, infinite values, and values equal to a raster nodata value
+    (:data:`NODATA_LIKE`), which a model would take as real covariates."""
+    X = np.column_stack([numeric_column(table, c, source) for c in names]) if names else np.zeros((len(table), 0))
+    infinite = np.isinf(X)
+    if infinite.any():
+        columns = [c for c, bad in zip(names, infinite.any(axis=0)) if bad]
+        raise InputError(f"{source}: {int(infinite.any(axis=1).sum())} row(s) ({format_rows(np.flatnonzero(infinite.any(axis=1)))}) "
+                         f"have infinite values in feature column(s) {', '.join(columns)}; "
+                         "check the feature spec's expressions (a division by zero?)")
+    nodata = np.isin(X, NODATA_LIKE)
+    if nodata.any():
+        j = int(np.flatnonzero(nodata.any(axis=0))[0])
+        rows = np.flatnonzero(nodata[:, j])
+        raise InputError(f"{source}: feature column {names[j]!r}: row(s) {format_rows(rows)} hold {X[rows[0], j]:g}, "
+                         "a raster nodata value that was not masked; leave those cells empty (the rows are then "
+                         "dropped and counted) or extract again with the source's nodata set in the feature spec")
+    return X
 
 
 def _soc_from_om(values: pd.Series) -> np.ndarray:

@@ -33,7 +33,7 @@ from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive
                                    location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
-from sinks.learn.targets import check_target_values, derive_target, target_quantity
+from sinks.learn.targets import check_target_values, derive_target, feature_matrix, numeric_column, target_quantity
 from sinks.learn.weights import cv_weights, nested_weights
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
@@ -46,19 +46,6 @@ def minimum_plots(recipe: Recipe) -> int:
     """Usable plots needed: 2 per fold, MIN_PLOTS, and enough for the conformal interval's level."""
     level = recipe.interval_level
     return max(2 * recipe.folds, MIN_PLOTS, math.ceil(level / (1 - level) - 1e-9))
-
-
-def _numeric(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    """A column as floats; text that is not a number is an error naming the rows."""
-    raw = table[column]
-    values = pd.to_numeric(raw, errors="coerce")
-    text = raw.notna() & values.isna()
-    if text.any():
-        bad = np.flatnonzero(text.to_numpy())
-        examples = ", ".join(repr(v) for v in raw[text].astype(str).unique()[:3])
-        raise InputError(f"{source}: column {column!r}: row(s) {format_rows(bad)} are not numbers "
-                         f"({examples}); fix them or leave them empty to drop those rows")
-    return values.to_numpy(dtype=np.float64)
 
 
 def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str], *,
@@ -91,7 +78,7 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
             raise InputError(f"{source}: column 'plot_id': {int(ids[dup].nunique())} id(s) appear more than once "
                              f"({values}; rows {format_rows(np.flatnonzero(dup))}); each plot must be one row: "
                              "remove the duplicates or give each plot its own id")
-    xs, ys = _numeric(table, "x", source), _numeric(table, "y", source)
+    xs, ys = numeric_column(table, "x", source), numeric_column(table, "y", source)
     bad_xy = ~(np.isfinite(xs) & np.isfinite(ys))
     if bad_xy.any():
         raise InputError(f"{source}: row(s) {format_rows(np.flatnonzero(bad_xy))} have missing or "
@@ -101,11 +88,11 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         if recipe.derive_from not in table.columns:
             raise InputError(f"{source}: no column {recipe.derive_from!r} to derive the target "
                              f"{recipe.target!r} from ([target] from in {recipe.path or recipe.name})")
-        _numeric(table, recipe.derive_from, source)
+        numeric_column(table, recipe.derive_from, source)
         target = np.asarray(derive_target(table, recipe.derive, recipe.derive_from), dtype=np.float64)
         what = f"target {recipe.target!r} (derived from column {recipe.derive_from!r})"
     elif recipe.target in table.columns:
-        target = _numeric(table, recipe.target, source)
+        target = numeric_column(table, recipe.target, source)
         what = f"target column {recipe.target!r}"
     else:
         from sinks.validate import did_you_mean
@@ -117,14 +104,7 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(target)))} "
                          "are infinite; fix them or leave them empty to drop those rows")
 
-    X = np.column_stack([_numeric(table, c, source) for c in feature_names]) if feature_names \
-        else np.zeros((len(table), 0))
-    infinite = np.isinf(X)
-    if infinite.any():
-        columns = [c for c, bad in zip(feature_names, infinite.any(axis=0)) if bad]
-        raise InputError(f"{source}: {int(infinite.any(axis=1).sum())} row(s) ({format_rows(np.flatnonzero(infinite.any(axis=1)))}) "
-                         f"have infinite values in feature column(s) {', '.join(columns)}; "
-                         "check the feature spec's expressions (a division by zero?)")
+    X = feature_matrix(table, feature_names, source)
 
     finite = np.isfinite(target)
     quantity = target_quantity(recipe.target_units, recipe.target)
@@ -167,7 +147,7 @@ def _measurement_sd(recipe: Recipe, table: pd.DataFrame, keep: np.ndarray, sourc
         raise InputError(f"{source}: no column {column!r} for the plot weights ([target] weights of "
                          f"{recipe.path or recipe.name}: each plot's measurement sd in {recipe.target_units or 'target units'})"
                          f"{did_you_mean(column, map(str, table.columns))}")
-    sd = _numeric(table, column, source)[keep]
+    sd = numeric_column(table, column, source)[keep]
     bad = ~np.isfinite(sd) | (sd < 0)
     if bad.any():
         rows = np.flatnonzero(keep)[bad]
