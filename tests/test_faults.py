@@ -59,7 +59,8 @@ def _kill_mid_run(argv, folder: Path, name: str, signum: int, *, marker: str | N
     stderr shows ``marker``. Returns the exit code."""
     import threading
 
-    proc = subprocess.Popen(_cli(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cli(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SINKS_PROGRESS": "1"})  # bars on a pipe too: the marker
     seen, err_parts = threading.Event(), []
 
     def read_stderr():

@@ -139,6 +139,10 @@ def test_the_cli_draws_progress_only_on_a_terminal(demo, tmp_path, capsys, monke
     assert f"{N_TILES}/{N_TILES} tiles" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "quiet.tif"), "--quiet"]) == 0
     assert "px/s" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setenv("SINKS_PROGRESS", "1")  # a wrapper that reads the bars from a pipe
+    assert main([*argv, "--out", str(tmp_path / "forced.tif")]) == 0
+    assert "px/s" in capsys.readouterr().err
 
 
 def test_a_stale_lock_whose_pid_was_reused_does_not_block_the_rerun(demo, clean, tmp_path, monkeypatch):

@@ -88,12 +88,19 @@ def table_options(args: argparse.Namespace) -> dict:
 
 def add_quiet(parser: argparse.ArgumentParser, bars: str = "bar") -> None:
     parser.add_argument("--quiet", action="store_true",
-                        help=f"no progress {bars} (there are none either when stderr is not a terminal, as in a log file)")
+                        help=f"no progress {bars} (there are none either when stderr is not a terminal, as in a log file, "
+                             "unless SINKS_PROGRESS=1)")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars unless ``--quiet`` or stderr is not a terminal (a log would get every redraw)."""
-    return not args.quiet and sys.stderr.isatty()
+    """Progress bars unless ``--quiet`` or stderr is not a terminal (a log would get every redraw);
+    ``SINKS_PROGRESS=1`` draws them on any stderr (a wrapper that reads them), ``=0`` never."""
+    import os
+
+    forced = os.environ.get("SINKS_PROGRESS", "").strip()
+    if args.quiet or forced == "0":
+        return False
+    return forced == "1" or sys.stderr.isatty()
 
 
 def echo(message: str = "") -> None:
