@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -95,8 +96,6 @@ def add_quiet(parser: argparse.ArgumentParser, bars: str = "bar") -> None:
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars unless ``--quiet`` or stderr is not a terminal (a log would get every redraw);
     ``SINKS_PROGRESS=1`` draws them on any stderr (a wrapper that reads them), ``=0`` never."""
-    import os
-
     forced = os.environ.get("SINKS_PROGRESS", "").strip()
     if args.quiet or forced == "0":
         return False

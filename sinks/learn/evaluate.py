@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError, ModelMismatchError
-from sinks.io import atomic_path, format_rows, sha256_frame
-from sinks.learn.targets import feature_matrix, numeric_column
+from sinks.io import atomic_path, sha256_frame
+from sinks.learn.targets import check_not_infinite, derive_target, feature_matrix, numeric_column
 
 #: Metric names of one part (overall, inside AOA, ...), in report order.
 METRICS = ("n", "r2", "rmse", "rel_rmse", "mae", "bias", "coverage", "mean_width", "sd_width")
@@ -129,8 +129,6 @@ def _target(bundle, table: pd.DataFrame, source: str) -> tuple[np.ndarray, str]:
     if column in table.columns:
         return numeric_column(table, column, source), f"target column {column!r}"
     if derive and origin and origin in table.columns:
-        from sinks.learn.targets import derive_target
-
         numeric_column(table, origin, source)
         values = np.asarray(derive_target(table, derive, origin), dtype=np.float64)
         return values, f"target {column!r} (derived from column {origin!r})"
@@ -169,9 +167,7 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     if len(table) == 0:
         raise InputError(f"{source}: has no rows")
     y, what = _target(bundle, table, source)
-    if np.isinf(y).any():
-        raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(y)))} are infinite; "
-                         "fix them or leave them empty to drop those rows")
+    check_not_infinite(y, what, source)
     X = feature_matrix(table, names, source)
     meta_target = bundle.metadata["target"]
     finite = np.isfinite(y)

@@ -31,6 +31,13 @@ def numeric_column(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
+def check_not_infinite(values: np.ndarray, what: str, source: str) -> None:
+    """Refuse infinite target values, naming the rows (a missing one is dropped; inf is an error)."""
+    if np.isinf(values).any():
+        raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(values)))} "
+                         "are infinite; fix them or leave them empty to drop those rows")
+
+
 def feature_matrix(table: pd.DataFrame, names: list[str], source: str) -> np.ndarray:
     """The feature columns as a float matrix (rows x ``names``; NaN where empty). Refused, naming the
     rows and columns: text, infinite values, and values equal to a raster nodata value

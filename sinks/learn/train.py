@@ -33,7 +33,8 @@ from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive
                                    location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
-from sinks.learn.targets import check_target_values, derive_target, feature_matrix, numeric_column, target_quantity
+from sinks.learn.targets import (check_not_infinite, check_target_values, derive_target, feature_matrix,
+                                 numeric_column, target_quantity)
 from sinks.learn.weights import cv_weights, nested_weights
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
@@ -100,9 +101,7 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         raise InputError(f"{source}: no target column {recipe.target!r} ([target] column of recipe "
                          f"{recipe.path or recipe.name}){did_you_mean(recipe.target, map(str, table.columns))}; "
                          f"found {', '.join(map(str, table.columns))}")
-    if np.isinf(target).any():
-        raise InputError(f"{source}: {what}: row(s) {format_rows(np.flatnonzero(np.isinf(target)))} "
-                         "are infinite; fix them or leave them empty to drop those rows")
+    check_not_infinite(target, what, source)
 
     X = feature_matrix(table, feature_names, source)
 
