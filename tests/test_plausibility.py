@@ -187,6 +187,19 @@ def test_soil_unit_slips():
         soil.soil_stocks(_horizons().assign(soc_g_kg=590.0, bulk_density_g_cm3=2.6))
 
 
+def test_soil_coarse_fragments_as_fraction():
+    in_pct = [0, 5, 10, 20, 35, 50.0]
+    stocks = soil.soil_stocks(_horizons().assign(coarse_fragments_pct=in_pct))
+    with pytest.raises(ImplausibleValueError, match=r"coarse_fragments_pct, row\(s\) 2, 3, 4, 5, 6.*fraction of 1.*by 100"):
+        soil.soil_stocks(_horizons().assign(coarse_fragments_pct=np.array(in_pct) / 100))
+    # stone-free profiles recorded as 0 and whole percents of 1 are not fractions
+    soil.soil_stocks(_horizons().assign(coarse_fragments_pct=[0, 0, 1, 0, 1, 1.0]))
+    soil.soil_stocks(_horizons().assign(coarse_fragments_pct=[0, 0.5, 0, 0, 0, 0]))
+    passed = soil.soil_stocks(_horizons().assign(coarse_fragments_pct=np.array(in_pct) / 100),
+                              allow_implausible=True)  # a near stone-free set, said to be real
+    assert (passed.plots["carbon_mg_ha"].to_numpy() > stocks.plots["carbon_mg_ha"].to_numpy()).all()
+
+
 def _cores(**changes) -> pd.DataFrame:
     return pd.DataFrame({"core_id": ["C1", "C1", "C2", "C2"], "top_cm": [0, 50, 0, 50],
                          "bottom_cm": [50, 100, 50, 100], "dry_bulk_density_g_cm3": [0.5, 0.6, 0.7, 0.8],

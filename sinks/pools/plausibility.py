@@ -345,7 +345,9 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
     dryland soils exist);
     SOC above 600 g/kg with a median above 100 is refused per row already (g/kg x 10 is not a
     slip users make). Depths in m: the deepest bottom of the table at most 5 cm; in mm: at 1,000 cm
-    (10 m) or deeper (heuristic, passable with ``allow_implausible``).
+    (10 m) or deeper (heuristic, passable with ``allow_implausible``). Coarse fragments as a
+    fraction of 1: every value at most 1 %, three or more above 0, one of them between 0 and 1
+    (heuristic, passable with ``allow_implausible``).
     """
     _check_depth_units(horizons, source, "soil", table)
     _check_density_units(horizons, "bulk_density_g_cm3", source, "soil", table)
@@ -357,6 +359,7 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
         rows = np.flatnonzero(bottom >= deepest_limit)
         _fail(source, "bottom_cm", rows, bottom[rows], f"the deepest bottom is {np.nanmax(bottom):.4g} cm, "
               f"{deepest_limit:g} cm or more", "depths in mm", hint="divide top_cm and bottom_cm (mm) by 10")
+    _check_fraction_coarse_fragments(horizons, source, table)
     if "soc_g_kg" not in horizons.columns or "profile_id" not in horizons.columns:
         return
     soc = _numeric(horizons, "soc_g_kg")
@@ -375,6 +378,23 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
               f"every SOC value of {top['id'].nunique()} profile(s), topsoils included, is at most {table_max:g} "
               f"g/kg (topsoil median {median:.3g})",
               "SOC in %", hint="multiply % by 10 to get g/kg")
+
+
+def _check_fraction_coarse_fragments(horizons: pd.DataFrame, source: str, table) -> None:
+    """Coarse fragments given as a fraction of 1 (0.25 for 25 %): every value at most 1, three or more
+    non-zero, one of them strictly between 0 and 1 (plausible_ranges.csv coarse_fragments_pct_table_max)."""
+    if "coarse_fragments_pct" not in horizons.columns:
+        return
+    cf = _numeric(horizons, "coarse_fragments_pct")
+    given = cf[np.isfinite(cf)]
+    limit = bound("coarse_fragments_pct_table_max", "soil", table)["maximum"]
+    nonzero = given[given > 0]
+    if (given.size and given.max() <= limit and nonzero.size >= 3
+            and (nonzero < 1).any()):
+        rows = np.flatnonzero(np.isfinite(cf) & (cf > 0))
+        _fail(source, "coarse_fragments_pct", rows, cf[rows],
+              f"every coarse-fragment value is at most {limit:g} % ({nonzero.size} of them above 0)",
+              "coarse fragments as a fraction of 1", hint="multiply the fractions by 100 to get volume %")
 
 
 def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, table=None) -> None:
