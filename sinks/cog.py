@@ -63,6 +63,7 @@ def cog_writer(
                         dst.set_band_unit(i, str(own["units"]))  # GDAL's unit type too (gdalinfo, QGIS show it)
                 dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
                 yield dst
+            check_written(staging)
             to_cog(staging, final_tmp, blocksize=blocksize, resampling=resampling,
                    predictor=3 if np.dtype(dtype).kind == "f" else 2)
         finally:
@@ -130,7 +131,38 @@ def to_cog(source: str | os.PathLike, dest: str | os.PathLike, *, blocksize: int
             OVERVIEWS="AUTO", RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER",
             NUM_THREADS=str(threads or cog_threads()),
         )
+    check_written(dest)
     return Path(dest)
+
+
+def check_written(path: str | os.PathLike) -> None:
+    """Refuse a GeoTIFF just written that is not whole: a block never written or lying past the end
+    of the file. GDAL writes the last blocks as the file is closed, and a write failing there (a
+    full disk) is only printed by libtiff, not raised, so the file would pass for complete (and a
+    block never written reads as nodata). Checks the full-resolution blocks of every band, which a
+    COG stores last; a file that cannot be opened at all is refused too."""
+    from sinks.errors import OutputError
+    from sinks.io import full_disk_hint
+
+    path = Path(path)
+    size = path.stat().st_size
+    problem = ""
+    try:
+        with rasterio.open(path) as ds:
+            for band in ds.indexes:
+                for (row, col), _ in ds.block_windows(band):
+                    offset = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                    length = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                    if not offset or not length or int(offset) + int(length) > size:
+                        problem = f"block {row},{col} of band {band} was not written"
+                        break
+                if problem:
+                    break
+    except rasterio.errors.RasterioError as exc:
+        problem = f"it cannot be read back ({exc})"
+    if problem:
+        hint = full_disk_hint([path]) or "is the disk full, or a file-size limit reached?"
+        raise OutputError(f"{path}: writing failed, {problem}; {hint}")
 
 
 def nodata_in_dtype(nodata: float | None, dtype: str):

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -425,6 +426,29 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+#: Free bytes under which the disk of a failed write counts as full (libtiff reports a full disk only
+#: as a failed write, or not at all when the write fails as the file is closed).
+FULL_DISK_BYTES = 64 * 2**20
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def full_disk_hint(paths: Iterable[str | os.PathLike]) -> str:
+    """'the disk holding FOLDER is full (N MiB free): ...' for the first existing folder of ``paths``
+    (files being written) with under :data:`FULL_DISK_BYTES` free; '' when none is."""
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            free = free_bytes(folder)
+        except OSError:
+            continue
+        if free < FULL_DISK_BYTES:
+            return f"the disk holding {folder} is full ({free / 2**20:.0f} MiB free): free some space or write elsewhere"
+    return ""
+
+
 def _replaceable(path: Path, kind: str | None) -> None:
     if path.is_dir() and not path.is_symlink():
         if kind is None:
@@ -448,8 +472,6 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None,
     killed run left for the same output is removed first. The staging name is
     ``.NAME.PID.RANDOM.partialSUFFIX`` in the target's folder.
     """
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _replaceable(path, folder_kind)
@@ -512,8 +534,6 @@ def abandon_outputs() -> None:
 
 
 def _remove(entry: Path) -> None:
-    import shutil
-
     if entry.is_dir() and not entry.is_symlink():
         shutil.rmtree(entry, ignore_errors=True)
     else:

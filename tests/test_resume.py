@@ -3,7 +3,10 @@ as an uninterrupted run; checkpoints of other arguments are never reused; progre
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import signal
 
 import pytest
 
@@ -190,3 +193,75 @@ def test_a_file_name_too_long_for_the_staging_names_is_refused_before_the_work(d
     err = capsys.readouterr().err
     assert f"{longest + 1} bytes long" in err and f"at most {longest} bytes" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fine.name, fine.stem + ".stac.json"])
+
+
+@contextlib.contextmanager
+def _file_size_limit(nbytes: int):
+    """Files this process writes stop growing at ``nbytes`` (the soft RLIMIT_FSIZE; writes past it
+    fail with EFBIG instead of SIGXFSZ): GDAL's writes fail for real, as on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.mark.parametrize("phase", ["tiles", "cog"])
+def test_a_full_disk_mid_write_leaves_no_output_and_the_rerun_resumes(demo, clean, tmp_path, monkeypatch, capsys,
+                                                                      phase):
+    """GDAL's writes fail mid-file (a checkpoint tile after 9, or the COG after every tile): one line
+    naming the failed write and the kept tiles, no map, no staging or partial tile; the rerun resumes
+    to the same bytes. A disk with almost no space left is named as the likely cause."""
+    import sinks.cog
+    import sinks.io
+    from sinks.cli import main
+    from sinks.mapping.resume import TileStore
+
+    stack = contextlib.ExitStack()
+    if phase == "tiles":
+        written = []
+        original_write = TileStore.write
+
+        def write(self, tile):
+            if len(written) == 9:
+                stack.enter_context(_file_size_limit(2000))  # a tile is ~10 kB
+            written.append(tile.index)
+            original_write(self, tile)
+
+        monkeypatch.setattr(TileStore, "write", write)
+    else:
+        original_cog = sinks.cog.to_cog
+
+        def to_cog(*args, **kwargs):
+            stack.enter_context(_file_size_limit(20_000))  # the map is ~200 kB
+            return original_cog(*args, **kwargs)
+
+        monkeypatch.setattr(sinks.cog, "to_cog", to_cog)
+    monkeypatch.setattr(sinks.io, "free_bytes", lambda folder: 5 * 2**20)
+    out = tmp_path / "m.tif"
+    argv = ["map", str(demo["bundle"]), str(demo["spec"]), "--block", "32", "--quiet", "--out", str(out)]
+    with stack:
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    kept = 9 if phase == "tiles" else N_TILES
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("sinks map: error: ") and ("Write failed" in err or "writing failed" in err)
+    assert f"the disk holding {tmp_path}" in err and "is full (5 MiB free)" in err
+    assert f"{kept} of {N_TILES} tiles are finished and kept" in err and "rerun the same command" in err
+    [store] = _checkpoints(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [store.name]  # no map, STAC Item or staging file
+    assert {p.name for p in store.iterdir() if not p.name.endswith(".tif")} <= {"job.json", "map.vrt"}
+    assert len(list(store.glob("[0-9]*.tif"))) == kept  # no partial tile
+    monkeypatch.undo()
+    assert main(argv) == 0 and out.read_bytes() == clean
+    assert _checkpoints(tmp_path) == []
+
+
+def test_a_run_failing_before_any_tile_keeps_no_checkpoints(demo, tmp_path, monkeypatch):
+    _counting(monkeypatch, fail_after=0)
+    with pytest.raises(RuntimeError) as raised:
+        predict_map(demo["bundle"], demo["spec"], tmp_path / "m.tif", block=32, progress=False)
+    assert not getattr(raised.value, "__notes__", None) and list(tmp_path.iterdir()) == []

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("SINKS_DEBUG", "") not in ("", "0") or "--debug" in argv
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     command = "sinks"
+    outputs: list[str] = []
     previous = _catch_signals()
     try:
         parser = build_parser()
@@ -105,27 +106,29 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 1
         command = " ".join(["sinks", args.command, *([args.pool] if getattr(args, "pool", None) else [])])
-        from sinks.cli._common import check_cli_outputs
+        from sinks.cli._common import check_cli_outputs, output_paths
 
+        outputs = output_paths(args)
         check_cli_outputs(args)
         args.func(args)
     except SinksError as exc:
         if debug:
             raise
-        print(f"{exc.prog if isinstance(exc, UsageError) else command}: error: {exc}", file=sys.stderr)
+        print(f"{exc.prog if isinstance(exc, UsageError) else command}: error: {_with_notes(str(exc), exc)}",
+              file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if debug:
             raise
-        print(f"{command}: error: {_os_message(exc)}", file=sys.stderr)
+        print(f"{command}: error: {_with_notes(_os_message(exc, outputs), exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted; nothing half-written was kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{command}: {_with_notes('interrupted; nothing half-written was kept', exc)}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if debug:
             raise
-        print(f"{command}: internal error: {type(exc).__name__}: {exc} "
+        print(f"{command}: internal error: {type(exc).__name__}: {_with_notes(str(exc), exc)} "
               "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
         return 1
     finally:
@@ -134,17 +137,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _os_message(exc: OSError) -> str:
+def _with_notes(message: str, exc: BaseException) -> str:
+    """The message and the notes added on the way up (``BaseException.add_note``: what was kept)."""
+    return "; ".join([message, *getattr(exc, "__notes__", ())])
+
+
+def _os_message(exc: OSError, outputs: list[str] = ()) -> str:
+    """One line for an operating-system or GDAL I/O error: the file, the cause, what to do.
+
+    rasterio's ``RasterioIOError`` ("Write failed. See previous exception for details.") carries no
+    errno; its cause is GDAL's message, and a full disk holding one of the command's ``outputs`` is
+    named as the likely reason (:func:`sinks.io.full_disk_hint`)."""
     import errno
+
+    from sinks.io import full_disk_hint
 
     where = f"{exc.filename}: " if exc.filename else ""
     what = exc.strerror or str(exc)
+    if exc.errno is None and exc.__cause__ is not None:
+        what = f"{what.split('. See previous')[0].rstrip('.')}: {exc.__cause__}"
     advice = {
         errno.ENOSPC: "free some space or write elsewhere",
+        errno.EFBIG: "the file is larger than this file system or a file-size limit allows; write elsewhere",
         errno.EACCES: "check the permissions, or write elsewhere",
         errno.EROFS: "the file system is read-only; write elsewhere",
         errno.ENOENT: "check the path",
-    }.get(exc.errno, "")
+    }.get(exc.errno, "") if exc.errno is not None else full_disk_hint(outputs)
     return f"{where}{what}" + (f"; {advice}" if advice else "")
 
 

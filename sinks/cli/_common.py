@@ -268,6 +268,17 @@ def _declared(args: argparse.Namespace, name: str):
     return value(args) if callable(value) else (value or ())
 
 
+def _outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(path, kind) of each output the subcommand declared and the user gave."""
+    return [(getattr(args, opt), kind) for opt, kind in dict(_declared(args, "outputs")).items()
+            if getattr(args, opt, None)]
+
+
+def output_paths(args: argparse.Namespace) -> list[str]:
+    """The paths of the outputs the subcommand declared (what a full disk would stop)."""
+    return [str(path) for path, _ in _outputs(args)]
+
+
 def check_cli_outputs(args: argparse.Namespace) -> None:
     """Check the outputs a subcommand declared before it runs.
 
@@ -276,8 +287,7 @@ def check_cli_outputs(args: argparse.Namespace) -> None:
     """
     from sinks.io import check_outputs
 
-    outputs = [(getattr(args, opt), kind) for opt, kind in dict(_declared(args, "outputs")).items()
-               if getattr(args, opt, None)]
+    outputs = _outputs(args)
     declared_inputs = getattr(args, "inputs", None)
     if callable(declared_inputs):
         inputs = list(declared_inputs(args))

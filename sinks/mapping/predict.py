@@ -238,9 +238,15 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
                               "executor": executor, "workers": n_jobs})
         store.remove()
         finished = True
+    except BaseException as exc:
+        kept = resume and store.owned and store.count()
+        if kept:
+            exc.add_note(f"{kept} of {len(windows)} tiles are finished and kept in {store.folder}: rerun the "
+                         "same command to resume from them")
+        raise
     finally:
         if not finished:
-            (store.release if resume else store.remove)()
+            (store.release if resume and store.count() else store.remove)()
         runner.close()
         forget(job)
         hashes.cancel()

@@ -15,8 +15,9 @@ refuses to run while a live process holds the folder (a stale lock whose process
 process reused does not count; a run on another host sharing the disk does, since sinks cannot
 look there). The map is assembled from the tiles (a VRT
 over them, converted to a COG) and the folder is removed once the map is in place. A run that
-fails or is interrupted (Ctrl-C, SIGTERM, kill -9, a full disk) keeps it, so the rerun with the same
-arguments resumes; a run that ends in an error no rerun can mend (no valid pixel) removes it.
+fails or is interrupted (Ctrl-C, SIGTERM, kill -9, a full disk) keeps it when it holds a finished
+tile, so the rerun with the same arguments resumes (the error says so); a run that ends in an error
+no rerun can mend (no valid pixel), or before any tile was finished, removes it.
 The folder needs up to the uncompressed size of the map's bands on disk while the job runs.
 """
 
@@ -115,14 +116,21 @@ class TileStore:
             job.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
         return self.done()
 
+    def _tile_files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return [entry for entry in self.folder.iterdir() if entry.name.endswith(".tif") and entry.name[:-4].isdigit()]
+
+    def count(self) -> int:
+        """Finished tiles in the folder (without decoding them; :meth:`done` checks each)."""
+        return len(self._tile_files())
+
     def done(self) -> dict[int, tuple[int, int]]:
         import rasterio
 
         out = {}
-        for entry in self.folder.iterdir():
+        for entry in self._tile_files():
             name = entry.name
-            if not (name.endswith(".tif") and name[:-4].isdigit()):
-                continue
             try:
                 with rasterio.open(entry) as ds:
                     tags = ds.tags()
@@ -156,6 +164,8 @@ class TileStore:
         import rasterio
         from affine import Affine
 
+        from sinks.cog import check_written
+
         data = tile.data
         w = tile.window
         final = self.path(tile.index)
@@ -170,6 +180,7 @@ class TileStore:
                                dtype="float32", nodata=self.nodata, transform=transform, **options) as dst:
                 dst.write(np.where(np.isnan(data), np.float32(self.nodata), data))
                 dst.update_tags(valid=tile.valid, inside=tile.inside)
+            check_written(tmp)  # a write failing as the file closed (a full disk) raises nothing
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
