@@ -340,7 +340,11 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelMismatchError(f"{folder}: bundle format {meta.get('format_version')} is not {FORMAT_VERSION} "
                                  "(this version of sinks); retrain it with `sinks train`")
-    for name, digest in meta.get("files", {}).items():
+    lacking = [key for key, kind in (("bundle_id", str), ("files", dict)) if not isinstance(meta.get(key), kind)]
+    if lacking:
+        raise ModelMismatchError(f"{meta_path}: not a bundle's metadata (no {' or '.join(lacking)}); the file was "
+                                 "replaced or corrupted: retrain the bundle with `sinks train`")
+    for name, digest in meta["files"].items():
         path = folder / name
         if not path.exists():
             raise ModelMismatchError(f"{folder}: bundle file {name} is missing")

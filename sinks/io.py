@@ -268,9 +268,37 @@ FOLDER_MARKERS = {"bundle": "metadata.json", "workspace": ".sinks-workspace"}
 _STAGING = ".partial"
 
 
+#: Files of a bundle folder besides those its metadata lists under ``files`` (sinks.bundle).
+BUNDLE_OWN_FILES = frozenset({"metadata.json", "MODEL_CARD.md"})
+
+
 def is_sinks_folder(path: str | os.PathLike, kind: str) -> bool:
-    """Whether ``path`` is a folder sinks made of ``kind`` (``bundle`` or ``workspace``)."""
-    return (Path(path) / FOLDER_MARKERS[kind]).is_file()
+    """Whether ``path`` is a folder sinks made of ``kind`` (``bundle`` or ``workspace``): its marker
+    file holds what sinks writes there (a bundle's metadata with its id and file list; the
+    workspace's JSON), not merely a file of that name."""
+    import json
+
+    marker = Path(path) / FOLDER_MARKERS[kind]
+    try:
+        content = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(content, dict):
+        return False
+    if kind == "bundle":
+        return isinstance(content.get("bundle_id"), str) and isinstance(content.get("files"), dict)
+    return content.get("sinks") == "demo workspace"
+
+
+def foreign_files(path: str | os.PathLike, kind: str) -> list[str]:
+    """Entries of a sinks folder that sinks did not write there (a bundle's: not in its metadata's
+    file list; a workspace is all sinks's): ``--overwrite`` would delete them."""
+    import json
+
+    if kind != "bundle":
+        return []
+    listed = set(json.loads((Path(path) / FOLDER_MARKERS[kind]).read_text(encoding="utf-8"))["files"])
+    return sorted(e.name for e in Path(path).iterdir() if e.name not in listed | BUNDLE_OWN_FILES)
 
 
 def check_outputs(outputs: Mapping[str | os.PathLike, str] | Iterable[tuple[str | os.PathLike, str]], *,
@@ -354,6 +382,15 @@ def _check_folder_output(path: Path, kind: str, overwrite: bool) -> None:
                               "folder it did not make: choose a new path")
         if not overwrite:
             raise OutputError(f"{path}: a {kind} exists there; pass --overwrite to replace it")
+        _refuse_foreign_files(path, kind)
+
+
+def _refuse_foreign_files(path: Path, kind: str) -> None:
+    foreign = foreign_files(path, kind)
+    if foreign:
+        raise OutputError(f"{path}: the {kind} there also holds files sinks did not write "
+                          f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); --overwrite would "
+                          "delete them: move them out or choose a new path")
 
 
 def _staging_prefix(path: Path) -> str:
@@ -456,6 +493,8 @@ def _replaceable(path: Path, kind: str | None) -> None:
         if any(path.iterdir()) and not is_sinks_folder(path, kind):
             raise OutputError(f"{path}: is a folder that is not a sinks {kind}; sinks never replaces a "
                               "folder it did not make: choose a new path")
+        if any(path.iterdir()):
+            _refuse_foreign_files(path, kind)
     elif path.exists() and kind is not None:
         raise OutputError(f"{path}: exists and is a file, not a {kind} folder; choose another path")
 

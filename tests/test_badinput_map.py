@@ -143,6 +143,10 @@ CASES = {
                                             _argv(ws, b))[-1], ["model.json", "checksum"]),
     "bundle metadata replaced": (lambda ws, mp: (b := _bundle_copy(ws), Path(b, "metadata.json").write_text("{}"),
                                                   _argv(ws, b))[-1], ["metadata.json", "not a bundle's metadata"]),
+    "bundle metadata incomplete": (lambda ws, mp: (b := _bundle_copy(ws),
+                                                    Path(b, "metadata.json").write_text('{"format_version": 2}'),
+                                                    _argv(ws, b))[-1],
+                                   ["metadata.json", "not a bundle's metadata", "no bundle_id or files"]),
     "bundle metadata edited": (lambda ws, mp: (b := _bundle_copy(ws), _edit_metadata(b), _argv(ws, b))[-1],
                                ["bundle id mismatch"]),
 }

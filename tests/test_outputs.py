@@ -38,6 +38,35 @@ def test_folder_that_is_not_a_bundle_is_never_replaced(user_folder):
     assert tree_hash(user_folder) == before
 
 
+def test_a_user_folder_with_a_metadata_json_is_not_taken_for_a_bundle(user_folder):
+    """A file named metadata.json does not make a folder a bundle: --overwrite used to delete it all."""
+    (user_folder / "metadata.json").write_text('{"title": "county inventory 2024"}')
+    before = tree_hash(user_folder)
+    for path_check in (lambda: check_outputs({user_folder: "bundle"}, overwrite=True),
+                       lambda: atomic_path(user_folder, suffix="", folder_kind="bundle").__enter__()):
+        with pytest.raises(OutputError, match="not a sinks bundle"):
+            path_check()
+    assert tree_hash(user_folder) == before
+
+
+def test_files_added_to_a_bundle_are_never_deleted_by_overwrite(tmp_path):
+    import json
+
+    bundle = tmp_path / "model"
+    bundle.mkdir()
+    (bundle / "metadata.json").write_text(json.dumps({"bundle_id": "abc", "files": {"model.json": "x"}}))
+    (bundle / "model.json").write_text("{}")
+    (bundle / "MODEL_CARD.md").write_text("card")
+    check_outputs({bundle: "bundle"}, overwrite=True)  # a bundle as sinks wrote it is replaceable
+    (bundle / "my_notes.txt").write_text("field notes")
+    before = tree_hash(bundle)
+    with pytest.raises(OutputError, match=r"also holds files sinks did not write \(my_notes.txt\)"):
+        check_outputs({bundle: "bundle"}, overwrite=True)
+    with pytest.raises(OutputError, match="my_notes.txt"):
+        atomic_path(bundle, suffix="", folder_kind="bundle").__enter__()
+    assert tree_hash(bundle) == before
+
+
 def test_a_file_never_replaces_a_folder_even_from_python(user_folder):
     before = tree_hash(user_folder)
     with pytest.raises(OutputError, match="is a folder"):
