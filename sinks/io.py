@@ -178,7 +178,16 @@ def check_columns(frame: pd.DataFrame, source, *, rename: Mapping[str, str] | No
         missing = [old for old in rename if old not in frame.columns]
         if missing and not only_present:
             raise InputError(f"{source}: --rename names columns not in the file: {', '.join(missing)}")
-        frame = frame.rename(columns={old: new for old, new in rename.items() if old in frame.columns})
+        applied = {old: new for old, new in rename.items() if old in frame.columns}
+        kept = [c for c in frame.columns if c not in applied]
+        for old, new in applied.items():
+            if new in kept:
+                raise InputError(f"{source}: --rename {old}={new}: the file already has a column {new!r}; "
+                                 f"rename that one too (e.g. --rename {new}={new}_original)")
+            others = [o for o, n in applied.items() if n == new and o != old]
+            if others:
+                raise InputError(f"{source}: --rename gives two columns the name {new!r} ({old}, {others[0]})")
+        frame = frame.rename(columns=applied)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(

@@ -224,3 +224,18 @@ def test_a_geopackage_of_several_layers_is_refused(tmp_path):
         read_table(tmp_path / "two.gpkg")
     frame.to_file(tmp_path / "one.gpkg")
     assert len(read_table(tmp_path / "one.gpkg")) == 1
+
+
+def test_a_rename_onto_an_existing_column_is_refused():
+    """--rename start_date=parcel_id on a file with parcel_id gave two columns of one name (a report
+    of pandas Series for ids, or internal errors); a chain of renames stays fine."""
+    from sinks.io import check_columns
+
+    frame = pd.DataFrame({"parcel_id": ["a"], "start_date": ["2020-01-01"], "x": [1.0]})
+    with pytest.raises(InputError, match=r"t.csv: --rename start_date=parcel_id: the file already has a column "
+                                         r"'parcel_id'.*--rename parcel_id=parcel_id_original"):
+        check_columns(frame, "t.csv", rename={"start_date": "parcel_id"})
+    with pytest.raises(InputError, match="two columns the name 'y'"):
+        check_columns(frame, "t.csv", rename={"start_date": "y", "x": "y"})
+    chained = check_columns(frame, "t.csv", rename={"parcel_id": "old_id", "start_date": "parcel_id"})
+    assert list(chained.columns) == ["old_id", "parcel_id", "x"]
