@@ -10,6 +10,7 @@ import pytest
 import shapely
 from affine import Affine
 
+from sinks.cli import main
 from tests.badinput import assert_refused
 from tests.test_change import make_map
 
@@ -148,6 +149,21 @@ def test_an_undeclared_nodata_value_is_not_summed_as_carbon(ws, capsys):
     keywords = ["untagged.tif", "negative", "-9999", "declare it", "gdal_edit.py -a_nodata"]
     assert_refused(_zonal(ws, map_=_untagged_nodata(ws)), capsys, keywords=keywords, watch=ws / "out")
     assert_refused(_change(ws, t1=_untagged_nodata(ws)), capsys, keywords=keywords, watch=ws / "out")
+
+
+def test_a_stock_above_the_pools_maximum_is_refused(ws, capsys):
+    """A forest map in kg/ha (or edited): above the forest maximum of the map's sinks_pool tag, and
+    without the tag above the loosest pool bound; change, zonal and so credit refuse it."""
+    kg = C * 1000
+    make_map(ws / "forest_kg.tif", kg, tags={"sinks_pool": "forest"})
+    forest = ["forest_kg.tif", "above 1,867 Mg C/ha", "the forest maximum", "another unit"]
+    assert_refused(_change(ws, t2=ws / "forest_kg.tif"), capsys, keywords=forest, watch=ws / "out")
+    assert_refused(_zonal(ws, map_=ws / "forest_kg.tif"), capsys, keywords=forest, watch=ws / "out")
+    make_map(ws / "untagged_kg.tif", kg * 1000)
+    assert_refused(_zonal(ws, map_=ws / "untagged_kg.tif"), capsys, watch=ws / "out",
+                   keywords=["untagged_kg.tif", "above 8,700 Mg C/ha", "no sinks_pool tag"])
+    make_map(ws / "soil.tif", C + 2000, tags={"sinks_pool": "soil"})  # a deep organic soil: within its bound
+    assert main([str(a) for a in _zonal(ws, map_=ws / "soil.tif", out=ws / "z_soil.csv")]) == 0
 
 
 def test_a_truncated_map_is_named(ws, capsys):

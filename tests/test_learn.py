@@ -345,4 +345,23 @@ def test_residual_error_model_from_the_out_of_fold_residuals():
     noise = residual_error_model(x, y, rng.normal(size=800))
     assert smooth is not None and smooth["nugget_share"] < 0.3 and 100 < smooth["range_m"] < 3000
     assert smooth["range_m"] == pytest.approx(smooth["practical_range_m"] / 3)
-    assert noise is None or noise["nugget_share"] > 0.7
+    assert noise is None or noise["nugget_share"] is None or noise["nugget_share"] > 0.7
+
+
+def test_an_unresolved_error_range_leaves_totals_fully_correlated(monkeypatch):
+    """A range below the first lag is no evidence of independence within a parcel: no error model
+    (totals then take the errors as fully correlated), not a pure nugget."""
+    import dataclasses
+
+    from sinks.learn import cv
+    from sinks.learn.train import residual_error_model
+
+    fitted = cv.Variogram("spherical", 40.0, 0.9, 0.1, lags=[85.0, 170.0], gamma=[1.0, 1.0], pairs=[30, 60],
+                          n_points=600)
+    monkeypatch.setattr(cv, "fit_variogram", lambda *a, **k: fitted)
+    record = residual_error_model(np.zeros(3), np.zeros(3), np.zeros(3))
+    assert record["range_m"] is None and record["nugget_share"] is None
+    assert "below the first lag 85" in record["note"] and "fully correlated" in record["note"]
+    monkeypatch.setattr(cv, "fit_variogram", lambda *a, **k: dataclasses.replace(fitted, range=400.0))
+    resolved = residual_error_model(np.zeros(3), np.zeros(3), np.zeros(3))
+    assert resolved["range_m"] == pytest.approx(400 / 3) and resolved["nugget_share"] == pytest.approx(0.9)

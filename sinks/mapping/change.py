@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sinks.errors import InputError, ModelMismatchError
+from sinks.errors import ImplausibleValueError, InputError, ModelMismatchError
 
 #: Molecular weight ratio CO2 / C (44.01 / 12.011 rounded as IPCC 2006 uses it: 44/12).
 CO2_PER_C = 44.0 / 12.0
@@ -62,6 +62,19 @@ class MapInfo:
     @property
     def bundle_id(self) -> str | None:
         return self.tags.get("sinks_bundle_id") or None
+
+    def stock_max(self) -> tuple[float, str]:
+        """The largest carbon stock (Mg C/ha) the map may hold and why: the documented maximum of its
+        pool (the ``sinks_pool`` tag ``sinks map`` writes from the bundle's ``[target] pool``), else
+        the loosest of the pools' bounds (soil and wetland to 1 m)."""
+        from sinks.pools.plausibility import max_stock_mg_ha
+
+        pool = self.tags.get("sinks_pool")
+        if pool:
+            limit, source = max_stock_mg_ha(pool)
+            return limit, f"the {pool} maximum ({source})"
+        limit, source = max(max_stock_mg_ha(p) for p in ("forest", "soil", "wetland"))
+        return limit, f"the largest bound of any pool (no sinks_pool tag; {source})"
 
     def units(self, band: str) -> str:
         return (self.band_tags.get(band, {}).get("units") or self.tags.get("units") or "").strip()
@@ -279,12 +292,13 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     windows = [Window(c, r, min(block, info1.width - c), min(block, info1.height - r))
                for r in range(0, info1.height, block) for c in range(0, info1.width, block)]
     counts = {"valid": 0, "inside": 0}
+    limit1, limit2 = info1.stock_max(), info2.stock_max()
     with rasterio.open(info1.path) as ds1, rasterio.open(info2.path) as ds2, \
             cog_writer(out, crs=info1.crs, transform=info1.transform, width=info1.width, height=info1.height,
                        band_names=SINK_BANDS, blocksize=block, tags=tags, band_tags=band_tags) as dst:
         for window in tqdm(windows, desc="change", unit="tile", disable=not progress):
-            a = read_bands(ds1, idx1, window, info1.nodata, stock=0)
-            b = read_bands(ds2, idx2, window, info2.nodata, stock=0)
+            a = read_bands(ds1, idx1, window, info1.nodata, stock=0, stock_max=limit1)
+            b = read_bands(ds2, idx2, window, info2.nodata, stock=0, stock_max=limit2)
             data = change_window(a, b, z1=z1, z2=z2, z_out=z_out, rho=rho, factor=factor)
             valid = np.isfinite(data[0])
             counts["valid"] += int(valid.sum())
@@ -297,11 +311,13 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     return Path(out)
 
 
-def read_bands(ds, indexes, window, nodata, *, stock: int | None = None) -> np.ndarray:
+def read_bands(ds, indexes, window, nodata, *, stock: int | None = None,
+               stock_max: tuple[float, str] | None = None) -> np.ndarray:
     """Bands ``indexes`` of an open map over ``window``, float64, NaN where nodata (compared in the
     band's own type). ``stock``: the position (in ``indexes``) of a carbon stock band, refused where
     negative: a stock cannot be, and -9999 or -3.4e38 there is a nodata value the file does not
-    declare."""
+    declare; and above ``stock_max`` (:meth:`MapInfo.stock_max`: a map in kg/ha or t CO2e/ha, or
+    edited)."""
     from sinks.cog import nodata_in_dtype, read_window
 
     raw = read_window(ds, indexes, window)
@@ -317,6 +333,14 @@ def read_bands(ds, indexes, window, nodata, *, stock: int | None = None) -> np.n
                 f"{data[stock][negative].min():g} Mg C/ha) in rows {window.row_off}-{window.row_off + window.height}; "
                 "a stock cannot be. If that is a nodata value, declare it (gdal_edit.py -a_nodata VALUE); if a "
                 "model extrapolated below 0, map again with this sinks, which holds predictions at 0")
+        if stock_max is not None:
+            limit, why = stock_max
+            above = data[stock] > limit
+            if above.any():
+                raise ImplausibleValueError(
+                    f"{ds.name}: {int(above.sum())} pixel(s) of its carbon stock band are above {limit:,.0f} Mg C/ha "
+                    f"(up to {data[stock][above].max():,.6g}) in rows {window.row_off}-"
+                    f"{window.row_off + window.height}, {why}; is the map in another unit (kg/ha, t CO2e/ha)?")
     return data
 
 

@@ -207,8 +207,11 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     tags = {"sinks_bundle_id": bundle.bundle_id, "sinks_version": bundle.metadata["versions"].get("sinks"),
             "sinks_recipe": bundle.metadata["recipe"]["name"], "sinks_bands": ",".join(names),
             "sinks_interval_level": bundle.interval.level}
+    pool = bundle.metadata["target"].get("pool")
+    if pool:  # the stock bound change, zonal and credit hold the map to (MapInfo.stock_max)
+        tags["sinks_pool"] = pool
     errors = bundle.metadata.get("error_variogram")  # read back by zonal totals and crediting
-    if errors:
+    if errors and errors.get("range_m") is not None:
         tags.update(sinks_error_range_m=f"{errors['range_m']:.6g}", sinks_error_nugget=f"{errors['nugget_share']:.6g}")
     if spec is not None:
         tags.update(sinks_spec=spec.name, sinks_spec_fingerprint=spec.fingerprint())
