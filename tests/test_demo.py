@@ -203,11 +203,13 @@ def test_demo_project_credits_are_conservative_against_the_known_truth(demo):
     """Issue 11 must-show on the demo county: two epochs, planted parcels with a known gain, placebo
     parcels beside them, a regional trend removed by matched controls.
 
-    Measured (seed 2025; seeds 2, 3, 4 alike): 7 of 8 planted parcels credited (one needs field
-    measurement, 11 % of it outside the AOA), 0 over-credited, 1,775 of 2,411 t CO2e of true gain
-    credited (the lower bound of the 90 % interval, errors correlated as the bundle's residual
-    variogram says, the baseline's own error added); the 8 placebo parcels get 0 t, with net
-    changes of -8 to +10 t. Seeds 2, 3, 4: 582 / 1,971, 674 / 2,303, 1,378 / 2,282 t, 0 over-credited.
+    Measured (seed 2025): 6 of 8 planted parcels credited (one needs field measurement, 11 % of it
+    outside the AOA; one is within its uncertainty), 0 over-credited, 282 of 2,411 t CO2e of true
+    gain credited (the lower bound of the 90 % interval; the residual variogram's range is below its
+    first lag, so the errors are taken as fully correlated within a parcel; the baseline's own error
+    added); the 90 % interval of every planted parcel's net holds its true gain; the 8 placebo
+    parcels get 0 t. Seeds 2, 3, 4 (resolved error models): 582 / 1,971, 675 / 2,303,
+    1,379 / 2,282 t, 0 over-credited, the intervals holding 5 of 5, 4 of 4, 5 of 7 true gains.
     """
     checks = json.loads((demo / "reports" / "demo_check.json").read_text())["checks"]["credits_vs_truth"]
     report = json.loads((demo / "reports" / "credits.json").read_text())
@@ -215,7 +217,8 @@ def test_demo_project_credits_are_conservative_against_the_known_truth(demo):
     assert planted["credited"] >= planted["n"] - 2
     # over-crediting no more often than the uncertainty rule's nominal share (1 - 0.9)
     assert planted["over_credited"] <= 0.1 * planted["credited"]
-    assert 0.5 * planted["true_gain_tco2e"] < planted["credited_tco2e"] <= planted["true_gain_tco2e"]
+    assert 0.1 * planted["true_gain_tco2e"] < planted["credited_tco2e"] <= planted["true_gain_tco2e"]
+    assert planted["interval_holds_true_gain"] >= 0.8 * planted["with_net_change"] >= 0.8 * (planted["n"] - 1)
     # placebo parcels: nothing credited, and zero inside each net change's interval
     assert placebo["credited_tco2e"] == 0 and placebo["with_net_change"] >= placebo["n"] - 2
     assert placebo["zero_inside_interval"] == placebo["with_net_change"]
@@ -244,7 +247,8 @@ def test_demo_project_credits_are_conservative_against_the_known_truth(demo):
     assert project["parcels_tco2e"] == pytest.approx(total)
     assert project["tco2e"] == pytest.approx(max(total + project["netted_losses_tco2e"], 0))  # placebo losses netted
     row = {r["parcel_id"]: r for r in checks["parcels"]}
-    assert all(row[p]["status"] in ("credited", "needs_field_measurement") for p in row if p.startswith("planted"))
+    assert all(row[p]["status"] in ("credited", "needs_field_measurement", "within_uncertainty")
+               for p in row if p.startswith("planted"))
     # at the map's limits: a planting smaller than a pixel is credited by its exact share, no more
     # than its true gain; one half off the county's rasters is undetermined (no layers there), not credited
     sub, edge = row["subpixel_01"], row["edge_01"]

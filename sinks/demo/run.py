@@ -103,8 +103,8 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     """Creditable t CO2e of the project's parcels against their true gain from the planting.
 
     Planted parcels: how often the creditable volume exceeds the true gain (over-crediting; it should
-    not exceed the share 1 - level of the methodology's uncertainty rule), and the total credited
-    against the total true gain. Placebo parcels (no planting): the credits, and whether zero lies
+    not exceed the share 1 - level of the methodology's uncertainty rule), how often the interval of
+    the net change holds the true gain, and the total credited against the total true gain. Placebo parcels (no planting): the credits, and whether zero lies
     inside each one's interval of the net change. The parcel planted outside the model's area of
     applicability on purpose (kind ``outside_aoa``, not counted with the planted parcels): its status,
     its share outside the AOA and what was credited to it from the map (it must be nothing). Every
@@ -131,13 +131,18 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     missed = expected[expected["status"] != expected["expected_status"]]
     z = normal_quantile(REPORT_LEVEL)
     netted = placebo.dropna(subset=["net_tco2e", "net_sd_tco2e"])
+    gained = planted.dropna(subset=["net_tco2e", "net_sd_tco2e"])
     return {
         "controls": {k: report.get("crediting", {}).get("controls", {}).get(k)
                      for k in ("passed", "baseline_tco2e_ha_yr", "matched")},
         "planted": {"n": int(len(planted)), "credited": int((planted["tco2e"] > 0).sum()),
                     "over_credited": int((planted["tco2e"] > planted["true_gain_tco2e"]).sum()),
                     "credited_tco2e": float(planted["tco2e"].sum()),
-                    "true_gain_tco2e": float(planted["true_gain_tco2e"].sum())},
+                    "true_gain_tco2e": float(planted["true_gain_tco2e"].sum()),
+                    # the net's interval (net +- z sd, the one the deduction comes from) holds the true gain
+                    "with_net_change": int(len(gained)),
+                    "interval_holds_true_gain": int(((gained["net_tco2e"] - gained["true_gain_tco2e"]).abs()
+                                                     <= z * gained["net_sd_tco2e"]).sum())},
         "placebo": {"n": int(len(placebo)), "credited_tco2e": float(placebo["tco2e"].sum()),
                     "with_net_change": int(len(netted)),
                     # zero inside the net change's interval (net +- z sd, not clipped at 0)

@@ -282,7 +282,7 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     }
     if same_bundle:
         tags["sinks_bundle_id"] = info1.bundle_id
-        for key in ("sinks_error_range_m", "sinks_error_nugget"):  # the model's error correlation
+        for key in ("sinks_error_range_m", "sinks_error_nugget", "sinks_error_model"):  # the model's error correlation
             if info1.tags.get(key):
                 tags[key] = info1.tags[key]
     import rasterio

@@ -213,6 +213,9 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     errors = bundle.metadata.get("error_variogram")  # read back by zonal totals and crediting
     if errors and errors.get("range_m") is not None:
         tags.update(sinks_error_range_m=f"{errors['range_m']:.6g}", sinks_error_nugget=f"{errors['nugget_share']:.6g}")
+    elif errors:  # fitted, but a range the plots' spacing cannot resolve (sinks.learn.train.residual_error_model)
+        tags["sinks_error_model"] = (f"fully correlated: the residual variogram's fitted range "
+                                     f"{errors['practical_range_m']:.3g} m is below its first lag")
     if spec is not None:
         tags.update(sinks_spec=spec.name, sinks_spec_fingerprint=spec.fingerprint())
     else:

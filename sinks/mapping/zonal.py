@@ -108,8 +108,8 @@ def error_model(info: MapInfo, range_m: float | None = None, nugget: float | Non
     (not the map's, which could be 1, pure nugget, and make the range moot), a nugget given without
     a range is taken with full correlation of the rest.
     """
-    source = "option"
-    if range_m is None and nugget is None:
+    source, given = "option", range_m is not None or nugget is not None
+    if not given:
         tagged = info.tags.get("sinks_error_range_m")
         if tagged not in (None, ""):
             range_m, source = _tag_number(info, "sinks_error_range_m", tagged, 0, math.inf), "map tags"
@@ -117,7 +117,8 @@ def error_model(info: MapInfo, range_m: float | None = None, nugget: float | Non
             nugget = _tag_number(info, "sinks_error_nugget", tagged, 0, 1) if tagged not in (None, "") else 0.0
     nugget = 0.0 if nugget is None else nugget
     if range_m is None:
-        source = "no error range given" + (", nugget from the option" if nugget else "")
+        stated = None if given else info.tags.get("sinks_error_model")
+        source = f"map tags: {stated}" if stated else "no error range given" + (", nugget from the option" if nugget else "")
     range_m = None if range_m is None else float(range_m)
     if range_m is not None and not (math.isfinite(range_m) and range_m >= 0):
         raise InputError(f"--error-range-m must be a distance >= 0 in metres, got {range_m!r}")
