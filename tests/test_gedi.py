@@ -213,7 +213,8 @@ def test_plot_table_columns_and_carbon(granule):
                    "sensitivity", "leaf_off_flag", "pft_class", "beam_name"):
         assert column in plots.columns
     np.testing.assert_allclose(plots["carbon_mg_ha"], plots["agbd_mg_ha"] * 0.47)
-    np.testing.assert_allclose(plots["carbon_sd_mg_ha"], plots["agbd_se_mg_ha"] * 0.47)
+    np.testing.assert_allclose(plots["carbon_sd_mg_ha"], plots["agbd_se_mg_ha"] * 0.47)  # no interval given
+    assert (plots["carbon_sd_source"] == "agbd_se").all()
     np.testing.assert_allclose(plots["area_ha"], np.pi * 12.5**2 / 10_000)
     assert plots["area_ha"].iloc[0] == pytest.approx(0.0491, abs=5e-5)
     assert (plots["pool"] == "forest").all()
@@ -330,6 +331,23 @@ def test_cli_bad_granule_one_line_error(tmp_path, capsys):
     assert rc == 2 and "bad.zip" in err and "Traceback" not in err
 
 
+def test_footprint_sd_comes_from_the_prediction_interval(tmp_path):
+    """The 90 % interval's larger half over z(0.9), not agbd_se (the mean prediction's error); a
+    lower bound given as the fill value is 0; a shot with no usable interval (no upper bound, or one
+    not around agbd) falls back to agbd_se."""
+    n = 4
+    arrays = beam_arrays(n, agbd=np.array([100, 100, 100, 100], dtype=np.float32),
+                         agbd_pi_lower=np.array([40, -9999, -9999, 110], dtype=np.float32),
+                         agbd_pi_upper=np.array([200, 150, -9999, 190], dtype=np.float32))
+    path = write_granule(tmp_path / "pi.h5", {"BEAM0000": arrays})
+    with h5py.File(path, "a") as h5:
+        h5["BEAM0000"].create_group("agbd_prediction").attrs["alpha"] = 0.1
+    plots = gedi.read_gedi_l4a(path)
+    z = 1.6448536269514722
+    np.testing.assert_allclose(plots["carbon_sd_mg_ha"], 0.47 * np.array([100 / z, 100 / z, 5.0, 5.0]), rtol=1e-6)
+    assert plots["carbon_sd_source"].tolist() == ["prediction interval"] * 2 + ["agbd_se"] * 2
+
+
 # ---- the two real granules -----------------------------------------------------------------
 
 
@@ -367,6 +385,12 @@ def test_real_granule_counts_and_values(shared_data, name):
     assert plots["plot_id"].is_unique
     assert (plots["product_version"] == "V002").all()
     assert plots["year"].iloc[0] == int(name[9:13])  # GEDI04_A_YYYYDDD... acquisition year
+    # the footprint's sd from its 90 % prediction interval, a median 6.8 and 10.5 x agbd_se (docs/gedi.md)
+    assert (plots["carbon_sd_source"] == "prediction interval").all()
+    lower = plots["agbd_pi_lower_mg_ha"].where(plots["agbd_pi_lower_mg_ha"] != -9999, 0.0)  # below 0 in fit units
+    half = np.maximum(plots["agbd_pi_upper_mg_ha"] - plots["agbd_mg_ha"], plots["agbd_mg_ha"] - lower)
+    np.testing.assert_allclose(plots["carbon_sd_mg_ha"], 0.47 * half / 1.6448536269514722, rtol=1e-9)
+    assert 5 < np.median(plots["carbon_sd_mg_ha"] / (0.47 * plots["agbd_se_mg_ha"])) < 14
 
 
 def test_real_granules_together_and_measured_numbers(shared_data):

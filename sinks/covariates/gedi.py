@@ -4,8 +4,9 @@ Reads GEDI L4A Version 2 granules (HDF5, as ``.h5`` or zipped), one row per lase
 ``BEAM*`` group, filters them by the product's own quality flag and by the user's area and dates,
 and turns each kept footprint into a row of the plot table (DESIGN.md):
 
-- ``carbon_mg_ha = agbd x CF`` and ``carbon_sd_mg_ha = agbd_se x CF`` with CF the default carbon
-  fraction of ``sinks/pools/data/allometry.csv`` (IPCC 2006 Vol. 4 Table 4.3, 0.47);
+- ``carbon_mg_ha = agbd x CF`` with CF the default carbon fraction of
+  ``sinks/pools/data/allometry.csv`` (IPCC 2006 Vol. 4 Table 4.3, 0.47), and ``carbon_sd_mg_ha``
+  the footprint's uncertainty from its prediction interval (:func:`footprint_sd`);
 - ``area_ha`` = the nominal footprint area, pi x (25 m / 2)^2 = 0.0491 ha
   (``sinks/pools/data/gedi_parameters.csv``, ORNL DAAC L4A user guide).
 
@@ -73,6 +74,8 @@ OPTIONAL_FIELDS = {
     "algorithm_run_flag": "algorithm_run_flag",
     "degrade_flag": "degrade_flag",
     "sensitivity": "sensitivity",
+    "agbd_pi_lower_mg_ha": "agbd_pi_lower",
+    "agbd_pi_upper_mg_ha": "agbd_pi_upper",
     "surface_flag": "surface_flag",
     "selected_algorithm": "selected_algorithm",
     "elev_lowestmode_m": "elev_lowestmode",
@@ -230,8 +233,13 @@ def _read_beam(group, beam: str, where: str) -> pd.DataFrame:
     frame["shot_number"] = frame["shot_number"].astype(np.uint64).astype(str)
     for column in INTEGER_FIELDS:
         frame[column] = frame[column].astype(np.int64)
-    for column in ("agbd_mg_ha", "agbd_se_mg_ha", "sensitivity", "elev_lowestmode_m"):
+    for column in ("agbd_mg_ha", "agbd_se_mg_ha", "agbd_pi_lower_mg_ha", "agbd_pi_upper_mg_ha", "sensitivity",
+                   "elev_lowestmode_m"):
         frame[column] = frame[column].astype(np.float64)
+    # the prediction interval's level is 1 - alpha, an attribute of the beam's agbd_prediction group
+    prediction = group.get("agbd_prediction")
+    alpha = prediction.attrs.get("alpha") if prediction is not None else None
+    frame["pi_alpha"] = float(alpha) if alpha is not None else np.nan
     frame.insert(1, "beam_name", beam)
     frame.insert(2, "beam_type", _text(group.attrs.get("description", "")))
     return frame
@@ -439,6 +447,40 @@ def footprint_area_ha(parameters: str | os.PathLike | pd.DataFrame | None = None
     return float(np.pi * (diameter_m / 2.0) ** 2 / 10_000.0)
 
 
+def footprint_sd(shots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each footprint's AGBD uncertainty as a standard deviation (Mg/ha) and where it came from.
+
+    From the L4A prediction interval where the granule has one: its larger half-width about
+    ``agbd`` over z(1 - alpha) (:func:`sinks.mapping.change.sd_from_interval`, as sinks reads every
+    interval), alpha the ``agbd_prediction`` group's attribute (0.1: a 90 % interval; the datasets'
+    description: "Lower prediction interval (see alpha attribute for the level)"). The interval is
+    asymmetric (the L4A models are fitted on transformed AGBD), so the larger half is the cautious
+    side. Else ``agbd_se``, the product's "prediction standard error". The two differ by an order of
+    magnitude: in the shared 2020 and 2021 granules the interval's sd is a median 6.8 and 10.5 x
+    ``agbd_se`` (2021: a median ``agbd_se`` of 13 Mg/ha against a larger half-width of 225), so
+    ``agbd_se`` reads as the error of the model's mean prediction without the footprints' residual
+    scatter, which the interval includes (our reading of the figures, not checked against the L4A
+    ATBD). A footprint used as a plot is one realisation of that scatter, so the interval is its
+    uncertainty.
+    """
+    from sinks.mapping.change import sd_from_interval
+
+    agbd = shots["agbd_mg_ha"].to_numpy(float)
+    lower, upper = shots["agbd_pi_lower_mg_ha"].to_numpy(float), shots["agbd_pi_upper_mg_ha"].to_numpy(float)
+    alpha = shots["pi_alpha"].to_numpy(float)
+    # a lower bound whose transformed value falls below 0 is the fill value in the granules (low-AGBD
+    # shots: 107 of 321 and 30 of 733 kept in the shared granules, their upper bound given): 0 Mg/ha
+    lower = np.where((lower == AGBD_FILL) & np.isfinite(upper) & (upper != AGBD_FILL), 0.0, lower)
+    with np.errstate(invalid="ignore"):
+        usable = (np.isfinite(lower) & np.isfinite(upper) & (lower != AGBD_FILL) & (upper != AGBD_FILL)
+                  & (lower <= agbd) & (agbd <= upper) & (alpha > 0) & (alpha < 1))
+    sd = shots["agbd_se_mg_ha"].to_numpy(float).copy()
+    for a in np.unique(alpha[usable]):
+        rows = usable & (alpha == a)
+        sd[rows] = sd_from_interval(agbd[rows], lower[rows], upper[rows], 1 - a)
+    return sd, np.where(usable, "prediction interval", "agbd_se")
+
+
 def footprints_to_plots(
     shots: pd.DataFrame,
     *,
@@ -447,7 +489,8 @@ def footprints_to_plots(
 ):
     """Turn footprints into the plot table (GeoDataFrame, points in EPSG:4326).
 
-    ``carbon_mg_ha = agbd_mg_ha x CF`` and ``carbon_sd_mg_ha = agbd_se_mg_ha x CF`` (Mg C/ha);
+    ``carbon_mg_ha = agbd_mg_ha x CF`` and ``carbon_sd_mg_ha = sd x CF`` (Mg C/ha), sd the
+    footprint's from its prediction interval (:func:`footprint_sd`; ``carbon_sd_source`` says which);
     CF defaults to ``allometry.csv`` ``default_carbon_fraction`` (IPCC 2006 Vol. 4 Table 4.3, 0.47).
     Above-ground biomass only: no roots, dead wood or soil.
     """
@@ -458,6 +501,7 @@ def footprints_to_plots(
     if not 0 < cf <= 1:
         raise InputError(f"carbon fraction must lie in (0, 1], got {cf}")
     area = footprint_area_ha(parameters)
+    sd, sd_source = footprint_sd(shots)
     out = pd.DataFrame({
         "plot_id": shots["shot_number"].astype(str),
         "area_ha": area,
@@ -465,9 +509,12 @@ def footprints_to_plots(
         "date": shots["date"],
         "pool": "forest",
         "carbon_mg_ha": shots["agbd_mg_ha"] * cf,
-        "carbon_sd_mg_ha": shots["agbd_se_mg_ha"] * cf,
+        "carbon_sd_mg_ha": sd * cf,
+        "carbon_sd_source": sd_source,
         "agbd_mg_ha": shots["agbd_mg_ha"],
         "agbd_se_mg_ha": shots["agbd_se_mg_ha"],
+        "agbd_pi_lower_mg_ha": shots["agbd_pi_lower_mg_ha"],
+        "agbd_pi_upper_mg_ha": shots["agbd_pi_upper_mg_ha"],
         "carbon_fraction": cf,
         "method": "GEDI L4A footprint AGBD (lidar model prediction) x carbon fraction; above-ground only",
     })
