@@ -117,17 +117,25 @@ def test_coverage_against_brute_force_clipping():
     assert frac.sum() * 900 == pytest.approx(geom.area, rel=1e-12)
 
 
-def test_projected_crs_uses_the_areal_scale_factor(tmp_path):
-    """UTM 48N far from its central meridian: planar areas are 0.13 % too large; totals are not."""
-    t = Affine(30, 0, 200000, 0, -30, 3400000)
-    make_map(tmp_path / "u.tif", np.full((200, 200), 50.0), t, crs="EPSG:32648")
-    poly = shapely.Polygon([(200500, 3399000), (205000, 3398000), (204000, 3394500), (201000, 3395500)])
-    row = zonal_totals(tmp_path / "u.tif", gpd.GeoDataFrame({"id": [1]}, geometry=[poly], crs=32648),
+@pytest.mark.parametrize("crs,origin,corners,planar_error", [
+    # UTM 48N far from its central meridian: planar areas 0.13 % too large
+    (32648, (200000, 3400000), [(200500, 3399000), (205000, 3398000), (204000, 3394500), (201000, 3395500)], 1e-3),
+    # Web Mercator at 30 N: a sphere's projection on WGS84 coordinates, which PROJ's areal scale
+    # factor took for the ellipsoid (0.33 % high); planar areas are 33 % too large
+    (3857, (11131949, 3503549), [(11135000, 3500000), (11150000, 3499000), (11148000, 3487000),
+                                 (11136000, 3488000)], 0.3),
+])
+def test_projected_crs_gives_ellipsoidal_areas(tmp_path, crs, origin, corners, planar_error):
+    """Totals in a projected CRS are ellipsoidal areas (Geod on the densified polygon), not planar."""
+    t = Affine(30, 0, origin[0], 0, -30, origin[1])
+    make_map(tmp_path / "u.tif", np.full((800, 800), 50.0), t, crs=f"EPSG:{crs}")
+    poly = shapely.Polygon(corners)
+    row = zonal_totals(tmp_path / "u.tif", gpd.GeoDataFrame({"id": [1]}, geometry=[poly], crs=crs),
                        progress=False).iloc[0]
-    exact = geod_ha(poly, crs=32648)
+    exact = geod_ha(poly, crs=crs)
     assert row.total_t_c / 50 == pytest.approx(exact, rel=1e-8)
     assert row.area_ha == pytest.approx(exact, rel=1e-8)
-    assert poly.area / 1e4 / exact - 1 > 1e-3  # what a planar sum would have got wrong
+    assert poly.area / 1e4 / exact - 1 > planar_error  # what a planar sum would have got wrong
 
 
 def test_polygons_in_another_crs_are_reprojected(geographic):
