@@ -24,3 +24,8 @@ EXECUTORS = ("serial", "threads", "processes", "dask")
 #: takes over an hour. Larger grids are nearly always a resolution in the wrong units or an extent
 #: in the wrong CRS. Checked by :func:`sinks.covariates.local.check_grid_size` once the grid is known.
 MAX_PIXELS = 1_000_000_000
+
+#: Nodata values rasters commonly carry (GDAL's -9999, int16's -32768, float32's lowest value): a
+#: value exactly equal to one, in a raster that declares no nodata, is almost surely a nodata pixel
+#: (:func:`sinks.learn.targets.feature_matrix`, :meth:`sinks.covariates.local.LocalEngine.read_source`).
+NODATA_LIKE = (-9999.0, -32768.0, -3.4028234663852886e38)

@@ -207,6 +207,13 @@ RUN_CASES = {
                                              ["no pixel of the 8 x 6 grid has every feature valid"],
                                              lambda ws, mp: (write_tif(ws / "nan.tif", [np.full((6, 4), np.nan)], nodata=np.nan),
                                                              spec_with(ws, 'path = "b.tif"', 'path = "nan.tif"', "nan.toml"))),
+    "undeclared nodata -9999 in a source": (
+        ["extract", "{ws}/s.toml", "{ws}/plots.csv", "--crs", CRS, "--out", "{ws}/out/f.csv"],
+        ["b.tif", "band 1 (elev) of source 'b'", "holds -9999", "declares no nodata", "gdal_edit.py -a_nodata -9999"],
+        lambda ws, mp: write_tif(ws / "b.tif", [np.where(np.arange(24).reshape(6, 4) == 0, -9999.0, 100.0)])),
+    "undeclared nodata -32768 in a map source": (
+        ["stack", "{ws}/s.toml", "--out", "{ws}/out/s.tif", "--quiet"], ["b.tif", "holds -32768", "nodata = -32768"],
+        lambda ws, mp: write_tif(ws / "b.tif", [np.where(np.arange(24).reshape(6, 4) == 5, -32768, 100)], dtype="int16")),
     "plot without an id": (["extract", "{ws}/s.toml", "{ws}/noid.csv", "--crs", CRS, "--out", "{ws}/out/f.csv"],
                            ["plot_id missing in row(s) 2"],
                            lambda ws, mp: pd.DataFrame({"plot_id": ["p1", None], "x": [X0 + 5, X0 + 25],
@@ -221,6 +228,16 @@ def test_bad_run_is_refused(ws, capsys, monkeypatch, case):
         setup(ws, monkeypatch)
     argv = [a.replace("{ws}", str(ws)) for a in argv]
     assert_refused(argv, capsys, keywords=keywords, watch=ws / "out")
+
+
+def test_a_nodata_value_declared_in_the_spec_or_masked_by_valid_passes(ws, capsys):
+    from sinks.cli import main
+
+    write_tif(ws / "b.tif", [np.where(np.arange(24).reshape(6, 4) == 0, -9999.0, 100.0)])
+    for name, (old, new) in {"declared.toml": ('bands = ["elev"]', 'bands = ["elev"]\nnodata = -9999'),
+                             "masked.toml": ('bands = ["elev"]', 'bands = ["elev"]\nvalid = "elev > -1000"')}.items():
+        spec = spec_with(ws, old, new, name)
+        assert main(["stack", str(spec), "--out", str(ws / f"{name}.tif"), "--quiet"]) == 0, capsys.readouterr().err
 
 
 def test_allow_missing_keeps_plots_and_says_why(ws, capsys):

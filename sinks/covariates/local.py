@@ -180,6 +180,28 @@ def _north_up(ds) -> bool:
     return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
 
 
+def _refuse_undeclared_nodata(source: Source, ds, raw: np.ndarray, indexes) -> None:
+    """A band that declares no nodata (nor does the spec) but holds a common nodata value
+    (:data:`sinks.constants.NODATA_LIKE`: -9999, -32768, float32's lowest) where the source's
+    ``valid`` mask keeps it: those pixels would be extracted and mapped as real covariates
+    (an elevation of -9999 m)."""
+    from sinks.constants import NODATA_LIKE
+
+    if source.nodata is not None:
+        return
+    for i, index in enumerate(indexes):
+        if ds.nodatavals[index - 1] is not None:
+            continue
+        hit = np.isin(raw[i], np.asarray(NODATA_LIKE, dtype=np.float32))
+        if hit.any():
+            value = float(raw[i][hit][0])
+            raise InputError(
+                f"{ds.name}: band {index} ({source.bands[i].name}) of source {source.name!r} holds {value:g} at "
+                f"{int(hit.sum())} pixel(s) of a window, a common nodata value, but the file declares no nodata; "
+                f"declare it (gdal_edit.py -a_nodata {value:g} {ds.name}) or set nodata = {value:g} for the source "
+                "in the feature spec")
+
+
 def _aligned(ds, grid: TargetGrid) -> bool:
     if CRS.from_user_input(ds.crs) != grid.crs:
         return False
@@ -345,7 +367,7 @@ class LocalEngine:
             raw = np.full((len(indexes), *out_shape), np.nan, dtype=np.float32)
             if src_window is not None:
                 raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
-            return self._finish(source, raw, None, None, window, _file_scales(ds, indexes))
+            return self._finish(source, ds, raw, None, None, window)
         bounds = rasterio.windows.bounds(window, self.grid.transform)
         src_bounds = transform_bounds(self.grid.crs, ds.crs, *bounds, densify_pts=21)
         approx = from_bounds(*src_bounds, transform=ds.transform)
@@ -356,7 +378,7 @@ class LocalEngine:
         if src_window is not None:
             raw[(slice(None), *dst_slice)] = self._read_raw(source, ds, indexes, src_window)
         src_transform = ds.transform @ Affine.translation(col0, row0)
-        return self._finish(source, raw, src_transform, ds.crs, window, _file_scales(ds, indexes))
+        return self._finish(source, ds, raw, src_transform, ds.crs, window)
 
     def _read_raw(self, source: Source, ds, indexes, src_window: Window) -> np.ndarray:
         try:
@@ -373,11 +395,14 @@ class LocalEngine:
             out[out == np.float32(source.nodata)] = np.nan
         return out
 
-    def _finish(self, source: Source, raw, src_transform, src_crs, window, file_scales) -> dict[str, np.ndarray]:
+    def _finish(self, source: Source, ds, raw, src_transform, src_crs, window) -> dict[str, np.ndarray]:
+        indexes = [b.index for b in source.bands]
         values = {b.name: raw[i] for i, b in enumerate(source.bands)}
         if source.valid:
             keep = np.asarray(expressions.evaluate(source.valid, values), dtype=bool)
             raw[:, ~keep] = np.nan
+        _refuse_undeclared_nodata(source, ds, raw, indexes)
+        file_scales = _file_scales(ds, indexes)
         for i, band in enumerate(source.bands):
             # the spec's scale/offset, else the file's own (GDAL's scale/offset tags: value = raw x scale + offset)
             scale, offset = (band.scale, band.offset) if (band.scale, band.offset) != (1.0, 0.0) else file_scales[i]

@@ -10,12 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sinks.constants import NODATA_LIKE
 from sinks.errors import InputError, SpecError
 from sinks.io import format_rows
 
-#: Nodata values rasters commonly carry (GDAL's -9999, int16's -32768, float32's lowest value): a
-#: feature exactly equal to one is almost surely a pixel whose nodata the extraction did not mask.
-NODATA_LIKE = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
 
 
 def numeric_column(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
