@@ -98,6 +98,20 @@ def test_cli_wetland(tmp_path, capsys):
     assert written["x"].tolist() == [100.0, 101.0]
 
 
+def test_a_core_with_overlapping_intervals_is_dropped_whole():
+    """Core M1145's shape (0-5 cm, then 5-100 beside 5-50 and 50-100): dropping only the
+    overlapping rows carried the surface density to 1 m; the core is ambiguous, so it goes whole."""
+    intervals = pd.DataFrame({"core_id": ["A"] * 4 + ["B"] * 2, "top_cm": [0, 5, 5, 50, 0, 50],
+                              "bottom_cm": [5, 100, 50, 100, 50, 100],
+                              "dry_bulk_density_g_cm3": [0.4, 0.6, 0.6, 0.7, 0.5, 0.6],
+                              "fraction_carbon": [0.15, 0.1, 0.11, 0.09, 0.05, 0.04]})
+    result = wetland.wetland_stocks(intervals, drop_invalid=True)
+    assert result.plots["plot_id"].tolist() == ["B"]
+    reasons = result.dropped.set_index("row")["reason"]
+    assert reasons.loc[1] == "another horizon of the same profile/core overlaps: its depths are ambiguous"
+    assert (reasons.loc[[2, 3, 4]] == "overlaps another horizon of the same profile/core").all()
+
+
 def test_sanderman2018_mangrove_stocks(shared_data):
     folder = shared_data / "wetland" / "sanderman2018_mangrove"
     intervals = pd.read_csv(folder / "depthseries.csv").rename(columns=SANDERMAN_RENAME)

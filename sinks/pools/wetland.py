@@ -100,10 +100,10 @@ def check_intervals(intervals: pd.DataFrame, *, source: str = "intervals", drop_
     def core_any(mask: np.ndarray) -> np.ndarray:
         return pd.Series(mask).groupby(cores).transform("any").to_numpy()
 
-    no_carbon = ~core_any(carbon)
-    problems.add(np.flatnonzero(no_carbon),
+    no_carbon = ~core_any(carbon)  # rows already invalid keep their own reason (an overlap, say)
+    problems.add(np.flatnonzero(no_carbon & valid),
                  "core has no carbon measure (no valid fraction_carbon or fraction_organic_matter)")
-    problems.add(np.flatnonzero(~no_carbon & ~core_any(carbon & np.isfinite(dbd))),
+    problems.add(np.flatnonzero(~no_carbon & ~core_any(carbon & np.isfinite(dbd)) & valid),
                  "core has no interval with both dry_bulk_density_g_cm3 and a carbon measure")
     return problems.resolve(intervals, source, drop_invalid)
 
