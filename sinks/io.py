@@ -606,7 +606,22 @@ def _write_table_file(frame: pd.DataFrame, tmp: Path, path: Path) -> None:
     elif suffix in (".parquet", ".geoparquet"):
         frame.to_parquet(tmp, index=False)
     else:
-        frame.to_file(tmp, driver=VECTOR_SUFFIXES[suffix], layer=path.stem)
+        write_vector(frame, tmp, path)
+
+
+def write_vector(frame, tmp: Path, path: Path) -> None:
+    """Write a GeoDataFrame to ``tmp`` in the format of ``path``'s suffix, layer ``path.stem``. GDAL's
+    write errors (pyogrio's DataSourceError, FeatureError... carry a SQL statement for a GeoPackage
+    on a full disk) become one :class:`~sinks.errors.OutputError` naming ``path`` and, when it is full,
+    the disk."""
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    try:
+        frame.to_file(tmp, driver=VECTOR_SUFFIXES[path.suffix.lower()], layer=path.stem)
+    except (DataLayerError, DataSourceError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = full_disk_hint([path]) or "is the disk full, or the folder not writable?"
+        raise OutputError(f"{path}: writing failed ({type(exc).__name__}: {first[:200]}); {hint}") from exc
 
 
 def _check_table_output(frame: pd.DataFrame, path: Path) -> None:

@@ -8,8 +8,11 @@ hidden staging files included).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import resource
+import signal
 from pathlib import Path
 
 from sinks.cli import main
@@ -48,3 +51,17 @@ def assert_refused(argv: list[str], capsys, *, keywords: list[str], watch: str |
         assert word.lower() in line.lower(), f"{word!r} not in: {line}"
     assert tree_hash(watch) == before, f"{watch} changed after a refused run: {line}"
     return line
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """Files this process writes stop growing at ``nbytes`` (the soft RLIMIT_FSIZE; writes past it
+    fail with EFBIG instead of SIGXFSZ): GDAL's and SQLite's writes fail for real, as on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)

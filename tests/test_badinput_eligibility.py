@@ -381,7 +381,10 @@ def test_overwrite_replaces_and_outputs_come_together(world, capsys, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(geopandas.GeoDataFrame, "to_file", broken)
+    capsys.readouterr()
     assert main(argv + ["--overwrite"]) != 0
+    err = capsys.readouterr().err  # the error names what was being written
+    assert f"writing {out}, {gpkg}: No space left on device; free some space" in err
     assert (out.read_bytes(), gpkg.read_bytes()) == before
     assert sorted(p.name for p in (world / "out").iterdir()) == ["r.gpkg", "r.json"]
     monkeypatch.undo()

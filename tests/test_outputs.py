@@ -239,3 +239,20 @@ def test_a_rename_onto_an_existing_column_is_refused():
         check_columns(frame, "t.csv", rename={"start_date": "y", "x": "y"})
     chained = check_columns(frame, "t.csv", rename={"parcel_id": "old_id", "start_date": "parcel_id"})
     assert list(chained.columns) == ["old_id", "parcel_id", "x"]
+
+
+def test_a_geopackage_on_a_full_disk_is_one_output_error(tmp_path, monkeypatch):
+    """SQLite's failed commit (pyogrio's DataSourceError with SQL in it) was an internal error."""
+    import geopandas as gpd
+    import shapely
+
+    import sinks.io
+    from tests.badinput import file_size_limit
+
+    frame = gpd.GeoDataFrame({"name": ["x" * 50] * 2000}, geometry=[shapely.Point(i, i) for i in range(2000)],
+                             crs=4326)
+    monkeypatch.setattr(sinks.io, "free_bytes", lambda folder: 2**20)
+    with file_size_limit(150_000), pytest.raises(OutputError, match=r"g.gpkg: writing failed \(DataSourceError.*"
+                                                                     r"the disk holding .* is full \(1 MiB free\)"):
+        write_table(frame, tmp_path / "g.gpkg")
+    assert list(tmp_path.iterdir()) == []

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
-import signal
 
 import pytest
 
 from sinks.errors import OutputError
 from sinks.mapping import executors
 from sinks.mapping.predict import predict_map
+from tests.badinput import file_size_limit
 from tests.test_mapping import mapping_demo
 
 N_TILES = 25  # 150 x 150 pixels in blocks of 32
@@ -195,20 +194,6 @@ def test_a_file_name_too_long_for_the_staging_names_is_refused_before_the_work(d
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fine.name, fine.stem + ".stac.json"])
 
 
-@contextlib.contextmanager
-def _file_size_limit(nbytes: int):
-    """Files this process writes stop growing at ``nbytes`` (the soft RLIMIT_FSIZE; writes past it
-    fail with EFBIG instead of SIGXFSZ): GDAL's writes fail for real, as on a full disk."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-
-
 @pytest.mark.parametrize("phase", ["tiles", "cog"])
 def test_a_full_disk_mid_write_leaves_no_output_and_the_rerun_resumes(demo, clean, tmp_path, monkeypatch, capsys,
                                                                       phase):
@@ -227,7 +212,7 @@ def test_a_full_disk_mid_write_leaves_no_output_and_the_rerun_resumes(demo, clea
 
         def write(self, tile):
             if len(written) == 9:
-                stack.enter_context(_file_size_limit(2000))  # a tile is ~10 kB
+                stack.enter_context(file_size_limit(2000))  # a tile is ~10 kB
             written.append(tile.index)
             original_write(self, tile)
 
@@ -236,7 +221,7 @@ def test_a_full_disk_mid_write_leaves_no_output_and_the_rerun_resumes(demo, clea
         original_cog = sinks.cog.to_cog
 
         def to_cog(*args, **kwargs):
-            stack.enter_context(_file_size_limit(20_000))  # the map is ~200 kB
+            stack.enter_context(file_size_limit(20_000))  # the map is ~200 kB
             return original_cog(*args, **kwargs)
 
         monkeypatch.setattr(sinks.cog, "to_cog", to_cog)

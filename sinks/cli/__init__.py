@@ -153,6 +153,8 @@ def _os_message(exc: OSError, outputs: list[str] = ()) -> str:
     from sinks.io import full_disk_hint
 
     where = f"{exc.filename}: " if exc.filename else ""
+    if not where and outputs and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # a write: of these
+        where = f"writing {', '.join(str(path) for path in outputs)}: "  # not map(): sinks.cli.map shadows it here
     what = exc.strerror or str(exc)
     if exc.errno is None and exc.__cause__ is not None:
         what = f"{what.split('. See previous')[0].rstrip('.')}: {exc.__cause__}"

@@ -15,7 +15,7 @@ import geopandas as gpd
 from sinks.bundle import versions
 from sinks.eligibility.engine import EligibilityReport
 from sinks.errors import OutputError
-from sinks.io import atomic_path
+from sinks.io import atomic_path, write_vector
 
 #: Version 2: exact area shares in the evidence, the methodology's source and scheme, the crediting block.
 #: Version 3: the crediting block's ``route`` (maps, or ex ante from a growth-curve table: ``growth_table``,
@@ -127,5 +127,5 @@ def write_report(report: EligibilityReport, json_path: str | os.PathLike,
         gpkg_tmp = stack.enter_context(atomic_path(gpkg_path)) if gpkg_path else None
         Path(json_tmp).write_text(text, encoding="utf-8")
         if gpkg_tmp is not None:
-            table.to_file(gpkg_tmp, driver="GPKG", layer=Path(gpkg_path).stem)
+            write_vector(table, Path(gpkg_tmp), Path(gpkg_path))
     return document
