@@ -214,6 +214,11 @@ def test_wetland_unit_slips():
         wetland.wetland_stocks(_cores(top_cm=[0, 0.5, 0, 0.5], bottom_cm=[0.5, 1, 0.5, 1]))
     with pytest.raises(ImplausibleValueError, match="kg/m³"):
         wetland.wetland_stocks(_cores(dry_bulk_density_g_cm3=[500.0, 600, 700, 800]))
+    in_mm = _cores(top_cm=[0, 500, 0, 500], bottom_cm=[500, 1000, 500, 1000])  # a 1 m core in mm
+    with pytest.raises(ImplausibleValueError, match=r"bottom_cm.*deepest bottom is 1000 cm.*depths in mm.*by 10"):
+        wetland.wetland_stocks(in_mm)
+    deep = wetland.wetland_stocks(in_mm, allow_implausible=True)  # a 10 m peat core, said to be real
+    assert deep.plots["flag"].eq("complete").all()
 
 
 def test_rename_units():

@@ -353,12 +353,7 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
     _check_density_units(horizons, "bulk_density_g_cm3", source, "soil", table)
     if allow_implausible:
         return
-    bottom = _numeric(horizons, "bottom_cm") if "bottom_cm" in horizons.columns else np.zeros(0)
-    deepest_limit = bound("bottom_cm_deepest", "soil", table)["maximum"]
-    if np.isfinite(bottom).any() and np.nanmax(bottom) >= deepest_limit:
-        rows = np.flatnonzero(bottom >= deepest_limit)
-        _fail(source, "bottom_cm", rows, bottom[rows], f"the deepest bottom is {np.nanmax(bottom):.4g} cm, "
-              f"{deepest_limit:g} cm or more", "depths in mm", hint="divide top_cm and bottom_cm (mm) by 10")
+    _check_mm_depths(horizons, source, "soil", table)
     _check_fraction_coarse_fragments(horizons, source, table)
     if "soc_g_kg" not in horizons.columns or "profile_id" not in horizons.columns:
         return
@@ -380,6 +375,17 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
               "SOC in %", hint="multiply % by 10 to get g/kg")
 
 
+def _check_mm_depths(frame: pd.DataFrame, source: str, pool: str, table) -> None:
+    """Depths in mm: the table's deepest bottom at ``bottom_cm_deepest`` or below (heuristic,
+    plausible_ranges.csv; passable with ``allow_implausible``)."""
+    bottom = _numeric(frame, "bottom_cm") if "bottom_cm" in frame.columns else np.zeros(0)
+    deepest_limit = bound("bottom_cm_deepest", pool, table)["maximum"]
+    if np.isfinite(bottom).any() and np.nanmax(bottom) >= deepest_limit:
+        rows = np.flatnonzero(bottom >= deepest_limit)
+        _fail(source, "bottom_cm", rows, bottom[rows], f"the deepest bottom is {np.nanmax(bottom):.4g} cm, "
+              f"{deepest_limit:g} cm or more", "depths in mm", hint="divide top_cm and bottom_cm (mm) by 10")
+
+
 def _check_fraction_coarse_fragments(horizons: pd.DataFrame, source: str, table) -> None:
     """Coarse fragments given as a fraction of 1 (0.25 for 25 %): every value at most 1, three or more
     non-zero, one of them strictly between 0 and 1 (plausible_ranges.csv coarse_fragments_pct_table_max)."""
@@ -397,11 +403,15 @@ def _check_fraction_coarse_fragments(horizons: pd.DataFrame, source: str, table)
               "coarse fragments as a fraction of 1", hint="multiply the fractions by 100 to get volume %")
 
 
-def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, table=None) -> None:
+def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, allow_implausible: bool = False,
+                        table=None) -> None:
     """Fractions in % (half or more of the values above 1), depths in m, dry bulk density in
-    kg/m³ (before the per-row checks, which still refuse a single fraction above 1)."""
+    kg/m³ (before the per-row checks, which still refuse a single fraction above 1); depths in mm,
+    a deepest bottom of 1,000 cm or more (heuristic, passable with ``allow_implausible``)."""
     _check_depth_units(intervals, source, "wetland", table)
     _check_density_units(intervals, "dry_bulk_density_g_cm3", source, "wetland", table)
+    if not allow_implausible:
+        _check_mm_depths(intervals, source, "wetland", table)
     for column in ("fraction_carbon", "fraction_organic_matter"):
         if column not in intervals.columns:
             continue

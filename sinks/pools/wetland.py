@@ -176,14 +176,14 @@ def wetland_stocks(
     ``extrapolated`` or both joined by ``+``), ``method``; geometry from ``x``/``y`` + ``crs``.
 
     Plausibility guards (:mod:`sinks.pools.plausibility`): before the per-row checks, fractions
-    in %, depths in m and dry bulk density in kg/m³ raise
+    in %, depths in m or mm (mm: unless ``allow_implausible``) and dry bulk density in kg/m³ raise
     :class:`~sinks.errors.ImplausibleValueError`; after, a stock below 0 or above the physical
     bound per cm times ``depth_cm`` raises unless ``allow_implausible``.
     """
     depth_cm = wetland_parameter("reference_depth_cm") if depth_cm is None else float(depth_cm)
     if not depth_cm > 0:
         raise InputError(f"reference depth must be positive, got {depth_cm:g} cm")
-    plausibility.check_wetland_units(intervals, source)
+    plausibility.check_wetland_units(intervals, source, allow_implausible=allow_implausible)
     kept, dropped = check_intervals(intervals, source=source, drop_invalid=drop_invalid)
     table = kept.copy()
     fc = _numeric(table, "fraction_carbon")
