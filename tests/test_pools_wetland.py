@@ -61,7 +61,7 @@ def test_wetland_stocks_flags_and_conversion():
 
 @pytest.mark.parametrize("change, reason", [
     ({"dry_bulk_density_g_cm3": 3.0}, "above 2.65"),
-    ({"fraction_carbon": 1.5}, "fraction_carbon outside 0-1"),
+    ({"fraction_carbon": 1.5}, r"fraction_carbon outside 0-1 \(in %\? divide by 100\)"),
     ({"fraction_carbon": -0.1}, "fraction_carbon outside 0-1"),
     ({"top_cm": 40.0}, "overlaps"),
 ])

@@ -89,7 +89,8 @@ def check_intervals(intervals: pd.DataFrame, *, source: str = "intervals", drop_
     problems.add(np.flatnonzero(dbd > dbd_max), f"dry_bulk_density_g_cm3 above {dbd_max:g} g/cm3")
     for column in CARBON_COLUMNS:
         v = values[column]
-        problems.add(np.flatnonzero((v < 0) | (v > 1)), f"{column} outside 0-1")
+        problems.add(np.flatnonzero((v < 0) | (v > 100)), f"{column} outside 0-1")
+        problems.add(np.flatnonzero((v > 1) & (v <= 100)), f"{column} outside 0-1 (in %? divide by 100)")
     top, bottom = _numeric(intervals, "top_cm"), _numeric(intervals, "bottom_cm")
     valid_values = ~np.isin(np.arange(len(intervals)), list(problems.reasons))
     check_depth_intervals(intervals["core_id"], top, bottom, valid_values, problems)
