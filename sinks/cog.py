@@ -135,14 +135,15 @@ def to_cog(source: str | os.PathLike, dest: str | os.PathLike, *, blocksize: int
     return Path(dest)
 
 
-def check_written(path: str | os.PathLike) -> None:
+def check_written(path: str | os.PathLike, *, name: str | os.PathLike | None = None) -> None:
     """Refuse a GeoTIFF just written that is not whole: a block never written or lying past the end
     of the file. GDAL writes the last blocks as the file is closed, and a write failing there (a
     full disk) is only printed by libtiff, not raised, so the file would pass for complete (and a
     block never written reads as nodata). Checks the full-resolution blocks of every band, which a
-    COG stores last; a file that cannot be opened at all is refused too."""
+    COG stores last; a file that cannot be opened at all is refused too. ``name``: the file the
+    message names (default: the output a staging ``path`` stands for)."""
     from sinks.errors import OutputError
-    from sinks.io import full_disk_hint
+    from sinks.io import full_disk_hint, staged_for
 
     path = Path(path)
     size = path.stat().st_size
@@ -159,10 +160,10 @@ def check_written(path: str | os.PathLike) -> None:
                 if problem:
                     break
     except rasterio.errors.RasterioError as exc:
-        problem = f"it cannot be read back ({exc})"
+        problem = f"it cannot be read back: {str(exc).split(': ', 1)[-1]}"
     if problem:
         hint = full_disk_hint([path]) or "is the disk full, or a file-size limit reached?"
-        raise OutputError(f"{path}: writing failed, {problem}; {hint}")
+        raise OutputError(f"{name or staged_for(path)}: writing failed, {problem}; {hint}")
 
 
 def nodata_in_dtype(nodata: float | None, dtype: str):

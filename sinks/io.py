@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -400,6 +401,17 @@ def _refuse_foreign_files(path: Path, kind: str) -> None:
         raise OutputError(f"{path}: the {kind} there also holds files sinks did not write "
                           f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); --overwrite would "
                           "delete them: move them out or choose a new path")
+
+
+_STAGED = re.compile(r"^\.(?P<name>.+)\.\d+\.[A-Za-z0-9_]+\.partial")
+
+
+def staged_for(path: str | os.PathLike) -> Path:
+    """The output a staging file of :func:`atomic_path` stands for (``.NAME.PID.RANDOM.partial*``
+    -> ``NAME`` in the same folder; any other path as it is), for messages."""
+    path = Path(path)
+    match = _STAGED.match(path.name)
+    return path.with_name(match["name"]) if match else path
 
 
 def _staging_prefix(path: Path) -> str:

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
         outputs = output_paths(args)
         check_cli_outputs(args)
+        if not debug:
+            _quiet_libtiff()
         args.func(args)
     except SinksError as exc:
         if debug:
@@ -135,6 +137,37 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def _quiet_libtiff() -> None:
+    """Turn off libtiff's own printing of errors (``--debug`` keeps it).
+
+    Where GDAL hands libtiff no file handle (its I/O callbacks), a failed write goes to libtiff's
+    default handler, which prints ``_tiffWriteProc: No space left on device.`` to stderr for every
+    block (19 lines for one full disk). GDAL reports the same failure through its own errors, which
+    sinks turns into one line (and :func:`sinks.cog.check_written` catches what fails as a file
+    closes), so nothing is lost. The libtiff is the one rasterio's wheel bundles, found without
+    importing rasterio (the command's start-up stays light); where there is none (a system GDAL),
+    libtiff keeps printing."""
+    import ctypes
+    import glob
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("rasterio")
+        if spec is None or not spec.origin:
+            return
+        import rasterio  # noqa: F401 - GDAL loaded first: set before that, the change did not hold (measured)
+        base = os.path.dirname(spec.origin)
+        found = sorted(glob.glob(base + ".libs/libtiff*.so*") + glob.glob(os.path.join(base, ".dylibs", "libtiff*")))
+        if not found:
+            return
+        libtiff = ctypes.CDLL(found[0])
+        libtiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
+        libtiff.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+        libtiff.TIFFSetErrorHandler(None)
+    except (OSError, AttributeError):  # no such library or symbol: leave libtiff as it is
+        return
 
 
 def _with_notes(message: str, exc: BaseException) -> str:

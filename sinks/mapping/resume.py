@@ -180,7 +180,7 @@ class TileStore:
                                dtype="float32", nodata=self.nodata, transform=transform, **options) as dst:
                 dst.write(np.where(np.isnan(data), np.float32(self.nodata), data))
                 dst.update_tags(valid=tile.valid, inside=tile.inside)
-            check_written(tmp)  # a write failing as the file closed (a full disk) raises nothing
+            check_written(tmp, name=final)  # a write failing as the file closed (a full disk) raises nothing
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
