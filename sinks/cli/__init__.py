@@ -147,8 +147,8 @@ def _quiet_libtiff() -> None:
     block (19 lines for one full disk). GDAL reports the same failure through its own errors, which
     sinks turns into one line (and :func:`sinks.cog.check_written` catches what fails as a file
     closes), so nothing is lost. The libtiff is the one rasterio's wheel bundles, found without
-    importing rasterio (the command's start-up stays light); where there is none (a system GDAL),
-    libtiff keeps printing."""
+    importing it before a command runs (``--help`` stays light); where there is none (a system
+    GDAL), libtiff keeps printing."""
     import ctypes
     import glob
     import importlib.util
@@ -157,7 +157,7 @@ def _quiet_libtiff() -> None:
         spec = importlib.util.find_spec("rasterio")
         if spec is None or not spec.origin:
             return
-        import rasterio  # noqa: F401 - GDAL loaded first: set before that, the change did not hold (measured)
+        importlib.import_module("rasterio")  # GDAL loaded first: set before that, the change did not hold (measured)
         base = os.path.dirname(spec.origin)
         found = sorted(glob.glob(base + ".libs/libtiff*.so*") + glob.glob(os.path.join(base, ".dylibs", "libtiff*")))
         if not found:
