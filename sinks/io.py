@@ -95,11 +95,21 @@ def read_table(
     except InputError:
         raise
     except Exception as exc:  # corrupt or unreadable file
-        raise InputError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from exc
+        raise InputError(f"{path}: cannot read table ({type(exc).__name__}: {_gdal_reason(exc)}; is the file "
+                         "truncated or corrupt?)") from exc
     frame = check_columns(frame, path, rename=rename, required=required)
     if geometry:
         frame = to_geodataframe(frame, crs=crs, source=str(path))
     return frame
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    """The reason in a GDAL/SQLite message, without the SQL statement a GeoPackage error quotes
+    ("sqlite3_prepare_v2(SELECT ...) failed: database disk image is malformed"), first line only."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = re.sub(r"sqlite3_\w+\(.*\) failed:\s*", "", text)
+    parts = list(dict.fromkeys(p.strip() for p in text.split(";") if p.strip()))  # GDAL repeats the reason
+    return "; ".join(parts)[:300]
 
 
 def _refuse_several_layers(path: Path) -> None:
@@ -631,9 +641,8 @@ def write_vector(frame, tmp: Path, path: Path) -> None:
     try:
         frame.to_file(tmp, driver=VECTOR_SUFFIXES[path.suffix.lower()], layer=path.stem)
     except (DataLayerError, DataSourceError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = full_disk_hint([path]) or "is the disk full, or the folder not writable?"
-        raise OutputError(f"{path}: writing failed ({type(exc).__name__}: {first[:200]}); {hint}") from exc
+        raise OutputError(f"{path}: writing failed ({type(exc).__name__}: {_gdal_reason(exc)}); {hint}") from exc
 
 
 def _check_table_output(frame: pd.DataFrame, path: Path) -> None:
