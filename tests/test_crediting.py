@@ -197,12 +197,20 @@ def test_totals_add_up_with_correlated_project_interval(report):
     credited = [c for c in parcels.values() if c["status"] in ("credited", "no_net_removal")]
     losses = sum(min(c["net_tco2e"], 0) for c in credited)
     assert project["netted_losses_tco2e"] == pytest.approx(losses, abs=1e-9)
-    assert project["tco2e"] == pytest.approx(max(project["parcels_tco2e"] + losses, 0), rel=1e-12)
-    assert project["buffer_tco2e"] == pytest.approx(sum(c.get("buffer_tco2e", 0) for c in parcels.values()))
+    assert project["by_parcels_tco2e"] == pytest.approx(max(project["parcels_tco2e"] + losses, 0), rel=1e-12)
+    # the project level: the same (lower-bound) deduction once, on the union's change and correlated sd
+    union, union_sd = project["stock_change_union_tco2e"], project["stock_change_sd_tco2e"]
+    assert project["project_level_tco2e"] == pytest.approx(max(union - Z90 * union_sd, 0), rel=1e-9)
+    # the smaller binds: here the parcel that lost carbon and the one within its uncertainty pull the
+    # project's bound below the parcels' netted sum
+    assert project["tco2e"] == min(project["by_parcels_tco2e"], project["project_level_tco2e"])
+    assert project["binding"] == "project_level" and project["tco2e"] < project["by_parcels_tco2e"]
+    assert project["parcel_scale"] == pytest.approx(project["tco2e"] / project["parcels_tco2e"])
     steps = ("baseline_tco2e", "leakage_tco2e", "uncertainty_deduction_tco2e", "buffer_tco2e")
     assert project["tco2e"] == pytest.approx(project["stock_change_tco2e"] - sum(project[k] for k in steps), rel=1e-9)
+    assert project["lower_tco2e"] <= project["tco2e"] <= project["upper_tco2e"] <= project["stock_change_upper_tco2e"]
     change = sum(c["stock_change_tco2e"] for c in credited)
-    assert project["stock_change_tco2e"] == pytest.approx(change, rel=1e-12)
+    assert project["stock_change_tco2e"] == pytest.approx(change, rel=1e-6)
     assert project["stock_change_union_tco2e"] == pytest.approx(change, rel=1e-6)  # union = sum (no overlaps)
     # fully correlated errors: the project's sd is the sum of the parcels' sds, not their root sum of squares
     assert project["stock_change_sd_tco2e"] == pytest.approx(sum(c["stock_change_sd_tco2e"] for c in credited),
@@ -481,7 +489,7 @@ def test_cli_with_matched_controls(world, trend, capsys):
 
 def test_project_nets_the_losses_of_parcels_with_a_negative_net():
     """Per parcel a loss credits 0; the project deducts it (net removals of the whole project), so a
-    project never credits more than its summed net."""
+    project never credits more than its summed net; nor more than its own lower bound."""
     from sinks.eligibility.crediting import _project
 
     gain = {"status": "credited", "stock_change_tco2e": 100.0, "net_tco2e": 90.0, "tco2e": 80.0,
@@ -490,13 +498,22 @@ def test_project_nets_the_losses_of_parcels_with_a_negative_net():
             "lower_tco2e": 0.0, "upper_tco2e": 0.0, "baseline_tco2e": 5.0, "uncertainty_deduction_tco2e": 0.0}
     outside = {"status": "needs_field_measurement", "tco2e": 0.0, "lower_tco2e": 0.0, "upper_tco2e": 0.0,
                "net_tco2e": -1e6}  # not counted: its change is not the project's
-    project = _project([gain, loss, outside], 75.0, 8.0, "note")
+    terms = load_ruleset("ccer-14-001", layer_values=None).crediting  # zero baseline, the 90 % lower bound
+    kw = {"terms": terms, "years": 5.0, "area_ha": 10.0}
+    project = _project([gain, loss, outside], 75.0, 8.0, "note", **kw)
     assert project["netted_losses_tco2e"] == -30.0 and project["parcels_tco2e"] == 80.0
+    assert project["binding"] == "parcels" and project["project_level_tco2e"] == pytest.approx(75 - Z90 * 8)
     assert (project["tco2e"], project["lower_tco2e"], project["upper_tco2e"]) == (50.0, 40.0, 65.0)
     assert project["tco2e"] == project["stock_change_tco2e"] - project["baseline_tco2e"] \
         - project["uncertainty_deduction_tco2e"]
     big_loss = {**loss, "net_tco2e": -500.0}
-    assert _project([gain, big_loss], 0.0, 8.0, "note")["tco2e"] == 0.0
+    assert _project([gain, big_loss], 0.0, 8.0, "note", **kw)["tco2e"] == 0.0
+    # a wide project interval: the deduction made once on the project binds, with its own terms
+    wide = _project([gain, loss, outside], 75.0, 40.0, "note", **kw)
+    assert wide["binding"] == "project_level" and wide["tco2e"] == pytest.approx(75 - Z90 * 40)
+    assert wide["uncertainty_deduction_tco2e"] == pytest.approx(Z90 * 40) and wide["baseline_tco2e"] == 0.0
+    assert wide["tco2e"] == pytest.approx(wide["stock_change_tco2e"] - wide["uncertainty_deduction_tco2e"])
+    assert wide["parcel_scale"] == pytest.approx(wide["tco2e"] / 80.0)
 
 
 def test_a_negative_baseline_rate_is_refused():

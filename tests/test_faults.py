@@ -199,7 +199,7 @@ def test_sigterm_and_sighup_undo_what_was_being_written(tmp_path, signum):
     (an exception from a signal handler can surface inside a library's C++ callback)."""
     out = tmp_path / "bundle"
     out.mkdir()
-    (out / "metadata.json").write_text("previous bundle")
+    (out / "metadata.json").write_text('{"bundle_id": "previous", "files": {}}')  # a bundle sinks made
     previous = tree_hash(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", _HOLD_UNDER_CLI_SIGNALS, str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

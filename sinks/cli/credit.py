@@ -129,6 +129,10 @@ def run(args) -> None:
     if project.get("netted_losses_tco2e"):
         echo(f"netted: {-project['netted_losses_tco2e']:,.1f} t CO2e lost by parcels with a negative net, deducted "
              f"from the parcels' {project['parcels_tco2e']:,.1f} t CO2e")
+    if project.get("binding") == "project_level":
+        echo(f"bound by the project level: the deductions made once on the project give {project['tco2e']:,.1f} t "
+             f"CO2e, less than the parcels' {project['by_parcels_tco2e']:,.1f} (each parcel may issue "
+             f"{project['parcel_scale']:.1%} of its creditable volume)")
     controls = document["crediting"].get("controls")
     if controls:
         echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, "

@@ -42,10 +42,11 @@ def run(args) -> None:
              f"(outside the AOA: {test['levels']['0.9']['outside_aoa']:.0%} at 90%)")
     credits = result.checks.get("credits_vs_truth")
     if credits:
-        pl, pb = credits["planted"], credits["placebo"]
+        pl, pb, pj = credits["planted"], credits["placebo"], credits["project"]
         echo(f"  project {pl['credited']} of {pl['n']} planted parcels credited {pl['credited_tco2e']:.0f} t CO2e "
-             f"(true gain {pl['true_gain_tco2e']:.0f}; over-credited {pl['over_credited']}); "
-             f"{pb['n']} placebo parcels {pb['credited_tco2e']:.0f} t CO2e")
+             f"(true gain {pl['true_gain_tco2e']:.0f}; over-credited {pl['over_credited']}), the project "
+             f"{pj['tco2e']:.0f} t CO2e (bound by {pj['binding'].replace('_', ' ')}); "
+             f"{pb['n']} placebo parcels, credited on their own, {pb['credited_tco2e']:.0f} t CO2e")
     if "eligibility" in result.checks:
         el = result.checks["eligibility"]
         echo(f"  parcels {el['agree']} of {el['n']} verdicts match the known truth "

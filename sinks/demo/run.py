@@ -99,10 +99,12 @@ def _epoch_spec(spec_path: Path, world) -> Path:
     return start
 
 
-def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
+def credit_truth_check(report_path: Path, truth_path: Path, *, placebo_path: Path | None = None) -> dict:
     """Creditable t CO2e of the project's parcels against their true gain from the planting.
 
-    Planted parcels: how often the creditable volume exceeds the true gain (over-crediting; it should
+    ``placebo_path``: the report of the placebo parcels, credited on their own (not the project's).
+    The project: what it may issue (``tco2e``) and which bound set it. Planted parcels: how often the
+    creditable volume exceeds the true gain (over-crediting; it should
     not exceed the share 1 - level of the methodology's uncertainty rule), how often the interval of
     the net change holds the true gain, and the total credited against the total true gain. Placebo parcels (no planting): the credits, and whether zero lies
     inside each one's interval of the net change. The parcel planted outside the model's area of
@@ -113,8 +115,9 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     """
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
     truth = pd.read_csv(truth_path).set_index("parcel_id")
+    placebo_report = json.loads(Path(placebo_path).read_text(encoding="utf-8")) if placebo_path else {"parcels": []}
     rows = []
-    for parcel in report["parcels"]:
+    for parcel in [*report["parcels"], *placebo_report["parcels"]]:
         c = parcel.get("creditable") or {}
         t = truth.loc[parcel["parcel_id"]]
         expected = t.get("expected_status")
@@ -135,6 +138,8 @@ def credit_truth_check(report_path: Path, truth_path: Path) -> dict:
     return {
         "controls": {k: report.get("crediting", {}).get("controls", {}).get(k)
                      for k in ("passed", "baseline_tco2e_ha_yr", "matched")},
+        "project": {k: report.get("crediting", {}).get("project", {}).get(k)
+                    for k in ("tco2e", "by_parcels_tco2e", "project_level_tco2e", "binding")},
         "planted": {"n": int(len(planted)), "credited": int((planted["tco2e"] > 0).sum()),
                     "over_credited": int((planted["tco2e"] > planted["true_gain_tco2e"]).sum()),
                     "credited_tco2e": float(planted["tco2e"].sum()),
@@ -300,19 +305,27 @@ def _run_steps(out: Path, *, seed: int, size: int, n_jobs: int, progress: bool) 
     spec_start = _epoch_spec(spec_path, world)
     result.outputs["map_2020"] = predict_map(result.outputs["model"], spec_start, out / "maps" / "carbon_2020.tif",
                                              n_jobs=n_jobs, progress=progress)
-    credits = credit(read_table(world.project_parcels, geometry=True), "ccer-14-001",
-                     [result.outputs["map_2020"], result.outputs["map"]], list(EPOCHS),
-                     layers={"forest_history": world.forest_history, "wetland": world.wetland},
-                     controls_covariates=world.dem, progress=progress, source=str(world.project_parcels))
-    result.outputs["credits"] = out / "reports" / "credits.json"
-    result.outputs["credits_gpkg"] = out / "reports" / "credits.gpkg"
-    write_report(credits, result.outputs["credits"], result.outputs["credits_gpkg"])
-    result.outputs["project_summary"] = write_summary(credits, out / "reports" / "project_summary.html",
-                                                      title="demo county afforestation project (SIMULATED)")
+    # the placebo parcels (like land, never planted) are credited on their own, as controls are: in the
+    # project they would pull its project-level bound down, being no part of it
+    parcels_all = read_table(world.project_parcels, geometry=True)
+    kinds = pd.read_csv(world.project_truth).set_index("parcel_id")["kind"]
+    placebo = parcels_all["parcel_id"].map(kinds).eq("placebo").to_numpy()
+    for key, chosen in (("credits", ~placebo), ("placebo_credits", placebo)):
+        credits = credit(parcels_all[chosen].reset_index(drop=True), "ccer-14-001",
+                         [result.outputs["map_2020"], result.outputs["map"]], list(EPOCHS),
+                         layers={"forest_history": world.forest_history, "wetland": world.wetland},
+                         controls_covariates=world.dem, progress=progress, source=str(world.project_parcels))
+        result.outputs[key] = out / "reports" / f"{key}.json"
+        result.outputs[f"{key}_gpkg"] = out / "reports" / f"{key}.gpkg"
+        write_report(credits, result.outputs[key], result.outputs[f"{key}_gpkg"])
+        if key == "credits":
+            result.outputs["project_summary"] = write_summary(credits, out / "reports" / "project_summary.html",
+                                                              title="demo county afforestation project (SIMULATED)")
     lap("credit")
 
     result.checks["map_vs_truth"] = map_truth_check(result.outputs["map"], world.carbon_truth, world.forest_history)
-    result.checks["credits_vs_truth"] = credit_truth_check(result.outputs["credits"], world.project_truth)
+    result.checks["credits_vs_truth"] = credit_truth_check(result.outputs["credits"], world.project_truth,
+                                                           placebo_path=result.outputs["placebo_credits"])
     result.checks["intervals_vs_test_plots"] = interval_truth_check(result.outputs["model"], spec, world, seed=seed)
     lap("test plots")
     truth = pd.read_csv(world.parcels_truth).set_index("parcel_id")["truth_verdict"]

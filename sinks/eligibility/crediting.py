@@ -399,15 +399,25 @@ def _set_status(record: dict, credited: str) -> dict:
 COUNTED = ("credited", "within_uncertainty", "no_net_removal")
 
 
-def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
-    """Project totals: every quantity the sum over the parcels; the stock change's interval from
-    ``change`` and ``sd`` (t CO2e) as the route computed them.
+def _project(records: list[dict], change: float, sd: float, note: str, *, terms: CreditingTerms, years: float,
+             area_ha: float, baseline_sd_rate: float = 0.0) -> dict:
+    """Project totals: the smaller of the parcels' netted sum and the project-level bound.
 
-    A counted parcel whose net is negative (it lost carbon, or its baseline exceeds its change) is
-    credited 0, and its loss is netted against the project's credit (``netted_losses_tco2e``, <= 0),
-    as the methodologies count net removals over the whole project: the project's creditable volume
-    and its bounds are the sums over the parcels plus the netted losses, floored at 0, so that
-    stock change - baseline - leakage - uncertainty - buffer = creditable whenever it is positive.
+    By parcels: a counted parcel whose net is negative (it lost carbon, or its baseline exceeds its
+    change) is credited 0 and its loss is netted against the project's credit
+    (``netted_losses_tco2e``, <= 0), as the methodologies count net removals over the whole
+    project; so the sum of the parcels' creditable volumes plus the netted losses, floored at 0
+    (``by_parcels_tco2e``). Project level: the same deductions applied once to the project's stock
+    change ``change`` with its correlated-error sd ``sd`` (t CO2e, as the route computed them over
+    the counted parcels, on ``area_ha`` over ``years``; :func:`credit_parcel`), as CCER and VCS make
+    the uncertainty deduction on the project (``project_level_tco2e``). Neither bounds the other: a
+    parcel whose lower bound is below 0 counts 0 by parcels but pulls the project's lower bound
+    down (zero-gain parcels beside planted ones raised the credit by parcels while the project's
+    bound fell below 0), and a sd that averages over parcels makes the project's bound the looser.
+    ``tco2e`` is the smaller (``binding`` says which); when the project level binds, the
+    deductions reported are its own, so that stock change - baseline - leakage - uncertainty -
+    buffer = creditable either way, and ``parcel_scale`` is the share of each parcel's creditable
+    volume the project may issue.
     """
     from sinks.mapping.change import normal_quantile
 
@@ -418,17 +428,26 @@ def _project(records: list[dict], change: float, sd: float, note: str) -> dict:
         return float(sum(r.get(key, 0.0) or 0.0 for r in records))
 
     losses = float(sum(min(r["net_tco2e"], 0.0) for r in records if r["status"] in COUNTED))
+    keys = ("baseline_tco2e", "leakage_tco2e", "uncertainty_deduction_tco2e", "buffer_tco2e")
+    by_parcels = {"stock_change_tco2e": float(sum(r["stock_change_tco2e"] for r in records if r["status"] in COUNTED)),
+                  **{key: total(key) for key in keys},
+                  **{key: max(total(key) + losses, 0.0) for key in ("tco2e", "lower_tco2e", "upper_tco2e")}}
+    level = credit_parcel(terms, change, sd, years, area_ha, baseline_sd_rate=baseline_sd_rate) if counted else None
+    binding = "project_level" if level is not None and level["tco2e"] < by_parcels["tco2e"] else "parcels"
+    chosen = ({"stock_change_tco2e": change, **{key: level[key] for key in (*keys, "tco2e", "lower_tco2e", "upper_tco2e")}}
+              if binding == "project_level" else by_parcels)
+    parcels_sum = total("tco2e")
     return {
         "parcels": len(records), "statuses": {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES},
-        "stock_change_tco2e": float(sum(r["stock_change_tco2e"] for r in records if r["status"] in COUNTED)),
+        **chosen,
         "stock_change_sd_tco2e": sd if counted else 0.0,
         "stock_change_lower_tco2e": (change - z * sd) if counted else 0.0,
         "stock_change_upper_tco2e": (change + z * sd) if counted else 0.0,
         "stock_change_union_tco2e": change if counted else 0.0,
-        "baseline_tco2e": total("baseline_tco2e"), "leakage_tco2e": total("leakage_tco2e"),
-        "uncertainty_deduction_tco2e": total("uncertainty_deduction_tco2e"), "buffer_tco2e": total("buffer_tco2e"),
-        "netted_losses_tco2e": losses, "parcels_tco2e": total("tco2e"),
-        **{key: max(total(key) + losses, 0.0) for key in ("tco2e", "lower_tco2e", "upper_tco2e")},
+        "netted_losses_tco2e": losses, "parcels_tco2e": parcels_sum,
+        "by_parcels_tco2e": by_parcels["tco2e"], "project_level_tco2e": level["tco2e"] if level else 0.0,
+        "binding": binding,
+        "parcel_scale": (chosen["tco2e"] / parcels_sum) if parcels_sum > 0 else 0.0,
         "interval_note": note,
     }
 
@@ -540,9 +559,10 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
     project = _project(records, sum(r["stock_change_tco2e"] for r in counted),
                        sum(r["stock_change_sd_tco2e"] for r in counted),
                        "stock_change_sd_tco2e is the sum of the parcels' sds (the table's errors taken as fully "
-                       "correlated between parcels, conservative); creditable totals are sums of the parcels' "
+                       "correlated between parcels, conservative); creditable: the smaller of the parcels' "
                        "creditable volumes, each deducted by its own interval, less the netted losses of parcels "
-                       "whose net is negative")
+                       "whose net is negative, and the same deductions made once on the project (binding)",
+                       terms=cterms, years=dt, area_ha=sum(r["area_ha"] for r in counted))
     report.crediting = {
         "route": "ex_ante_growth_table",
         "methodology": _methodology_block(ruleset, cterms),
@@ -612,7 +632,7 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
               and shapely.area(shapely.intersection(g, box)) > 0 for g in geoms]
     dt = y2 - y1
     rows = {}
-    union_total = union_sd = math.nan
+    union_total = union_sd = union_area = math.nan
     with tempfile.TemporaryDirectory(prefix=".sinks-credit-") as tmp:
         sink = Path(tmp) / "sink.tif"
         stock_change(info1.path, info2.path, y1, y2, sink, epoch_correlation=rho,
@@ -665,11 +685,15 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
                                   error_nugget=model.nugget, level=REPORT_LEVEL, progress=False, source=source)
             union_total = float(ptable["total_t_co2e_yr"].iloc[0]) * dt
             union_sd = float(ptable["sd_t_co2e_yr"].iloc[0]) * dt
+            union_area = float(ptable["mapped_area_ha"].iloc[0])
     project = _project(list(results.values()), union_total, union_sd, (
-        "stock_change_sd_tco2e is the correlated-error sd of the total over the union of the "
-        "credited parcels (same error model as each parcel's); creditable totals are sums of "
-        "the parcels' creditable volumes, each deducted by its own interval (conservative), less the "
-        "netted losses of parcels whose net is negative"))
+        "stock_change_sd_tco2e is the correlated-error sd of the total over the union of the counted "
+        "parcels (credited, within their uncertainty or without a net removal; same error model as each "
+        "parcel's); creditable: the smaller of the parcels' creditable volumes, each deducted by its own "
+        "interval, less the netted losses of parcels whose net is negative, and the same deductions made "
+        "once on the project's stock change and sd (binding)"), terms=cterms, years=dt,
+        area_ha=union_area if credited else 0.0,
+        baseline_sd_rate=(controls or {}).get("baseline_sd_tco2e_ha_yr") or 0.0)
     report.crediting = {
         "route": "maps",
         "methodology": _methodology_block(ruleset, cterms),

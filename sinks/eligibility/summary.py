@@ -368,10 +368,7 @@ def _totals(document: dict) -> str:
         ("uncertainty_deduction_tco2e", "− uncertainty deduction", None, None,
          uncertainty_label(terms["uncertainty"]) if "uncertainty" in terms else ""),
         ("buffer_tco2e", "− buffer", None, None, f"fraction {buffer:g} (non-permanence)" if _finite(buffer) else ""),
-        ("tco2e", "= creditable", project.get("lower_tco2e"), project.get("upper_tco2e"),
-         "sum of the parcels' creditable volumes, each deducted by its own interval"
-         + (f" ({_fmt(project.get('parcels_tco2e'))}), less the {_fmt(-project['netted_losses_tco2e'])} lost by "
-            "parcels with a negative net (netted over the project)" if project.get("netted_losses_tco2e") else "")),
+        ("tco2e", "= creditable", project.get("lower_tco2e"), project.get("upper_tco2e"), _binding_note(project)),
     ]
     cells = []
     for key, label, lower, upper, note in rows:
@@ -468,6 +465,19 @@ def _parcels(document: dict) -> str:
     return ('<h2>Parcels</h2>\n<table class="parcels"><tr><th>parcel</th><th>area, ha</th><th>verdict</th>'
             '<th>status</th><th>reason</th><th>stock change, t CO2e</th><th>creditable, t CO2e</th>'
             f'<th>{level} lower</th><th>{level} upper</th></tr>{"".join(rows)}</table>')
+
+
+def _binding_note(project: dict) -> str:
+    """Which bound the project's creditable volume is (sinks.eligibility.crediting._project)."""
+    by_parcels = ("the parcels' creditable volumes, each deducted by its own interval"
+                  + (f" ({_fmt(project.get('parcels_tco2e'))}), less the {_fmt(-project['netted_losses_tco2e'])} lost "
+                     "by parcels with a negative net" if project.get("netted_losses_tco2e") else ""))
+    if project.get("binding") == "project_level":
+        return (f"the deductions made once on the project's stock change and correlated sd, smaller than {by_parcels} "
+                f"({_fmt(project.get('by_parcels_tco2e'))}): each parcel may issue "
+                f"{project.get('parcel_scale', 0):.1%} of its creditable volume")
+    return (f"{by_parcels}; the deductions made once on the project would give "
+            f"{_fmt(project.get('project_level_tco2e'))}")
 
 
 def project_summary(report_dict, parcels_gdf=None, map_path=None, *, title: str | None = None) -> str:
