@@ -341,6 +341,10 @@ def _late_start(world):
     return {"parcels": _variant(world, "late.gpkg", start_date=["2030-01-01"] * len(PARCELS))}
 
 
+def _start_between_the_maps(world):
+    return {"parcels": _variant(world, "between.gpkg", start_date=["2022-06-01"] * len(PARCELS))}
+
+
 def _other_bundle(world):
     return {"maps": [world["maps"][0], make_map(world["root"] / "in" / "b2025.tif", world["c2"], bundle="bundle-b")]}
 
@@ -361,6 +365,8 @@ def _rule_file(world, old, new, name):
 BAD = {
     "self-intersecting parcel": (_bowtie, [], ["placebo", "invalid", "self-intersection", "never repairs"]),
     "start date after the second epoch": (_late_start, [], ["start date", "2030-01-01", "2025"]),
+    "start date after the first epoch": (_start_between_the_maps, [],
+                                         ["first map's epoch 2020", "2022-06-01", "removals before the project started"]),
     "maps from different bundles": (_other_bundle, [], ["bundle-a", "bundle-b", "--allow-different-models"]),
     "maps on different grids": (_other_grid, [], ["different grids"]),
     "unknown methodology": (lambda w: {"methodology": "ccer-14-01"}, [], ["ccer-14-01", "did you mean 'ccer-14-001'"]),
