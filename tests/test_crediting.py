@@ -47,7 +47,7 @@ def cells(col0, row0, col1, row1, transform=T):
     return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
-def make_map(path, carbon, *, aoa=None, bundle="bundle-a", transform=T, half=HALF):
+def make_map(path, carbon, *, aoa=None, bundle="bundle-a", transform=T, half=HALF, tags=None):
     carbon = np.asarray(carbon, dtype=float)
     aoa = np.ones_like(carbon) if aoa is None else aoa
     text = "lower bound of the 90% prediction interval"
@@ -57,7 +57,8 @@ def make_map(path, carbon, *, aoa=None, bundle="bundle-a", transform=T, half=HAL
     stack = [carbon, np.maximum(carbon - half, 0), carbon + half, np.zeros_like(carbon), aoa]
     with cog_writer(path, crs=CRS, transform=transform, width=carbon.shape[1], height=carbon.shape[0],
                     band_names=["carbon", "lower", "upper", "di", "aoa"], blocksize=16,
-                    tags={"sinks_bundle_id": bundle, "sinks_interval_level": "0.9"}, band_tags=band_tags) as dst:
+                    tags={"sinks_bundle_id": bundle, "sinks_interval_level": "0.9", **(tags or {})},
+                    band_tags=band_tags) as dst:
         dst.write(np.stack(stack).astype("float32"))
     return path
 
@@ -345,6 +346,11 @@ def _start_between_the_maps(world):
     return {"parcels": _variant(world, "between.gpkg", start_date=["2022-06-01"] * len(PARCELS))}
 
 
+def _soil_maps(world):
+    return {"maps": [make_map(world["root"] / "in" / f"soil{y}.tif", c, tags={"sinks_pool": "soil"})
+                     for y, c in ((2020, world["c1"]), (2025, world["c2"]))]}
+
+
 def _other_bundle(world):
     return {"maps": [world["maps"][0], make_map(world["root"] / "in" / "b2025.tif", world["c2"], bundle="bundle-b")]}
 
@@ -368,6 +374,8 @@ BAD = {
     "start date after the first epoch": (_start_between_the_maps, [],
                                          ["first map's epoch 2020", "2022-06-01", "removals before the project started"]),
     "maps from different bundles": (_other_bundle, [], ["bundle-a", "bundle-b", "--allow-different-models"]),
+    "soil carbon maps under an afforestation methodology": (
+        _soil_maps, [], ["soil2020.tif", "soil carbon map", "soil_organic_carbon", "does not count"]),
     "maps on different grids": (_other_grid, [], ["different grids"]),
     "unknown methodology": (lambda w: {"methodology": "ccer-14-01"}, [], ["ccer-14-01", "did you mean 'ccer-14-001'"]),
     "crediting term without its source": (

@@ -52,6 +52,11 @@ from sinks.validate import check_keys, did_you_mean
 #: Carbon pools a methodology may name (IPCC 2006 GL Vol. 4 Ch. 1 Table 1.1, plus harvested wood).
 POOLS = ("above_ground_biomass", "below_ground_biomass", "dead_wood", "litter", "soil_organic_carbon",
          "harvested_wood_products", "shrubs_and_herbs")
+#: The methodology pools a map of each sinks pool holds (the ``sinks_pool`` tag ``sinks map`` writes
+#: from the bundle's ``[target] pool``): forest stocks are tree above- and below-ground biomass
+#: carbon (sinks.pools.forest), GEDI footprints above-ground only, soil and wetland stocks soil carbon.
+MAP_POOL_CONTENT = {"forest": ("above_ground_biomass", "below_ground_biomass"), "gedi": ("above_ground_biomass",),
+                    "soil": ("soil_organic_carbon",), "wetland": ("soil_organic_carbon",)}
 UNCERTAINTY_RULES = ("lower_bound", "excess_over_threshold")
 BASELINE_RULES = ("zero", "rate")
 TERM_KEYS = {
@@ -382,6 +387,24 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
     return parcels, ids, starts
 
 
+def _check_map_pools(ruleset, cterms, infos) -> None:
+    """Refuse a map whose pool (its ``sinks_pool`` tag) holds carbon the methodology does not count
+    (a soil carbon map credited under an afforestation methodology that counts tree biomass)."""
+    counted = set(cterms.value("pools", "counted"))
+    for info in infos:
+        pool = info.tags.get("sinks_pool")
+        if not pool:
+            continue
+        holds = MAP_POOL_CONTENT.get(pool)
+        if holds is None:
+            raise InputError(f"{info.path}: unknown sinks_pool tag {pool!r}; known: {', '.join(MAP_POOL_CONTENT)}")
+        extra = [p for p in holds if p not in counted]
+        if extra:
+            raise InputError(f"{info.path}: a {pool} carbon map holds {', '.join(holds)}, but {ruleset.id} counts "
+                             f"{', '.join(sorted(counted))}: {', '.join(extra)} would be credited, which the "
+                             "methodology does not count; map the counted pools")
+
+
 def _not_eligible(parcel) -> dict | None:
     """The zero record of a parcel that is not (yet) eligible, else None."""
     if parcel.verdict == "ineligible":
@@ -631,6 +654,7 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
         raise InputError(f"--aoa-threshold must be in [0, 1), got {aoa_threshold!r}")
     info1, info2 = read_map_info(maps[0]), read_map_info(maps[1])
     check_epochs(info1, info2, allow_different_models=allow_different_models)
+    _check_map_pools(ruleset, cterms, (info1, info2))
     model = error_model(info1, error_range_m, error_nugget)
     # polygons: no CRS, missing / duplicate ids, invalid geometries: listed per parcel, never repaired
     parcels, ids, starts = _checked_parcels(parcels, ruleset, y1, y2, start_date, start_date_column, source)
@@ -709,7 +733,8 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
         "route": "maps",
         "methodology": _methodology_block(ruleset, cterms),
         "maps": [{"path": str(info.path), "sha256": sha256_file(info.path), "year": y,
-                  "bundle_id": info.bundle_id, "interval_level": info.level()} for info, y in ((info1, y1), (info2, y2))],
+                  "bundle_id": info.bundle_id, "interval_level": info.level(),
+                  "pool": info.tags.get("sinks_pool") or None} for info, y in ((info1, y1), (info2, y2))],
         "years": [y1, y2],
         "epoch_correlation": rho,
         "epoch_correlation_assumption": ("var(C2 - C1) = sd1^2 + sd2^2 - 2 rho sd1 sd2 per pixel; rho = 0 (default) "
