@@ -58,7 +58,7 @@ def base_recipe() -> dict:
 def base_table(n: int = 60, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"plot_id": [f"P{i:03d}" for i in range(n)],
-                          "x": rng.uniform(0, 3000, n), "y": rng.uniform(0, 3000, n)})
+                          "x": 178440 + rng.uniform(0, 3000, n), "y": 329600 + rng.uniform(0, 3000, n)})  # on the spec grid
     for name in FEATURES:
         frame[name] = rng.normal(size=n)
     frame["carbon_mg_ha"] = 80 + 20 * frame[FEATURES[0]] + rng.normal(0, 5, n)
@@ -124,6 +124,8 @@ RECIPE_CASES = {
         _edit("estimator", "params", {"monotone_constraints": [1] + [0] * 13}), ["monotone_constraint", "14 vs. 12"]),
     "params not a table": (_edit("estimator", "params", "max_depth=3"), ["params", "must be a table"]),
     "feature spec missing": (_edit(None, "features", "nowhere/spec.toml"), ["features", "nowhere", "not found"]),
+    "target column is a feature": (_edit("target", "column", FEATURES[0]),
+                                   ["[target] column", repr(FEATURES[0]), "also a feature", "leakage"]),
     "derive unknown": (_edit("target", "derive", "soc_from_om"), ["derive", "soc_from_om", "soc_g_kg_from_organic_matter_pct"]),
     "derive without from": (_edit("target", "derive", "soc_g_kg_from_organic_matter_pct"), ["derive and from"]),
     "pool typo": (_edit("target", "pool", "forrest"), ["pool", "forrest", "did you mean 'forest'"]),
@@ -192,6 +194,13 @@ TABLE_CASES = {
     "missing target column": (_table_edit(lambda f: f.drop(columns=["carbon_mg_ha"])),
                               ["no target column", "carbon_mg_ha", "[target] column"]),
     "missing x/y values": (_table_edit(lambda f: f.loc.__setitem__((0, "x"), np.nan)), ["row(s) 1", "x/y"]),
+    "x/y in degrees for a metric grid": (
+        _table_edit(lambda f: f.assign(x=5.7 + (f["x"] - 178440) / 7e4, y=50.96 + (f["y"] - 329600) / 1.1e5)),
+        ["60 of 60 usable plots lie outside the grid of spec 'meuse'", "EPSG:28992", "longitude/latitude degrees",
+         "--crs"]),
+    "x and y swapped": (_table_edit(lambda f: f.assign(x=f["y"], y=f["x"])), ["outside the grid", "x and y swapped"]),
+    "every plot at one location": (_table_edit(lambda f: f.assign(x=179000.0, y=330000.0)),
+                                   ["all 60 usable plots share one location", "x 179000, y 330000"]),
 }
 
 
@@ -332,3 +341,19 @@ def test_empty_folder_becomes_a_bundle(work, capsys):
     out.mkdir()
     assert main(_argv(recipe, table, out)) == 0
     assert (out / "metadata.json").is_file()
+
+
+def test_a_table_extracted_with_another_spec_is_refused(work, tmp_path):
+    """Same feature names, other definitions (the fingerprint extract stamps): evaluate refused such a
+    table, train fitted it."""
+    from sinks.errors import ModelMismatchError
+    from sinks.learn.recipe import load_recipe
+    from sinks.learn.train import train
+
+    folder, recipe, _ = work
+    table = base_table()
+    table.attrs.update(spec="meuse", spec_fingerprint="0" * 64)
+    with pytest.raises(ModelMismatchError, match="extracted with spec 'meuse' .fingerprint 000000000000.*defines the "
+                                                 "features differently"):
+        train(load_recipe(recipe), table, tmp_path / "model", progress=False)
+    assert not (tmp_path / "model").exists()

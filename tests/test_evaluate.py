@@ -55,7 +55,7 @@ level = {LEVEL}
 def world_plots(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"plot_id": [f"S{seed}-{i:04d}" for i in range(n)],
-                          "x": rng.uniform(0, 3000, n), "y": rng.uniform(0, 3000, n)})
+                          "x": 178440 + rng.uniform(0, 3000, n), "y": 329600 + rng.uniform(0, 3000, n)})
     for name in FEATURES:
         frame[name] = rng.normal(size=n)
     frame["carbon_mg_ha"] = 80 + 20 * frame[FEATURES[0]] + 10 * frame[FEATURES[1]] + rng.normal(0, 5, n)

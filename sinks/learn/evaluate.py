@@ -31,7 +31,7 @@ import pandas as pd
 
 from sinks.errors import InputError, ModelMismatchError
 from sinks.io import atomic_path, sha256_frame
-from sinks.learn.targets import check_not_infinite, derive_target, feature_matrix, numeric_column
+from sinks.learn.targets import check_extracted_with, check_not_infinite, derive_target, feature_matrix, numeric_column
 
 #: Metric names of one part (overall, inside AOA, ...), in report order.
 METRICS = ("n", "r2", "rmse", "rel_rmse", "mae", "bias", "coverage", "mean_width", "sd_width")
@@ -113,13 +113,7 @@ def _check_features(bundle, table: pd.DataFrame, source: str) -> list[str]:
             f"was trained on (spec {spec}): {', '.join(missing)}; found {', '.join(map(str, table.columns))}; "
             f"extract the plots with 'sinks extract' and the bundle's feature spec {spec}"
         )
-    fingerprint = table.attrs.get("spec_fingerprint")
-    if fingerprint and fingerprint != bundle.spec_fingerprint:
-        raise ModelMismatchError(
-            f"{source}: was extracted with spec {table.attrs.get('spec', '?')!r} (fingerprint {fingerprint[:12]}), "
-            f"which defines the features differently from spec {spec!r} of bundle {bundle.bundle_id} "
-            f"(fingerprint {bundle.spec_fingerprint[:12]}); extract the plots again with the bundle's spec"
-        )
+    check_extracted_with(table, bundle.spec_fingerprint, spec, source, f"bundle {bundle.bundle_id}")
     return names
 
 

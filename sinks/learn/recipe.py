@@ -192,15 +192,19 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         raise SpecError(f"{where}: 'features' = {features!r}: feature spec {features_path} not found "
                         "(the path is relative to the recipe file)")
     check_params(kind, params, f"{where} [estimator] params")
+    from sinks.covariates.spec import load_spec
+
+    feature_names = load_spec(features_path).feature_names
+    for key, named in (("column", column), ("from", derive_from), ("weights", weights)):
+        if named is not None and named in feature_names:  # the model would be fitted on its own target
+            raise SpecError(f"{where} [target] {key} = {named!r} is also a feature of spec {features_path.name}: the "
+                            "model would predict the target from itself (leakage); name another column")
     tuning_section = validate.table(data, "tuning", where)
     selection_section = validate.table(data, "selection", where)
     tuning = parse_tuning(tuning_section, kind=kind, params=params, where=where)
     selection = None
     if selection_section:
-        from sinks.covariates.spec import load_spec
-
-        n_features = len(load_spec(features_path).feature_names)
-        selection = parse_selection(selection_section, params=params, n_features=n_features,
+        selection = parse_selection(selection_section, params=params, n_features=len(feature_names),
                                     spec=features_path.name, where=where)
     if method == "cqr":
         if not is_quantile(kind):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sinks.constants import NODATA_LIKE
-from sinks.errors import InputError, SpecError
+from sinks.errors import InputError, ModelMismatchError, SpecError
 from sinks.io import format_rows
 
 
@@ -140,3 +140,15 @@ def check_target_values(y: np.ndarray, rows: np.ndarray, *, what: str, source: s
                 f"for {pool} carbon, {value:g} Mg C/ha ({reference}; highest {y[high].max():g}{shown}); "
                 "a unit slip? kg C/ha given as Mg C/ha is x1000, g C/m2 is x100"
             )
+
+
+def check_extracted_with(table: pd.DataFrame, fingerprint: str, spec_name: str, source: str, of: str) -> None:
+    """Refuse a feature table that ``sinks extract`` made with another spec than the one ``of`` (a
+    recipe, a bundle) uses: ``table.attrs["spec_fingerprint"]`` (CSV comments or Parquet metadata)
+    differs from ``fingerprint``. Same names, other definitions: a model of other features."""
+    got = table.attrs.get("spec_fingerprint")
+    if got and got != fingerprint:
+        raise ModelMismatchError(
+            f"{source}: was extracted with spec {table.attrs.get('spec', '?')!r} (fingerprint {got[:12]}), "
+            f"which defines the features differently from spec {spec_name!r} of {of} "
+            f"(fingerprint {fingerprint[:12]}); extract the plots again with that spec")

@@ -33,8 +33,8 @@ from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive
                                    location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
 from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
 from sinks.learn.recipe import POOLS, Recipe
-from sinks.learn.targets import (check_not_infinite, check_target_values, derive_target, feature_matrix,
-                                 numeric_column, target_quantity)
+from sinks.learn.targets import (check_extracted_with, check_not_infinite, check_target_values, derive_target,
+                                 feature_matrix, numeric_column, target_quantity)
 from sinks.learn.weights import cv_weights, nested_weights
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
@@ -203,6 +203,40 @@ def _library_errors(recipe: Recipe):
                         f"the training data: {_library_message(exc)}") from exc
 
 
+#: Share of the plots that may lie outside the spec's grid before the table is refused: a feature
+#: table from ``sinks extract`` has every plot inside it, so most outside means coordinates in another
+#: CRS or unit (a judgement, not a published value).
+OUTSIDE_GRID_SHARE_MAX = 0.5
+
+
+def _check_plot_locations(spec, xs: np.ndarray, ys: np.ndarray, source: str) -> None:
+    """Refuse plot coordinates that cannot be the spec's: every plot at one location, or most of them
+    outside the spec's grid (degrees in a table for a metric grid, a swapped x/y). Spatial folds, the
+    kNNDM distances and the error model's range are all computed from them, and a range measured in
+    degrees made parcel totals independent pixel sums."""
+    from sinks.covariates.local import target_grid
+
+    n = len(xs)
+    if n > 1 and np.unique(np.column_stack([xs, ys]), axis=0).shape[0] == 1:
+        raise InputError(f"{source}: all {n} usable plots share one location (x {xs[0]:.10g}, y {ys[0]:.10g}); "
+                         "check the x and y columns")
+    try:
+        grid = target_grid(spec)
+    except SinksError:  # the grid cannot be resolved here (an Earth Engine source): nothing to compare
+        return
+    t = grid.transform
+    x0, x1 = sorted((t.c, t.c + grid.width * t.a))
+    y0, y1 = sorted((t.f, t.f + grid.height * t.e))
+    outside = ~((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
+    if outside.mean() > OUTSIDE_GRID_SHARE_MAX:
+        degrees = (not grid.crs.is_geographic and (np.abs(xs) <= 180).all() and (np.abs(ys) <= 90).all())
+        hint = ("they look like longitude/latitude degrees: extract the features again with the plots' --crs, "
+                "which writes x/y in the spec's CRS" if degrees else
+                "are they in another CRS, or x and y swapped? extract the features again with the plots' --crs")
+        raise InputError(f"{source}: {int(outside.sum())} of {n} usable plots lie outside the grid of spec "
+                         f"{spec.name!r} (x {x0:.10g} to {x1:.10g}, y {y0:.10g} to {y1:.10g} in {grid.crs}); {hint}")
+
+
 def _prediction_points(spec, seed: int):
     """Points of the prediction area for kNNDM and the W statistics: (points, description, grid crs).
 
@@ -276,9 +310,11 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     names = spec.feature_names
     source = str(source or table.attrs.get("source") or "feature table")
     where = recipe.path or recipe.name
+    check_extracted_with(table, spec.fingerprint(), spec.name, source, f"recipe {where}")
     X, y, keep = training_arrays(recipe, table, names, source=source)
     xs, ys = table["x"].to_numpy(float)[keep], table["y"].to_numpy(float)[keep]
     xy = np.column_stack([xs, ys])
+    _check_plot_locations(spec, xs, ys, source)
     cqr = recipe.interval_method in QUANTILE_METHODS
     params = with_interval_level(recipe.estimator, recipe.params, recipe.interval_level) if cqr else recipe.params
     estimator = make_estimator(recipe.estimator, params) if estimator is None else estimator
