@@ -91,9 +91,16 @@ def _range(minimum, maximum, exclusive_minimum, exclusive_maximum) -> str:
     return " and ".join(parts)
 
 
+#: Largest window (pixels per side): a window's memory and the output's GeoTIFF tiles grow with its
+#: square (4096² float32 is 64 MiB per band and tile; GDAL asked for 200 GB at 100,000 and failed
+#: after the work was done). Readers fetch whole tiles, and COGs use 256-1024.
+MAX_BLOCK = 4096
+
+
 def check_block(block) -> int:
-    """A window size: an integer multiple of 16 (the GeoTIFF tile size), at least 16."""
-    if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 16 or block % 16:
-        raise InputError(f"block must be a multiple of 16 (the GeoTIFF tile size) and at least 16, got {block!r}; "
-                         "e.g. 256 or 512")
+    """A window size: an integer multiple of 16 (the GeoTIFF tile size), from 16 to :data:`MAX_BLOCK`."""
+    if (isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 16 or block % 16
+            or block > MAX_BLOCK):
+        raise InputError(f"block must be a multiple of 16 (the GeoTIFF tile size) from 16 to {MAX_BLOCK}, got "
+                         f"{block!r}; e.g. 256 or 512")
     return int(block)

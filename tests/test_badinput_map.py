@@ -91,6 +91,7 @@ CASES = {
     "block 0": (lambda ws, mp: _argv(ws, None, None, None, "--block", "0"), ["--block", "multiple of 16"]),
     "block 100": (lambda ws, mp: _argv(ws, None, None, None, "--block", "100"), ["--block", "multiple of 16"]),
     "block text": (lambda ws, mp: _argv(ws, None, None, None, "--block", "512px"), ["--block", "'512px'"]),
+    "block 100000": (lambda ws, mp: _argv(ws, None, None, None, "--block", "100000"), ["--block", "to 4096"]),
     "jobs 0": (lambda ws, mp: _argv(ws, None, None, None, "--jobs", "0"), ["--jobs", "positive integer"]),
     "jobs negative": (lambda ws, mp: _argv(ws, None, None, None, "--jobs", "-2"), ["--jobs", "positive integer"]),
     "jobs text": (lambda ws, mp: _argv(ws, None, None, None, "--jobs", "all"), ["--jobs", "'all'"]),

@@ -218,15 +218,14 @@ crs_string.__name__ = "CRS"
 # ---- options of the raster commands (stack, map) ------------------------------------------------
 
 def block_size(text: str) -> int:
-    """argparse type of ``--block``: a multiple of 16 (the GeoTIFF tile size), at least 16."""
+    """argparse type of ``--block``: :func:`sinks.validate.check_block`'s window size."""
+    from sinks.validate import MAX_BLOCK, check_block
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a multiple of 16 (e.g. 256 or 512), got {text!r}") from None
-    if value < 16 or value % 16:
-        raise argparse.ArgumentTypeError(f"expected a multiple of 16 (the GeoTIFF tile size) and at least 16, "
-                                         f"e.g. 256 or 512, got {text!r}")
-    return value
+        return check_block(int(text))
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(f"expected a multiple of 16 (the GeoTIFF tile size) from 16 to {MAX_BLOCK}, "
+                                         f"e.g. 256 or 512, got {text!r}") from None
 
 
 block_size.__name__ = "block size"
