@@ -194,6 +194,8 @@ def test_training_plots_are_told_apart_and_repeated_ids_refused(bundle_folder, t
     mixed = pd.concat([training.iloc[:40], world_plots(60, 12)], ignore_index=True)
     assert evaluate(bundle_folder, mixed).training_plots == 40
     assert evaluate(bundle_folder, mixed.drop(columns="plot_id")).training_plots == 40  # by x/y
+    renamed = mixed.assign(plot_id="Z" + mixed["plot_id"].astype(str), x=mixed["x"] + 0.4)  # new ids, rounded x
+    assert evaluate(bundle_folder, renamed).training_plots == 40
     assert evaluate(bundle_folder, world_plots(60, 12)).training_plots == 0
     table = tmp_path / "train.csv"
     training.to_csv(table, index=False)

@@ -14,7 +14,7 @@ interval's coverage and mean width at the bundle's level; overall, inside and ou
 applicability, and by DI bin (the bins of the bundle's held-out interval check, so the two tables
 line up). Coverage here is an honest external check only if the plots were not used in training
 and were drawn like the places the map is used for: the plots that are the bundle's training plots
-(same ``plot_id`` as its ``oof.csv``, or without ids the same x/y) are counted in
+(same ``plot_id`` as its ``oof.csv``, or a location within about 1 m of one) are counted in
 ``training_plots`` (``sinks evaluate`` warns); a repeated ``plot_id`` is refused.
 """
 
@@ -239,21 +239,35 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     )
 
 
+#: A plot within this distance of a training plot is taken for it: 1 CRS unit (1 m, or 1 ft) of
+#: projected coordinates, 1e-5 degree (about 1 m) of longitude/latitude (a judgement: re-measured
+#: plots of a permanent inventory lie within GNSS error of their first position).
+SAME_PLOT_DISTANCE = {"projected": 1.0, "degrees": 1e-5}
+
+
 def _training_plots(bundle, table: pd.DataFrame) -> np.ndarray:
     """Which rows of ``table`` are plots the bundle was trained on (its ``oof.csv``): the same
-    ``plot_id``, or without ids the same x and y. False everywhere when neither can be told."""
+    ``plot_id``, or a location within :data:`SAME_PLOT_DISTANCE` of one (renamed ids, a plot moved
+    by rounding). False everywhere when neither can be told."""
+    from scipy.spatial import cKDTree
+
     path = getattr(bundle, "path", None)
     oof = Path(path) / "oof.csv" if path is not None else None
+    seen = np.zeros(len(table), dtype=bool)
     if oof is None or not oof.exists():
-        return np.zeros(len(table), dtype=bool)
+        return seen
     trained = pd.read_csv(oof, usecols=lambda c: c in ("plot_id", "x", "y"))
     if "plot_id" in table.columns and "plot_id" in trained.columns:
-        return table["plot_id"].astype(str).isin(set(trained["plot_id"].astype(str))).to_numpy()
-    if {"x", "y"} <= set(table.columns) and {"x", "y"} <= set(trained.columns):
-        pairs = set(zip(trained["x"].round(6), trained["y"].round(6)))
-        x, y = (pd.to_numeric(table[c], errors="coerce").round(6) for c in ("x", "y"))
-        return np.array([(a, b) in pairs for a, b in zip(x, y)], dtype=bool)
-    return np.zeros(len(table), dtype=bool)
+        seen |= table["plot_id"].astype(str).isin(set(trained["plot_id"].astype(str))).to_numpy()
+    if {"x", "y"} <= set(table.columns) and {"x", "y"} <= set(trained.columns) and len(trained):
+        xy = np.column_stack([pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in ("x", "y")])
+        ref = trained[["x", "y"]].to_numpy(float)
+        degrees = bool((np.abs(ref[:, 0]) <= 180).all() and (np.abs(ref[:, 1]) <= 90).all())
+        finite = np.isfinite(xy).all(axis=1)
+        if finite.any():
+            d, _ = cKDTree(ref).query(xy[finite], k=1)
+            seen[np.flatnonzero(finite)] |= d <= SAME_PLOT_DISTANCE["degrees" if degrees else "projected"]
+    return seen
 
 
 def _table_hash(table: pd.DataFrame) -> str:
