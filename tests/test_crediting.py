@@ -530,6 +530,21 @@ def test_project_nets_the_losses_of_parcels_with_a_negative_net():
     assert wide["parcel_scale"] == pytest.approx(wide["tco2e"] / 80.0)
 
 
+def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
+    """A --term value is not the methodology's: the report said the methodology's source for a
+    number the methodology does not contain."""
+    rules = load_ruleset("ccer-14-001", terms={"buffer": {"fraction": 0.2}}, layer_values=None)
+    buffer = rules.crediting["buffer"]
+    assert buffer.values["fraction"] == 0.2
+    assert buffer.source.startswith("set by the user (--term buffer.fraction=0.2); the methodology's: CCER-14-001")
+    assert buffer.confidence.startswith("unchecked: set by the user")
+    cited = load_ruleset("ccer-14-001", layer_values=None, terms={"buffer": {
+        "fraction": 0.2, "source": "project design document, section 7.3", "confidence": "as filed"}}).crediting["buffer"]
+    assert (cited.source, cited.confidence) == ("project design document, section 7.3", "as filed")
+    untouched = load_ruleset("ccer-14-001", layer_values=None).crediting["leakage"]
+    assert not untouched.source.startswith("set by the user")
+
+
 def test_a_negative_baseline_rate_is_refused():
     from sinks.errors import SpecError
 

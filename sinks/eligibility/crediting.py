@@ -242,15 +242,22 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
         term = _check_term(name, raw, at)
         if name in overrides:
             given = overrides[name]
+            allowed = (*TERM_KEYS[name], "source", "confidence")
             for key in given:
-                if key not in TERM_KEYS[name]:
+                if key not in allowed:
                     raise SpecError(f"--term {name}.{key}: term {name!r} has no key {key!r}"
-                                    f"{did_you_mean(key, TERM_KEYS[name])} (it has {', '.join(TERM_KEYS[name])})")
-            merged = {**raw, **given}
+                                    f"{did_you_mean(key, allowed)} (it has {', '.join(allowed)})")
+            # a value the user set is not the methodology's: its source says so unless the user cites one
+            # (--term NAME.source=...), and it is flagged unchecked unless the user states a confidence
+            values = {k: v for k, v in given.items() if k not in ("source", "confidence")}
+            shown = ", ".join(f"--term {name}.{k}={v}" for k, v in values.items())
+            merged = {**raw, **given,
+                      "source": given.get("source", f"set by the user ({shown}); the methodology's: {raw.get('source')}"),
+                      "confidence": given.get("confidence", "unchecked: set by the user, not read in the methodology")}
             if "fraction" in given or "tco2e_ha_yr" in given:
                 merged.pop("project_specific", None)
             term = _check_term(name, merged, f"--term {name}.{'/'.join(given)}")
-            term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {given}")
+            term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {values}")
         terms[name] = term
     return CreditingTerms(terms, overrides)
 
@@ -694,7 +701,9 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
                     source=("matched control pixels (sinks.eligibility.controls, a VM0047-style dynamic baseline: "
                             "nearest-neighbour matching without replacement within calipers)"),
                     confidence=(f"measured on these maps: {controls['matched']} matched control pixels, "
-                                f"{controls['reason']} (crediting.controls)"),
+                                f"{controls['reason']} (crediting.controls); unchecked: the balance threshold "
+                                f"|SMD| <= {controls['smd_threshold']:g} is recalled from VM0047's area-based approach, "
+                                "not re-read in its text"),
                     note=("their mean sink, floored at 0, replaces the methodology's own baseline term "
                           f"({base.source}; {base.confidence})"))})
         results = {}
