@@ -311,6 +311,15 @@ def test_cli_writes_both_and_lists_methodologies(world, capsys):
     args[args.index("--out") + 1] = str(out)
     assert main(args + ["--gpkg", str(gpkg)]) == 0, capsys.readouterr().err
     assert "creditable" in capsys.readouterr().out and out.exists() and gpkg.exists()
+    # a third party can rerun it: every input file hashed, the options as given
+    import hashlib
+    import json
+
+    inputs = json.loads(out.read_text())["crediting"]["inputs"]
+    parcels = root / "in" / "parcels.gpkg"
+    assert inputs["files"]["parcels"] == {"path": str(parcels), "sha256": hashlib.sha256(parcels.read_bytes()).hexdigest()}
+    assert set(inputs["files"]) == {"parcels", "layer forest_history", "layer wetland"}
+    assert inputs["options"]["years"] == [2020.0, 2025.0] and inputs["options"]["methodology"] == "ccer-14-001"
     assert main(["methodologies"]) == 0
     listing = capsys.readouterr().out
     assert "vm0047" in listing and "ar-cm-003" in listing and "source:" in listing
