@@ -139,3 +139,12 @@ def _tile_bounds(transform: Affine, rows, cols, nrows, ncols):
     y0 = transform.f + rows * transform.e
     y1 = transform.f + (rows + nrows) * transform.e
     return np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
+
+
+def describe_grid(grid) -> str:
+    """A grid (anything with ``crs``, ``transform``, ``width``, ``height``) in a message, to full
+    precision: a 3 m shift of the origin must show (six digits made two differing grids read alike)."""
+    t = grid.transform
+    crs = grid.crs.to_string() if hasattr(grid.crs, "to_string") else str(grid.crs)
+    return (f"{grid.width} x {grid.height} pixels of {t.a:.10g} x {abs(t.e):.10g} from ({t.c:.12g}, {t.f:.12g}) "
+            f"in {crs}")

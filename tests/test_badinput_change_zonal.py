@@ -62,6 +62,9 @@ def test_change_years_not_increasing(ws, capsys):
 def test_change_different_grids(ws, capsys):
     make_map(ws / "shifted.tif", C, Affine(0.01, 0, 100.005, 0, -0.01, 30.2))
     assert_refused(_change(ws, t2=ws / "shifted.tif"), capsys, keywords=["different grids"], watch=ws / "out")
+    make_map(ws / "nudged.tif", C, Affine(0.01, 0, 100.0000271, 0, -0.01, 30.2))  # 3 m east: both origins shown
+    assert_refused(_change(ws, t2=ws / "nudged.tif"), capsys, watch=ws / "out",
+                   keywords=["different grids", "from (100, 30.2)", "from (100.0000271, 30.2)"])
 
 
 def test_change_different_crs(ws, capsys):

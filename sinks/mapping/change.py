@@ -201,9 +201,10 @@ def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool
     for info in (info1, info2):
         info.require(CARBON_BANDS)
     if not info1.same_grid(info2):
-        raise InputError(f"{info1.path} and {info2.path} are on different grids ({info1.crs} "
-                         f"{info1.width}x{info1.height} vs {info2.crs} {info2.width}x{info2.height}, or "
-                         "another origin or pixel size); map both epochs with one feature spec grid")
+        from sinks.pixels import describe_grid
+
+        raise InputError(f"{info1.path} and {info2.path} are on different grids ({describe_grid(info1)} vs "
+                         f"{describe_grid(info2)}); map both epochs with one feature spec grid")
     u1, u2 = info1.units("carbon"), info2.units("carbon")
     if u1.replace(" ", "").lower() != u2.replace(" ", "").lower():
         raise InputError(f"{info1.path} is in {u1 or '(no units)'!r} but {info2.path} in {u2 or '(no units)'!r}; "

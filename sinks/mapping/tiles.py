@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from sinks.cog import nodata_in_dtype, read_window
 from sinks.errors import InputError, ModelMismatchError
+from sinks.pixels import describe_grid
 
 
 @dataclass(frozen=True)
@@ -294,8 +295,8 @@ def check_stack(path: str | os.PathLike, bundle, *, grid=None) -> tuple[tuple[in
                 f"were computed in ({trained_crs}); rebuild the stack on the spec's grid")
         if grid is not None and not same_grid(grid, stack_grid):
             raise ModelMismatchError(
-                f"{path}: the stack's grid ({_describe(stack_grid)}) differs from the spec's grid "
-                f"({_describe(grid)}); rebuild the stack with 'sinks stack SPEC', or map without the spec")
+                f"{path}: the stack's grid ({describe_grid(stack_grid)}) differs from the spec's grid "
+                f"({describe_grid(grid)}); rebuild the stack with 'sinks stack SPEC', or map without the spec")
         return tuple(names.index(f) + 1 for f in features), stack_grid
 
 
@@ -303,7 +304,3 @@ def same_grid(a, b) -> bool:
     return (a.crs == b.crs and a.width == b.width and a.height == b.height
             and np.allclose(tuple(a.transform)[:6], tuple(b.transform)[:6], rtol=0, atol=1e-6 * abs(a.transform.a)))
 
-
-def _describe(g) -> str:
-    return (f"{g.width} x {g.height} pixels of {g.transform.a:g} from ({g.transform.c:g}, {g.transform.f:g}) "
-            f"in {g.crs.to_string()}")
