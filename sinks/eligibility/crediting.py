@@ -663,6 +663,11 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     check_epochs(info1, info2, allow_different_models=allow_different_models)
     _check_map_pools(ruleset, cterms, (info1, info2))
     model = error_model(info1, error_range_m, error_nugget)
+    # the zonal totals of the sink map take the same model: as given, else from the tags sinks change
+    # copied from the maps (so that each parcel's error_model names where it came from, as the report does)
+    given = error_range_m is not None or error_nugget is not None
+    zonal_model = {"error_range_m": model.range_m, "error_nugget": model.nugget} if given or model.range_m is not None \
+        else {"error_range_m": None, "error_nugget": None}
     # polygons: no CRS, missing / duplicate ids, invalid geometries: listed per parcel, never repaired
     parcels, ids, starts = _checked_parcels(parcels, ruleset, y1, y2, start_date, start_date_column, source)
     geoms = to_raster_crs(parcels, info1.crs, source=source)
@@ -682,8 +687,8 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
         frame = gpd.GeoDataFrame({"parcel_id": ids.astype(str)}, geometry=list(geoms), crs=info1.crs)
         idx = [i for i in range(len(frame)) if on_map[i]]
         if idx:
-            table = zonal_totals(sink, frame.iloc[idx], id_column="parcel_id", error_range_m=model.range_m,
-                                 error_nugget=model.nugget, level=REPORT_LEVEL, progress=progress, source=source)
+            table = zonal_totals(sink, frame.iloc[idx], id_column="parcel_id", **zonal_model, level=REPORT_LEVEL,
+                                 progress=progress, source=source)
             rows = {str(r["parcel_id"]): r for r in table.to_dict("records")}
         controls = None
         if controls_covariates is not None:
@@ -725,8 +730,8 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
         if credited:
             union = shapely.union_all([geoms[i] for i in credited])
             project = gpd.GeoDataFrame({"parcel_id": ["project"]}, geometry=[union], crs=info1.crs)
-            ptable = zonal_totals(sink, project, id_column="parcel_id", error_range_m=model.range_m,
-                                  error_nugget=model.nugget, level=REPORT_LEVEL, progress=False, source=source)
+            ptable = zonal_totals(sink, project, id_column="parcel_id", **zonal_model, level=REPORT_LEVEL,
+                                  progress=False, source=source)
             union_total = float(ptable["total_t_co2e_yr"].iloc[0]) * dt
             union_sd = float(ptable["sd_t_co2e_yr"].iloc[0]) * dt
             union_area = float(ptable["mapped_area_ha"].iloc[0])
