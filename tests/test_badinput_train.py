@@ -242,7 +242,7 @@ def test_too_few_plots(work, capsys):
     folder, recipe, table = work
     base_table(n=8).to_csv(table, index=False)
     assert_refused(_argv(recipe, table, folder / "model"), capsys,
-                   keywords=["only 8 of 8 rows", "at least 10"], watch=folder.parent)
+                   keywords=["the table has 8 usable rows", "at least 10"], watch=folder.parent)
 
 
 def test_too_few_blocks_for_the_folds(work, capsys):

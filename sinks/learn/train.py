@@ -123,10 +123,11 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         gaps = [f"{what.split(' (')[0]} {int((~finite).sum())}"] if (~finite).any() else []
         counts = np.isnan(X).sum(axis=0)
         gaps += [f"{c} {int(n)}" for c, n in sorted(zip(feature_names, counts), key=lambda t: -t[1]) if n][:5]
+        usable = (f"only {int(keep.sum())} of {len(table)} rows are usable (target and every feature present)"
+                  if keep.sum() < len(table) else f"the table has {len(table)} usable rows")
         raise InputError(
-            f"{source}: only {int(keep.sum())} of {len(table)} rows are usable (target and every feature "
-            f"present) and at least {needed} are needed for {recipe.folds}-fold CV and a "
-            f"{recipe.interval_level:.0%} interval" + (f"; missing values per column: {', '.join(gaps)}" if gaps else "")
+            f"{source}: {usable}, and at least {needed} are needed for {recipe.folds}-fold CV and a "
+            f"{recipe.interval_level:.4g} interval" + (f"; missing values per column: {', '.join(gaps)}" if gaps else "")
         )
     y = target[keep]
     # constant, or varying only below float32's resolution (the models fit float32: such a spread is rounding)
