@@ -261,7 +261,7 @@ def test_interval_level_needs_enough_plots(work, capsys):
     data["intervals"]["level"] = 0.99
     recipe.write_text(to_toml(data))
     assert_refused(_argv(recipe, table, folder / "model"), capsys,
-                   keywords=["only 60 of 60", "at least 99", "99% interval"], watch=folder.parent)
+                   keywords=["the table has 60 usable rows", "at least 99", "0.99 interval"], watch=folder.parent)
 
 
 # ---- tables that cannot be read -------------------------------------------------------------------
