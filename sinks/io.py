@@ -158,8 +158,26 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.Data
             if sep in header:
                 raise InputError(f"{path}: found a single column {header!r}: the file looks {label}-separated; "
                                  "save it as comma-separated CSV")
+    _refuse_repeated_header(path, name)
     _refuse_decimal_commas(frame, path)
     return frame
+
+
+def _refuse_repeated_header(path: Path, encoding: str) -> None:
+    """A column name given twice: pandas reads the second as NAME.1, and which one is meant cannot
+    be told (a feature table then 'lacks' a column it has)."""
+    import csv
+
+    with open(path, encoding=encoding, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    seen, repeated = set(), []
+    for name in (h.strip() for h in header):
+        if name in seen and name and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise InputError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+                         "rename or remove the repeated ones")
 
 
 def _refuse_decimal_commas(frame: pd.DataFrame, path: Path) -> None:

@@ -256,3 +256,13 @@ def test_a_geopackage_on_a_full_disk_is_one_output_error(tmp_path, monkeypatch):
                                                                      r"the disk holding .* is full \(1 MiB free\)"):
         write_table(frame, tmp_path / "g.gpkg")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    """pandas reads the second 'ndvi' as 'ndvi.1': a feature table then seemed to lack a column."""
+    path = tmp_path / "t.csv"
+    path.write_text("plot_id,ndvi,ndvi,x\nA,0.5,0.6,1\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"t.csv: the header names column\(s\) 'ndvi' more than once"):
+        read_table(path)
+    path.write_text("plot_id,ndvi,ndmi,x\nA,0.5,0.6,1\n", encoding="utf-8")
+    assert list(read_table(path).columns) == ["plot_id", "ndvi", "ndmi", "x"]
