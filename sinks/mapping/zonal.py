@@ -397,8 +397,11 @@ def choose_band(info: MapInfo, band: str | None) -> tuple[str, str]:
     if band is None:
         band = next((b for b in ("carbon", "sink") if b in info.bands), None)
         if band is None:
+            quantities = [b for b in info.bands if b not in ("lower", "upper", "aoa", "di", "error")]
+            hint = ("name the band to total with --band" if quantities else
+                    "it holds only an interval or the AOA: map the carbon band too (sinks map --bands carbon,...)")
             raise InputError(f"{info.path}: has neither a carbon nor a sink band (bands: "
-                             f"{', '.join(info.bands) or 'none named'}); name the band with --band")
+                             f"{', '.join(info.bands) or 'none named'}); {hint}")
     elif band not in info.bands:
         from sinks.validate import did_you_mean
 
