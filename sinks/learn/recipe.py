@@ -101,6 +101,23 @@ INTERVAL_METHODS = ("normalized", "mondrian", "split", "cqr")
 POOLS = ("forest", "soil", "wetland")
 
 
+def _check_units_match_column(column: str, units: str, at: str) -> None:
+    """Stated units that contradict the column's own name (sinks's names end in their unit:
+    ``carbon_mg_ha`` is Mg/ha; a ``co2e`` column is CO2e): a recipe saying ``kg C/ha`` for
+    ``carbon_mg_ha`` reported its RMSE in kg C/ha, and a CO2e column stated in Mg C/ha maps 44/12
+    too high."""
+    compact = units.replace(" ", "").lower()
+    if not compact:
+        return
+    name = column.lower()
+    if name.endswith("_mg_ha") and not (compact.startswith("mg") or compact.startswith("t")):
+        raise SpecError(f"{at}: units = {units!r} contradict the column {column!r}, whose name says Mg/ha; state "
+                        "'Mg C/ha' or convert the column")
+    if ("co2" in name) != ("co2" in compact) and ("/ha" in compact or name.endswith("_ha")):
+        raise SpecError(f"{at}: units = {units!r} and the column {column!r} disagree on CO2e against carbon "
+                        "(t CO2e = t C x 44/12); state the column's own units")
+
+
 def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
     """Validate a parsed recipe completely, before any work, and return it.
 
@@ -145,6 +162,7 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
             raise SpecError(f"{at}: units = {units!r} for the {pool} pool is neither a carbon stock density "
                             "(\"Mg C/ha\", which maps, totals and crediting read) nor a concentration (\"g C/kg\", "
                             "\"%\"); convert the column and state its units")
+    _check_units_match_column(column, units, at)
     weights = validate.string(target, "weights", at, default=None)
 
     estimator = validate.table(data, "estimator", where)
