@@ -458,7 +458,8 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
     ``tco2e`` is the smaller (``binding`` says which); when the project level binds, the
     deductions reported are its own, so that stock change - baseline - leakage - uncertainty -
     buffer = creditable either way, and ``parcel_scale`` is the share of each parcel's creditable
-    volume the project may issue.
+    volume the project may issue. ``lower_tco2e``/``upper_tco2e`` are the smaller of the two routes'
+    (a sum of parcel bounds exceeded the project's own upper bound).
     """
     from sinks.mapping.change import normal_quantile
 
@@ -476,7 +477,10 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
     level = credit_parcel(terms, change, sd, years, area_ha, baseline_sd_rate=baseline_sd_rate) if counted else None
     binding = "project_level" if level is not None and level["tco2e"] < by_parcels["tco2e"] else "parcels"
     chosen = ({"stock_change_tco2e": change, **{key: level[key] for key in (*keys, "tco2e", "lower_tco2e", "upper_tco2e")}}
-              if binding == "project_level" else by_parcels)
+              if binding == "project_level" else dict(by_parcels))
+    if level is not None:  # the interval of the smaller volume: each bound no wider than either route's
+        chosen.update(lower_tco2e=min(by_parcels["lower_tco2e"], level["lower_tco2e"]),
+                      upper_tco2e=min(by_parcels["upper_tco2e"], level["upper_tco2e"]))
     parcels_sum = total("tco2e")
     return {
         "parcels": len(records), "statuses": {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES},
