@@ -117,6 +117,19 @@ def test_coverage_against_brute_force_clipping():
     assert frac.sum() * 900 == pytest.approx(geom.area, rel=1e-12)
 
 
+def test_pixel_areas_across_the_antimeridian():
+    """Taveuni (Fiji) in UTM 60S: pixels whose centres straddle 180 degrees. The longitude difference
+    of the Jacobian wrapped by 360 degrees made a density of 2e7."""
+    from affine import Affine
+
+    from sinks.mapping.zonal import EqualArea
+
+    ea = EqualArea(CRS.from_epsg(32760), Affine(30, 0, 819000, 0, -30, 8135000))
+    x = np.array([819705.0, 816705.0])  # on the meridian, and 3 km west of it
+    density = ea.density(x, np.array([8134610.85, 8134610.85]))
+    assert density == pytest.approx([density[1], density[1]], rel=1e-4) and 0.99 < density[1] < 1.01
+
+
 @pytest.mark.parametrize("crs,origin,corners,planar_error", [
     # UTM 48N far from its central meridian: planar areas 0.13 % too large
     (32648, (200000, 3400000), [(200500, 3399000), (205000, 3398000), (204000, 3394500), (201000, 3395500)], 1e-3),

@@ -179,6 +179,11 @@ def correlated_variance(x: np.ndarray, y: np.ndarray, a: np.ndarray, model: Erro
 
 # ---- equal-area pixel areas -------------------------------------------------------------------------
 
+def _wrapped(dlon: np.ndarray) -> np.ndarray:
+    """Longitude differences (degrees) into [-180, 180)."""
+    return (dlon + 180.0) % 360.0 - 180.0
+
+
 #: Step (CRS units) of the central differences of :meth:`EqualArea.density`: 1 m or 1 ft; the
 #: truncation error is below 1e-9 relative for map projections over distances of metres.
 JACOBIAN_STEP = 1.0
@@ -232,8 +237,10 @@ class EqualArea:
             lon_n, lat_n = self._lonlat.transform(x, y + h)
             lon_s, lat_s = self._lonlat.transform(x, y - h)
             _, lat = self._lonlat.transform(x, y)
-            dlon_dx, dlat_dx = (np.asarray(lon_e) - lon_w) / (2 * h), (np.asarray(lat_e) - lat_w) / (2 * h)
-            dlon_dy, dlat_dy = (np.asarray(lon_n) - lon_s) / (2 * h), (np.asarray(lat_n) - lat_s) / (2 * h)
+            # longitude differences wrapped into [-180, 180): across the antimeridian they jump by 360
+            dlon_dx = _wrapped(np.asarray(lon_e) - lon_w) / (2 * h)
+            dlon_dy = _wrapped(np.asarray(lon_n) - lon_s) / (2 * h)
+            dlat_dx, dlat_dy = (np.asarray(lat_e) - lat_w) / (2 * h), (np.asarray(lat_n) - lat_s) / (2 * h)
             density = np.abs(dlon_dx * dlat_dy - dlon_dy * dlat_dx) * self._lonlat_density(np.asarray(lat))
         if not np.all(np.isfinite(density) & (density > 0)):
             raise InputError(f"cannot compute equal-area pixel areas in the raster's CRS ({self.crs.name}) "
