@@ -292,6 +292,12 @@ def _late_start(gw):
     return {"parcels": path}
 
 
+def _start_inside_the_period(gw):
+    path = gw["root"] / "in" / "inside.gpkg"
+    parcel_frame(start_date=["2022-01-01"] * len(PARCELS)).to_file(path)
+    return {"parcels": path}
+
+
 BAD = {
     "both --maps and --growth": (lambda gw: {}, ["--maps", "a.tif", "b.tif"],
                                  ["either --maps", "--growth", "not both"]),
@@ -299,6 +305,8 @@ BAD = {
     "table not found": (lambda gw: {"table": gw["root"] / "in" / "none.csv"}, [], ["none.csv", "not found"]),
     "parcel key not in the table": (_unknown_key, [], ["parcel fir_p", "fir / 1", "not a key"]),
     "start after the period": (_late_start, [], ["start date after the end 2025", "fir_p (2030-01-01)"]),
+    "start inside the period": (_start_inside_the_period, [],
+                                ["after the period's first year 2020", "2022-01-01", "before the project started"]),
     "a map-only option": (lambda gw: {}, ["--epoch-correlation", "0.5"], ["--epoch-correlation", "--maps", "--growth"]),
 }
 

@@ -351,7 +351,7 @@ def _methodology(methodology, params, layer_values, terms, *, controls: bool):
 def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_date_column: str, source: str, *,
                      ex_ante: bool = False):
     """Parcels checked (ids, polygons) with each one's start date, refused when a start lies after
-    ``y2`` (or, for maps, in a year after ``y1``) or ``y2`` beyond the crediting period:
+    ``y2`` or in a year after ``y1`` (removals before the start) or ``y2`` beyond the crediting period:
     ``(parcels, ids, starts)``."""
     from sinks.eligibility.engine import _to_date, parse_start_dates
     from sinks.mapping.zonal import check_polygons
@@ -379,13 +379,14 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
     # Removals count from the project start (the crediting period begins there: CCER-14-001, VM0047):
     # a first map before it would credit what grew before the project (a start on 2025-12-31 was
     # credited the whole 2020-2025 change)
-    early_map = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y1 and not ex_ante]
-    if early_map:
-        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in early_map[:5]) + (
-            f" and {len(early_map) - 5} more" if len(early_map) > 5 else "")
-        raise InputError(f"{source}: start date after the first map's epoch {y1:g} for parcel(s) {shown}: the change "
-                         f"from {y1:g} would credit removals before the project started; give a first map of the "
-                         f"start's year or later (--years {y1:g} {y2:g})")
+    early = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y1]
+    if early:
+        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in early[:5]) + (
+            f" and {len(early) - 5} more" if len(early) > 5 else "")
+        first = "the period's first year" if ex_ante else "the first map's epoch"
+        fix = "start the period in the start's year or later" if ex_ante else "give a first map of the start's year or later"
+        raise InputError(f"{source}: start date after {first} {y1:g} for parcel(s) {shown}: the change from {y1:g} "
+                         f"would credit removals before the project started; {fix} (--years {y1:g} {y2:g})")
     long = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and y2 - d.year > period["max_years"]]
     if long:
         shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in long[:5])
