@@ -554,6 +554,18 @@ def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
     assert not untouched.source.startswith("set by the user")
 
 
+def test_the_creditable_interval_is_at_the_uncertainty_rules_level(world):
+    """At 95 % the lower bound credited lay below the reported 90 % interval's lower end."""
+    rules = load_ruleset("ccer-14-001", terms={"uncertainty": {"level": 0.95}}, layer_values=None)
+    report = credit(world["parcels"], rules, world["maps"], (2020, 2025), layers=world["layers"], progress=False)
+    for record in [*by_id(report).values(), report.crediting["project"]]:
+        if record.get("status", "credited") == "credited":
+            assert record["lower_tco2e"] <= record["tco2e"] + 1e-9 <= record["upper_tco2e"] + 2e-9
+            assert record["creditable_interval_level"] == 0.95
+    planted = by_id(report)["planted"]
+    assert planted["tco2e"] == pytest.approx(planted["lower_tco2e"])  # the lower-bound rule at its own level
+
+
 def test_a_negative_baseline_rate_is_refused():
     from sinks.errors import SpecError
 

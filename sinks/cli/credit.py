@@ -140,7 +140,8 @@ def run(args) -> None:
     statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in project["statuses"].items() if n)
     echo(f"{project['parcels']} parcels against {ruleset.id}: {statuses}")
     change = ("expected stock change (ex ante, growth table)" if args.growth else "stock change") + " of the counted parcels"
-    echo(f"creditable {project['tco2e']:,.1f} t CO2e (90% interval {project['lower_tco2e']:,.1f}-"
+    echo(f"creditable {project['tco2e']:,.1f} t CO2e ({project['creditable_interval_level'] * 100:.4g}% interval "
+         f"{project['lower_tco2e']:,.1f}-"
          f"{project['upper_tco2e']:,.1f}); {change} {project['stock_change_tco2e']:,.1f} t CO2e")
     if project.get("netted_losses_tco2e"):
         echo(f"netted: {-project['netted_losses_tco2e']:,.1f} t CO2e lost by parcels with a negative net, deducted "

@@ -311,6 +311,10 @@ def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float,
     buffer = buffer_share * max(after, 0.0)
     creditable = max(after - buffer, 0.0)
     scale = 1 - buffer_share
+    # the creditable volume's interval is at the uncertainty term's level, so that the lower-bound
+    # rule's volume is its lower end at any level (the stock change's stays at REPORT_LEVEL)
+    level = float(terms.value("uncertainty", "level"))
+    z_credit = normal_quantile(level)
     return {
         "stock_change_tco2e": change, "stock_change_sd_tco2e": sd,
         "stock_change_lower_tco2e": change - z * sd, "stock_change_upper_tco2e": change + z * sd,
@@ -319,8 +323,9 @@ def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float,
         "leakage_tco2e": leakage, "net_tco2e": net, "net_sd_tco2e": net_sd,
         "uncertainty_deduction_tco2e": unc, "uncertainty_rule": how,
         "buffer_tco2e": buffer, "tco2e": creditable,
-        "lower_tco2e": max((net - z * net_sd) * scale, 0.0), "upper_tco2e": max((net + z * net_sd) * scale, 0.0),
-        "interval_level": REPORT_LEVEL,
+        "lower_tco2e": max((net - z_credit * net_sd) * scale, 0.0),
+        "upper_tco2e": max((net + z_credit * net_sd) * scale, 0.0),
+        "interval_level": REPORT_LEVEL, "creditable_interval_level": level,
     }
 
 
@@ -492,7 +497,7 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
         "stock_change_union_tco2e": change if counted else 0.0,
         "netted_losses_tco2e": losses, "parcels_tco2e": parcels_sum,
         "by_parcels_tco2e": by_parcels["tco2e"], "project_level_tco2e": level["tco2e"] if level else 0.0,
-        "binding": binding,
+        "binding": binding, "creditable_interval_level": float(terms.value("uncertainty", "level")),
         "parcel_scale": (chosen["tco2e"] / parcels_sum) if parcels_sum > 0 else 0.0,
         "interval_note": note,
     }

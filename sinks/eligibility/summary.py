@@ -368,7 +368,10 @@ def _totals(document: dict) -> str:
         ("uncertainty_deduction_tco2e", "− uncertainty deduction", None, None,
          uncertainty_label(terms["uncertainty"]) if "uncertainty" in terms else ""),
         ("buffer_tco2e", "− buffer", None, None, f"fraction {buffer:g} (non-permanence)" if _finite(buffer) else ""),
-        ("tco2e", "= creditable", project.get("lower_tco2e"), project.get("upper_tco2e"), _binding_note(project)),
+        ("tco2e", "= creditable", project.get("lower_tco2e"), project.get("upper_tco2e"), _binding_note(project) + (
+            f"; its interval is at the uncertainty rule's {percent(project['creditable_interval_level'])}"
+            if project.get("creditable_interval_level", crediting.get("interval_level")) != crediting.get("interval_level")
+            else "")),
     ]
     cells = []
     for key, label, lower, upper, note in rows:
