@@ -552,6 +552,18 @@ def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
     assert (cited.source, cited.confidence) == ("project design document, section 7.3", "as filed")
     untouched = load_ruleset("ccer-14-001", layer_values=None).crediting["leakage"]
     assert not untouched.source.startswith("set by the user")
+    # a confidence alone changes no value: the methodology's source stays
+    noted = load_ruleset("ccer-14-001", layer_values=None, terms={"buffer": {"confidence": "as filed"}}).crediting["buffer"]
+    assert noted.confidence == "as filed" and noted.source == untouched_buffer_source() and "overridden" not in noted.note
+    from sinks.eligibility.crediting import parse_term_overrides
+    from sinks.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"--term buffer.fraction is given twice \(0.1 and '0.2'\)"):
+        parse_term_overrides(["buffer.fraction=0.1", "buffer.fraction=0.2"])
+
+
+def untouched_buffer_source() -> str:
+    return load_ruleset("ccer-14-001", layer_values=None).crediting["buffer"].source
 
 
 def test_the_creditable_interval_is_at_the_uncertainty_rules_level(world):

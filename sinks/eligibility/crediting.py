@@ -250,14 +250,18 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
             # a value the user set is not the methodology's: its source says so unless the user cites one
             # (--term NAME.source=...), and it is flagged unchecked unless the user states a confidence
             values = {k: v for k, v in given.items() if k not in ("source", "confidence")}
-            shown = ", ".join(f"--term {name}.{k}={v}" for k, v in values.items())
-            merged = {**raw, **given,
-                      "source": given.get("source", f"set by the user ({shown}); the methodology's: {raw.get('source')}"),
-                      "confidence": given.get("confidence", "unchecked: set by the user, not read in the methodology")}
+            merged = {**raw, **given}
+            if values:  # a value of the user's, not the methodology's (a cited source or confidence alone changes none)
+                shown = ", ".join(f"--term {name}.{k}={v}" for k, v in values.items())
+                merged.update(source=given.get("source", f"set by the user ({shown}); the methodology's: "
+                                                         f"{raw.get('source')}"),
+                              confidence=given.get("confidence", "unchecked: set by the user, not read in the "
+                                                                 "methodology"))
             if "fraction" in given or "tco2e_ha_yr" in given:
                 merged.pop("project_specific", None)
             term = _check_term(name, merged, f"--term {name}.{'/'.join(given)}")
-            term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {values}")
+            if values:
+                term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {values}")
         terms[name] = term
     return CreditingTerms(terms, overrides)
 

@@ -209,7 +209,11 @@ def parse_dotted(items, option: str, form: str) -> dict[str, dict]:
         name, dot, sub = key.partition(".")
         if not sep or not dot or not name.strip() or not sub.strip() or not value.strip():
             raise SpecError(f"{option} expects {form}, got {item!r}")
-        out.setdefault(name.strip(), {})[sub.strip()] = _parse_value(value.strip())
+        given = out.setdefault(name.strip(), {})
+        if sub.strip() in given:  # which one was meant cannot be told (the last used to win silently)
+            raise SpecError(f"{option} {name.strip()}.{sub.strip()} is given twice ({given[sub.strip()]!r} and "
+                            f"{value.strip()!r}); give it once")
+        given[sub.strip()] = _parse_value(value.strip())
     return out
 
 
