@@ -362,7 +362,9 @@ def _totals(document: dict) -> str:
     baseline = terms.get("baseline", {})
     rows = [
         ("stock_change_tco2e", "stock change ΔC", project.get("stock_change_lower_tco2e"),
-         project.get("stock_change_upper_tco2e"), "interval: correlated errors over the union of the credited parcels"),
+         project.get("stock_change_upper_tco2e"),
+         "interval: correlated errors over the union of the counted parcels" if crediting.get("route") == "maps"
+         else "interval: the counted parcels' sds summed (errors fully correlated between parcels)"),
         ("baseline_tco2e", "− baseline", None, None, term_value("baseline", baseline) if baseline else ""),
         ("leakage_tco2e", "− leakage", None, None, f"fraction {leakage:g}" if _finite(leakage) else ""),
         ("uncertainty_deduction_tco2e", "− uncertainty deduction", None, None,
