@@ -27,7 +27,8 @@ from sinks.eligibility.crediting import credit, methodology_list, parse_term_ove
 from sinks.eligibility.report import to_dict, validate, write_report
 from sinks.eligibility.rules import load_ruleset
 from sinks.errors import SpecError
-from sinks.mapping.change import CO2_PER_C, normal_quantile
+from sinks.mapping.change import CO2_PER_C
+from sinks.stats import normal_quantile
 from sinks.mapping.zonal import EqualArea
 from tests.badinput import assert_refused
 

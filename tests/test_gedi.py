@@ -13,7 +13,7 @@ import pytest
 from shapely.geometry import box
 
 from sinks.cli import main
-from sinks.covariates import gedi
+from sinks.pools import gedi
 from sinks.errors import InputError
 
 GRANULE_ZIPS = (

@@ -22,7 +22,8 @@ from sinks.eligibility.report import to_dict, validate, write_report
 from sinks.eligibility.rules import load_ruleset
 from sinks.errors import InputError, SpecError
 from sinks.io import sha256_file
-from sinks.mapping.change import CO2_PER_C, normal_quantile
+from sinks.mapping.change import CO2_PER_C
+from sinks.stats import normal_quantile
 from tests import test_crediting as shared
 from tests.badinput import assert_refused
 from tests.test_crediting import CRS, by_id, cells

@@ -47,7 +47,7 @@ def register(pools) -> None:
 
 
 def run(args) -> None:
-    from sinks.covariates import gedi
+    from sinks.pools import gedi
     from sinks.io import read_table, write_tables
     from sinks.pools import plausibility
 

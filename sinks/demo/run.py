@@ -38,7 +38,7 @@ from sinks.eligibility.rules import load_ruleset
 from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, on_abandon, read_table, write_table
 from sinks.learn.recipe import load_recipe
 from sinks.learn.train import CHECK_LEVELS
-from sinks.mapping.change import normal_quantile
+from sinks.stats import normal_quantile
 from sinks.learn.train import train
 from sinks.mapping.predict import predict_map
 from sinks.pools.forest import forest_stocks

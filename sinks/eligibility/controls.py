@@ -110,7 +110,8 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
         aoa = sk.read(4).astype(float)
         if sk.nodata is not None:
             sink[sink == sk.nodata] = np.nan
-        from sinks.mapping.change import read_map_info, sd_from_interval
+        from sinks.mapping.change import read_map_info
+        from sinks.stats import sd_from_interval
 
         sink_sd = sd_from_interval(sink, lower, upper, read_map_info(sink_path).level("lower"))
         start = c1.read(1).astype(float)

@@ -274,7 +274,7 @@ CREDIT_STATUSES = ("credited", "within_uncertainty", "no_net_removal", "ineligib
 
 def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, str]:
     """The deduction (t CO2e, >= 0) and how it was made."""
-    from sinks.mapping.change import normal_quantile
+    from sinks.stats import normal_quantile
 
     rule, level = terms.value("uncertainty", "rule"), terms.value("uncertainty", "level")
     z = normal_quantile(level)
@@ -295,7 +295,7 @@ def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float,
     mapped area of ``area_ha``) -> the crediting record. ``baseline_sd_rate`` (t CO2e/ha/yr): the
     sd of a baseline rate estimated from data (matched controls), added to the net's variance as
     independent of the parcel's own error (conservative when the two are positively correlated)."""
-    from sinks.mapping.change import normal_quantile
+    from sinks.stats import normal_quantile
 
     z = normal_quantile(REPORT_LEVEL)
     baseline_sd = 0.0
@@ -471,7 +471,7 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
     volume the project may issue. ``lower_tco2e``/``upper_tco2e`` are the smaller of the two routes'
     (a sum of parcel bounds exceeded the project's own upper bound).
     """
-    from sinks.mapping.change import normal_quantile
+    from sinks.stats import normal_quantile
 
     z = normal_quantile(REPORT_LEVEL)
     counted = any(r["status"] in COUNTED for r in records)

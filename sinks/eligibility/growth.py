@@ -184,7 +184,7 @@ def _checked(cells: dict, where: str) -> bool:
 
 def _sd(cells: dict, value: float, where: str) -> float | None:
     """The row's sd (its unit) from ``sd`` or ``ci_lower``/``ci_upper``/``ci_level``; None if neither."""
-    from sinks.mapping.change import normal_quantile
+    from sinks.stats import normal_quantile
 
     ci = [k for k in ("ci_lower", "ci_upper", "ci_level") if k in cells]
     if "sd" in cells and ci:

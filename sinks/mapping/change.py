@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sinks.errors import ImplausibleValueError, InputError, ModelMismatchError
+from sinks.stats import normal_quantile
 
 #: Molecular weight ratio CO2 / C (44.01 / 12.011 rounded as IPCC 2006 uses it: 44/12).
 CO2_PER_C = 44.0 / 12.0
@@ -164,19 +165,6 @@ def check_stock_units(info: MapInfo, band: str) -> None:
 def level_percent(level: float) -> str:
     """An interval level as band descriptions write it: ``90%``, ``97.5%`` (never rounded to ``98%``)."""
     return f"{level * 100:.4g}%"
-
-
-def normal_quantile(level: float) -> float:
-    """Two-sided standard normal quantile of a central interval at ``level`` (1.645 for 0.9)."""
-    from statistics import NormalDist  # the standard library's: scipy.stats costs a second to import
-
-    return NormalDist().inv_cdf(0.5 + level / 2)
-
-
-def sd_from_interval(value: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float) -> np.ndarray:
-    """Standard deviation from an interval at ``level``: the larger half-width over z (normal errors)."""
-    half = np.maximum(upper - value, value - lower)
-    return np.maximum(half, 0) / normal_quantile(level)
 
 
 def _check_years(year1, year2) -> tuple[float, float]:

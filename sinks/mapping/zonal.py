@@ -57,9 +57,9 @@ import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError
-from sinks.mapping.change import (CO2_PER_C, SINK_UNITS, MapInfo, check_stock_units, normal_quantile, read_bands,
-                                  read_map_info)
+from sinks.mapping.change import CO2_PER_C, SINK_UNITS, MapInfo, check_stock_units, read_bands, read_map_info
 from sinks.pixels import check_north_up, coverage_fractions, pixel_window
+from sinks.stats import normal_quantile
 
 #: Polygons with at most this many pixels get the exact pairwise variance.
 EXACT_LIMIT = 10_000

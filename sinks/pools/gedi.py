@@ -451,7 +451,7 @@ def footprint_sd(shots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Each footprint's AGBD uncertainty as a standard deviation (Mg/ha) and where it came from.
 
     From the L4A prediction interval where the granule has one: its larger half-width about
-    ``agbd`` over z(1 - alpha) (:func:`sinks.mapping.change.sd_from_interval`, as sinks reads every
+    ``agbd`` over z(1 - alpha) (:func:`sinks.stats.sd_from_interval`, as sinks reads every
     interval), alpha the ``agbd_prediction`` group's attribute (0.1: a 90 % interval; the datasets'
     description: "Lower prediction interval (see alpha attribute for the level)"). The interval is
     asymmetric (the L4A models are fitted on transformed AGBD), so the larger half is the cautious
@@ -463,7 +463,7 @@ def footprint_sd(shots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     ATBD). A footprint used as a plot is one realisation of that scatter, so the interval is its
     uncertainty.
     """
-    from sinks.mapping.change import sd_from_interval
+    from sinks.stats import sd_from_interval
 
     agbd = shots["agbd_mg_ha"].to_numpy(float)
     lower, upper = shots["agbd_pi_lower_mg_ha"].to_numpy(float), shots["agbd_pi_upper_mg_ha"].to_numpy(float)

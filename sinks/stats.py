@@ -1,0 +1,20 @@
+"""Small statistics every stage uses: the normal quantile of a central interval, and the standard
+deviation an interval at a level implies (normal errors). Here, below all stages, so that pools,
+covariates, mapping and crediting read intervals the same way."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normal_quantile(level: float) -> float:
+    """Two-sided standard normal quantile of a central interval at ``level`` (1.645 for 0.9)."""
+    from statistics import NormalDist  # the standard library's: scipy.stats costs a second to import
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def sd_from_interval(value: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float) -> np.ndarray:
+    """Standard deviation from an interval at ``level``: the larger half-width over z (normal errors)."""
+    half = np.maximum(upper - value, value - lower)
+    return np.maximum(half, 0) / normal_quantile(level)
