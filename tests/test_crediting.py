@@ -563,6 +563,16 @@ def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
         parse_term_overrides(["buffer.fraction=0.1", "buffer.fraction=0.2"])
 
 
+def test_a_rule_switched_by_term_drops_the_files_keys_of_the_old_rule():
+    """vm0047's excess-over-threshold rule carries a threshold the lower-bound rule refuses."""
+    rules = load_ruleset("vm0047", layer_values=None, terms={
+        "uncertainty": {"rule": "lower_bound"}, "baseline": {"rule": "zero"}, "leakage": {"fraction": 0.0},
+        "buffer": {"fraction": 0.1}})
+    assert rules.crediting.value("uncertainty", "rule") == "lower_bound"
+    assert "threshold" not in rules.crediting["uncertainty"].values
+    assert rules.crediting.value("baseline", "rule") == "zero"
+
+
 def untouched_buffer_source() -> str:
     return load_ruleset("ccer-14-001", layer_values=None).crediting["buffer"].source
 

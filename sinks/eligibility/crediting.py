@@ -259,6 +259,11 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
                                                                  "methodology"))
             if "fraction" in given or "tco2e_ha_yr" in given:
                 merged.pop("project_specific", None)
+            if given.get("rule") == "lower_bound" and "threshold" not in given:  # the file's rule's own key
+                merged.pop("threshold", None)
+            if given.get("rule") == "zero" and "tco2e_ha_yr" not in given:
+                merged.pop("tco2e_ha_yr", None)
+                merged.pop("project_specific", None)
             term = _check_term(name, merged, f"--term {name}.{'/'.join(given)}")
             if values:
                 term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {values}")
