@@ -361,3 +361,16 @@ def test_a_table_extracted_with_another_spec_is_refused(work, tmp_path):
                                                  "features differently"):
         train(load_recipe(recipe), table, tmp_path / "model", progress=False)
     assert not (tmp_path / "model").exists()
+
+
+def test_a_constant_feature_is_warned_about(work, capsys):
+    """One value at every plot (a raster band of a single value): trained, but said."""
+    from sinks.cli import main
+
+    folder, recipe, table = work
+    base_table().assign(**{FEATURES[4]: 0.5}).to_csv(table, index=False)
+    assert main(_argv(recipe, table, folder / "model")) == 0
+    err = capsys.readouterr().err
+    assert f"sinks train: warning: feature(s) {FEATURES[4]} hold one value at every usable plot" in err
+    meta = json.loads((folder / "model" / "metadata.json").read_text())
+    assert meta["training"]["constant_features"] == [FEATURES[4]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from sinks.cli._common import add_overwrite, add_quiet, add_rename, echo, show_progress, table_options
 
@@ -40,6 +41,10 @@ def run(args) -> None:
     meta = json.loads((folder / "metadata.json").read_text())
     units = meta["target"]["units"]
     echo(f"recipe {recipe.name!r}: {meta['training']['n']} plots used, {meta['training']['dropped']} dropped (missing values)")
+    constant = meta["training"].get("constant_features")
+    if constant:
+        print(f"sinks train: warning: feature(s) {', '.join(constant)} hold one value at every usable plot: the model "
+              "cannot learn from them; check the feature spec and the rasters behind them", file=sys.stderr)
     chosen = meta["validation_setup"].get("scheme")
     for scheme, s in meta["validation"].items():
         if scheme == "spatial" and s.get("scheme") in meta["validation"]:

@@ -497,7 +497,9 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                      "importance": dict(zip(model_names, aoa.weights.tolist()))},
         "estimator": {"params": estimator_params(recipe.estimator, model)},
         "training": {"n": int(len(y)), "dropped": int((~keep).sum()), "sha256": sha256_frame(table),
-                     "crs": table.attrs.get("crs"), "target_mean": float(np.mean(y)), "target_sd": float(np.std(y))},
+                     "crs": table.attrs.get("crs"), "target_mean": float(np.mean(y)), "target_sd": float(np.std(y)),
+                     # the same value at every usable plot: the model cannot use them (sinks train warns)
+                     "constant_features": [name for j, name in enumerate(names) if np.ptp(X[:, j]) == 0]},
         "validation_setup": setup,
         "validation": validation,
         "validation_folds": per_fold,
