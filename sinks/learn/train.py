@@ -313,6 +313,8 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     where = recipe.path or recipe.name
     check_extracted_with(table, spec.fingerprint(), spec.name, source, f"recipe {where}")
     X, y, keep = training_arrays(recipe, table, names, source=source)
+    # the same value at every usable plot: the model cannot use them (sinks train warns)
+    constant_features = [name for j, name in enumerate(names) if np.ptp(X[:, j]) == 0]
     xs, ys = table["x"].to_numpy(float)[keep], table["y"].to_numpy(float)[keep]
     xy = np.column_stack([xs, ys])
     _check_plot_locations(spec, xs, ys, source)
@@ -498,8 +500,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         "estimator": {"params": estimator_params(recipe.estimator, model)},
         "training": {"n": int(len(y)), "dropped": int((~keep).sum()), "sha256": sha256_frame(table),
                      "crs": table.attrs.get("crs"), "target_mean": float(np.mean(y)), "target_sd": float(np.std(y)),
-                     # the same value at every usable plot: the model cannot use them (sinks train warns)
-                     "constant_features": [name for j, name in enumerate(names) if np.ptp(X[:, j]) == 0]},
+                     "constant_features": constant_features},
         "validation_setup": setup,
         "validation": validation,
         "validation_folds": per_fold,
