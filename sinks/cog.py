@@ -17,8 +17,39 @@ import numpy as np
 import rasterio
 from rasterio.shutil import copy as rio_copy
 
+from sinks.constants import QUIET_LIBTIFF_ENV
 from sinks.io import atomic_path
 from sinks.threads import available_cores
+
+def quiet_libtiff() -> None:
+    """Turn off libtiff's own printing of errors.
+
+    Where GDAL hands libtiff no file handle (its I/O callbacks), a failed write goes to libtiff's
+    default handler, which prints ``_tiffWriteProc: No space left on device.`` to stderr for every
+    block (19 lines for one full disk). GDAL reports the same failure through its own errors, which
+    the ``sinks`` command turns into one line (and :func:`check_written` catches what fails as a file
+    closes), so nothing is lost. The libtiff is the one rasterio's wheel bundles (GDAL is loaded by
+    then: set before that, the change did not hold, measured); where there is none (a system GDAL),
+    libtiff keeps printing. The command asks for it through :data:`sinks.constants.QUIET_LIBTIFF_ENV`,
+    so only processes that write rasters pay for it."""
+    import ctypes
+    import glob
+
+    base = os.path.dirname(rasterio.__file__)
+    found = sorted(glob.glob(base + ".libs/libtiff*.so*") + glob.glob(os.path.join(base, ".dylibs", "libtiff*")))
+    if not found:
+        return
+    try:
+        libtiff = ctypes.CDLL(found[0])
+        libtiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
+        libtiff.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+        libtiff.TIFFSetErrorHandler(None)
+    except (OSError, AttributeError):  # no such library or symbol: leave libtiff as it is
+        return
+
+
+if os.environ.get(QUIET_LIBTIFF_ENV) == "1":
+    quiet_libtiff()
 
 #: Nodata for float outputs: the GeoTIFF convention of a value outside any real range.
 FLOAT_NODATA = -9999.0

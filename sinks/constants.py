@@ -29,3 +29,8 @@ MAX_PIXELS = 1_000_000_000
 #: value exactly equal to one, in a raster that declares no nodata, is almost surely a nodata pixel
 #: (:func:`sinks.learn.targets.feature_matrix`, :meth:`sinks.covariates.local.LocalEngine.read_source`).
 NODATA_LIKE = (-9999.0, -32768.0, -3.4028234663852886e38)
+
+#: Environment variable the ``sinks`` command sets (not under ``--debug``) so that every process that
+#: writes rasters, worker processes included, turns libtiff's own printing off when it imports
+#: :mod:`sinks.cog` (:func:`sinks.cog.quiet_libtiff`).
+QUIET_LIBTIFF_ENV = "SINKS_QUIET_LIBTIFF"

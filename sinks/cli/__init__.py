@@ -23,6 +23,7 @@ import signal
 import sys
 
 import sinks
+from sinks.constants import QUIET_LIBTIFF_ENV
 from sinks.errors import SinksError
 
 #: Subcommand modules in the order ``sinks --help`` lists them (the order of the workflow).
@@ -110,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
         outputs = output_paths(args)
         check_cli_outputs(args)
-        if not debug:
-            _quiet_libtiff()
+        if not debug:  # libtiff's own printing off where sinks writes rasters (sinks.cog.quiet_libtiff)
+            os.environ[QUIET_LIBTIFF_ENV] = "1"
+            if "sinks.cog" in sys.modules:  # imported already (the Python API before this command)
+                sys.modules["sinks.cog"].quiet_libtiff()
         args.func(args)
     except SinksError as exc:
         if debug:
@@ -137,37 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
-
-
-def _quiet_libtiff() -> None:
-    """Turn off libtiff's own printing of errors (``--debug`` keeps it).
-
-    Where GDAL hands libtiff no file handle (its I/O callbacks), a failed write goes to libtiff's
-    default handler, which prints ``_tiffWriteProc: No space left on device.`` to stderr for every
-    block (19 lines for one full disk). GDAL reports the same failure through its own errors, which
-    sinks turns into one line (and :func:`sinks.cog.check_written` catches what fails as a file
-    closes), so nothing is lost. The libtiff is the one rasterio's wheel bundles, found without
-    importing it before a command runs (``--help`` stays light); where there is none (a system
-    GDAL), libtiff keeps printing."""
-    import ctypes
-    import glob
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("rasterio")
-        if spec is None or not spec.origin:
-            return
-        importlib.import_module("rasterio")  # GDAL loaded first: set before that, the change did not hold (measured)
-        base = os.path.dirname(spec.origin)
-        found = sorted(glob.glob(base + ".libs/libtiff*.so*") + glob.glob(os.path.join(base, ".dylibs", "libtiff*")))
-        if not found:
-            return
-        libtiff = ctypes.CDLL(found[0])
-        libtiff.TIFFSetErrorHandler.restype = ctypes.c_void_p
-        libtiff.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
-        libtiff.TIFFSetErrorHandler(None)
-    except (OSError, AttributeError):  # no such library or symbol: leave libtiff as it is
-        return
 
 
 def _with_notes(message: str, exc: BaseException) -> str:
