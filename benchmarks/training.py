@@ -280,11 +280,11 @@ def case_folds(n: int) -> dict:
     xy = table[["x", "y"]].to_numpy()
     from sinks.covariates.spec import load_spec
     from sinks.learn.knndm import knndm_folds
-    from sinks.learn.train import _prediction_points
+    from sinks.learn.train import _prediction_points, _spec_grid
 
     spec = load_spec(work / "bench_training.features.toml")
     start = time.perf_counter()
-    pred, area, crs = _prediction_points(spec, 0)
+    pred, area, crs = _prediction_points(spec, *_spec_grid(spec), 0)
     seconds_points = time.perf_counter() - start
     result = knndm_folds(xy, pred, 5, seed=0, crs=crs)
     seconds = time.perf_counter() - start

@@ -210,20 +210,27 @@ def _library_errors(recipe: Recipe):
 OUTSIDE_GRID_SHARE_MAX = 0.5
 
 
-def _check_plot_locations(spec, xs: np.ndarray, ys: np.ndarray, source: str) -> None:
-    """Refuse plot coordinates that cannot be the spec's: every plot at one location, or most of them
-    outside the spec's grid (degrees in a table for a metric grid, a swapped x/y). Spatial folds, the
-    kNNDM distances and the error model's range are all computed from them, and a range measured in
-    degrees made parcel totals independent pixel sums."""
+def _spec_grid(spec):
+    """The spec's target grid and None, or None and why it cannot be resolved here (an Earth Engine
+    source, a missing ``like`` raster)."""
     from sinks.covariates.local import target_grid
 
+    try:
+        return target_grid(spec), None
+    except SinksError as exc:
+        return None, f"the spec's grid cannot be resolved here ({exc})"
+
+
+def _check_plot_locations(spec, grid, xs: np.ndarray, ys: np.ndarray, source: str) -> None:
+    """Refuse plot coordinates that cannot be the spec's: every plot at one location, or most of them
+    outside the spec's ``grid`` (None: not resolved, nothing to compare; degrees in a table for a
+    metric grid, a swapped x/y). Spatial folds, the kNNDM distances and the error model's range are
+    all computed from them, and a range measured in degrees made parcel totals independent pixel sums."""
     n = len(xs)
     if n > 1 and np.unique(np.column_stack([xs, ys]), axis=0).shape[0] == 1:
         raise InputError(f"{source}: all {n} usable plots share one location (x {xs[0]:.10g}, y {ys[0]:.10g}); "
                          "check the x and y columns")
-    try:
-        grid = target_grid(spec)
-    except SinksError:  # the grid cannot be resolved here (an Earth Engine source): nothing to compare
+    if grid is None:
         return
     t = grid.transform
     x0, x1 = sorted((t.c, t.c + grid.width * t.a))
@@ -238,20 +245,17 @@ def _check_plot_locations(spec, xs: np.ndarray, ys: np.ndarray, source: str) -> 
                          f"{spec.name!r} (x {x0:.10g} to {x1:.10g}, y {y0:.10g} to {y1:.10g} in {grid.crs}); {hint}")
 
 
-def _prediction_points(spec, seed: int):
+def _prediction_points(spec, grid, why: str | None, seed: int):
     """Points of the prediction area for kNNDM and the W statistics: (points, description, grid crs).
 
     The area is the spec's grid; when the grid is that of a local ``like`` source of at most
     5 x 10^7 pixels, only that source's valid pixels (the map is nodata elsewhere). Sampled with
     :func:`~sinks.learn.knndm.grid_prediction_points` (a regular lattice of about 1,000 pixels).
-    Returns (None, reason, None) when the grid cannot be resolved locally.
+    ``grid``, ``why``: :func:`_spec_grid`'s. Returns (None, why, None) when the grid cannot be
+    resolved locally.
     """
-    from sinks.covariates.local import target_grid
-
-    try:
-        grid = target_grid(spec)
-    except SinksError as exc:
-        return None, f"the spec's grid cannot be resolved here ({exc})", None
+    if grid is None:
+        return None, why, None
     mask, area = None, "the spec's whole grid"
     like = spec.grid.like
     if like is not None and grid.width * grid.height <= 5e7:
@@ -317,7 +321,8 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     constant_features = [name for j, name in enumerate(names) if np.ptp(X[:, j]) == 0]
     xs, ys = table["x"].to_numpy(float)[keep], table["y"].to_numpy(float)[keep]
     xy = np.column_stack([xs, ys])
-    _check_plot_locations(spec, xs, ys, source)
+    grid, grid_why = _spec_grid(spec)
+    _check_plot_locations(spec, grid, xs, ys, source)
     cqr = recipe.interval_method in QUANTILE_METHODS
     params = with_interval_level(recipe.estimator, recipe.params, recipe.interval_level) if cqr else recipe.params
     estimator = make_estimator(recipe.estimator, params) if estimator is None else estimator
@@ -348,7 +353,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
             )
         folds_by["blocks"] = cv.fold_ids(len(y), folds=k, seed=recipe.seed, groups=blocks)
         setup.update(block_size=float(size), n_blocks=n_blocks, variogram=vg.as_dict())
-    pred_xy, area, grid_crs = _prediction_points(spec, recipe.seed)
+    pred_xy, area, grid_crs = _prediction_points(spec, grid, grid_why, recipe.seed)
     projected = grid_crs is not None and not grid_crs.is_geographic
     gij = prediction_to_sample_distances(xy, pred_xy) if projected else None
     setup["prediction_area"] = {"points": 0 if pred_xy is None else int(len(pred_xy)), "area": area,
