@@ -154,7 +154,7 @@ class Bundle:
                                          f"difficulty); map at its own level {iv.level:g}, or retrain it")
             s, di = self.calibration_difficulty
             new = calibrate_adaptive(self.abs_residual, s, di, level=level, method=iv.method,
-                                     bins=max(1, len(iv.quantiles)), neighbours=iv.neighbours,
+                                     bins=iv.bins or max(1, len(iv.quantiles)), neighbours=iv.neighbours,
                                      residuals_from=iv.residuals_from, lower_bound=iv.lower_bound)
         else:
             if self.abs_residual is None:
@@ -278,11 +278,13 @@ def _digest(files: dict[str, str], metadata: dict) -> str:
 
 def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, aoa: AOAReference,
                 oof: pd.DataFrame, calibration: dict[str, np.ndarray] | None = None,
-                prediction_xy: np.ndarray | None = None, tables: dict[str, pd.DataFrame] | None = None) -> Path:
+                distance_xy: tuple[np.ndarray, np.ndarray | None] | None = None,
+                tables: dict[str, pd.DataFrame] | None = None) -> Path:
     """Write a bundle folder atomically; returns its path. ``metadata`` gets ids, hashes, versions.
 
     ``calibration`` (arrays, e.g. ``abs_residual``) is written to ``calibration.npz``; ``tables``
-    (``{"tuning.csv": frame}``) as CSV files, checksummed like every other file.
+    (``{"tuning.csv": frame}``) as CSV files, checksummed like every other file. ``distance_xy``:
+    the plots' and the prediction area's points in metres, for the card's distance figure.
     """
     for name in tables or {}:
         if not name.endswith(".csv") or "/" in name or name in ("oof.csv",):
@@ -301,7 +303,8 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
             frame.to_csv(tmp / name, index=False)
         from sinks.learn.card_figures import write_card_figures
 
-        figures = write_card_figures(tmp, metadata, oof, prediction_xy=prediction_xy)
+        plots_m, prediction_m = distance_xy if distance_xy is not None else (None, None)
+        figures = write_card_figures(tmp, metadata, oof, prediction_xy=prediction_m, distance_xy=plots_m)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         meta = {
             "format_version": FORMAT_VERSION,
@@ -346,19 +349,31 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
                                  "replaced or corrupted: retrain the bundle with `sinks train`")
     for name, digest in meta["files"].items():
         path = folder / name
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise ModelMismatchError(f"{meta_path}: bundle file name {name!r} is not a plain file name in the "
+                                     "bundle's folder; the metadata was forged or corrupted")
         if not path.exists():
             raise ModelMismatchError(f"{folder}: bundle file {name} is missing")
+        if not path.is_file() or (path.is_symlink() and path.resolve().parent != folder.resolve()):
+            raise ModelMismatchError(f"{path}: bundle file {name} is not a regular file of the bundle's folder "
+                                     "(a link out of it, a device or a folder); the bundle was altered")
         if sha256_file(path) != digest:
             raise ModelMismatchError(f"{path}: checksum differs from the bundle's metadata; the bundle was altered or corrupted")
     stripped = {k: v for k, v in meta.items() if k != "bundle_id"}
     if _digest(meta["files"], stripped) != meta.get("bundle_id"):
         raise ModelMismatchError(f"{meta_path}: metadata was edited after the bundle was made (bundle id mismatch)")
-    if meta["interval"].get("method") == "cqr":
-        interval = QuantileInterval(**meta["interval"])
-    elif "method" in meta["interval"]:
-        interval = AdaptiveInterval(**meta["interval"])
-    else:
-        interval = ConformalInterval(**meta["interval"])
+    try:
+        record = meta["interval"]
+        if record.get("method") == "cqr":
+            interval = QuantileInterval(**record)
+        elif "method" in record:
+            interval = AdaptiveInterval(**record)
+        else:
+            interval = ConformalInterval(**record)
+        profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ModelMismatchError(f"{meta_path}: the interval or error profile in the metadata is not one this "
+                                 f"version of sinks writes ({exc}); retrain the bundle with `sinks train`") from exc
     abs_residual, difficulty, plot_s = None, None, None
     if (folder / "calibration.npz").exists():
         try:
@@ -378,7 +393,6 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
     if plot_s is not None and len(plot_s) != len(aoa.train):
         raise ModelMismatchError(f"{folder}: calibration.npz has {len(plot_s)} plot difficulties for the "
                                  f"{len(aoa.train)} training plots of aoa.npz; retrain the bundle with `sinks train`")
-    profile = ErrorProfile(**meta["error_profile"]) if meta.get("error_profile") else None
     kind = meta["estimator"]["kind"]
     model = None
     if predict_only:

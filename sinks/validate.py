@@ -97,6 +97,12 @@ def _range(minimum, maximum, exclusive_minimum, exclusive_maximum) -> str:
 MAX_BLOCK = 4096
 
 
+def looks_like_percentage(value) -> bool:
+    """A level written as a percentage (``90`` for 0.9): a number from 50 to below 100. Below 50 it
+    is more likely a slip of another kind, and is reported as out of (0, 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 50 <= value < 100
+
+
 def check_block(block) -> int:
     """A window size: an integer multiple of 16 (the GeoTIFF tile size), from 16 to :data:`MAX_BLOCK`."""
     if (isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 16 or block % 16

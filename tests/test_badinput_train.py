@@ -110,6 +110,12 @@ RECIPE_CASES = {
     "level as percent": (_edit("intervals", "level", 90), ["level", "percentage", "0.9"]),
     "level 1": (_edit("intervals", "level", 1.0), ["[intervals]", "level", "< 1"]),
     "level 0": (_edit("intervals", "level", 0), ["level", "> 0"]),
+    "level 1.5 (not a percentage)": (_edit("intervals", "level", 1.5), ["[intervals]", "level", "< 1"]),
+    "neighbours beyond the plots": (_edit("intervals", "neighbours", 100), ["[intervals]", "neighbours = 100",
+                                                                           "other folds"]),
+    "param NaN": (_edit("estimator", "params", {"learning_rate": float("nan")}),
+                  ["[estimator] params", "learning_rate", "not a finite number"]),
+    "param infinite": (_edit("estimator", "params", {"reg_lambda": float("inf")}), ["reg_lambda", "not a finite number"]),
     "estimator kind typo": (_edit("estimator", "kind", "xgbost"), ["kind", "xgbost", "did you mean 'xgboost'"]),
     "param name typo": (_edit("estimator", "params", {"max_dept": 3}), ["params", "max_dept", "did you mean 'max_depth'"]),
     "param rejected: max_depth -1": (_edit("estimator", "params", {"max_depth": -1}), ["[estimator] params", "max_depth", "-1"]),
@@ -374,3 +380,21 @@ def test_a_constant_feature_is_warned_about(work, capsys):
     assert f"sinks train: warning: feature(s) {FEATURES[4]} hold one value at every usable plot" in err
     meta = json.loads((folder / "model" / "metadata.json").read_text())
     assert meta["training"]["constant_features"] == [FEATURES[4]]
+
+
+def test_plots_sharing_a_location_or_off_the_grid_are_warned_about(work, capsys):
+    """Remeasured or duplicated plots and a few plots off the grid: trained, but said and recorded."""
+    from sinks.cli import main
+
+    folder, recipe, table = work
+    frame = base_table()
+    copies = frame.iloc[:6].assign(plot_id=[f"D{i}" for i in range(6)])  # the same plots under new ids
+    frame = pd.concat([frame, copies], ignore_index=True)
+    frame.loc[[20, 21], "x"] += 50_000  # 50 km off the grid
+    frame.to_csv(table, index=False)
+    assert main(_argv(recipe, table, folder / "model")) == 0
+    err = capsys.readouterr().err
+    assert "warning: 12 plots share their x, y with another plot" in err
+    assert "warning: 2 plots lie outside the spec's grid" in err
+    meta = json.loads((folder / "model" / "metadata.json").read_text())
+    assert meta["training"]["plots_sharing_a_location"] == 12 and meta["training"]["plots_outside_grid"] == 2

@@ -266,6 +266,12 @@ def test_user_regressors_are_cloned_kinded_and_saved_only_when_safe(tmp_path):
         E.as_estimator(LogisticRegression())
     with pytest.raises(InputError, match="not a scikit-learn regressor"):
         E.as_estimator(object())
+    from sklearn.ensemble import StackingRegressor
+
+    stack = StackingRegressor([("a", Ridge()), ("b", Ridge(alpha=3.0))])  # predict hidden until fitted
+    assert E.as_estimator(stack)[0] == E.USER_KIND
+    with pytest.raises(InputError, match=r"StackingRegressor cannot be saved.*Bunch"):  # the real reason
+        E.trial_save(stack, 3)
     with pytest.raises(InputError, match="params go with"):
         E.as_estimator(Ridge(), {"alpha": 1})
     with pytest.raises(SpecError, match="unknown estimator kind 'sklearn'"):

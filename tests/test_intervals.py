@@ -260,3 +260,19 @@ def test_cqr_recipe_needs_a_quantile_model_with_the_levels_quantiles(tmp_path):
     ok = parse_recipe(recipe({"kind": "xgboost_quantile", "params": {"quantile_alpha": [0.1, 0.5, 0.9]}}, level=0.8),
                       base=tmp_path, path=tmp_path / "r.toml")
     assert ok.interval_method == "cqr"
+
+
+def test_mondrian_recalibrated_at_another_level_makes_the_bins_that_level_was_checked_with(tmp_path):
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+    from tests.test_badinput_train import base_recipe, base_table
+
+    raw = {**base_recipe(), "validation": {"folds": 3, "schemes": ["random"], "scheme": "random"},
+           "intervals": {"level": 0.95, "method": "mondrian", "bins": 4}}
+    folder = train(parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml"), base_table(n=60), tmp_path / "m",
+                   progress=False)
+    bundle = load_bundle(folder)
+    assert len(bundle.interval.quantiles) == 3 and bundle.interval.bins == 4  # 60 plots: 3 bins of >= 19 at 0.95
+    at_80 = bundle.at_level(0.8)
+    assert len(at_80.interval.quantiles) == 4  # as a bundle trained at 0.8, and as the 0.8 check measured
+    assert at_80.at_level(0.95).interval.quantiles == bundle.interval.quantiles

@@ -12,7 +12,7 @@ from sklearn.model_selection import cross_val_score
 from sinks.errors import InputError
 from sinks.learn import knndm as K
 from sinks.learn.knndm import (KNNDMSplit, cv_distances, fold_wasserstein, grid_prediction_points, knndm_folds,
-                               nearest_neighbour_distances)
+                               metric_coordinates, nearest_neighbour_distances)
 
 SIZE = 100_000.0  # a 100 km square prediction area
 
@@ -189,3 +189,54 @@ def test_projected_crs_accepted():
     xy = _clustered(60)
     res = knndm_folds(xy, _pred(10), 3, crs=CRS.from_epsg(32648), n_candidates=10)
     assert res.fold_sizes.sum() == 60
+
+
+def test_metric_coordinates_are_metres_for_geographic_and_foot_crs():
+    from pyproj import Geod
+
+    lonlat = np.array([[104.0, 30.6], [104.9, 30.1], [105.6, 29.5], [103.2, 31.4]])
+    xy, proj = metric_coordinates("EPSG:4326", lonlat)
+    assert "+proj=aeqd" in proj
+    geod = Geod(ellps="WGS84")
+    for i, j in [(0, 1), (1, 2), (2, 3), (0, 3)]:  # pairs 70-300 km apart, none through the centre
+        _, _, great_circle = geod.inv(*lonlat[i], *lonlat[j])
+        assert np.hypot(*(xy[i] - xy[j])) == pytest.approx(great_circle, rel=1e-3)
+    feet = np.array([[2_000_000.0, 700_000.0], [2_000_000.0 + 1000 / 0.3048006096, 700_000.0]])  # NC State Plane, US survey feet
+    metres, proj = metric_coordinates("EPSG:2264", feet)
+    assert np.hypot(*(metres[1] - metres[0])) == pytest.approx(1000.0, rel=1e-5) and "metres" in proj
+    same, none = metric_coordinates("EPSG:32648", feet)
+    assert none is None and same is not None and np.array_equal(same, feet)
+
+
+def test_a_spec_on_a_geographic_grid_trains_with_every_scheme_in_metres(tmp_path):
+    from scipy.ndimage import gaussian_filter
+
+    from sinks.bundle import load_bundle
+    from sinks.covariates.extract import extract
+    from sinks.covariates.spec import load_spec
+    from sinks.learn.recipe import parse_recipe
+    from sinks.learn.train import train
+    from tests.test_covariates_local import points, write_tif
+
+    rng = np.random.default_rng(0)
+    bands = [gaussian_filter(rng.normal(size=(60, 60)), 4) for _ in range(2)]
+    write_tif(tmp_path / "a.tif", bands, res=0.002, origin=(104.0, 30.7), crs="EPSG:4326")  # 11.5 x 13.3 km
+    (tmp_path / "s.toml").write_text('name = "geo"\n[grid]\ncrs = "EPSG:4326"\nresolution = 0.002\nlike = "a"\n'
+                                     '[footprint]\nkind = "point"\n[[sources]]\nname = "a"\npath = "a.tif"\n'
+                                     'bands = ["b1", "b2"]\n[[features]]\nname = "f1"\nband = "a.b1"\n'
+                                     '[[features]]\nname = "f2"\nband = "a.b2"\n')
+    cells = rng.choice(3600, 120, replace=False)
+    xy = [(104.0 + (c % 60 + 0.5) * 0.002, 30.7 - (c // 60 + 0.5) * 0.002) for c in cells]
+    table = extract(load_spec(tmp_path / "s.toml"), points(xy, crs="EPSG:4326"), progress=False)
+    table["carbon_mg_ha"] = 80 + 200 * table["f1"] + rng.normal(0, 2, len(table))
+    raw = {"name": "geo", "features": "s.toml", "target": {"column": "carbon_mg_ha", "units": "Mg C/ha"},
+           "estimator": {"kind": "ridge"}, "validation": {"folds": 3, "schemes": ["random", "blocks", "knndm"]}}
+    folder = train(parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml"), table, tmp_path / "m", progress=False)
+    meta = load_bundle(folder).metadata
+    setup = meta["validation_setup"]
+    assert "+proj=aeqd" in setup["distance_crs"]["proj"]
+    assert 200 < setup["block_size"] < 20_000  # metres (the degrees would be below 0.2)
+    # a map pixel is about half a plot spacing (~1.1 km here) from its nearest plot: metres, not degrees
+    assert 100 < setup["prediction_area"]["median_distance_to_plots"] < 2000
+    assert all(np.isfinite(meta["validation"][s]["W"]) for s in ("random", "blocks", "knndm"))
+    assert (folder / "geodist.png").is_file()

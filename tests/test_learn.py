@@ -132,6 +132,38 @@ def test_tampered_bundle_is_refused(tmp_path):
         load_bundle(tmp_path)
 
 
+def _reforged(folder, edit):
+    """Edit a bundle's metadata and forge its bundle id again, as an attacker could."""
+    from sinks.bundle import _digest
+
+    meta = json.loads((folder / "metadata.json").read_text())
+    edit(meta)
+    meta["bundle_id"] = _digest(meta["files"], {k: v for k, v in meta.items() if k != "bundle_id"})
+    (folder / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("case", ["outside", "device", "interval"])
+def test_a_forged_bundle_cannot_point_out_of_its_folder_or_smuggle_keys(tmp_path, case):
+    from sinks.io import sha256_file
+
+    folder, _, _ = _tiny_bundle(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the bundle's")
+    if case == "outside":
+        edit = lambda m: m["files"].update({"../secret.txt": sha256_file(secret)})  # noqa: E731
+        match = "not a plain file name"
+    elif case == "device":
+        (folder / "zero").symlink_to("/dev/zero")  # hashing it would never end
+        edit = lambda m: m["files"].update({"zero": "0" * 64})  # noqa: E731
+        match = "not a regular file"
+    else:
+        edit = lambda m: m["interval"].update({"smuggled": 1})  # noqa: E731
+        match = "interval or error profile"
+    _reforged(folder, edit)
+    with pytest.raises(ModelMismatchError, match=match):
+        load_bundle(folder)
+
+
 # ---- recipe and training-table checks (the CLI catalogue is tests/test_badinput_train.py) -------
 
 def _recipe(tmp_path, **sections):

@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import Ridge
 
 from sinks.bundle import load_bundle
+from sinks.errors import SpecError
 from sinks.covariates.extract import extract
 from sinks.covariates.spec import load_spec
 from sinks.learn import tuning
@@ -370,6 +371,48 @@ def test_a_tuned_weighted_recipe_trains_with_weights_in_every_fit(tmp_path, monk
     assert "weight" in oof.columns
     rmse = np.sqrt(np.mean((oof.oof_blocks - oof.observed) ** 2))
     assert meta["validation"]["blocks"]["rmse"] == pytest.approx(rmse)  # held-out scores unweighted
+
+
+def test_an_untuned_weighted_recipe_never_lets_a_fold_weight_its_own_prediction(tmp_path):
+    """τ² behind fold k's weights comes from the other folds only: changing fold 0's targets leaves
+    fold 0's held-out predictions as they were (they used to move through τ²)."""
+    table = base_table(n=90, seed=3)
+    table["sd"] = np.random.default_rng(4).uniform(0.5, 12, len(table))
+    raw = {**base_recipe(), "target": {**base_recipe()["target"], "weights": "sd"},
+           "validation": {"folds": 3, "schemes": ["random"], "scheme": "random"}}
+    recipe = parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml")
+    first = train(recipe, table, tmp_path / "a", progress=False)
+    oof = pd.read_csv(first / "oof.csv")
+    fold0 = oof.fold_random.to_numpy() == 0
+    changed = table.copy()
+    ids = set(oof.plot_id[fold0])
+    rows = changed.plot_id.isin(ids).to_numpy()
+    changed.loc[rows, "carbon_mg_ha"] += np.random.default_rng(5).normal(0, 40, rows.sum()).clip(-60, 60)
+    second = pd.read_csv(train(recipe, changed, tmp_path / "b", progress=False) / "oof.csv")
+    assert np.array_equal(second.fold_random, oof.fold_random)
+    np.testing.assert_array_equal(second.oof_random[fold0], oof.oof_random[fold0])
+    meta = load_bundle(first).metadata["weights"]
+    assert len(meta["tau2_by_fold"]) == 3 and "other folds only" in meta["folds"]
+
+
+def test_ridge_takes_weights_and_a_regressor_that_cannot_is_refused_before_fitting(tmp_path):
+    from sklearn.neighbors import KNeighborsRegressor
+
+    table = base_table(n=60, seed=6)
+    table["sd"] = np.random.default_rng(7).uniform(0.5, 12, len(table))
+    raw = {**base_recipe(), "target": {**base_recipe()["target"], "weights": "sd"}, "estimator": {"kind": "ridge"},
+           "validation": {"folds": 3, "schemes": ["random"], "scheme": "random"}}
+    recipe = parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml")
+    folder = train(recipe, table, tmp_path / "ridge", progress=False)  # a Pipeline: weights to its Ridge step
+    weights = pd.read_csv(folder / "oof.csv")["weight"].to_numpy()
+    assert weights.max() > 1.5 * weights.min()
+    unweighted = train(parse_recipe({**raw, "target": base_recipe()["target"]}, base=tmp_path,
+                                    path=tmp_path / "r.toml"), table, tmp_path / "plain", progress=False)
+    assert not np.array_equal(pd.read_csv(folder / "oof.csv").oof_random,
+                              pd.read_csv(unweighted / "oof.csv").oof_random)
+    with pytest.raises(SpecError, match=r"weights = 'sd': .* cannot be fitted with per-plot weights"):
+        train(recipe, table, tmp_path / "knn", progress=False, estimator=KNeighborsRegressor(algorithm="brute"))
+    assert not (tmp_path / "knn").exists()
 
 
 def test_a_tuned_cqr_recipe_calibrates_on_the_nested_quantiles(tmp_path):

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sinks.constants import MAX_PIXELS
+from sinks import validate
 from sinks.errors import InputError, SinksError
 
 if TYPE_CHECKING:  # heavy imports wait until a command runs: 'sinks --help' stays quick
@@ -183,7 +184,7 @@ def interval_level(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.9") from None
-    if 50 <= value < 100:
+    if validate.looks_like_percentage(value):
         raise argparse.ArgumentTypeError(f"{text} looks like a percentage; the level is a fraction: {value / 100:g}")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive); give e.g. 0.8, 0.9 or 0.95")

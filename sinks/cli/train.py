@@ -45,6 +45,14 @@ def run(args) -> None:
     if constant:
         print(f"sinks train: warning: feature(s) {', '.join(constant)} hold one value at every usable plot: the model "
               "cannot learn from them; check the feature spec and the rasters behind them", file=sys.stderr)
+    shared, outside = meta["training"].get("plots_sharing_a_location"), meta["training"].get("plots_outside_grid")
+    if shared:
+        print(f"sinks train: warning: {shared} plots share their x, y with another plot (remeasurements or "
+              "duplicates): random CV (and kNNDM where it falls back to random folds) scores them as independent "
+              "and is optimistic; spatial blocks keep each location in one fold", file=sys.stderr)
+    if outside:
+        print(f"sinks train: warning: {outside} plots lie outside the spec's grid, where no map pixel is; "
+              "check their coordinates", file=sys.stderr)
     chosen = meta["validation_setup"].get("scheme")
     for scheme, s in meta["validation"].items():
         if scheme == "spatial" and s.get("scheme") in meta["validation"]:
@@ -61,7 +69,7 @@ def run(args) -> None:
              f"{', '.join(final['features'])}; params {json.dumps(final['params'])}; {final['metric']} "
              f"{final['inner_score']:.3g} non-nested vs {meta['tuning']['nested_score']:.3g} nested")
     if meta["validation_setup"].get("block_size_from", "recipe") != "recipe":
-        echo(f"  blocks of {meta['validation_setup']['block_size']:.4g} CRS units ({meta['validation_setup']['block_size_from']})")
+        echo(f"  blocks of {meta['validation_setup']['block_size']:.4g} m ({meta['validation_setup']['block_size_from']})")
     iv = meta["interval"]
     if "method" in iv:
         check = meta["interval_check"][iv["method"]]

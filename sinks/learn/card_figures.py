@@ -345,7 +345,7 @@ def _geographic(metadata: dict) -> bool:
 
 
 def write_card_figures(folder: str | os.PathLike, metadata: dict, oof: pd.DataFrame, *, xy=None,
-                       distances=None, prediction_xy=None) -> CardFigures:
+                       distances=None, prediction_xy=None, distance_xy=None) -> CardFigures:
     """Draw the model card's figures into ``folder``; returns the files written and Markdown lines.
 
     ``metadata`` is the bundle's metadata (``validation``, ``validation_setup``, ``interval``,
@@ -354,7 +354,9 @@ def write_card_figures(folder: str | os.PathLike, metadata: dict, oof: pd.DataFr
     a :class:`~sinks.learn.knndm.GeoDistances`, its ``to_frame()`` table (``dist``, ``what``) or a
     mapping ``{label: distances}``; without them they are computed from ``xy``, the table's
     ``fold_SCHEME`` columns and ``prediction_xy`` (points of the prediction area; without those the
-    prediction-to-sample curve is missing). Never raises: without matplotlib no figure is drawn,
+    prediction-to-sample curve is missing). ``distance_xy``: the plots in metres
+    (:func:`sinks.learn.knndm.metric_coordinates`, as ``sinks train`` measures distances), in the
+    frame of ``prediction_xy``; it replaces ``xy`` for the distances. Never raises: without matplotlib no figure is drawn,
     and a figure the data do not allow is left out; both are said in the Markdown and ``notes``.
     """
     folder = Path(folder)
@@ -363,19 +365,20 @@ def write_card_figures(folder: str | os.PathLike, metadata: dict, oof: pd.DataFr
         result.notes.append(NO_MATPLOTLIB)
         result.markdown = ["## Figures", "", NO_MATPLOTLIB]
         return result
-    units = "CRS units"
+    units = "CRS units" if distance_xy is None else "m"
     if xy is None and {"x", "y"} <= set(oof.columns):
         xy = oof[["x", "y"]].to_numpy(float)
 
     def geodist():
-        if _geographic(metadata):
-            raise ValueError("the plots' CRS is geographic (degrees); distances need projected coordinates")
         given = _as_distances(distances)
         if not given:
-            if xy is None:
+            plots = xy if distance_xy is None else distance_xy
+            if distance_xy is None and _geographic(metadata):
+                raise ValueError("the plots' CRS is geographic (degrees); distances need projected coordinates")
+            if plots is None:
                 raise ValueError("no plot coordinates (x, y)")
             folds = {s: oof[f"fold_{s}"].to_numpy() for s in _schemes(metadata, oof) if f"fold_{s}" in oof.columns}
-            given = card_distances(xy, folds, prediction_xy)
+            given = card_distances(plots, folds, prediction_xy)
         return draw_geodist(given, units=units)
 
     makers = {

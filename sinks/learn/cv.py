@@ -33,6 +33,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from tqdm.auto import tqdm
 
 from sinks.errors import InputError
+from sinks.learn.estimators import fit_weighted
 
 #: The validation schemes a recipe can name.
 SCHEMES = ("random", "blocks", "knndm")
@@ -110,10 +111,22 @@ def _fold_threads(estimator, n_folds: int) -> tuple[int, int]:
     return at_once, max(1, threads // at_once)
 
 
+def fold_weights(sample_weight, key) -> np.ndarray | None:
+    """The weights of the fits made for fold ``key`` (or ``"all"``: the final fit).
+
+    ``sample_weight``: None, one weight per plot used by every fit, or a mapping from each fold id
+    (and ``"all"``) to one weight per plot, whose entries on fold ``key`` itself are never read
+    (:func:`sinks.learn.weights.nested_weights`: weights that never saw that fold's targets).
+    """
+    if sample_weight is None or isinstance(sample_weight, np.ndarray):
+        return sample_weight
+    return np.asarray(sample_weight[key], dtype=float)
+
+
 def cross_validate(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, scheme: str,
-                   progress: bool = True, sample_weight: np.ndarray | None = None) -> tuple[Scores, np.ndarray]:
-    """Fit a clone per fold (with the training plots' ``sample_weight``, if given); return the pooled
-    (unweighted) scores and the out-of-fold predictions.
+                   progress: bool = True, sample_weight=None) -> tuple[Scores, np.ndarray]:
+    """Fit a clone per fold (with the training plots' ``sample_weight``, if given: see
+    :func:`fold_weights`); return the pooled (unweighted) scores and the out-of-fold predictions.
 
     XGBoost folds are fitted side by side, each on its share of the estimator's threads
     (:func:`_fold_threads`); the result is the same as fitting them one after another.
@@ -124,8 +137,7 @@ def cross_validate(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *
 
 
 def fold_predictions(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, scheme: str,
-                     progress: bool = True, sample_weight: np.ndarray | None = None,
-                     predict=None) -> np.ndarray:
+                     progress: bool = True, sample_weight=None, predict=None) -> np.ndarray:
     """Out-of-fold predictions, (n, m): ``predict(model, X_test)`` of each fold's model (default its
     ``predict``, m = 1; e.g. the median and two conditional quantiles for CQR)."""
     ids = np.unique(folds)
@@ -133,11 +145,12 @@ def fold_predictions(estimator, X: np.ndarray, y: np.ndarray, folds: np.ndarray,
 
     def fit_fold(k):
         test = folds == k
-        fit = {} if sample_weight is None else {"sample_weight": sample_weight[~test]}
+        weight = fold_weights(sample_weight, k)
+        fit = {} if weight is None else {"sample_weight": weight[~test]}
         model = clone(estimator)
         if threads:
             model.set_params(n_jobs=threads)
-        model.fit(X[~test], y[~test], **fit)
+        fit_weighted(model, X[~test], y[~test], **fit)
         values = model.predict(X[test]) if predict is None else predict(model, X[test])
         return test, np.asarray(values, dtype=float).reshape(int(test.sum()), -1)
 

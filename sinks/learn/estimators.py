@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -400,7 +401,8 @@ def as_estimator(estimator, params: dict | None = None) -> tuple[str, object]:
         raise InputError("params go with an estimator kind's name; set them on the estimator instance instead")
     from sklearn.base import clone, is_classifier
 
-    if not all(callable(getattr(estimator, name, None)) for name in ("fit", "predict", "get_params")):
+    # looked up on the class: an unfitted meta-estimator (StackingRegressor) hides predict until fitted
+    if not all(callable(getattr(type(estimator), name, None)) for name in ("fit", "predict", "get_params")):
         raise InputError(f"{type(estimator).__name__} is not a scikit-learn regressor (it needs fit, "
                          "predict and get_params)")
     if is_classifier(estimator):
@@ -502,42 +504,61 @@ def _trial_width(params: dict) -> int:
     return width
 
 
-def _library_message(exc: Exception) -> str:
+def library_message(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
     first = re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", first)  # XGBoost's "[time] file.cc:27: " prefix
     return first.rstrip(":").strip()
 
 
-def trial_save(estimator, width: int) -> None:
-    """Fit a clone of a user's regressor on 16 synthetic rows of ``width`` features and save it as a
-    bundle would: a model that cannot be saved safely is refused before any long work."""
+def fit_weighted(model, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
+    """``model.fit(X, y)``, with per-plot ``sample_weight`` when given; a scikit-learn
+    ``Pipeline``'s go to its last step (a pipeline routes fit parameters by step name; ``ridge``
+    is one). Returns the fitted model."""
+    if sample_weight is None:
+        return model.fit(X, y)
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline):
+        return model.fit(X, y, **{f"{model.steps[-1][0]}__sample_weight": sample_weight})
+    return model.fit(X, y, sample_weight=sample_weight)
+
+
+def _trial_data(width: int, weighted: bool):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, width))
+    y = rng.uniform(1.0, 2.0, size=16)  # positive: fits objectives that need it (gamma, tweedie, poisson)
+    return X, y, (rng.uniform(0.5, 2.0, size=16) if weighted else None)
+
+
+def trial_save(estimator, width: int, *, weighted: bool = False) -> None:
+    """Fit a clone of a user's regressor on 16 synthetic rows of ``width`` features (with weights,
+    if ``weighted``) and save it as a bundle would: a model that cannot be saved safely is refused
+    before any long work."""
     import tempfile
 
     from sklearn.base import clone
 
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(16, width)), rng.uniform(1.0, 2.0, size=16)
+    X, y, w = _trial_data(width, weighted)
     with limit_threads(1), warnings.catch_warnings(), tempfile.TemporaryDirectory() as folder:
         warnings.simplefilter("ignore")
-        model = clone(estimator).fit(X, y)
+        model = fit_weighted(clone(estimator), X, y, w)
         model.predict(X[:2])
         save_model(kind_of(model), model, Path(folder))
 
 
-def trial_fit(kind: str, params: dict, width: int) -> None:
-    """Fit ``kind`` with ``params`` (2 rounds or trees) on 16 synthetic rows of ``width`` features."""
+def trial_fit(kind: str, params: dict, width: int, *, weighted: bool = False) -> None:
+    """Fit ``kind`` with ``params`` (2 rounds or trees) on 16 synthetic rows of ``width`` features
+    (with weights, if ``weighted``)."""
     import xgboost
 
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(16, width))
-    y = rng.uniform(1.0, 2.0, size=16)  # positive: fits objectives that need it (gamma, tweedie, poisson)
+    X, y, w = _trial_data(width, weighted)
     threads = {"n_jobs": 1} if "n_jobs" in PARAMETERS[kind]() else {}
     trial = {**threads, **params, **_TRIAL_SIZE[kind]}
     context = xgboost.config_context() if kind in _XGB_KINDS else limit_threads(1)
     with context, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = ESTIMATORS[kind](trial).fit(X, y)
+        model = fit_weighted(ESTIMATORS[kind](trial), X, y, w)
         model.predict(X[:2])
         if kind in _XGB_KINDS:
             model.feature_importances_  # noqa: B018 - importance_type is checked here
@@ -551,6 +572,9 @@ def check_params(kind: str, params: dict, where: str) -> None:
     The parameter at fault is found by trying each one alone on top of the defaults.
     """
     check_param_names(kind, params, where)
+    for name, value in params.items():  # a library may take NaN and fail later, on the data
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{where}: {name} = {value!r} is not a finite number")
     width = _trial_width(params)
     try:
         trial_fit(kind, params, width)
@@ -561,11 +585,11 @@ def check_params(kind: str, params: dict, where: str) -> None:
         try:
             trial_fit(kind, {name: value}, width)
         except Exception as exc:  # noqa: BLE001
-            raise SpecError(f"{where}: {name} = {value!r} is rejected by {kind}: {_library_message(exc)}; "
+            raise SpecError(f"{where}: {name} = {value!r} is rejected by {kind}: {library_message(exc)}; "
                             f"fix or remove it") from exc
     names = ", ".join(params) or "(none)"
     raise SpecError(f"{where}: the parameters together ({names}) are rejected by {kind}: "
-                    f"{_library_message(error)}") from error
+                    f"{library_message(error)}") from error
 
 
 # ---- quantiles -----------------------------------------------------------------------------------
@@ -735,7 +759,7 @@ def save_model(kind: str, model, folder: Path) -> Path:
     try:
         data = sio.dumps(model)
     except Exception as exc:  # noqa: BLE001 - TypeError, and RecursionError on a scorer object
-        raise InputError(f"{name} cannot be saved safely in a bundle (skops: {_library_message(exc)}); "
+        raise InputError(f"{name} cannot be saved safely in a bundle (skops: {library_message(exc)}); "
                          "Python functions, lambdas and scorer objects cannot be saved") from exc
     untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TYPES[kind]]
     if untrusted:
@@ -762,20 +786,20 @@ def load_model(kind: str, folder: Path):
         try:
             model.load_model(path)
         except Exception as exc:  # noqa: BLE001 - XGBoostError, JSON and key errors
-            raise ModelMismatchError(f"{path}: not a readable XGBoost model ({_library_message(exc)})") from exc
+            raise ModelMismatchError(f"{path}: not a readable XGBoost model ({library_message(exc)})") from exc
         return model
     import skops.io as sio
 
     try:
         found = sio.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - a zip or JSON error
-        raise ModelMismatchError(f"{path}: not a readable skops model file ({_library_message(exc)})") from exc
+        raise ModelMismatchError(f"{path}: not a readable skops model file ({library_message(exc)})") from exc
     untrusted = [t for t in found if t not in TRUSTED_TYPES[kind]]
     if untrusted:
         raise _refuse(path, kind, untrusted)
     try:
         model = sio.load(path, trusted=list(TRUSTED_TYPES[kind]))
     except Exception as exc:  # noqa: BLE001 - UntrustedTypesFoundException, a damaged file
-        raise ModelMismatchError(f"{path}: cannot be loaded safely ({_library_message(exc)})") from exc
+        raise ModelMismatchError(f"{path}: cannot be loaded safely ({library_message(exc)})") from exc
     _check_class(kind, model, path)
     return model

@@ -206,6 +206,7 @@ class AdaptiveInterval:
     residuals_from: str
     lower_bound: float | None = 0.0
     bin_counts: list = field(default_factory=list)
+    bins: int | None = None  # the bins asked for (Mondrian: fewer are made where the plots are too few)
 
     def sigma(self, s: np.ndarray, di: np.ndarray) -> np.ndarray:
         a, b, c = self.coef
@@ -270,7 +271,7 @@ def calibrate_adaptive(abs_residual: np.ndarray, s: np.ndarray, di: np.ndarray, 
         quantiles.append(quantile_or_largest(part, level) if len(part) else float(scores.max()))
         counts.append(int(len(part)))
     return AdaptiveInterval(method, level, quantiles, [float(e) for e in edges], coef, floor, int(neighbours),
-                            len(r), residuals_from, lower_bound, counts)
+                            len(r), residuals_from, lower_bound, counts, int(bins))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ fold assignment whose test-to-train nearest-neighbour distance (NND) distributio
 by the Wasserstein distance ``W``, to the prediction-to-sample NND distribution.
 
 Distances are Euclidean in projected coordinates (CRS units, e.g. metres). A geographic CRS
-(degrees) is refused: reproject plots and prediction points first (e.g. to the UTM zone).
+(degrees) is refused: reproject plots and prediction points first (e.g. to the UTM zone, or with
+:func:`metric_coordinates`, which ``sinks train`` uses for a spec on a geographic grid).
 
 Names follow CAST: ``Gij`` prediction-to-sample NNDs, ``Gj`` sample-to-sample NNDs (each plot to
 its nearest other plot: leave-one-out), ``Gjstar`` test-to-train NNDs of a fold assignment.
@@ -43,6 +44,7 @@ __all__ = [
     "fold_wasserstein",
     "grid_prediction_points",
     "knndm_folds",
+    "metric_coordinates",
     "nearest_neighbour_distances",
     "prediction_to_sample_distances",
     "sample_to_sample_distances",
@@ -108,6 +110,39 @@ def _check_crs(crs) -> None:
             f"kNNDM: distances need projected coordinates, but {parsed.to_string()} is a geographic CRS "
             "(degrees); reproject the plots and prediction points first, e.g. to their UTM zone "
             "(GeoDataFrame.to_crs(gdf.estimate_utm_crs()))")
+
+
+def metric_coordinates(crs, xy, *others):
+    """Coordinates in metres for distances: ``(xy_m, *others_m, proj)``.
+
+    For a projected ``crs`` in metres (or None) the arrays come back as they are and ``proj`` is
+    None; in another linear unit (US survey feet, say) they are scaled to metres and ``proj`` says
+    so. For a geographic one (longitude, latitude in degrees) every array is projected to an azimuthal
+    equidistant projection centred on ``xy``'s mean position (circular mean of the longitudes,
+    so plots across the antimeridian centre correctly), and ``proj`` is its PROJ string.
+    Distances from the centre are then exact; the scale across is c / sin c (c the angular
+    distance from the centre; Snyder 1987, *Map Projections: A Working Manual*, USGS Professional
+    Paper 1395, azimuthal equidistant, pp. 191-202), 1.001 at 500 km, so any distance within
+    500 km of the centre is within 0.1 % of the great-circle one: ample for the county-to-province
+    maps sinks makes. CAST measures great-circle distances instead (``sf``).
+    """
+    arrays = [np.asarray(a, dtype=float).reshape(-1, 2) for a in (xy, *others)]
+    from pyproj import CRS, Transformer
+
+    parsed = None if crs is None else CRS.from_user_input(crs)
+    if parsed is None or not parsed.is_geographic:
+        factor = 1.0 if parsed is None or not parsed.axis_info else parsed.axis_info[0].unit_conversion_factor
+        if factor in (None, 1.0):
+            return (*arrays, None)
+        return (*(a * factor for a in arrays), f"{parsed.to_string()} scaled by {factor:g} to metres")
+    lonlat = Transformer.from_crs(parsed, "EPSG:4326", always_xy=True)
+    lon, lat = lonlat.transform(arrays[0][:, 0], arrays[0][:, 1])
+    angle = np.radians(lon)
+    lon0 = float(np.degrees(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())))
+    proj = f"+proj=aeqd +lat_0={float(np.mean(lat)):.6f} +lon_0={lon0:.6f} +datum=WGS84 +units=m +no_defs"
+    to_metres = Transformer.from_crs(parsed, CRS.from_proj4(proj), always_xy=True)
+    out = [np.column_stack(to_metres.transform(a[:, 0], a[:, 1])) if len(a) else a for a in arrays]
+    return (*out, proj)
 
 
 def _workers(n_jobs) -> int:
@@ -222,9 +257,6 @@ def grid_prediction_points(grid, *, mask=None, n: int = DEFAULT_PREDICTION_SAMPL
         raise InputError(f"kNNDM: sampling must be 'regular' or 'random', not {sampling!r}")
     if n < 1:
         raise InputError("kNNDM: the prediction sample size n must be at least 1")
-    crs = getattr(grid, "crs", None)
-    if crs is not None and getattr(crs, "is_geographic", False):
-        _check_crs(crs)
     height, width, t = int(grid.height), int(grid.width), grid.transform
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -483,6 +515,7 @@ def knndm_folds(train_xy, prediction_xy, k: int = 5, *, maxp: float = 0.5, clust
     if n < k:
         raise InputError(f"kNNDM: {n} plots cannot make {k} folds; use fewer folds or more plots")
     if hasattr(prediction_xy, "transform") and hasattr(prediction_xy, "width"):
+        _check_crs(getattr(prediction_xy, "crs", None))  # a grid in degrees: its points would be too
         pred = grid_prediction_points(prediction_xy, seed=seed)
     else:
         pred = _coords(prediction_xy, "prediction points")

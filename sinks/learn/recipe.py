@@ -20,7 +20,7 @@
     folds = 5
     schemes = ["random", "blocks", "knndm"] # reported side by side (default: all three)
     scheme = "knndm"                        # the honest one: calibrates intervals, AOA (default knndm)
-    block_size = 500                        # optional block side (CRS units); default: variogram range
+    block_size = 500                        # optional block side (metres); default: variogram range
     seed = 0
     [intervals]
     level = 0.9
@@ -196,7 +196,7 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
     at = f"{where} [intervals]"
     check_keys(intervals, INTERVAL_KEYS, at)
     level = intervals.get("level")
-    if (isinstance(level, (int, float)) and not isinstance(level, bool) and 1 < level < 100):
+    if validate.looks_like_percentage(level):
         raise SpecError(f"{at}: 'level' = {level!r} looks like a percentage; the level is a fraction "
                         f"between 0 and 1: write level = {level / 100:g}")
     level = validate.number(intervals, "level", at, default=0.9, minimum=0, maximum=1,

@@ -26,12 +26,13 @@ from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv, tuning
 from sinks.learn.aoa import fit_aoa, fit_error_profile, training_neighbours
-from sinks.learn.estimators import (USER_KIND, as_estimator, estimator_params, importances, make_estimator,
-                                    predict_quantiles, quantile_levels_for, trial_fit, trial_save,
-                                    with_interval_level)
+from sinks.learn.estimators import (USER_KIND, library_message, as_estimator, estimator_params, fit_weighted,
+                                    importances, make_estimator, predict_quantiles, quantile_levels_for, trial_fit,
+                                    trial_save, with_interval_level)
 from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive, calibrate_cqr, fold_difficulties,
                                    location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
-from sinks.learn.knndm import cv_distances, grid_prediction_points, knndm_folds, prediction_to_sample_distances
+from sinks.learn.knndm import (cv_distances, grid_prediction_points, knndm_folds, metric_coordinates,
+                               prediction_to_sample_distances)
 from sinks.learn.recipe import POOLS, Recipe
 from sinks.learn.targets import (check_extracted_with, check_not_infinite, check_target_values, derive_target,
                                  feature_matrix, numeric_column, target_quantity)
@@ -198,10 +199,8 @@ def _library_errors(recipe: Recipe):
     except SinksError:
         raise
     except (ValueError, TypeError) as exc:  # XGBoostError is a ValueError
-        from sinks.learn.estimators import _library_message
-
         raise SpecError(f"{recipe.path or recipe.name} [estimator] params: {recipe.estimator} failed on "
-                        f"the training data: {_library_message(exc)}") from exc
+                        f"the training data: {library_message(exc)}") from exc
 
 
 #: Share of the plots that may lie outside the spec's grid before the table is refused: a feature
@@ -221,17 +220,24 @@ def _spec_grid(spec):
         return None, f"the spec's grid cannot be resolved here ({exc})"
 
 
-def _check_plot_locations(spec, grid, xs: np.ndarray, ys: np.ndarray, source: str) -> None:
+def _check_plot_locations(spec, grid, xs: np.ndarray, ys: np.ndarray, source: str) -> dict:
     """Refuse plot coordinates that cannot be the spec's: every plot at one location, or most of them
     outside the spec's ``grid`` (None: not resolved, nothing to compare; degrees in a table for a
     metric grid, a swapped x/y). Spatial folds, the kNNDM distances and the error model's range are
-    all computed from them, and a range measured in degrees made parcel totals independent pixel sums."""
+    all computed from them, and a range measured in degrees made parcel totals independent pixel sums.
+
+    Returns what is suspect but allowed, for the bundle and a warning: ``plots_sharing_a_location``
+    (plots at the same x, y as another: remeasurements or duplicates, which random CV scores as if
+    independent) and ``plots_outside_grid`` (fewer than half).
+    """
     n = len(xs)
-    if n > 1 and np.unique(np.column_stack([xs, ys]), axis=0).shape[0] == 1:
+    _, inverse, counts = np.unique(np.column_stack([xs, ys]), axis=0, return_inverse=True, return_counts=True)
+    if n > 1 and len(counts) == 1:
         raise InputError(f"{source}: all {n} usable plots share one location (x {xs[0]:.10g}, y {ys[0]:.10g}); "
                          "check the x and y columns")
+    found = {"plots_sharing_a_location": int((counts[inverse.ravel()] > 1).sum()), "plots_outside_grid": None}
     if grid is None:
-        return
+        return found
     t = grid.transform
     x0, x1 = sorted((t.c, t.c + grid.width * t.a))
     y0, y1 = sorted((t.f, t.f + grid.height * t.e))
@@ -243,19 +249,21 @@ def _check_plot_locations(spec, grid, xs: np.ndarray, ys: np.ndarray, source: st
                 "are they in another CRS, or x and y swapped? extract the features again with the plots' --crs")
         raise InputError(f"{source}: {int(outside.sum())} of {n} usable plots lie outside the grid of spec "
                          f"{spec.name!r} (x {x0:.10g} to {x1:.10g}, y {y0:.10g} to {y1:.10g} in {grid.crs}); {hint}")
+    found["plots_outside_grid"] = int(outside.sum())
+    return found
 
 
 def _prediction_points(spec, grid, why: str | None, seed: int):
-    """Points of the prediction area for kNNDM and the W statistics: (points, description, grid crs).
+    """Points of the prediction area for kNNDM and the W statistics, in the grid's CRS: (points, description).
 
     The area is the spec's grid; when the grid is that of a local ``like`` source of at most
     5 x 10^7 pixels, only that source's valid pixels (the map is nodata elsewhere). Sampled with
     :func:`~sinks.learn.knndm.grid_prediction_points` (a regular lattice of about 1,000 pixels).
-    ``grid``, ``why``: :func:`_spec_grid`'s. Returns (None, why, None) when the grid cannot be
+    ``grid``, ``why``: :func:`_spec_grid`'s. Returns (None, why) when the grid cannot be
     resolved locally.
     """
     if grid is None:
-        return None, why, None
+        return None, why
     mask, area = None, "the spec's whole grid"
     like = spec.grid.like
     if like is not None and grid.width * grid.height <= 5e7:
@@ -272,7 +280,7 @@ def _prediction_points(spec, grid, why: str | None, seed: int):
             mask = None
     if mask is not None and not mask.any():
         mask, area = None, "the spec's whole grid"
-    return grid_prediction_points(grid, mask=mask, seed=seed), area, grid.crs
+    return grid_prediction_points(grid, mask=mask, seed=seed), area
 
 
 def _with_own_estimator(recipe: Recipe, estimator) -> tuple[Recipe, object]:
@@ -320,9 +328,13 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     # the same value at every usable plot: the model cannot use them (sinks train warns)
     constant_features = [name for j, name in enumerate(names) if np.ptp(X[:, j]) == 0]
     xs, ys = table["x"].to_numpy(float)[keep], table["y"].to_numpy(float)[keep]
-    xy = np.column_stack([xs, ys])
     grid, grid_why = _spec_grid(spec)
-    _check_plot_locations(spec, grid, xs, ys, source)
+    locations = _check_plot_locations(spec, grid, xs, ys, source)
+    pred_xy, area = _prediction_points(spec, grid, grid_why, recipe.seed)
+    # every distance (blocks, variograms, kNNDM, W) in metres: on a geographic grid, a local projection
+    xy, dist_pred, distance_proj = metric_coordinates(spec.grid.crs, np.column_stack([xs, ys]),
+                                                      np.empty((0, 2)) if pred_xy is None else pred_xy)
+    dx, dy = xy[:, 0], xy[:, 1]
     cqr = recipe.interval_method in QUANTILE_METHODS
     params = with_interval_level(recipe.estimator, recipe.params, recipe.interval_level) if cqr else recipe.params
     estimator = make_estimator(recipe.estimator, params) if estimator is None else estimator
@@ -338,36 +350,43 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         folds_by["random"] = cv.fold_ids(len(y), folds=k, seed=recipe.seed)
     if "blocks" in schemes:
         if recipe.block_size is None:
-            size, vg, note = cv.suggest_block_size(xs, ys, y, folds=k, seed=recipe.seed)
+            size, vg, note = cv.suggest_block_size(dx, dy, y, folds=k, seed=recipe.seed)
             setup["block_size_from"] = f"data: {note}"
         else:
-            size, vg = recipe.block_size, cv.fit_variogram(xs, ys, y, seed=recipe.seed)
+            size, vg = recipe.block_size, cv.fit_variogram(dx, dy, y, seed=recipe.seed)
             setup["block_size_from"] = "recipe"
-        blocks = cv.spatial_blocks(xs, ys, size)
+        blocks = cv.spatial_blocks(dx, dy, size)
         n_blocks = len(np.unique(blocks))
         if n_blocks < k:
             raise InputError(
                 f"{source}: the {len(y)} usable plots fall in {n_blocks} spatial block(s) of "
-                f"{size:g} CRS units, fewer than the {k} folds of {where}; use a smaller "
+                f"{size:g} m, fewer than the {k} folds of {where}; use a smaller "
                 "[validation] block_size (or leave it out: it is then the variogram range) or fewer folds"
             )
         folds_by["blocks"] = cv.fold_ids(len(y), folds=k, seed=recipe.seed, groups=blocks)
         setup.update(block_size=float(size), n_blocks=n_blocks, variogram=vg.as_dict())
-    pred_xy, area, grid_crs = _prediction_points(spec, grid, grid_why, recipe.seed)
-    projected = grid_crs is not None and not grid_crs.is_geographic
-    gij = prediction_to_sample_distances(xy, pred_xy) if projected else None
+    gij = None if pred_xy is None else prediction_to_sample_distances(xy, dist_pred)
+    if distance_proj:
+        setup["distance_crs"] = {"proj": distance_proj, "why": f"the grid's CRS {spec.grid.crs} is not in metres: "
+                                 "distances and block_size are in metres of this (for a geographic grid, a local "
+                                 "azimuthal equidistant projection; sinks.learn.knndm.metric_coordinates)"}
     setup["prediction_area"] = {"points": 0 if pred_xy is None else int(len(pred_xy)), "area": area,
                                 "median_distance_to_plots": None if gij is None else float(np.median(gij))}
     if "knndm" in schemes:
-        if pred_xy is None or not projected:
-            why = area if pred_xy is None else f"the grid's CRS {grid_crs} is geographic (degrees)"
-            raise InputError(f"{where} [validation]: kNNDM needs the map's prediction area in projected "
-                             f"coordinates but {why}; give the spec a projected grid, or drop 'knndm' from "
-                             "schemes and set scheme = \"blocks\"")
-        result = knndm_folds(xy, pred_xy, k, seed=recipe.seed, crs=grid_crs)
+        if pred_xy is None:
+            raise InputError(f"{where} [validation]: kNNDM needs the map's prediction area but {area}; "
+                             "drop 'knndm' from schemes and set scheme = \"blocks\"")
+        result = knndm_folds(xy, dist_pred, k, seed=recipe.seed)
         folds_by["knndm"] = result.folds
         setup["knndm"] = {"method": result.method, "q": result.q, "W": result.W, "ks_pvalue": result.ks_pvalue,
                           "fold_sizes": result.fold_sizes.tolist(), "clustering": result.clustering}
+
+    ids = np.unique(folds_by[chosen])
+    others = min(int((folds_by[chosen] != f).sum()) for f in ids)
+    if recipe.interval_neighbours >= others:
+        raise InputError(f"{where} [intervals]: neighbours = {recipe.interval_neighbours}, but the plots of a "
+                         f"{chosen} fold have only {others} plots in the other folds to be their neighbours; "
+                         f"use fewer neighbours (the default is 10) or more plots")
 
     # ---- cross-validation of every scheme, then the final model -----------------------------
     validation, per_fold, oofs = {}, {}, {}
@@ -378,20 +397,38 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
             trial_save(estimator, len(names))  # a user's regressor: can it be saved at all?
         else:
             trial_fit(recipe.estimator, recipe.params, len(names))  # params vs the real feature count
-        if sd is not None:  # τ² from the chosen scheme's unweighted OOF residuals (sinks.learn.weights)
+    if sd is not None:  # can it be fitted with per-plot weights at all?
+        try:
+            if recipe.estimator == USER_KIND:
+                trial_save(estimator, len(names), weighted=True)
+            else:
+                trial_fit(recipe.estimator, recipe.params, len(names), weighted=True)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{where} [target] weights = {recipe.weights!r}: {recipe.estimator} cannot be fitted "
+                            f"with per-plot weights ({library_message(exc)}); leave weights out or use another "
+                            "estimator") from exc
+    with _library_errors(recipe):
+        # Weighted: τ² from the chosen scheme's unweighted OOF residuals (sinks.learn.weights) for the
+        # final model; each of the chosen scheme's fold fits uses weights whose τ² never saw that
+        # fold (nested_weights), so no held-out target reaches its own prediction.
+        chosen_weights, tuning_weights = None, None
+        if sd is not None:
             weights, tau2, plain = cv_weights(estimator, X, y, folds_by[chosen], sd, scheme=f"{chosen} unweighted",
                                               progress=progress)
-            weighting = {"column": recipe.weights, "method": "1 / (tau2 + sd^2), DerSimonian & Laird 1986",
-                         "tau2": tau2, "mean_sd2": float(np.mean(sd ** 2)), "unweighted": plain.as_dict(),
-                         "weight_range": [float(weights.min()), float(weights.max())]}
-        # [tuning]/[selection]: chosen inside the chosen scheme's folds; X becomes the model's columns.
-        # Weighted: each outer fold's fits use weights whose τ² never saw that fold (nested_weights);
-        # CQR: the outer fits also give the held-out conditional quantiles.
-        tuned_weights, tuning_weights = None, None
-        if sd is not None and (recipe.tuning or recipe.selection):
             by_fold = nested_weights(estimator, X, y, folds_by[chosen], sd, scheme=f"{chosen} unweighted",
                                      progress=progress)
-            tuned_weights = {**{k: w for k, (w, _) in by_fold.items()}, "all": weights}
+            chosen_weights = {**{k: w for k, (w, _) in by_fold.items()}, "all": weights}
+            weighting = {"column": recipe.weights, "method": "1 / (tau2 + sd^2), DerSimonian & Laird 1986",
+                         "tau2": tau2, "mean_sd2": float(np.mean(sd ** 2)), "unweighted": plain.as_dict(),
+                         "weight_range": [float(weights.min()), float(weights.max())],
+                         "tau2_by_fold": {str(k): t for k, (_, t) in by_fold.items()},
+                         "folds": f"the {chosen} scheme's fold models use weights whose tau2 comes from an "
+                                  "unweighted CV over the other folds only; the other schemes' fold models "
+                                  "and the final model use tau2 from all folds (those schemes' scores are "
+                                  "not nested in the weighting)"}
+        # [tuning]/[selection]: chosen inside the chosen scheme's folds; X becomes the model's columns.
+        # CQR: the outer fits also give the held-out conditional quantiles.
+        if sd is not None and (recipe.tuning or recipe.selection):
             tuning_weights = {
                 "column": recipe.weights, "inner_metric": "weighted (the fits' weights)",
                 "outer_scores": "unweighted, as every CV score",
@@ -404,7 +441,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
             return np.column_stack([model.predict(Xt), predict_quantiles(recipe.estimator, model, Xt, tails)])
 
         tuned = tuning.nested_for_recipe(recipe, X, y, folds_by[chosen], names, params=params,
-                                         sample_weight=tuned_weights, predict=median_and_tails if cqr else None,
+                                         sample_weight=chosen_weights, predict=median_and_tails if cqr else None,
                                          progress=progress)
         model_names = list(names)
         if tuned is not None:
@@ -417,12 +454,13 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 scores = cv.score(y, tuned.oof, scheme=scheme, folds=len(np.unique(folds_by[scheme])))
             elif cqr and scheme == chosen:  # the median and CQR's two quantiles from the same fold models
                 both = cv.fold_predictions(estimator, X, y, folds_by[scheme], scheme=scheme, progress=progress,
-                                           sample_weight=weights, predict=median_and_tails)
+                                           sample_weight=chosen_weights, predict=median_and_tails)
                 oofs[scheme], oof_tails = both[:, 0], both[:, 1:]
                 scores = cv.score(y, oofs[scheme], scheme=scheme, folds=len(np.unique(folds_by[scheme])))
             else:
                 scores, oofs[scheme] = cv.cross_validate(estimator, X, y, folds_by[scheme], scheme=scheme,
-                                                         progress=progress, sample_weight=weights)
+                                                         progress=progress,
+                                                         sample_weight=chosen_weights if scheme == chosen else weights)
             entry = scores.as_dict()
             if tuned is not None:
                 entry["tuning"] = "nested" if scheme == chosen else "not nested (optimistic by the tuning)"
@@ -432,7 +470,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 entry["median_cv_distance"] = float(np.median(distances))
             validation[scheme] = entry
             per_fold[scheme] = cv.fold_scores(y, oofs[scheme], folds_by[scheme])
-        model = estimator.fit(X, y) if weights is None else estimator.fit(X, y, sample_weight=weights)
+        model = fit_weighted(estimator, X, y, weights)
     validation["spatial"] = dict(validation[chosen])  # the honest number, under its old name
     folds, oof = folds_by[chosen], oofs[chosen]
 
@@ -480,7 +518,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                                       neighbours=recipe.interval_neighbours, residuals_from=f"{chosen}-CV",
                                       lower_bound=lower_bound)
     profile = fit_error_profile(cv_di, abs_residual, scheme=chosen)
-    error_variogram = residual_error_model(xs, ys, y - oof, seed=recipe.seed) if projected else None
+    error_variogram = residual_error_model(dx, dy, y - oof, seed=recipe.seed)
 
     frame = {
         "plot_id": table["plot_id"].to_numpy()[keep] if "plot_id" in table else np.arange(len(y)),
@@ -505,7 +543,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         "estimator": {"params": estimator_params(recipe.estimator, model)},
         "training": {"n": int(len(y)), "dropped": int((~keep).sum()), "sha256": sha256_frame(table),
                      "crs": table.attrs.get("crs"), "target_mean": float(np.mean(y)), "target_sd": float(np.std(y)),
-                     "constant_features": constant_features},
+                     "constant_features": constant_features, **locations},
         "validation_setup": setup,
         "validation": validation,
         "validation_folds": per_fold,
@@ -528,4 +566,4 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     return save_bundle(out, kind=recipe.estimator, model=model, metadata=metadata, aoa=aoa,
                        oof=frame_out, calibration={"abs_residual": abs_residual, "s": s_all, "di": di_all,
                                                 "plot_s": plot_difficulty(abs_residual, nbrs, recipe.interval_neighbours)},
-                       prediction_xy=pred_xy if projected else None, tables=tables)
+                       distance_xy=(xy, None if pred_xy is None else dist_pred), tables=tables)

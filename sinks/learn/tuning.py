@@ -65,6 +65,7 @@ from tqdm.auto import tqdm
 from sinks import validate
 from sinks.errors import SpecError
 from sinks.learn import cv
+from sinks.learn.estimators import fit_weighted
 
 SEARCHES = ("grid", "random")
 METRICS = ("rmse", "mae", "r2")
@@ -385,13 +386,6 @@ def choose(search: _Searcher, inner: Sequence, *, tuning: Tuning | None, selecti
                   inner_folds=tuple(int(j) for j in inner))
 
 
-def _weights_for(sample_weight, key) -> np.ndarray | None:
-    """The weights of the fits made for outer fold ``key`` (or ``"all"``: the final choice)."""
-    if sample_weight is None or isinstance(sample_weight, np.ndarray):
-        return sample_weight
-    return np.asarray(sample_weight[key], dtype=float)
-
-
 def nested_search(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, make: Callable[[dict], object],
                   params: Mapping, tuning: Tuning | None = None, selection: Selection | None = None,
                   names: Sequence[str] | None = None, seed: int = 0, scheme: str = "",
@@ -428,13 +422,13 @@ def nested_search(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, make: Call
         outer, oof, extra_oof = [], np.full(len(y), np.nan), None
         for k in ids:
             inner = [j for j in ids if j != k]
-            weight = _weights_for(sample_weight, k)
+            weight = cv.fold_weights(sample_weight, k)
             choice = choose(search, inner, tuning=tuning, selection=selection, candidates=candidates, outer=k,
                             weight=weight)
             test = folds == k
             cols = list(choice.features)
             fit = {} if weight is None else {"sample_weight": weight[~test]}
-            model = make({**params, **choice.params}).fit(X[np.ix_(~test, cols)], y[~test], **fit)
+            model = fit_weighted(make({**params, **choice.params}), X[np.ix_(~test, cols)], y[~test], **fit)
             values = model.predict(X[np.ix_(test, cols)]) if predict is None else predict(model, X[np.ix_(test, cols)])
             values = np.asarray(values, dtype=float).reshape(int(test.sum()), -1)
             oof[test] = values[:, 0]
@@ -445,7 +439,7 @@ def nested_search(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, make: Call
             search.fits += 1
             outer.append({"fold": k, "choice": choice, "score": metric_value(choice.metric, y[test], oof[test])})
         final = choose(search, ids, tuning=tuning, selection=selection, candidates=candidates, outer="all",
-                       weight=_weights_for(sample_weight, "all"))
+                       weight=cv.fold_weights(sample_weight, "all"))
     table = pd.DataFrame(search.rows)
     fold_columns = [f"fold_{k}" for k in ids]
     table = table.reindex(columns=[c for c in table.columns if c not in fold_columns]
