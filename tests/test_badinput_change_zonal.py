@@ -98,7 +98,7 @@ def test_change_missing_band(ws, capsys):
 
 def test_change_unknown_interval_level(ws, capsys):
     make_map(ws / "a.tif", C, describe_level=False)
-    make_map(ws / "b.tif", C, describe_level=False)
+    make_map(ws / "b.tif", C + 1, describe_level=False)
     assert_refused(_change(ws, t1=ws / "a.tif", t2=ws / "b.tif"), capsys,
                    keywords=["level", "sinks_interval_level"], watch=ws / "out")
 
@@ -134,6 +134,11 @@ def test_change_no_common_valid_pixel(ws, capsys):
 
 def test_change_one_file_for_both_epochs(ws, capsys):
     assert_refused(_change(ws, t2=ws / "t1.tif"), capsys, keywords=["t1.tif", "both epochs"], watch=ws / "out")
+    import shutil
+
+    shutil.copyfile(ws / "t1.tif", ws / "copy.tif")  # a copy of one epoch given as the other
+    assert_refused(_change(ws, t2=ws / "copy.tif"), capsys, keywords=["t1.tif", "copy.tif", "byte for byte"],
+                   watch=ws / "out")
 
 
 def _untagged_nodata(ws):

@@ -208,6 +208,9 @@ def test_totals_add_up_with_correlated_project_interval(report):
     assert project["tco2e"] == min(project["by_parcels_tco2e"], project["project_level_tco2e"])
     assert project["binding"] == "project_level" and project["tco2e"] < project["by_parcels_tco2e"]
     assert project["parcel_scale"] == pytest.approx(project["tco2e"] / project["parcels_tco2e"])
+    # what a trading system sums: each parcel's issuable share, adding up to the project's issue
+    assert sum(c["issuable_tco2e"] for c in parcels.values()) == pytest.approx(project["tco2e"], rel=1e-12)
+    assert all(c["issuable_tco2e"] == 0 for c in parcels.values() if c["status"] != "credited")
     steps = ("baseline_tco2e", "leakage_tco2e", "uncertainty_deduction_tco2e", "buffer_tco2e")
     assert project["tco2e"] == pytest.approx(project["stock_change_tco2e"] - sum(project[k] for k in steps), rel=1e-9)
     assert project["lower_tco2e"] <= project["tco2e"] <= project["upper_tco2e"] <= project["stock_change_upper_tco2e"]
@@ -273,12 +276,15 @@ def test_forest_management_needs_forest_and_a_baseline(world):
 def test_report_json_and_gpkg_together(world, report, tmp_path):
     document = write_report(report, tmp_path / "r.json", tmp_path / "r.gpkg")
     validate(document)
-    assert document["schema_version"] == "3" and document["crediting"]["methodology"]["id"] == "ccer-14-001"
+    assert document["schema_version"] == "4" and document["crediting"]["methodology"]["id"] == "ccer-14-001"
     assert document["crediting"]["methodology"]["terms"]["buffer"]["source"]
     assert json.loads((tmp_path / "r.json").read_text())["crediting"]["project"]["tco2e"] > 0
     table = gpd.read_file(tmp_path / "r.gpkg")
     assert list(table["credit_status"]) == [p.creditable["status"] for p in report.parcels]
     assert table["tco2e"].sum() == pytest.approx(document["crediting"]["project"]["parcels_tco2e"])
+    assert table["issuable_tco2e"].sum() == pytest.approx(document["crediting"]["project"]["tco2e"])
+    assert set(table["methodology"]) == {"ccer-14-001"} and set(table["credit_route"]) == {"maps"}
+    assert set(table["report_schema_version"]) == {"4"}
     broken = to_dict(report)
     broken["parcels"][0]["creditable"]["tco2e"] = -5
     with pytest.raises(jsonschema.ValidationError):
@@ -538,6 +544,8 @@ def test_project_nets_the_losses_of_parcels_with_a_negative_net():
     assert wide["uncertainty_deduction_tco2e"] == pytest.approx(Z90 * 40) and wide["baseline_tco2e"] == 0.0
     assert wide["tco2e"] == pytest.approx(wide["stock_change_tco2e"] - wide["uncertainty_deduction_tco2e"])
     assert wide["parcel_scale"] == pytest.approx(wide["tco2e"] / 80.0)
+    assert gain["issuable_tco2e"] == pytest.approx(wide["tco2e"]) and loss["issuable_tco2e"] == 0.0
+    assert _project([gain, big_loss], 0.0, 8.0, "note", **kw)["tco2e"] == 0.0 == gain["issuable_tco2e"]
 
 
 def test_an_override_is_cited_as_the_users_and_flagged_unchecked():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sinks.cli._common import add_overwrite, add_quiet, block_size, echo, show_progress
+from sinks.cli._common import add_overwrite, add_quiet, block_size, echo, interval_level, show_progress
 
 
 def _correlation(text: str) -> float:
@@ -21,16 +21,7 @@ _correlation.__name__ = "correlation"
 
 
 def level_option(parser) -> None:
-    def level(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 (e.g. 0.9), got {text!r}") from None
-        if not 0 < value < 1:
-            raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 (e.g. 0.9, not 90), got {text!r}")
-        return value
-
-    parser.add_argument("--level", type=level, metavar="P",
+    parser.add_argument("--level", type=interval_level, metavar="P",
                         help="level of the output interval, e.g. 0.9 (default: the input map's)")
 
 

@@ -473,7 +473,8 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
     ``tco2e`` is the smaller (``binding`` says which); when the project level binds, the
     deductions reported are its own, so that stock change - baseline - leakage - uncertainty -
     buffer = creditable either way, and ``parcel_scale`` is the share of each parcel's creditable
-    volume the project may issue. ``lower_tco2e``/``upper_tco2e`` are the smaller of the two routes'
+    volume the project may issue; each record gets its ``issuable_tco2e`` = its ``tco2e`` x
+    ``parcel_scale`` (0 unless credited), which sum to the project's ``tco2e``. ``lower_tco2e``/``upper_tco2e`` are the smaller of the two routes'
     (a sum of parcel bounds exceeded the project's own upper bound).
     """
     from sinks.stats import normal_quantile
@@ -497,6 +498,9 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
         chosen.update(lower_tco2e=min(by_parcels["lower_tco2e"], level["lower_tco2e"]),
                       upper_tco2e=min(by_parcels["upper_tco2e"], level["upper_tco2e"]))
     parcels_sum = total("tco2e")
+    scale = (chosen["tco2e"] / parcels_sum) if parcels_sum > 0 else 0.0
+    for record in records:  # what the project may issue of each parcel's creditable volume
+        record["issuable_tco2e"] = record["tco2e"] * scale if record["status"] == "credited" else 0.0
     return {
         "parcels": len(records), "statuses": {s: sum(r["status"] == s for r in records) for s in CREDIT_STATUSES},
         **chosen,
@@ -507,7 +511,7 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
         "netted_losses_tco2e": losses, "parcels_tco2e": parcels_sum,
         "by_parcels_tco2e": by_parcels["tco2e"], "project_level_tco2e": level["tco2e"] if level else 0.0,
         "binding": binding, "creditable_interval_level": float(terms.value("uncertainty", "level")),
-        "parcel_scale": (chosen["tco2e"] / parcels_sum) if parcels_sum > 0 else 0.0,
+        "parcel_scale": scale,
         "interval_note": note,
     }
 
@@ -701,7 +705,8 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     union_total = union_sd = union_area = math.nan
     with tempfile.TemporaryDirectory(prefix=".sinks-credit-") as tmp:
         sink = Path(tmp) / "sink.tif"
-        stock_change(info1.path, info2.path, y1, y2, sink, epoch_correlation=rho,
+        # at the report's level: each map's interval is read at its own level (sd = half-width / z)
+        stock_change(info1.path, info2.path, y1, y2, sink, epoch_correlation=rho, level=REPORT_LEVEL,
                      allow_different_models=allow_different_models, progress=progress)
         frame = gpd.GeoDataFrame({"parcel_id": ids.astype(str)}, geometry=list(geoms), crs=info1.crs)
         idx = [i for i in range(len(frame)) if on_map[i]]

@@ -20,7 +20,8 @@ from sinks.io import atomic_path, write_vector
 #: Version 2: exact area shares in the evidence, the methodology's source and scheme, the crediting block.
 #: Version 3: the crediting block's ``route`` (maps, or ex ante from a growth-curve table: ``growth_table``,
 #: per parcel ``growth``), status ``no_uncertainty``.
-SCHEMA_VERSION = "3"
+#: Version 4: each credited parcel's ``issuable_tco2e`` (its share of what the project may issue).
+SCHEMA_VERSION = "4"
 
 
 @lru_cache(maxsize=1)
@@ -84,10 +85,12 @@ def _clean(value):
     return value
 
 
-#: Crediting columns of the GeoPackage (t CO2e over the period; shares of area).
+#: Crediting columns of the GeoPackage (t CO2e over the period; shares of area). ``issuable_tco2e``
+#: is what the project may issue for the parcel (``tco2e`` x the project's ``parcel_scale``).
 GPKG_CREDIT_COLUMNS = ("stock_change_tco2e", "stock_change_sd_tco2e", "baseline_tco2e", "leakage_tco2e",
-                       "uncertainty_deduction_tco2e", "buffer_tco2e", "tco2e", "lower_tco2e", "upper_tco2e",
-                       "mapped_area_ha", "outside_raster_share", "outside_aoa_share")
+                       "net_tco2e", "net_sd_tco2e", "uncertainty_deduction_tco2e", "buffer_tco2e", "tco2e",
+                       "issuable_tco2e", "lower_tco2e", "upper_tco2e", "mapped_area_ha", "outside_raster_share",
+                       "nodata_share", "outside_aoa_share")
 
 
 def to_geodataframe(report: EligibilityReport) -> gpd.GeoDataFrame:
@@ -99,6 +102,10 @@ def to_geodataframe(report: EligibilityReport) -> gpd.GeoDataFrame:
         row["reasons"] = "; ".join(f"{rid}: {r.reason}" for rid, r in p.rules.items() if r.status != "pass")
         if report.crediting is not None:
             c = p.creditable or {}
+            # the report it belongs to, on every row: a GeoPackage read alone still says what it is
+            row.update(report_schema_version=SCHEMA_VERSION, credit_route=report.crediting.get("route"),
+                       methodology=report.crediting["methodology"]["id"],
+                       parcel_scale=report.crediting["project"].get("parcel_scale"))
             row["credit_status"] = c.get("status")
             for key in GPKG_CREDIT_COLUMNS:
                 row[key] = c.get(key)

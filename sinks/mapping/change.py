@@ -183,7 +183,7 @@ def _check_years(year1, year2) -> tuple[float, float]:
 
 
 def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool = False) -> None:
-    """Refuse two maps that cannot be differenced: one file twice, bands, grids, units, models."""
+    """Refuse two maps that cannot be differenced: one file twice (or a copy), bands, grids, units, models."""
     if Path(info1.path).resolve() == Path(info2.path).resolve():
         raise InputError(f"{info1.path} is given for both epochs; give the map of each year (MAP_T1 MAP_T2)")
     for info in (info1, info2):
@@ -204,6 +204,12 @@ def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool
             f"{info1.path} (bundle {b1 or 'unknown'}) and {info2.path} (bundle {b2 or 'unknown'}) were not "
             "mapped by the same model bundle: a change between two models mixes model differences into the "
             "sink; pass --allow-different-models to difference them anyway (recorded in the tags)")
+    if os.path.getsize(info1.path) == os.path.getsize(info2.path):  # only then can they be copies
+        from sinks.io import sha256_file
+
+        if sha256_file(info1.path) == sha256_file(info2.path):
+            raise InputError(f"{info1.path} and {info2.path} are the same file (byte for byte): a copy of one "
+                             "epoch's map given as the other's; give the map of each year (MAP_T1 MAP_T2)")
 
 
 def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float, year2: float,
