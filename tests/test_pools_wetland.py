@@ -29,6 +29,26 @@ def test_core_stock_gap_and_extrapolation_by_hand():
     assert wetland.core_stock([0], [150], [0.02], 100)[0] == pytest.approx(200.0)
 
 
+def test_organic_matter_below_the_conversions_range_is_a_gap_not_more_carbon_than_organic_matter():
+    """Kauffman & Donato's intercept gives OC > OM below 4.94 % OM: such an interval is a gap."""
+    converted, outside = wetland.converted_carbon([np.nan, np.nan, 0.05, np.nan], [0.03, 0.20, 0.01, 0.050],
+                                                  "kauffman_donato_2012")
+    assert list(outside) == [True, False, False, False] and np.isnan(converted[0]) and np.isnan(converted[2])
+    assert converted[1] == pytest.approx(0.1119) and converted[3] == pytest.approx(0.04965)
+    core = pd.DataFrame({"core_id": ["A"] * 3 + ["B"], "top_cm": [0, 10, 20, 0], "bottom_cm": [10, 20, 30, 10],
+                         "dry_bulk_density_g_cm3": [0.5, 0.5, 0.5, 0.5],
+                         "fraction_organic_matter": [0.20, 0.03, 0.20, 0.02]})
+    with pytest.raises(InputError, match="below the range of the kauffman_donato_2012"):
+        wetland.wetland_stocks(core)  # core B has nothing else
+    result = wetland.wetland_stocks(core, drop_invalid=True, depth_cm=30)
+    a = result.plots.set_index("plot_id").loc["A"]
+    assert a["n_om_below_range"] == 1 and a["gap_filled_cm"] == 10
+    assert a["carbon_mg_ha"] == pytest.approx(30 * 0.5 * 0.1119 * 100)  # the gap takes its neighbours' density
+    assert list(result.plots["plot_id"]) == ["A"]
+    crafted = wetland.wetland_stocks(core, depth_cm=30, conversion="craft_1991")  # through the origin: all usable
+    assert crafted.plots["n_om_below_range"].sum() == 0
+
+
 def test_organic_matter_conversion_kauffman():
     # %OC = 0.415 x 20 + 2.89 = 11.19 % -> 0.1119
     assert wetland.fraction_carbon_from_organic_matter([0.20])[0] == pytest.approx(0.1119)
@@ -128,3 +148,9 @@ def test_sanderman2018_mangrove_stocks(shared_data):
     assert set(plots["flag"]) <= {"complete", "extrapolated", "gaps_interpolated", "gaps_interpolated+extrapolated"}
     assert (plots["extrapolated_cm"] > 0).sum() == plots["flag"].str.contains("extrapolated").sum()
     assert (result.intervals["carbon_source"] == "om:kauffman_donato_2012").sum() > 100
+    # never more organic carbon than organic matter: below 4.94 % OM the conversion is not used
+    used = result.intervals[result.intervals["carbon_source"].str.startswith("om:")]
+    assert (used["fraction_carbon_used"] <= used["fraction_organic_matter"]).all()
+    below = result.intervals["carbon_source"] == "om_below_range:kauffman_donato_2012"
+    assert below.sum() > 50 and result.intervals.loc[below, "carbon_density_g_cm3"].isna().all()
+    assert plots["n_om_below_range"].sum() == below.sum()

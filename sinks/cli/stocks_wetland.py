@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from sinks.cli._common import (
     add_crs,
     add_overwrite,
@@ -56,6 +58,12 @@ def run(args) -> None:
     echo(f"{len(plots)} cores; carbon to {plots['reference_depth_cm'].iloc[0] if len(plots) else args.depth_cm:g} cm "
          f"Mg C/ha: {summary(plots['carbon_mg_ha'])}")
     echo("  flags: " + ", ".join(f"{k} {v}" for k, v in plots["flag"].value_counts().items()))
+    below = plots["n_om_below_range"] > 0
+    if below.any():
+        print(f"sinks stocks wetland: warning: {int(plots['n_om_below_range'].sum())} organic-matter-only intervals "
+              f"in {int(below.sum())} cores are below the range of the {args.conversion} conversion (it gives more "
+              "carbon than organic matter there): they count as gaps, filled from the core's other intervals "
+              "(n_om_below_range)", file=sys.stderr)
     echo(f"plot table -> {args.out}")
     if args.intervals_out:
         echo(f"per-interval table -> {args.intervals_out}")
