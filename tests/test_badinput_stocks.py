@@ -113,6 +113,15 @@ CASES = {
     "forest-no-area-column": (lambda d: forest_args(d, plots=_write(d, "p.csv", _plots().drop(columns="area_ha"))),
                               ["area_ha"]),
     "forest-no-plot-areas": (lambda d: [*FOREST, d / "trees.csv", "--out", d / "out" / "o.csv"], ["--plots"]),
+    "forest-plots-lat-long-with-crs": (
+        lambda d: forest_args(d, None, _write(d, "p.csv", _plots().rename(columns={"x": "long", "y": "lat"})),
+                              None, "--crs", "EPSG:32650"),
+        ["p.csv", "--crs EPSG:32650", "no x and y", "long, lat", "--rename"]),
+    "forest-gpkg-without-locations": (
+        lambda d: [*FOREST, d / "trees.csv", "--area-ha", "0.04", "--out", d / "out" / "o.gpkg", "--draws", "50"],
+        ["o.gpkg", "GeoPackage needs the plots' locations", "--area-ha"]),
+    "forest-rename-in-no-table": (lambda d: forest_args(d, None, None, None, "--rename", "nothere=plot_id"),
+                                  ["--rename", "nothere", "neither"]),
     # ---- forest: unit slips
     "forest-dbh-mm": (lambda d: forest_args(d, trees=_trees_with(d, "t.csv", dbh_cm=lambda v: v * 10)),
                       ["t.csv", "dbh_cm", "mm"]),
@@ -235,3 +244,16 @@ def test_good_inputs_run(data, capsys):
     assert main([str(a) for a in gedi_args(data)]) == 0
     for name in ("plots_out.csv", "t.csv", "soil_out.csv", "h.csv", "wet_out.csv", "gedi_out.csv"):
         assert (out / name).is_file(), name
+
+
+def test_a_rename_applies_to_the_plot_table_too(data):
+    """The plot list's own names (PlotID, area) are renamed like the tree list's."""
+    from sinks.cli import main
+
+    _write(data, "p2.csv", _plots().rename(columns={"plot_id": "PlotID", "area_ha": "size_ha"}))
+    _write(data, "t2.csv", _trees().rename(columns={"plot_id": "plotId"}))
+    out = data / "out" / "renamed.csv"
+    args = forest_args(data, data / "t2.csv", data / "p2.csv", out, "--rename", "PlotID=plot_id",
+                       "--rename", "plotId=plot_id", "--rename", "size_ha=area_ha")
+    assert main([str(a) for a in args]) == 0
+    assert list(pd.read_csv(out)["plot_id"]) == ["P0", "P1", "P2"]

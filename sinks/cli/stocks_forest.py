@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sinks.cli._common import (
     add_crs,
     add_overwrite,
@@ -87,17 +89,31 @@ def run(args) -> None:
     from sinks.io import check_columns, read_table, write_tables
     from sinks.pools import forest, plausibility
 
-    plausibility.check_rename_units(renames(args))
-    # each --rename applies to whichever of the tree list and the height sample has the column
+    mapping = renames(args)
+    plausibility.check_rename_units(mapping)
+    # each --rename applies to whichever of the tree list, the plot table and the height sample has
+    # the column; one in none of them is an error
     table = read_table(args.input, encoding=args.encoding, crs=args.crs)
-    tree_columns = set(map(str, table.columns))
-    table = check_columns(table, args.input, rename=renames(args), only_present=bool(args.height_sample))
+    if args.plots and args.area_ha is not None:
+        raise InputError("give --plots or --area-ha, not both")
+    plots_raw = read_table(args.plots, crs=args.crs, encoding=args.encoding) if args.plots else None
+    sample_raw = read_table(args.height_sample, encoding=args.encoding) if args.height_sample else None
+    columns = {args.input: table.columns, **({args.plots: plots_raw.columns} if args.plots else {}),
+               **({args.height_sample: sample_raw.columns} if args.height_sample else {})}
+    if len(columns) > 1:
+        check_renames_found(mapping, columns)
+    table = check_columns(table, args.input, rename=mapping, only_present=len(columns) > 1)
     if "volume_m3_ha" in table.columns and "dbh_cm" not in table.columns:
         return _run_volume(args, table)
     trees = table
-    plots = _plots(args, trees)
+    plots = _plots(args, trees, plots_raw)
+    if Path(args.out).suffix.lower() == ".gpkg" and "geometry" not in plots.columns:
+        raise InputError(f"{args.out}: a GeoPackage needs the plots' locations, and "
+                         + (f"{args.plots} has no geometry and no x/y columns with --crs" if args.plots else
+                            "--area-ha gives none") + "; give --plots with x/y (and --crs) or geometry, "
+                         "or write .csv or .parquet")
     options = forest.TreeOptions(
-        height_model=_height_model(args, tree_columns), e=args.e, allometry=_allometry(args),
+        height_model=_height_model(args, sample_raw), e=args.e, allometry=_allometry(args),
         wood_density_table=args.wood_density, species_table=args.species_table, height_sd_m=args.height_sd)
     stocks = forest.forest_stocks(
         trees, plots, options, n_draws=args.draws, diameter_error=_diameter_error(args.diameter_error),
@@ -137,16 +153,23 @@ def _run_volume(args, stands) -> None:
     echo(f"plot table -> {args.out}")
 
 
-def _plots(args, trees):
-    if args.plots and args.area_ha is not None:
-        raise InputError("give --plots or --area-ha, not both")
-    from sinks.io import read_table, to_geodataframe
+def _plots(args, trees, raw):
+    """The plot table: ``raw`` (the --plots table as read) renamed and checked, or --area-ha's."""
+    from sinks.io import check_columns, to_geodataframe
     from sinks.pools import forest
 
     if args.plots:
-        plots = read_table(args.plots, required=forest.PLOT_COLUMNS, crs=args.crs, encoding=args.encoding)
-        located = "geometry" in plots.columns or ({"x", "y"} <= set(plots.columns) and args.crs)
-        return to_geodataframe(plots, crs=args.crs, source=args.plots) if located else plots
+        plots = check_columns(raw, args.plots, rename=renames(args), required=forest.PLOT_COLUMNS, only_present=True)
+        if "geometry" in plots.columns:
+            return plots
+        if {"x", "y"} <= set(plots.columns) and args.crs:
+            return to_geodataframe(plots, crs=args.crs, source=args.plots)
+        if args.crs:
+            lonlat = [c for c in plots.columns if str(c).lower() in ("lon", "long", "longitude", "lat", "latitude")]
+            hint = (f" (it has {', '.join(map(str, lonlat))}: --rename them to x and y)" if lonlat else "")
+            raise InputError(f"{args.plots}: --crs {args.crs} is given but the plot table has no x and y columns"
+                             f"{hint}; found {', '.join(map(str, plots.columns))}")
+        return plots
     if args.area_ha is None:
         raise InputError("the tree route needs plot areas: --plots TABLE (plot_id, area_ha) or --area-ha HA")
     if "plot_id" not in trees.columns:
@@ -156,18 +179,17 @@ def _plots(args, trees):
     return pd.DataFrame({"plot_id": pd.unique(trees["plot_id"]), "area_ha": args.area_ha})
 
 
-def _height_model(args, tree_columns: set[str]):
+def _height_model(args, raw):
+    """The height model: Feldpausch's region, or fitted on ``raw`` (the --height-sample table as read)."""
     if args.feldpausch and args.height_sample:
         raise InputError("give --height-sample or --feldpausch, not both")
-    from sinks.io import check_columns, read_table
+    from sinks.io import check_columns
     from sinks.pools import height
 
     if args.feldpausch:
         return height.feldpausch_model(args.feldpausch)
     if not args.height_sample:
         return None
-    raw = read_table(args.height_sample, encoding=args.encoding)
-    check_renames_found(renames(args), {args.input: tree_columns, args.height_sample: raw.columns})
     sample = check_columns(raw, args.height_sample, rename=renames(args), required=("dbh_cm", "height_m"),
                            only_present=True)
     if args.hd_per_plot:
