@@ -283,3 +283,20 @@ def test_a_species_column_under_another_name_gets_a_hint():
     trees = _trees().rename(columns={"species": "species_zh"}).assign(species_zh="马尾松")
     with pytest.raises(InputError, match="--rename species_zh=species"):
         forest.forest_stocks(trees, plots)
+
+
+def test_every_shipped_table_has_as_many_fields_in_each_row_as_in_its_header():
+    """A stray comma in an unquoted note shifts a row's columns (pandas then takes the first as an
+    index, silently: the wetland conversion table lost its names so)."""
+    import csv
+    from pathlib import Path
+
+    import sinks
+
+    tables = sorted(Path(sinks.__file__).parent.rglob("*.csv"))
+    assert len(tables) >= 10
+    for path in tables:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+        widths = {len(row) for row in rows}
+        assert widths == {len(rows[0])}, f"{path.name}: rows of {sorted(widths)} fields"
