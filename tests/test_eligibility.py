@@ -125,6 +125,22 @@ def test_ccer_14_001_minimum_area_depends_on_start_year(layers):
     assert got["undated"].status == "unknown" and "no start date" in got["undated"].reason
 
 
+def test_the_minimum_area_is_of_contiguous_land_not_of_scattered_pieces(layers):
+    """Eleven 15 m squares apart, one MultiPolygon of 0.25 ha, are not a parcel of 0.25 ha (连续面积)."""
+    from shapely.geometry import MultiPolygon
+
+    rules = load_ruleset("ccer-14-001")
+    x0, y0 = T @ (30, 30)
+    scattered = MultiPolygon([box(x0 + 40 * k, y0 - 15, x0 + 40 * k + 15, y0) for k in range(11)])
+    frame = gpd.GeoDataFrame({"parcel_id": ["scattered", "whole"], "start_date": "2024-05-01"},
+                             geometry=[scattered, box(x0, y0 - 60, x0 + 25, y0 - 35)], crs=CRS)
+    got = {p.parcel_id: p.rules["min_area"] for p in assess(frame, rules, layers, progress=False).parcels}
+    assert got["scattered"].status == "fail" and got["scattered"].evidence["pieces"] == 11
+    assert "smallest of 11 contiguous pieces" in got["scattered"].reason
+    assert got["scattered"].evidence["area_ha"] > 0.04 > got["scattered"].evidence["smallest_piece_ha"]
+    assert got["whole"].status == "pass" and got["whole"].evidence["pieces"] == 1
+
+
 def test_rule_files_are_checked_for_their_parameters(tmp_path):
     shipped = (Path(__file__).parents[1] / "sinks/eligibility/rulesets/ccer-14-001.toml").read_text()
     both = tmp_path / "both.toml"

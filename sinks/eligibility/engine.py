@@ -157,12 +157,26 @@ def parse_start_dates(parcels, column: str = "start_date") -> list[dt.date | Non
     return out
 
 
-def equal_area_ha(geometries) -> np.ndarray:
-    """Areas (ha) in a Lambert azimuthal equal-area projection centred on the parcels."""
+def _equal_area(geometries):
+    """The geometries in a Lambert azimuthal equal-area projection centred on them (metres)."""
     lonlat = geometries.to_crs("EPSG:4326")
     minx, miny, maxx, maxy = lonlat.total_bounds
     laea = CRS.from_proj4(f"+proj=laea +lat_0={(miny + maxy) / 2} +lon_0={(minx + maxx) / 2} +datum=WGS84 +units=m")
-    return geometries.to_crs(laea).area.to_numpy() / 10_000
+    return geometries.to_crs(laea)
+
+
+def equal_area_ha(geometries) -> np.ndarray:
+    """Areas (ha) in a Lambert azimuthal equal-area projection centred on the parcels."""
+    return _equal_area(geometries).area.to_numpy() / 10_000
+
+
+def contiguous_pieces_ha(geometries) -> list[tuple[float, ...]]:
+    """Each parcel's contiguous pieces' areas (ha, equal-area as :func:`equal_area_ha`): the parts
+    of a MultiPolygon that touch or overlap are one piece."""
+    import shapely
+
+    return [tuple(float(part.area) / 10_000 for part in shapely.get_parts(shapely.union_all(shapely.get_parts(g))))
+            for g in _equal_area(geometries).to_numpy()]
 
 
 class _Layer:
@@ -351,7 +365,7 @@ def assess(parcels, ruleset: RuleSet, layers: dict[str, str | os.PathLike], *,
     try:
         for name, path in layers.items():
             opened[name] = _Layer(name, str(path), ruleset.encodings[name])
-        areas = equal_area_ha(parcels.geometry)
+        areas, pieces = equal_area_ha(parcels.geometry), contiguous_pieces_ha(parcels.geometry)
         in_crs = {name: parcels.geometry.to_crs(layer.ds.crs) for name, layer in opened.items()}
         for name, layer in opened.items():
             layer.check_overlap(in_crs[name])
@@ -377,7 +391,7 @@ def assess(parcels, ruleset: RuleSet, layers: dict[str, str | os.PathLike], *,
                     cache[name] = opened[name].pixels(in_crs[name].iloc[i])
                 return cache[name]
 
-            context = ParcelContext(str(parcels["parcel_id"].iloc[i]), float(areas[i]), start, pixels)
+            context = ParcelContext(str(parcels["parcel_id"].iloc[i]), float(areas[i]), start, pixels, pieces[i])
             rule_results = {}
             for rule in ruleset.rules:
                 if rule.layer and rule.layer not in opened:
