@@ -257,3 +257,17 @@ def test_a_rename_applies_to_the_plot_table_too(data):
                        "--rename", "plotId=plot_id", "--rename", "size_ha=area_ha")
     assert main([str(a) for a in args]) == 0
     assert list(pd.read_csv(out)["plot_id"]) == ["P0", "P1", "P2"]
+
+
+def test_plots_mixing_trees_with_and_without_roots_are_said(data, capsys):
+    """A tree outside the species groups gets no root:shoot ratio: the plot's share says so, with a warning."""
+    from sinks.cli import main
+
+    trees = _trees()
+    trees.loc[:4, "species"] = "Unknownia incognita"  # five trees of plot P0
+    _write(data, "t3.csv", trees)
+    out = data / "out" / "roots.csv"
+    assert main([str(a) for a in forest_args(data, data / "t3.csv", None, out)]) == 0
+    assert "roots are counted for only part of the trees: in 1 of 3 plots" in capsys.readouterr().err
+    share = pd.read_csv(out).set_index("plot_id")["roots_counted_share"]
+    assert 0 < share["P0"] < 1 and share["P1"] == share["P2"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from sinks.cli._common import (
@@ -132,6 +133,13 @@ def run(args) -> None:
         echo(f"  {len(names)} name(s) matched no taxon or species group (took a plot or dataset mean): "
              + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
     echo(f"  carbon Mg C/ha: {summary(plot_table['carbon_mg_ha'])}")
+    share = plot_table["roots_counted_share"]
+    if (share < 1 - 1e-9).any():
+        mixed = int(((share > 0) & (share < 1 - 1e-9)).sum())
+        print(f"sinks stocks forest: warning: roots are counted for only part of the trees: in {int((share < 1 - 1e-9).sum())} "
+              f"of {int(share.notna().sum())} plots some AGB has no root:shoot ratio ({mixed} mix trees with and without "
+              "roots), so their carbon is partly above-ground only (roots_counted_share); trees outside the species "
+              "groups get none: give --species-table with a root_shoot for them", file=sys.stderr)
     if args.draws:
         echo(f"  Monte Carlo ({args.draws} draws): carbon sd {summary(plot_table['carbon_sd_mg_ha'])}")
     echo(f"plot table -> {args.out}")

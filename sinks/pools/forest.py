@@ -399,7 +399,8 @@ def plot_stocks(tree_table: pd.DataFrame, plots: pd.DataFrame, *, mc: montecarlo
 
     Returns the plot table of DESIGN.md (``plot_id``, geometry when ``plots`` has it, ``area_ha``,
     ``pool``, ``agb_mg_ha``, ``carbon_mg_ha``, ``co2e_mg_ha``, ``n_trees``, ``stems_ha``,
-    ``method``) and, from a Monte Carlo ``mc`` (plots in the same order), ``carbon_sd_mg_ha`` and
+    ``roots_counted_share`` (the share of the plot's AGB in trees whose species group gives a
+    root:shoot ratio: below 1, part of the plot's carbon is above-ground only), ``method``) and, from a Monte Carlo ``mc`` (plots in the same order), ``carbon_sd_mg_ha`` and
     the mean, median, sd and 2.5 / 97.5 % quantiles of AGB and carbon (``*_mc_mean_mg_ha``, ...).
     Plots without trees get zero stock. Plot ids come out as given.
     """
@@ -408,14 +409,21 @@ def plot_stocks(tree_table: pd.DataFrame, plots: pd.DataFrame, *, mc: montecarlo
     if orphans:
         raise InputError(f"trees: plot_id(s) not in the plot table: {', '.join(map(str, orphans[:10]))}")
     live = tree_table["agb_mg"] > 0
-    sums = tree_table.assign(live=live).groupby("plot_id").agg(
-        agb_mg=("agb_mg", "sum"), carbon_mg=("carbon_mg", "sum"), n_trees=("live", "sum"))
+    rooted = tree_table["agb_mg"].where(tree_table["root_shoot"] > 0, 0.0) if "root_shoot" in tree_table else 0.0
+    sums = tree_table.assign(live=live, rooted=rooted).groupby("plot_id").agg(
+        agb_mg=("agb_mg", "sum"), carbon_mg=("carbon_mg", "sum"), n_trees=("live", "sum"),
+        rooted_mg=("rooted", "sum"))
     out = plots.copy()
     joined = sums.reindex(out["plot_id"]).fillna(0.0)
     out["n_trees"] = joined["n_trees"].to_numpy().astype(int)
     out["stems_ha"] = out["n_trees"] / area
     out["agb_mg_ha"] = joined["agb_mg"].to_numpy() / area
     out["carbon_mg_ha"] = joined["carbon_mg"].to_numpy() / area
+    # the share of the plot's AGB whose roots are counted: trees outside the species groups
+    # (species_groups.csv, or --species-table) get no root:shoot ratio and no below-ground carbon
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["roots_counted_share"] = np.where(joined["agb_mg"].to_numpy() > 0,
+                                              joined["rooted_mg"].to_numpy() / joined["agb_mg"].to_numpy(), np.nan)
     out["co2e_mg_ha"] = out["carbon_mg_ha"] * allometry_parameter("co2_per_c", "ratio")
     out["carbon_sd_mg_ha"] = np.nan
     if mc is not None:
