@@ -61,6 +61,9 @@ def run(args) -> None:
         mark = "  <- chosen" if scheme == chosen else ""
         if s.get("tuning") and s["tuning"] != "nested":
             mark += "  (not nested: optimistic by the tuning)"
+        knndm = meta["validation_setup"].get("knndm") or {}
+        if scheme == "knndm" and knndm.get("method") == "random":  # CAST's choice when the plots are representative
+            mark += f"  (random folds: the plots are representative of the map, KS p = {knndm.get('ks_pvalue', float('nan')):.2g})"
         echo(f"  {scheme:<8} {s['folds']}-fold CV: R2 {s['r2']:.3f}, RMSE {s['rmse']:.3g} {units}, "
              f"bias {s['bias']:+.3g}{w}{mark}")
     if meta.get("tuning"):
