@@ -548,6 +548,20 @@ def test_project_nets_the_losses_of_parcels_with_a_negative_net():
     assert _project([gain, big_loss], 0.0, 8.0, "note", **kw)["tco2e"] == 0.0 == gain["issuable_tco2e"]
 
 
+def test_settings_that_can_credit_more_are_flagged_for_a_trading_system(world, report):
+    """Defaults: no departure, conservative. A lower uncertainty level or a looser AOA share can only
+    credit more: listed with their effect, and the flag turns false."""
+    assert report.crediting["departures"] == [] and report.crediting["conservative_as_methodology"] is True
+    loose = credit(world["parcels"], "ccer-14-001", world["maps"], (2020, 2025), layers=world["layers"],
+                   terms={"uncertainty": {"level": 0.3}, "buffer": {"fraction": 0.2}}, aoa_threshold=0.99,
+                   progress=False)
+    effects = {d["setting"]: d["effect"] for d in loose.crediting["departures"]}
+    assert effects == {"--term uncertainty.level": "less conservative", "--term buffer.fraction": "more conservative",
+                       "--aoa-threshold": "less conservative"}
+    assert loose.crediting["conservative_as_methodology"] is False
+    validate(to_dict(loose))
+
+
 def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
     """A --term value is not the methodology's: the report said the methodology's source for a
     number the methodology does not contain."""

@@ -92,6 +92,7 @@ class Term:
 class CreditingTerms:
     terms: dict[str, Term]
     overrides: dict = field(default_factory=dict)
+    methodology_values: dict = field(default_factory=dict)  # each term's values as the methodology states them
 
     def __getitem__(self, name: str) -> Term:
         return self.terms[name]
@@ -233,13 +234,14 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
         if name not in TERM_KEYS:
             raise SpecError(f"--term names unknown term '{name}'{did_you_mean(name, TERM_KEYS)}; terms: "
                             f"{', '.join(TERM_KEYS)}")
-    terms = {}
+    terms, original = {}, {}
     for name in TERM_KEYS:
         raw = section[name]
         at = f"{where}: [crediting.{name}]"
         if not isinstance(raw, dict):
             raise SpecError(f"{at}: must be a table")
         term = _check_term(name, raw, at)
+        original[name] = dict(term.values)
         if name in overrides:
             given = overrides[name]
             allowed = (*TERM_KEYS[name], "source", "confidence")
@@ -268,7 +270,49 @@ def parse_crediting(section, where: str, overrides: dict[str, dict] | None = Non
             if values:
                 term = replace(term, note=(term.note + " " if term.note else "") + f"overridden: {values}")
         terms[name] = term
-    return CreditingTerms(terms, overrides)
+    return CreditingTerms(terms, overrides, original)
+
+
+#: Term values that credit more when larger (+1) or when smaller (-1): a change that way is less
+#: conservative than the methodology.
+CREDITS_MORE_WHEN = {("uncertainty", "level"): -1, ("uncertainty", "threshold"): +1, ("leakage", "fraction"): -1,
+                     ("buffer", "fraction"): -1, ("baseline", "tco2e_ha_yr"): -1, ("period", "max_years"): +1,
+                     ("period", "min_years"): -1}
+
+
+def _effect(sign: int, value, default) -> str:
+    return "less conservative" if (value - default) * sign > 0 else "more conservative"
+
+
+def departures(cterms: CreditingTerms, options: dict | None = None) -> list[dict]:
+    """Every setting of this run that departs from the methodology or from sinks' defaults, with its
+    effect on the credited volume: ``less conservative`` (it can only credit more), ``more
+    conservative``, ``changed`` (either way), or ``project-specific`` (a value the methodology
+    leaves to the project). ``options``: the map route's ``{name: (value, default, sign)}`` (sign
+    +1 when a larger value credits more, -1 smaller, 0 either way)."""
+    out = []
+    for name, given in cterms.overrides.items():
+        for key, value in given.items():
+            if key in ("source", "confidence"):
+                continue
+            was = cterms.methodology_values.get(name, {}).get(key)
+            if was == value:
+                continue
+            if was is None:
+                effect = "project-specific"
+            elif (name, key) in CREDITS_MORE_WHEN:
+                effect = _effect(CREDITS_MORE_WHEN[name, key], float(value), float(was))
+            elif (name, key) == ("baseline", "rule"):  # a zero baseline deducts nothing
+                effect = "less conservative" if value == "zero" else "more conservative"
+            else:
+                effect = "changed"
+            out.append({"setting": f"--term {name}.{key}", "value": value, "default": was, "effect": effect})
+    for name, (value, default, sign) in (options or {}).items():
+        if value is None or value == default:
+            continue
+        effect = "changed" if not sign or default is None else _effect(sign, float(value), float(default))
+        out.append({"setting": name, "value": value, "default": default, "effect": effect})
+    return out
 
 
 # ---- crediting ------------------------------------------------------------------------------------
@@ -516,6 +560,15 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
     }
 
 
+def _departures_block(found: list[dict]) -> dict:
+    """``departures`` and ``conservative_as_methodology``: False when a setting can credit more than
+    the methodology and sinks' defaults would (or changes the result either way), or rests on
+    unchecked rows; a trading system checks this flag before taking the volume."""
+    return {"departures": found,
+            "conservative_as_methodology": not any(d["effect"] in ("less conservative", "changed", "unchecked")
+                                                   for d in found)}
+
+
 def _methodology_block(ruleset, cterms) -> dict:
     return {"id": ruleset.id, "title": ruleset.title, "version": ruleset.version,
             "source": ruleset.source or ruleset.methodology, **cterms.describe()}
@@ -627,9 +680,14 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
                        "creditable volumes, each deducted by its own interval, less the netted losses of parcels "
                        "whose net is negative, and the same deductions made once on the project (binding)",
                        terms=cterms, years=dt, area_ha=sum(r["area_ha"] for r in counted))
+    unchecked = [row for row in used.values() if not row["checked"]]
     report.crediting = {
         "route": "ex_ante_growth_table",
         "methodology": _methodology_block(ruleset, cterms),
+        **_departures_block(departures(cterms) + ([{
+            "setting": "growth table", "value": f"{len(unchecked)} of {len(used)} rows used not checked against "
+                                                "their source", "default": None, "effect": "unchecked"}]
+            if unchecked else [])),
         "growth_table": {"path": table.path, "sha256": table.sha256, "rows_used": [used[k] for k in sorted(used)],
                          "interpolation": INTERPOLATION, "sd_method": SD_METHOD},
         "years": [y1, y2],
@@ -770,6 +828,11 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     report.crediting = {
         "route": "maps",
         "methodology": _methodology_block(ruleset, cterms),
+        **_departures_block(departures(cterms, {
+            "--aoa-threshold": (float(aoa_threshold), AOA_THRESHOLD, +1),  # more pixels outside the AOA pass
+            "--epoch-correlation": (rho, 0.0, +1),  # a positive rho narrows the change's interval
+            "--error-range-m": (error_range_m, None, 0), "--error-nugget": (error_nugget, None, 0),
+            "--allow-different-models": (True if allow_different_models else None, None, 0)})),
         "maps": [{"path": str(info.path), "sha256": sha256_file(info.path), "year": y,
                   "bundle_id": info.bundle_id, "interval_level": info.level(),
                   "pool": info.tags.get("sinks_pool") or None} for info, y in ((info1, y1), (info2, y2))],
