@@ -26,9 +26,9 @@ from sinks.errors import InputError, SinksError, SpecError
 from sinks.io import format_rows, sha256_frame
 from sinks.learn import cv, tuning
 from sinks.learn.aoa import fit_aoa, fit_error_profile, training_neighbours
-from sinks.learn.estimators import (USER_KIND, library_message, as_estimator, estimator_params, fit_weighted,
-                                    importances, make_estimator, predict_quantiles, quantile_levels_for, trial_fit,
-                                    trial_save, with_interval_level)
+from sinks.learn.estimators import (USER_KIND, as_estimator, estimator_params, fit_weighted, importances,
+                                    library_message, make_estimator, predict_quantiles, quantile_levels_for,
+                                    trial_fit, trial_save, with_interval_level)
 from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive, calibrate_cqr, fold_difficulties,
                                    location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
 from sinks.learn.knndm import (cv_distances, grid_prediction_points, knndm_folds, metric_coordinates,
