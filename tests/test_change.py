@@ -12,6 +12,7 @@ from affine import Affine
 
 from sinks.cli import main
 from sinks.cog import cog_writer
+from sinks.errors import InputError
 from sinks.mapping.change import CO2_PER_C, read_map_info, stock_change
 
 Z90 = 1.6448536269514722
@@ -169,6 +170,16 @@ def test_different_models_allowed_when_asked(tmp_path):
     assert tags["sinks_allow_different_models"] == "true"
     assert (tags["sinks_bundle_id_t1"], tags["sinks_bundle_id_t2"]) == ("one", "two")
     assert "sinks_bundle_id" not in tags
+
+
+def test_maps_of_two_pools_refused_even_with_different_models_allowed(tmp_path):
+    c = np.full((16, 16), 40.0)
+    make_map(tmp_path / "a.tif", c, bundle="one", tags={"sinks_pool": "forest"})
+    make_map(tmp_path / "b.tif", c + 1, bundle="two", tags={"sinks_pool": "soil"})
+    with pytest.raises(InputError, match="forest pool but .* the soil pool"):
+        stock_change(tmp_path / "a.tif", tmp_path / "b.tif", 2010, 2011, tmp_path / "s.tif",
+                     allow_different_models=True, progress=False, block=16)
+    assert not (tmp_path / "s.tif").exists()
 
 
 def test_cli_change(epochs, capsys):

@@ -198,6 +198,10 @@ def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool
         raise InputError(f"{info1.path} is in {u1 or '(no units)'!r} but {info2.path} in {u2 or '(no units)'!r}; "
                          "both epochs must be in the same units")
     check_stock_units(info1, "carbon")
+    p1, p2 = info1.tags.get("sinks_pool") or None, info2.tags.get("sinks_pool") or None
+    if p1 and p2 and p1 != p2:
+        raise InputError(f"{info1.path} maps the {p1} pool but {info2.path} the {p2} pool (their sinks_pool "
+                         "tags): a change between two pools is not a sink; map both epochs with one pool's model")
     b1, b2 = info1.bundle_id, info2.bundle_id
     if not allow_different_models and (b1 is None or b2 is None or b1 != b2):
         raise ModelMismatchError(
