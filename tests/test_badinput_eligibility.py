@@ -174,7 +174,7 @@ def _rule_file(world, old, new, name="mine.toml"):
 RULE_FILE_EDITS = {
     "max_fraction = 7": ("max_fraction = 0.0", "max_fraction = 7", ["mine.toml", "not_wetland", "max_fraction", "7"]),
     "years_before_start = -3": ("years_before_start = 3", "years_before_start = -3",
-                                ["years_before_start", "-3", ">= 0"]),
+                                ["years_before_start", "-3", ">= 1"]),
     "min_area_ha = -5": ("min_area_ha = 0.04", "min_area_ha = -5", ["min_area", "min_area_ha", "-5"]),
     "years_before_start = 2.5": ("years_before_start = 3", "years_before_start = 2.5", ["years_before_start", "integer"]),
     "max_fraction as text": ("max_fraction = 0.0", 'max_fraction = "none"', ["max_fraction", "number"]),
@@ -206,7 +206,7 @@ def test_bad_rule_files_are_refused(world, capsys, old, new, keywords):
 OPTION_CASES = {
     "--param max_fraction=7": (["--param", "not_wetland.max_fraction=7"], ["--param not_wetland", "max_fraction", "7", "<= 1"]),
     "--param years_before_start=-3": (["--param", "non_forest_before_start.years_before_start=-3"],
-                                      ["years_before_start", "-3", ">= 0"]),
+                                      ["years_before_start", "-3", ">= 1"]),
     "--param min_area_ha=-5": (["--param", "min_area.min_area_ha=-5"], ["min_area_ha", "-5"]),
     "--param non-numeric": (["--param", "min_area.min_area_ha=big"], ["min_area_ha", "must be a number", "big"]),
     "--param unknown parameter": (["--param", "min_area.min_aera_ha=1"], ["min_aera_ha", "did you mean 'min_area_ha'"]),

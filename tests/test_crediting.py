@@ -26,7 +26,7 @@ from sinks.cog import cog_writer
 from sinks.eligibility.crediting import credit, methodology_list, parse_term_overrides
 from sinks.eligibility.report import to_dict, validate, write_report
 from sinks.eligibility.rules import load_ruleset
-from sinks.errors import SpecError
+from sinks.errors import InputError, SpecError
 from sinks.mapping.change import CO2_PER_C
 from sinks.stats import normal_quantile
 from sinks.mapping.zonal import EqualArea
@@ -562,6 +562,50 @@ def test_settings_that_can_credit_more_are_flagged_for_a_trading_system(world, r
     validate(to_dict(loose))
 
 
+def test_rule_overrides_and_edited_copies_of_a_shipped_methodology_are_departures(world, tmp_path, monkeypatch):
+    """--param and --layer-values loosen eligibility as surely as --term loosens crediting; a copy of a
+    shipped rule file, edited but keeping its id, is not the methodology (it credited 198.6 t for
+    70.1 t with an uncertainty level of 0.3 and no departure)."""
+    loose = credit(world["parcels"], "ccer-14-001", world["maps"], (2020, 2025), layers=world["layers"],
+                   params={"non_forest_before_start": {"max_forest_fraction": 1.0}},
+                   layer_values={"forest_history": {"forest": [99], "non_forest": [0, 1]}}, progress=False)
+    found = {d["setting"]: d for d in loose.crediting["departures"]}
+    assert found["--param non_forest_before_start.max_forest_fraction"]["effect"] == "less conservative"
+    assert found["--param non_forest_before_start.max_forest_fraction"]["default"] == 0.0
+    assert found["--layer-values forest_history"]["effect"] == "changed"
+    assert loose.crediting["conservative_as_methodology"] is False
+    strict = credit(world["parcels"], "ccer-14-001", world["maps"], (2020, 2025), layers=world["layers"],
+                    params={"min_area": {"min_area_ha": 1.0}}, progress=False)
+    assert [(d["setting"], d["effect"]) for d in strict.crediting["departures"]] == [
+        ("--param min_area.min_area_ha", "more conservative")]
+    assert strict.crediting["conservative_as_methodology"] is True
+
+    edited = tmp_path / "ccer-14-001.toml"  # same id (from the file), one value changed
+    edited.write_text(SHIPPED.read_text(encoding="utf-8").replace("\nlevel = 0.9", "\nlevel = 0.3", 1), encoding="utf-8")
+    copy = credit(world["parcels"], edited, world["maps"], (2020, 2025), layers=world["layers"], progress=False)
+    assert copy.crediting["methodology"]["id"] == "ccer-14-001"
+    (entry,) = copy.crediting["departures"]
+    assert entry["setting"].endswith("[crediting] uncertainty.level") and "not the shipped ccer-14-001" in entry["setting"]
+    assert (entry["value"], entry["default"], entry["effect"]) == (0.3, 0.9, "less conservative")
+    assert copy.crediting["conservative_as_methodology"] is False
+    validate(to_dict(copy))
+    same = tmp_path / "same" / "ccer-14-001.toml"  # a byte-for-byte copy: the methodology
+    same.parent.mkdir()
+    same.write_bytes(SHIPPED.read_bytes())
+    assert credit(world["parcels"], same, world["maps"], (2020, 2025), layers=world["layers"],
+                  progress=False).crediting["departures"] == []
+    # a bare id is the shipped rule set, whatever the working folder holds
+    monkeypatch.chdir(tmp_path)
+    assert load_ruleset("ccer-14-001").sha256 == load_ruleset(SHIPPED).sha256
+    assert load_ruleset("./ccer-14-001.toml").sha256 != load_ruleset(SHIPPED).sha256
+
+
+def test_a_period_longer_than_the_crediting_period_is_refused_without_start_dates(world):
+    undated = world["parcels"].drop(columns=["start_date"])
+    with pytest.raises(InputError, match="2020-2070 .50 years. is longer than the 40-year crediting period"):
+        credit(undated, "ccer-14-001", world["maps"], (2020, 2070), layers=world["layers"], progress=False)
+
+
 def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
     """A --term value is not the methodology's: the report said the methodology's source for a
     number the methodology does not contain."""
@@ -579,7 +623,7 @@ def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
     noted = load_ruleset("ccer-14-001", layer_values=None, terms={"buffer": {"confidence": "as filed"}}).crediting["buffer"]
     assert noted.confidence == "as filed" and noted.source == untouched_buffer_source() and "overridden" not in noted.note
     from sinks.eligibility.crediting import parse_term_overrides
-    from sinks.errors import SpecError
+    from sinks.errors import InputError, SpecError
 
     with pytest.raises(SpecError, match=r"--term buffer.fraction is given twice \(0.1 and '0.2'\)"):
         parse_term_overrides(["buffer.fraction=0.1", "buffer.fraction=0.2"])
@@ -612,7 +656,7 @@ def test_the_creditable_interval_is_at_the_uncertainty_rules_level(world):
 
 
 def test_a_negative_baseline_rate_is_refused():
-    from sinks.errors import SpecError
+    from sinks.errors import InputError, SpecError
 
     with pytest.raises(SpecError, match="negative.*add credit"):
         load_ruleset("ccer-14-001", terms={"baseline": {"rule": "rate", "tco2e_ha_yr": -5.0}}, layer_values=None)

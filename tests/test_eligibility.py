@@ -97,6 +97,16 @@ def test_start_date_and_cut_off_decide_the_years(parcels, layers):
         assess(parcels, early, layers, progress=False)
 
 
+def test_a_start_in_the_cut_off_year_or_before_it_is_not_a_pass(parcels, layers):
+    """Standing forest passed 'non-forest since 2005-02-16' for a 2004 start: no year was required."""
+    for start in ("2004-06-01", "2005-06-01"):
+        report = assess(parcels.assign(start_date=start), load_ruleset("ar-cm-001"), layers, progress=False)
+        got = {p.parcel_id: p for p in report.parcels}
+        rule = got["forest"].rules["non_forest_since"]
+        assert rule.status == "unknown" and "cannot be checked" in rule.reason, (start, rule)
+        assert got["forest"].verdict == "undetermined"
+
+
 def test_ccer_14_001_three_years_before_start(parcels, layers):
     rules = load_ruleset("ccer-14-001")
     got = {p.parcel_id: p for p in assess(parcels, rules, layers, progress=False).parcels}

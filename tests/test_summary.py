@@ -174,6 +174,16 @@ def test_unchecked_terms_and_rules_are_flagged(report, page):
     assert "Matched controls" not in page
 
 
+def test_departures_and_the_conservative_flag_are_on_the_page(world, page):
+    text = " ".join(Page(page).text)
+    assert "Departures" in text and "none" in text and "conservative as the methodology: yes" in text
+    loose = credit(world["parcels"], "ccer-14-001", world["maps"], (2020, 2025), layers=world["layers"],
+                   params={"not_wetland": {"max_fraction": 1.0}}, progress=False)
+    text = " ".join(Page(project_summary(loose, title="county A")).text)
+    assert "--param not_wetland.max_fraction = 1.0 (methodology or default: 0.0): less conservative" in text
+    assert "conservative as the methodology: <strong>no</strong>" in project_summary(loose, title="county A")
+
+
 def test_user_strings_are_escaped(page):
     parsed = Page(page)
     assert NASTY not in page and "&lt;script&gt;" in page

@@ -168,14 +168,16 @@ def _forest_by_year(rule, parcel: ParcelContext, fails, bound_key: str):
 
 def _history_result(found, fail_reason: str, pass_reason: str) -> RuleResult:
     years, window, evidence, failed, missing, unknown = found
+    if not years:  # a start in the cut-off's year or before it: no year of the window to check
+        return RuleResult("unknown", f"no year of the history lies in the required window ({window}): the start "
+                                     "is in the cut-off's year or before it, so the rule cannot be checked", evidence)
     if failed:
         return RuleResult("fail", f"{fail_reason} in {_years(failed)} ({window})", evidence)
     if missing:
         return RuleResult("unknown", f"the forest history lacks {_years(missing)}", evidence)
     if unknown:
         return RuleResult("unknown", f"nodata on the parcel in {_years(unknown)}", evidence)
-    return RuleResult("pass", f"{pass_reason} in every year {years[0]}-{years[-1]}" if years else "no year required",
-                      evidence)
+    return RuleResult("pass", f"{pass_reason} in every year {years[0]}-{years[-1]}", evidence)
 
 
 def non_forest_history(rule, parcel: ParcelContext) -> RuleResult:
@@ -251,7 +253,7 @@ def _fraction(section, key, where):
 
 
 def _year_count(section, key, where):
-    return validate.number(section, key, where, integer=True, minimum=0, maximum=200)
+    return validate.number(section, key, where, integer=True, minimum=1, maximum=200)
 
 
 def _date(section, key, where):
@@ -282,6 +284,12 @@ PARAM_TYPES: dict[str, dict[str, Callable]] = {
     "raster_fraction_max": {"max_fraction": _fraction, "class": _class_name},
     "forest_history_min": {"min_forest_fraction": _fraction, "since": _date, "years_before_start": _year_count},
 }
+
+
+#: Rule parameters whose change has a known direction: +1 when a larger value lets more land pass
+#: (so can credit more), -1 when a smaller one does. Any other parameter's change goes either way.
+LOOSER_WHEN_LARGER = {"max_forest_fraction": 1, "max_fraction": 1, "min_area_ha": -1, "legacy_min_area_ha": -1,
+                      "min_forest_fraction": -1, "years_before_start": -1}
 
 
 def check_params(check: str, params: dict, where: str) -> dict:

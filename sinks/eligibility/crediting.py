@@ -284,13 +284,107 @@ def _effect(sign: int, value, default) -> str:
     return "less conservative" if (value - default) * sign > 0 else "more conservative"
 
 
-def departures(cterms: CreditingTerms, options: dict | None = None) -> list[dict]:
+def _term_effect(name: str, key: str, value, was) -> str:
+    """The effect on the credited volume of a crediting term's ``key`` set to ``value`` instead of ``was``."""
+    if was is None:
+        return "project-specific"
+    if (name, key) in CREDITS_MORE_WHEN:
+        return _effect(CREDITS_MORE_WHEN[name, key], float(value), float(was))
+    if (name, key) == ("baseline", "rule"):  # a zero baseline deducts nothing
+        return "less conservative" if value == "zero" else "more conservative"
+    return "changed"
+
+
+def _rule_differences(ruleset, reference, param_label: str, layer_label: str) -> list[dict]:
+    """The rules and layer encodings in which ``ruleset`` differs from ``reference`` (two loaded rule
+    sets), as departures: a rule added can only make less land eligible, one removed or made
+    optional more; a parameter's change has the direction of
+    :data:`~sinks.eligibility.checks.LOOSER_WHEN_LARGER` where it has one; a changed encoding, a
+    rule's check or layer, goes either way."""
+    from sinks.eligibility.checks import LOOSER_WHEN_LARGER
+
+    out = []
+    theirs = {rule.id: rule for rule in reference.rules}
+    for rule in ruleset.rules:
+        ref = theirs.pop(rule.id, None)
+        if ref is None:
+            out.append({"setting": f"{param_label}{rule.id}", "value": f"rule added ({rule.check})", "default": None,
+                        "effect": "more conservative"})
+            continue
+        if (rule.check, rule.layer) != (ref.check, ref.layer):
+            out.append({"setting": f"{param_label}{rule.id}", "value": f"{rule.check} on {rule.layer}",
+                        "default": f"{ref.check} on {ref.layer}", "effect": "changed"})
+            continue
+        if rule.optional_layer != ref.optional_layer:
+            out.append({"setting": f"{param_label}{rule.id}.optional_layer", "value": rule.optional_layer,
+                        "default": ref.optional_layer,
+                        "effect": "less conservative" if rule.optional_layer else "more conservative"})
+        for key in sorted(set(rule.params) | set(ref.params)):
+            value, was = rule.params.get(key), ref.params.get(key)
+            if value == was:
+                continue
+            sign = LOOSER_WHEN_LARGER.get(key)
+            effect = "changed" if sign is None or value is None or was is None else _effect(sign, float(value), float(was))
+            out.append({"setting": f"{param_label}{rule.id}.{key}", "value": value, "default": was, "effect": effect})
+    for rid, ref in theirs.items():
+        out.append({"setting": f"{param_label}{rid}", "value": "rule removed", "default": ref.check,
+                    "effect": "less conservative"})
+    for name in sorted(set(ruleset.encodings) | set(reference.encodings)):
+        mine, ref = ruleset.encodings.get(name), reference.encodings.get(name)
+        if (mine and mine.describe()) != (ref and ref.describe()):
+            out.append({"setting": f"{layer_label}{name}", "value": mine.declared() if mine else None,
+                        "default": ref.declared() if ref else None, "effect": "changed"})
+    return out
+
+
+def _term_differences(cterms: CreditingTerms, reference: CreditingTerms | None, label: str) -> list[dict]:
+    """The crediting terms' values in which ``cterms`` as its file states them differ from ``reference``."""
+    out = []
+    ref_values = reference.methodology_values if reference is not None else {}
+    for name in sorted(set(cterms.methodology_values) | set(ref_values)):
+        mine, ref = cterms.methodology_values.get(name, {}), ref_values.get(name, {})
+        for key in sorted(set(mine) | set(ref)):
+            value, was = mine.get(key), ref.get(key)
+            if key in ("source", "confidence") or value == was:
+                continue
+            effect = "changed" if value is None else _term_effect(name, key, value, was)
+            out.append({"setting": f"{label}{name}.{key}", "value": value, "default": was, "effect": effect})
+    return out
+
+
+def ruleset_departures(ruleset) -> list[dict]:
+    """What the run's rule set changes from the methodology it names: its ``--param`` and
+    ``--layer-values`` overrides (against the rule file as written) and, for a rule file that
+    carries a shipped rule set's id but is not that file, every rule, encoding and crediting
+    value in which it differs from the shipped one (an edited copy is not the methodology)."""
+    from sinks.eligibility.rules import load_ruleset, shipped_ruleset_path
+
+    if not ruleset.path:  # built in Python, not loaded from a file: nothing to compare with
+        return []
+    written = load_ruleset(ruleset.path)
+    out = _rule_differences(ruleset, written, "--param ", "--layer-values ")
+    shipped = shipped_ruleset_path(ruleset.id)
+    if shipped is not None and Path(ruleset.path).resolve() != shipped.resolve():
+        original = load_ruleset(shipped)
+        if original.sha256 != ruleset.sha256:
+            label = f"rule file {ruleset.path} (not the shipped {ruleset.id}): "
+            found = _rule_differences(written, original, label, label + "layer ")
+            if written.crediting is not None:
+                found += _term_differences(written.crediting, original.crediting, label + "[crediting] ")
+            out += found or [{"setting": f"rule file {ruleset.path}", "value": f"sha256 {ruleset.sha256[:12]}",
+                              "default": f"the shipped {ruleset.id}, sha256 {original.sha256[:12]}",
+                              "effect": "more conservative"}]  # same values, other text: no effect on the volume
+    return out
+
+
+def departures(cterms: CreditingTerms, options: dict | None = None, ruleset=None) -> list[dict]:
     """Every setting of this run that departs from the methodology or from sinks' defaults, with its
     effect on the credited volume: ``less conservative`` (it can only credit more), ``more
     conservative``, ``changed`` (either way), or ``project-specific`` (a value the methodology
     leaves to the project). ``options``: the map route's ``{name: (value, default, sign)}`` (sign
-    +1 when a larger value credits more, -1 smaller, 0 either way)."""
-    out = []
+    +1 when a larger value credits more, -1 smaller, 0 either way); ``ruleset``: the run's rule set,
+    for its rule overrides and edits (:func:`ruleset_departures`)."""
+    out = ruleset_departures(ruleset) if ruleset is not None else []
     for name, given in cterms.overrides.items():
         for key, value in given.items():
             if key in ("source", "confidence"):
@@ -298,15 +392,8 @@ def departures(cterms: CreditingTerms, options: dict | None = None) -> list[dict
             was = cterms.methodology_values.get(name, {}).get(key)
             if was == value:
                 continue
-            if was is None:
-                effect = "project-specific"
-            elif (name, key) in CREDITS_MORE_WHEN:
-                effect = _effect(CREDITS_MORE_WHEN[name, key], float(value), float(was))
-            elif (name, key) == ("baseline", "rule"):  # a zero baseline deducts nothing
-                effect = "less conservative" if value == "zero" else "more conservative"
-            else:
-                effect = "changed"
-            out.append({"setting": f"--term {name}.{key}", "value": value, "default": was, "effect": effect})
+            out.append({"setting": f"--term {name}.{key}", "value": value, "default": was,
+                        "effect": _term_effect(name, key, value, was)})
     for name, (value, default, sign) in (options or {}).items():
         if value is None or value == default:
             continue
@@ -445,6 +532,9 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
         fix = "start the period in the start's year or later" if ex_ante else "give a first map of the start's year or later"
         raise InputError(f"{source}: start date after {first} {y1:g} for parcel(s) {shown}: the change from {y1:g} "
                          f"would credit removals before the project started; {fix} (--years {y1:g} {y2:g})")
+    if y2 - y1 > period["max_years"]:  # whatever the start dates, none given included
+        raise InputError(f"{source}: the period {y1:g}-{y2:g} ({y2 - y1:g} years) is longer than the "
+                         f"{period['max_years']}-year crediting period of {ruleset.id}")
     long = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and y2 - d.year > period["max_years"]]
     if long:
         shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in long[:5])
@@ -684,7 +774,7 @@ def _credit_growth(parcels, ruleset, cterms, growth, years, *, layers, start_dat
     report.crediting = {
         "route": "ex_ante_growth_table",
         "methodology": _methodology_block(ruleset, cterms),
-        **_departures_block(departures(cterms) + ([{
+        **_departures_block(departures(cterms, ruleset=ruleset) + ([{
             "setting": "growth table", "value": f"{len(unchecked)} of {len(used)} rows used not checked against "
                                                 "their source", "default": None, "effect": "unchecked"}]
             if unchecked else [])),
@@ -728,6 +818,7 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     import geopandas as gpd
     import shapely
 
+    from sinks.eligibility.controls import CALIPER, match_controls
     from sinks.eligibility.engine import assess
     from sinks.io import sha256_file
     from sinks.mapping.change import _check_years, check_epochs, read_map_info, stock_change
@@ -774,8 +865,6 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
             rows = {str(r["parcel_id"]): r for r in table.to_dict("records")}
         controls = None
         if controls_covariates is not None:
-            from sinks.eligibility.controls import CALIPER, match_controls
-
             eligible = [geoms[i] for i, p in enumerate(report.parcels) if p.verdict == "eligible"]
             controls = match_controls(sink, info1.path, controls_covariates, eligible, list(geoms),
                                       caliper=CALIPER if caliper is None else float(caliper), error_model=model,
@@ -832,7 +921,8 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
             "--aoa-threshold": (float(aoa_threshold), AOA_THRESHOLD, +1),  # more pixels outside the AOA pass
             "--epoch-correlation": (rho, 0.0, +1),  # a positive rho narrows the change's interval
             "--error-range-m": (error_range_m, None, 0), "--error-nugget": (error_nugget, None, 0),
-            "--allow-different-models": (True if allow_different_models else None, None, 0)})),
+            "--allow-different-models": (True if allow_different_models else None, None, 0),
+            "--caliper": (None if caliper is None else float(caliper), CALIPER, 0)}, ruleset=ruleset)),
         "maps": [{"path": str(info.path), "sha256": sha256_file(info.path), "year": y,
                   "bundle_id": info.bundle_id, "interval_level": info.level(),
                   "pool": info.tags.get("sinks_pool") or None} for info, y in ((info1, y1), (info2, y2))],

@@ -186,6 +186,14 @@ class RuleSet:
         return replace(self, encodings=encodings, layer_values={**self.layer_values, **layer_values})
 
 
+def shipped_ruleset_path(ruleset_id: str) -> Path | None:
+    """The file of the shipped rule set ``ruleset_id`` (e.g. ``"ccer-14-001"``), or None."""
+    if not ruleset_id or "/" in ruleset_id or os.sep in ruleset_id or ruleset_id.endswith(".toml"):
+        return None
+    path = Path(str(resources.files("sinks.eligibility.rulesets").joinpath(f"{ruleset_id}.toml")))
+    return path if path.is_file() else None
+
+
 def shipped_rulesets() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in resources.files("sinks.eligibility.rulesets").iterdir()
                   if p.name.endswith(".toml"))
@@ -253,16 +261,16 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
     :func:`parse_layer_values`). The file is checked completely: every key of every section (with a
     did-you-mean), types and ranges of every parameter, sources, and the layers' declared encodings.
     """
-    path = Path(name_or_path)
+    text = str(name_or_path)
+    # a bare name is a shipped id first, whatever the working folder holds (write ./NAME for a file)
+    path = shipped_ruleset_path(text) if isinstance(name_or_path, str) else None
+    if path is None:
+        path = Path(name_or_path)
     if not path.exists():
-        text = str(name_or_path)
-        shipped = Path(str(resources.files("sinks.eligibility.rulesets").joinpath(f"{text}.toml")))
         if text.endswith(".toml") or os.sep in text or "/" in text:
             raise SpecError(f"rule set file {text} not found")
-        if not shipped.is_file():
-            raise SpecError(f"rule set {text!r} not found{did_you_mean(text, shipped_rulesets())}: give a rule file "
-                            f"(.toml) or one of {', '.join(shipped_rulesets())}")
-        path = shipped
+        raise SpecError(f"rule set {text!r} not found{did_you_mean(text, shipped_rulesets())}: give a rule file "
+                        f"(.toml) or one of {', '.join(shipped_rulesets())}")
     if path.is_dir():
         raise SpecError(f"{path}: is a folder; give a rule set file (.toml) or a shipped rule set id")
     from sinks.io import read_toml, sha256_file  # not at the top: 'sinks --help' lists the rule sets (pandas)

@@ -332,6 +332,12 @@ def _provenance(document: dict) -> str:
                  **{f"term {k}": v for k, v in ((crediting.get("methodology") or {}).get("overrides") or {}).items()}}
     if overrides:
         rows.append(("Overrides", e("; ".join(f"{k}: {v}" for k, v in overrides.items()))))
+    if "departures" in crediting:
+        found = crediting["departures"]
+        listed = "; ".join(f"{d['setting']} = {d['value']} (methodology or default: {d.get('default')}): {d['effect']}"
+                           for d in found) or "none"
+        flag = "yes" if crediting.get("conservative_as_methodology") else "<strong>no</strong>"
+        rows.append(("Departures", f"{e(listed)}<br>conservative as the methodology: {flag}"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<h2>Run provenance</h2>\n<table class="provenance">{body}</table>'
 
