@@ -623,7 +623,7 @@ def test_an_override_is_cited_as_the_users_and_flagged_unchecked():
     noted = load_ruleset("ccer-14-001", layer_values=None, terms={"buffer": {"confidence": "as filed"}}).crediting["buffer"]
     assert noted.confidence == "as filed" and noted.source == untouched_buffer_source() and "overridden" not in noted.note
     from sinks.eligibility.crediting import parse_term_overrides
-    from sinks.errors import InputError, SpecError
+    from sinks.errors import SpecError
 
     with pytest.raises(SpecError, match=r"--term buffer.fraction is given twice \(0.1 and '0.2'\)"):
         parse_term_overrides(["buffer.fraction=0.1", "buffer.fraction=0.2"])
@@ -656,7 +656,7 @@ def test_the_creditable_interval_is_at_the_uncertainty_rules_level(world):
 
 
 def test_a_negative_baseline_rate_is_refused():
-    from sinks.errors import InputError, SpecError
+    from sinks.errors import SpecError
 
     with pytest.raises(SpecError, match="negative.*add credit"):
         load_ruleset("ccer-14-001", terms={"baseline": {"rule": "rate", "tco2e_ha_yr": -5.0}}, layer_values=None)
