@@ -328,14 +328,25 @@ def is_sinks_folder(path: str | os.PathLike, kind: str) -> bool:
     return content.get("sinks") == "demo workspace"
 
 
+def workspace_files(path: str | os.PathLike) -> list[str]:
+    """Every file under a workspace folder but its marker, as paths relative to it (``/``-separated):
+    the list its marker keeps of what sinks wrote there."""
+    root = Path(path)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.relative_to(root).as_posix() != FOLDER_MARKERS["workspace"])
+
+
 def foreign_files(path: str | os.PathLike, kind: str) -> list[str]:
     """Entries of a sinks folder that sinks did not write there (a bundle's: not in its metadata's
-    file list; a workspace is all sinks's): ``--overwrite`` would delete them."""
+    file list; a workspace's: not in its marker's list, every file when it has none):
+    ``--overwrite`` would delete them."""
     import json
 
-    if kind != "bundle":
-        return []
-    listed = set(json.loads((Path(path) / FOLDER_MARKERS[kind]).read_text(encoding="utf-8"))["files"])
+    marker = json.loads((Path(path) / FOLDER_MARKERS[kind]).read_text(encoding="utf-8"))
+    if kind == "workspace":
+        listed = set(marker.get("files") or ())
+        return [name for name in workspace_files(path) if name not in listed]
+    listed = set(marker["files"])
     return sorted(e.name for e in Path(path).iterdir() if e.name not in listed | BUNDLE_OWN_FILES)
 
 

@@ -67,6 +67,29 @@ def test_files_added_to_a_bundle_are_never_deleted_by_overwrite(tmp_path):
     assert tree_hash(bundle) == before
 
 
+def test_files_added_to_a_demo_workspace_are_never_deleted_by_overwrite(tmp_path):
+    """`sinks demo --overwrite` deleted reports/my_notes.txt and my_credit.json in the workspace."""
+    import json
+
+    from sinks.io import FOLDER_MARKERS, workspace_files
+
+    ws = tmp_path / "demo"
+    (ws / "reports").mkdir(parents=True)
+    (ws / "reports" / "credits.json").write_text("{}")
+    marker = ws / FOLDER_MARKERS["workspace"]
+    marker.write_text(json.dumps({"sinks": "demo workspace", "complete": True, "files": workspace_files(ws)}))
+    check_outputs({ws: "workspace"}, overwrite=True)  # a workspace as sinks wrote it is replaceable
+    (ws / "reports" / "my_notes.txt").write_text("notes")
+    (ws / "my_credit.json").write_text("{}")
+    before = tree_hash(ws)
+    with pytest.raises(OutputError, match=r"files sinks did not write \(my_credit.json, reports/my_notes.txt\)"):
+        check_outputs({ws: "workspace"}, overwrite=True)
+    assert tree_hash(ws) == before
+    marker.write_text(json.dumps({"sinks": "demo workspace", "complete": True}))  # no list: every file is the user's
+    with pytest.raises(OutputError, match="reports/credits.json"):
+        check_outputs({ws: "workspace"}, overwrite=True)
+
+
 def test_a_file_never_replaces_a_folder_even_from_python(user_folder):
     before = tree_hash(user_folder)
     with pytest.raises(OutputError, match="is a folder"):

@@ -35,7 +35,7 @@ from sinks.eligibility.engine import assess
 from sinks.eligibility.report import write_report
 from sinks.eligibility.summary import write_summary
 from sinks.eligibility.rules import load_ruleset
-from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, on_abandon, read_table, write_table
+from sinks.io import FOLDER_MARKERS, check_outputs, clean_stale_staging, on_abandon, read_table, workspace_files, write_table
 from sinks.learn.recipe import load_recipe
 from sinks.learn.train import CHECK_LEVELS
 from sinks.stats import normal_quantile
@@ -251,7 +251,7 @@ def run_demo(out: str | Path, *, seed: int = 2025, size: int = 400, n_jobs: int 
             marker.write_text(json.dumps({"sinks": "demo workspace", "complete": False}), encoding="utf-8")
             result = _run_steps(out, seed=seed, size=size, n_jobs=n_jobs, progress=progress)
             marker.write_text(json.dumps({"sinks": "demo workspace", "complete": True, "seed": seed,
-                                          "size": size}), encoding="utf-8")
+                                          "size": size, "files": workspace_files(out)}), encoding="utf-8")
     except BaseException:
         undo()
         raise
