@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.shutil import copy as rio_copy
 
-from sinks.constants import QUIET_LIBTIFF_ENV
+from sinks.constants import NODATA_LIKE, QUIET_LIBTIFF_ENV
 from sinks.io import atomic_path
 from sinks.threads import available_cores
 
@@ -225,6 +225,20 @@ def read_window(ds, indexes, window) -> np.ndarray:
         raise InputError(f"{ds.name}: cannot read its pixels at rows {window.row_off}-"
                          f"{window.row_off + window.height}, columns {window.col_off}-{window.col_off + window.width} "
                          f"({exc}); is the file truncated or corrupt?") from exc
+
+
+def band_scales(ds, indexes) -> list[tuple[float, float]]:
+    """The (scale, offset) a raster declares for each of ``indexes`` (GDAL's scale/offset: value =
+    raw x scale + offset; 1, 0 where none)."""
+    return [(float(ds.scales[i - 1] if ds.scales[i - 1] is not None else 1.0),
+             float(ds.offsets[i - 1] if ds.offsets[i - 1] is not None else 0.0)) for i in indexes]
+
+
+def undeclared_nodata(values: np.ndarray) -> tuple[float, int] | None:
+    """The first common nodata value (:data:`sinks.constants.NODATA_LIKE`: -9999, -32768, float32's
+    lowest) found in ``values`` of a band that declares none, and how many pixels hold it; or None."""
+    hit = np.isin(values, np.asarray(NODATA_LIKE, dtype=values.dtype if values.dtype.kind == "f" else np.float64))
+    return (float(values[hit][0]), int(hit.sum())) if hit.any() else None
 
 
 def band_index(ds, name: str) -> int:

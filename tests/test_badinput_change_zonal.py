@@ -75,7 +75,8 @@ def test_change_different_crs(ws, capsys):
 
 def test_change_different_units(ws, capsys):
     make_map(ws / "kg.tif", C, units="kg C/m2")
-    assert_refused(_change(ws, t2=ws / "kg.tif"), capsys, keywords=["kg C/m2", "same units"], watch=ws / "out")
+    assert_refused(_change(ws, t2=ws / "kg.tif"), capsys, keywords=["kg C/m2", "not a carbon stock density in Mg C/ha"],
+                   watch=ws / "out")
 
 
 def test_change_not_a_stock_density(ws, capsys):
@@ -154,9 +155,54 @@ def _untagged_nodata(ws):
 
 
 def test_an_undeclared_nodata_value_is_not_summed_as_carbon(ws, capsys):
-    keywords = ["untagged.tif", "negative", "-9999", "declare it", "gdal_edit.py -a_nodata"]
+    keywords = ["untagged.tif", "-9999", "a common nodata value", "declare it", "gdal_edit.py -a_nodata"]
     assert_refused(_zonal(ws, map_=_untagged_nodata(ws)), capsys, keywords=keywords, watch=ws / "out")
     assert_refused(_change(ws, t1=_untagged_nodata(ws)), capsys, keywords=keywords, watch=ws / "out")
+
+
+def test_a_sink_map_that_lost_its_nodata_is_not_summed(ws, capsys):
+    """A sink map re-saved without its nodata: -9999 t CO2e/ha/yr was summed (-50,751 for -692 t/yr);
+    a value no nodata list holds is caught by the bound: the whole forest maximum lost within the
+    map's years."""
+    import rasterio
+
+    from sinks.mapping.change import stock_change
+
+    rng = np.random.default_rng(1)
+    make_map(ws / "f1.tif", C, tags={"sinks_pool": "forest"})
+    make_map(ws / "f2.tif", C + rng.normal(5, 1, C.shape), tags={"sinks_pool": "forest"})
+    sink = stock_change(ws / "f1.tif", ws / "f2.tif", 2015, 2020, ws / "sink.tif", progress=False, block=16)
+    with rasterio.open(sink) as ds:
+        assert ds.tags()["sinks_pool"] == "forest"
+    for name, value, keywords in (("nond.tif", -9999.0, ["nond.tif", "-9999", "a common nodata value"]),
+                                  ("odd.tif", -1500.0, ["odd.tif", "beyond ±1,369 t CO2e/ha/yr", "within 5 year"])):
+        import shutil
+
+        shutil.copyfile(sink, ws / name)
+        with rasterio.open(ws / name, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+            data = ds.read(1)
+            data[10:15, 5:10] = value
+            ds.write(data, 1)
+            ds.nodata = None
+        assert_refused(_zonal(ws, map_=ws / name), capsys, keywords=keywords, watch=ws / "out")
+
+
+def test_zonal_refuses_to_total_the_error_band(ws, capsys):
+    bands = ["carbon", "lower", "upper", "di", "aoa", "error"]
+    make_map(ws / "err.tif", C, bands=bands[:5])
+    import rasterio
+
+    from sinks.cog import cog_writer
+
+    with rasterio.open(ws / "err.tif") as ds:
+        data, tags, profile = ds.read(), ds.tags(), ds.profile
+        band_tags = {n: {k: v for k, v in ds.tags(i + 1).items() if k != "name"} for i, n in enumerate(bands[:5])}
+    band_tags["error"] = {"units": "Mg C/ha"}
+    with cog_writer(ws / "err6.tif", crs=profile["crs"], transform=profile["transform"], width=data.shape[2],
+                    height=data.shape[1], band_names=bands, blocksize=16, tags=tags, band_tags=band_tags) as dst:
+        dst.write(np.concatenate([data, data[:1] * 0 + 3]).astype("float32"))
+    assert_refused(_zonal(ws, "--band", "error", map_=ws / "err6.tif"), capsys,
+                   keywords=["band 'error'", "error profile", "not a quantity to total"], watch=ws / "out")
 
 
 def test_a_stock_above_the_pools_maximum_is_refused(ws, capsys):

@@ -85,6 +85,18 @@ def _argv(ws, bundle=None, spec=None, out=None, *extra):
     return ["map", bundle or ws["bundle"], spec or ws["spec"], "--out", out or ws["out"] / "carbon.tif", *extra]
 
 
+def _stack_without_nodata(ws) -> list:
+    """The demo's covariate stack, a corner set to -9999 and its nodata removed (a re-saved file)."""
+    stack = ws["tmp"] / "stack.tif"
+    assert main(["stack", str(ws["spec"]), "--out", str(stack), "--quiet"]) == 0
+    with rasterio.open(stack, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        data = ds.read(2)
+        data[:5, :5] = -9999
+        ds.write(data, 2)
+        ds.nodata = None
+    return ["map", ws["bundle"], "--stack", stack, "--out", ws["out"] / "carbon.tif", "--quiet"]
+
+
 # case: (function of (ws, monkeypatch) giving argv, key words)
 CASES = {
     "block 7": (lambda ws, mp: _argv(ws, None, None, None, "--block", "7"), ["--block", "multiple of 16", "'7'"]),
@@ -133,6 +145,8 @@ CASES = {
         ["bad.tif", "cannot open raster"]),
     "no valid pixel": (lambda ws, mp: _argv(ws, None, _spec(ws, data=_data_copy(ws, surface_reflectance=0)), None, "--quiet"),
                        ["no valid pixel", "nodata"]),
+    "stack that lost its nodata": (lambda ws, mp: _stack_without_nodata(ws),
+                                   ["stack.tif", "-9999", "a common nodata value", "declares no nodata", "gdal_edit.py -a_nodata"]),
     "bundle folder is not a bundle": (lambda ws, mp: _argv(ws, ws["out"]), ["not a model bundle"]),
     "bundle is missing": (lambda ws, mp: _argv(ws, ws["tmp"] / "models" / "nothing"), ["not a model bundle"]),
     "bundle metadata corrupt": (

@@ -172,6 +172,46 @@ def test_different_models_allowed_when_asked(tmp_path):
     assert "sinks_bundle_id" not in tags
 
 
+def _as_uint16(src, dst, scale=0.5, nodata=65535):
+    """A copy of a map stored as uint16 with a GDAL scale (value = raw x scale), tags kept."""
+    with rasterio.open(src) as ds:
+        data, profile = ds.read(masked=True), ds.profile
+        tags, descriptions = ds.tags(), ds.descriptions
+        band_tags = [ds.tags(i) for i in range(1, ds.count + 1)]
+    profile.update(dtype="uint16", nodata=nodata, driver="GTiff")
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(np.where(data.mask, nodata, np.round(data.filled(0) / scale)).astype("uint16"))
+        out.update_tags(**tags)
+        for i, (name, own) in enumerate(zip(descriptions, band_tags), start=1):
+            out.set_band_description(i, name)
+            out.update_tags(i, **own)
+        out.scales = [scale] * profile["count"]
+    return dst
+
+
+def test_maps_stored_as_scaled_integers_are_read_as_their_values(epochs):
+    """A uint16 map with scale 0.5 gave a sink and zonal totals exactly 2 x too large."""
+    from sinks.mapping.zonal import zonal_totals
+
+    tmp = epochs[0]
+    plain = stock_change(tmp / "t1.tif", tmp / "t2.tif", 2012, 2020, tmp / "plain.tif", block=16, progress=False)
+    a, b = _as_uint16(tmp / "t1.tif", tmp / "u1.tif"), _as_uint16(tmp / "t2.tif", tmp / "u2.tif")
+    scaled = stock_change(a, b, 2012, 2020, tmp / "scaled.tif", block=16, progress=False)
+    np.testing.assert_allclose(_read(scaled)[0][0], _read(plain)[0][0], atol=0.5 * 2 * 44 / 12 / 8, equal_nan=True)
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    parcels = gpd.GeoDataFrame({"parcel_id": ["p"]}, geometry=[box(100.05, 30.0, 100.3, 29.85)], crs="EPSG:4326")
+    one, two = (zonal_totals(m, parcels, id_column="parcel_id", progress=False) for m in (tmp / "t1.tif", a))
+    assert two["total_t_c"].iloc[0] == pytest.approx(one["total_t_c"].iloc[0], rel=1e-3)
+
+
+def test_t_c_per_ha_and_mg_c_per_ha_are_one_unit(epochs):
+    tmp, c1, c2 = epochs[:3]
+    make_map(tmp / "tc.tif", np.nan_to_num(c2, nan=50.0), units="t C/ha")
+    stock_change(tmp / "t1.tif", tmp / "tc.tif", 2012, 2020, tmp / "s.tif", block=16, progress=False)
+
+
 def test_maps_of_two_pools_refused_even_with_different_models_allowed(tmp_path):
     c = np.full((16, 16), 40.0)
     make_map(tmp_path / "a.tif", c, bundle="one", tags={"sinks_pool": "forest"})

@@ -37,6 +37,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from sinks.cog import band_scales, undeclared_nodata
 from sinks.covariates import expressions, terrain
 from sinks.covariates.spec import MAX_PIXELS, FeatureSpec, Source
 from sinks.errors import InputError, ResourceError, SpecError
@@ -182,22 +183,19 @@ def _north_up(ds) -> bool:
 
 def _refuse_undeclared_nodata(source: Source, ds, raw: np.ndarray, indexes) -> None:
     """A band that declares no nodata (nor does the spec) but holds a common nodata value
-    (:data:`sinks.constants.NODATA_LIKE`: -9999, -32768, float32's lowest) where the source's
-    ``valid`` mask keeps it: those pixels would be extracted and mapped as real covariates
-    (an elevation of -9999 m)."""
-    from sinks.constants import NODATA_LIKE
-
+    (:func:`sinks.cog.undeclared_nodata`) where the source's ``valid`` mask keeps it: those pixels
+    would be extracted and mapped as real covariates (an elevation of -9999 m)."""
     if source.nodata is not None:
         return
     for i, index in enumerate(indexes):
         if ds.nodatavals[index - 1] is not None:
             continue
-        hit = np.isin(raw[i], np.asarray(NODATA_LIKE, dtype=np.float32))
-        if hit.any():
-            value = float(raw[i][hit][0])
+        found = undeclared_nodata(raw[i])
+        if found:
+            value, count = found
             raise InputError(
                 f"{ds.name}: band {index} ({source.bands[i].name}) of source {source.name!r} holds {value:g} at "
-                f"{int(hit.sum())} pixel(s) of a window, a common nodata value, but the file declares no nodata; "
+                f"{count} pixel(s) of a window, a common nodata value, but the file declares no nodata; "
                 f"declare it (gdal_edit.py -a_nodata {value:g} {ds.name}) or set nodata = {value:g} for the source "
                 "in the feature spec")
 
@@ -210,12 +208,6 @@ def _aligned(ds, grid: TargetGrid) -> bool:
         return False
     col, row = (t.c - g.c) / g.a, (t.f - g.f) / g.e
     return abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
-
-
-def _file_scales(ds, indexes) -> list[tuple[float, float]]:
-    """The (scale, offset) a raster declares for each of ``indexes`` (1, 0 where none)."""
-    return [(float(ds.scales[i - 1] if ds.scales[i - 1] is not None else 1.0),
-             float(ds.offsets[i - 1] if ds.offsets[i - 1] is not None else 0.0)) for i in indexes]
 
 
 class LocalEngine:
@@ -402,7 +394,7 @@ class LocalEngine:
             keep = np.asarray(expressions.evaluate(source.valid, values), dtype=bool)
             raw[:, ~keep] = np.nan
         _refuse_undeclared_nodata(source, ds, raw, indexes)
-        file_scales = _file_scales(ds, indexes)
+        file_scales = band_scales(ds, indexes)
         for i, band in enumerate(source.bands):
             # the spec's scale/offset, else the file's own (GDAL's scale/offset tags: value = raw x scale + offset)
             scale, offset = (band.scale, band.offset) if (band.scale, band.offset) != (1.0, 0.0) else file_scales[i]

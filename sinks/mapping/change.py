@@ -77,6 +77,18 @@ class MapInfo:
         limit, source = max(max_stock_mg_ha(p) for p in ("forest", "soil", "wetland"))
         return limit, f"the largest bound of any pool (no sinks_pool tag; {source})"
 
+    def sink_max(self) -> tuple[float, str]:
+        """The largest annual sink or emission (t CO2e/ha/yr) a sink map may hold, and why: the
+        whole of the largest stock (:meth:`stock_max`) gained or lost over the map's years (its
+        ``sinks_years`` tag), or within one year."""
+        limit, why = self.stock_max()
+        try:
+            y1, y2 = (float(v) for v in self.tags.get("sinks_years", "").split())
+        except ValueError:
+            y1, y2 = 0.0, 1.0
+        years = y2 - y1 if y2 - y1 >= 1 else 1.0
+        return limit * CO2_PER_C / years, f"{why} x 44/12 gained or lost within {years:g} year(s)"
+
     def units(self, band: str) -> str:
         return (self.band_tags.get(band, {}).get("units") or self.tags.get("units") or "").strip()
 
@@ -193,11 +205,8 @@ def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool
 
         raise InputError(f"{info1.path} and {info2.path} are on different grids ({describe_grid(info1)} vs "
                          f"{describe_grid(info2)}); map both epochs with one feature spec grid")
-    u1, u2 = info1.units("carbon"), info2.units("carbon")
-    if u1.replace(" ", "").lower() != u2.replace(" ", "").lower():
-        raise InputError(f"{info1.path} is in {u1 or '(no units)'!r} but {info2.path} in {u2 or '(no units)'!r}; "
-                         "both epochs must be in the same units")
-    check_stock_units(info1, "carbon")
+    for info in (info1, info2):  # Mg C/ha and t C/ha alike: the same unit
+        check_stock_units(info, "carbon")
     p1, p2 = info1.tags.get("sinks_pool") or None, info2.tags.get("sinks_pool") or None
     if p1 and p2 and p1 != p2:
         raise InputError(f"{info1.path} maps the {p1} pool but {info2.path} the {p2} pool (their sinks_pool "
@@ -279,6 +288,8 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
         "sinks_bundle_id_t1": info1.bundle_id or "unknown", "sinks_bundle_id_t2": info2.bundle_id or "unknown",
         "sinks_allow_different_models": str(bool(allow_different_models)).lower(),
     }
+    if info1.tags.get("sinks_pool") and info1.tags.get("sinks_pool") == info2.tags.get("sinks_pool"):
+        tags["sinks_pool"] = info1.tags["sinks_pool"]
     if same_bundle:
         tags["sinks_bundle_id"] = info1.bundle_id
         for key in ("sinks_error_range_m", "sinks_error_nugget", "sinks_error_model"):  # the model's error correlation
@@ -311,19 +322,37 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
 
 
 def read_bands(ds, indexes, window, nodata, *, stock: int | None = None,
-               stock_max: tuple[float, str] | None = None) -> np.ndarray:
+               stock_max: tuple[float, str] | None = None, sink_max: tuple[float, str] | None = None) -> np.ndarray:
     """Bands ``indexes`` of an open map over ``window``, float64, NaN where nodata (compared in the
-    band's own type). ``stock``: the position (in ``indexes``) of a carbon stock band, refused where
-    negative: a stock cannot be, and -9999 or -3.4e38 there is a nodata value the file does not
-    declare; and above ``stock_max`` (:meth:`MapInfo.stock_max`: a map in kg/ha or t CO2e/ha, or
-    edited)."""
-    from sinks.cog import nodata_in_dtype, read_window
+    band's own type), scaled by the bands' scale and offset (value = raw x scale + offset: a map
+    stored as integers). ``stock``: the position (in ``indexes``) of a carbon stock band, refused
+    where negative: a stock cannot be, and -9999 or -3.4e38 there is a nodata value the file does
+    not declare; and above ``stock_max`` (:meth:`MapInfo.stock_max`: a map in kg/ha or t CO2e/ha,
+    or edited). ``sink_max``: the largest annual sink or emission (t CO2e/ha/yr) the first band may
+    hold, its sign either way."""
+    from sinks.cog import band_scales, nodata_in_dtype, read_window, undeclared_nodata
 
     raw = read_window(ds, indexes, window)
     data = raw.astype(np.float64)
     typed = nodata_in_dtype(nodata, raw.dtype)
+    found = undeclared_nodata(raw) if typed is None else None
+    if found:
+        raise InputError(f"{ds.name}: holds {found[0]:g} at {found[1]} pixel(s) in rows {window.row_off}-"
+                         f"{window.row_off + window.height}, a common nodata value, but the file declares no nodata; "
+                         f"declare it (gdal_edit.py -a_nodata {found[0]:g} {ds.name})")
+    for j, (scale, offset) in enumerate(band_scales(ds, indexes)):
+        if (scale, offset) != (1.0, 0.0):
+            data[j] = data[j] * scale + offset
     if typed is not None:
         data[raw == typed] = np.nan
+    if sink_max is not None:
+        limit, why = sink_max
+        beyond = np.abs(data[0]) > limit
+        if beyond.any():
+            raise ImplausibleValueError(
+                f"{ds.name}: {int(beyond.sum())} pixel(s) of its sink band are beyond ±{limit:,.0f} t CO2e/ha/yr "
+                f"(e.g. {data[0][beyond][0]:,.6g}) in rows {window.row_off}-{window.row_off + window.height}, {why}; "
+                "if that is a nodata value, declare it (gdal_edit.py -a_nodata VALUE); else is the map in another unit?")
     if stock is not None:
         negative = data[stock] < 0
         if negative.any():

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from rasterio.windows import Window
 
-from sinks.cog import nodata_in_dtype, read_window
+from sinks.cog import band_scales, nodata_in_dtype, read_window, undeclared_nodata
 from sinks.errors import InputError, ModelMismatchError
 from sinks.pixels import describe_grid
 
@@ -158,9 +158,7 @@ class StackReader:
         self.ds = rasterio.open(job.stack)
         self.indexes = list(job.stack_indexes)
         self.nodata = [nodata_in_dtype(self.ds.nodatavals[i - 1], self.ds.dtypes[i - 1]) for i in self.indexes]
-        scales = [self.ds.scales[i - 1] for i in self.indexes]
-        offsets = [self.ds.offsets[i - 1] for i in self.indexes]
-        self.rescale = [(s, o) if (s, o) != (1.0, 0.0) else None for s, o in zip(scales, offsets)]
+        self.rescale = [(s, o) if (s, o) != (1.0, 0.0) else None for s, o in band_scales(self.ds, self.indexes)]
         from rasterio.enums import MaskFlags
 
         flags = [self.ds.mask_flag_enums[i - 1] for i in self.indexes]
@@ -176,8 +174,16 @@ class StackReader:
             if self.rescale[i] is not None:
                 scale, offset = self.rescale[i]
                 data[i] = data[i] * np.float32(scale) + np.float32(offset)
-        if self.masked:
-            masks = self.ds.read_masks(self.indexes, window=window)
+        masks = self.ds.read_masks(self.indexes, window=window) if self.masked else None
+        for i, nodata in enumerate(self.nodata):
+            found = None if nodata is not None else undeclared_nodata(raw[i] if masks is None else raw[i][masks[i] > 0])
+            if found:
+                value, count = found
+                raise InputError(
+                    f"{self.ds.name}: band {self.indexes[i]} ({self.ds.descriptions[self.indexes[i] - 1]}) holds {value:g} at {count} pixel(s) "
+                    f"of a window, a common nodata value, but the stack declares no nodata for it; declare it "
+                    f"(gdal_edit.py -a_nodata {value:g} {self.ds.name}) and map again")
+        if masks is not None:
             data[masks == 0] = np.nan
         return data
 

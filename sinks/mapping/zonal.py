@@ -414,8 +414,9 @@ def choose_band(info: MapInfo, band: str | None) -> tuple[str, str]:
 
         raise InputError(f"{info.path}: no band {band!r}{did_you_mean(band, info.bands)}; it has "
                          f"{', '.join(info.bands) or 'no named bands'}")
-    if band in ("lower", "upper", "aoa", "di"):
-        raise InputError(f"{info.path}: band {band!r} is part of the interval or AOA, not a quantity to total")
+    if band in ("lower", "upper", "aoa", "di", "error"):
+        raise InputError(f"{info.path}: band {band!r} is part of the interval, AOA or error profile, not a "
+                         "quantity to total")
     units = info.units(band)
     if units.replace(" ", "").lower() == SINK_UNITS.replace(" ", "").lower():
         return band, "sink"
@@ -500,6 +501,7 @@ def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, ki
     centre = inside_part.centroid
     nodata = info.nodata
     stock_max = info.stock_max() if kind == "stock" else None
+    sink_max = info.sink_max() if kind == "sink" else None
     acc = dict(cover=0.0, valid_cover=0.0, out_aoa=0.0, aoa_known=0.0, total=0.0, sum_a=0.0, sum_a2=0.0,
                pixels=0, pixels_valid=0)
     keys, s_parts, wx_parts, wy_parts, w_parts = [], [], [], [], []
@@ -514,7 +516,7 @@ def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, ki
             grow, gcol = lr + sub[0], lc + sub[1]
             cover = ea.cover_ha(grow, gcol, frac[hit], cx[hit], cy[hit])
             data = read_bands(ds, list(indexes.values()), Window(sub[1], sub[0], sub[3], sub[2]), nodata,
-                              stock=0 if kind == "stock" else None, stock_max=stock_max)
+                              stock=0 if kind == "stock" else None, stock_max=stock_max, sink_max=sink_max)
             vals = {name: data[j][hit] for j, name in enumerate(indexes)}
             value, lower, upper = vals[band], vals["lower"], vals["upper"]
             valid = np.isfinite(value) & np.isfinite(lower) & np.isfinite(upper)
