@@ -248,6 +248,22 @@ def test_negative_concentration_target(work, capsys):
                    keywords=["'soc'", "row(s) 1", "negative", "concentration"], watch=folder.parent)
 
 
+@pytest.mark.parametrize("units, limit", [("g C/kg", "600 g C/kg"), ("%", "60 %")])
+def test_a_concentration_beyond_pure_organic_matter_is_refused(work, capsys, units, limit):
+    """Meuse's organic matter x 1000 trained to an RMSE of 1.4e4 g C/kg."""
+    folder, recipe, table = work
+    data = base_recipe()
+    data["target"] = {"column": "soc", "units": units, "pool": "soil"}
+    recipe.write_text(to_toml(data))
+    frame = base_table()
+    frame["soc"] = frame["carbon_mg_ha"] / 40
+    frame.loc[[2, 5], "soc"] = 700.0
+    frame.to_csv(table, index=False)
+    assert_refused(_argv(recipe, table, folder / "model"), capsys,
+                   keywords=["'soc'", "row(s) 3, 6", f"exceed {limit}", "pure organic matter", "unit slip"],
+                   watch=folder.parent)
+
+
 def test_too_few_plots(work, capsys):
     folder, recipe, table = work
     base_table(n=8).to_csv(table, index=False)

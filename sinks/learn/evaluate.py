@@ -31,7 +31,7 @@ import pandas as pd
 
 from sinks.errors import InputError, ModelMismatchError
 from sinks.io import atomic_path, sha256_frame
-from sinks.learn.targets import check_extracted_with, check_not_infinite, derive_target, feature_matrix, numeric_column
+from sinks.learn.targets import check_extracted_with, check_not_infinite, feature_matrix, observed_target
 
 #: Metric names of one part (overall, inside AOA, ...), in report order.
 METRICS = ("n", "r2", "rmse", "rel_rmse", "mae", "bias", "coverage", "mean_width", "sd_width")
@@ -117,21 +117,6 @@ def _check_features(bundle, table: pd.DataFrame, source: str) -> list[str]:
     return names
 
 
-def _target(bundle, table: pd.DataFrame, source: str) -> tuple[np.ndarray, str]:
-    target = bundle.metadata["target"]
-    column, derive, origin = target["column"], target.get("derive"), target.get("from")
-    if column in table.columns:
-        return numeric_column(table, column, source), f"target column {column!r}"
-    if derive and origin and origin in table.columns:
-        numeric_column(table, origin, source)
-        values = np.asarray(derive_target(table, derive, origin), dtype=np.float64)
-        return values, f"target {column!r} (derived from column {origin!r})"
-    alternative = f" (or {origin!r} to derive it from)" if derive and origin else ""
-    raise InputError(f"{source}: no target column {column!r}{alternative}, the observed values bundle "
-                     f"{bundle.bundle_id} predicts; found {', '.join(map(str, table.columns))}; use --rename "
-                     f"OLD={column} if it has another name")
-
-
 def _bin_edges(bundle, di: np.ndarray, bins: int) -> np.ndarray:
     """Inner DI edges: the bundle's held-out check bins when it has them, else quantiles of ``di``."""
     meta = bundle.metadata
@@ -160,7 +145,9 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     names = _check_features(bundle, table, source)
     if len(table) == 0:
         raise InputError(f"{source}: has no rows")
-    y, what = _target(bundle, table, source)
+    target = bundle.metadata["target"]
+    y, what = observed_target(table, target["column"], target.get("derive"), target.get("from"), source,
+                              f"bundle {bundle.bundle_id}")
     check_not_infinite(y, what, source)
     X = feature_matrix(table, names, source)
     meta_target = bundle.metadata["target"]

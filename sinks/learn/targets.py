@@ -74,6 +74,38 @@ def derive_target(table: pd.DataFrame, name: str, source_column: str) -> np.ndar
     return DERIVATIONS[name](pd.to_numeric(table[source_column], errors="coerce"))
 
 
+def observed_target(table: pd.DataFrame, column: str, derive: str | None, origin: str | None, source: str,
+                    of: str) -> tuple[np.ndarray, str]:
+    """The observed target of each row and how it was found, one rule for training and external
+    validation: derived from ``origin`` by ``derive`` when the recipe says so and the column is
+    there, else the ``column`` itself. A table holding both the target column and the column it
+    is derived from, with values that disagree, is refused (which would a model be scored on?).
+    ``of`` names the recipe or bundle in messages."""
+    has_column = column in table.columns
+    if derive and origin and origin in table.columns:
+        numeric_column(table, origin, source)
+        values = np.asarray(derive_target(table, derive, origin), dtype=np.float64)
+        if has_column:
+            given = numeric_column(table, column, source)
+            both = np.isfinite(given) & np.isfinite(values)
+            differ = both & ~np.isclose(given, values, rtol=1e-6, atol=1e-9)
+            if differ.any():
+                i = int(np.flatnonzero(differ)[0])
+                raise InputError(
+                    f"{source}: has both the target column {column!r} and {origin!r}, which {of} derives it from "
+                    f"({derive}), and they disagree in {int(differ.sum())} row(s) ({format_rows(np.flatnonzero(differ))}; "
+                    f"row {i}: {given[i]:g} given, {values[i]:g} derived); drop one of the two columns")
+        return values, f"target {column!r} (derived from column {origin!r})"
+    if has_column:
+        return numeric_column(table, column, source), f"target column {column!r}"
+    from sinks.validate import did_you_mean
+
+    alternative = f" (or {origin!r} to derive it from)" if derive and origin else ""
+    raise InputError(f"{source}: no target column {column!r}{alternative} ([target] column of {of})"
+                     f"{did_you_mean(column, map(str, table.columns))}; found {', '.join(map(str, table.columns))}; "
+                     f"use --rename OLD={column} if it has another name")
+
+
 # ---- what a target is, and the values it can plausibly take -------------------------------------
 
 #: Units (lower case, spaces removed) of a carbon stock density, and of a carbon concentration.
@@ -124,6 +156,18 @@ def check_target_values(y: np.ndarray, rows: np.ndarray, *, what: str, source: s
                 f"{y[negative].min():g}{shown}); a carbon {quantity} cannot be below 0: check the "
                 "column, its sign or its conversion"
             )
+    if quantity == "concentration":
+        from sinks.pools.soil import soil_parameter
+
+        # soil_parameters.csv soc_g_kg_max: pure organic matter at the van Bemmelen factor, rounded up
+        per_g_kg = 0.1 if (units or "").lower().replace(" ", "") in ("%", "percent", "%c") else 1.0
+        limit = soil_parameter("soc_g_kg_max") * per_g_kg
+        high = y > limit
+        if high.any():
+            raise ImplausibleValueError(
+                f"{source}: {what}: row(s) {format_rows(rows[high])} exceed {limit:g}{shown} (highest "
+                f"{y[high].max():g}), more carbon than pure organic matter holds (soil_parameters.csv "
+                "soc_g_kg_max); a unit slip (mg/kg for g/kg, g/kg for %)?")
     if quantity != "stock" or pools is None:
         return
     for pool in dict.fromkeys(pools):

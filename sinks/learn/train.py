@@ -34,8 +34,8 @@ from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive
 from sinks.learn.knndm import (cv_distances, grid_prediction_points, knndm_folds, metric_coordinates,
                                prediction_to_sample_distances)
 from sinks.learn.recipe import POOLS, Recipe
-from sinks.learn.targets import (check_extracted_with, check_not_infinite, check_target_values, derive_target,
-                                 feature_matrix, numeric_column, target_quantity)
+from sinks.learn.targets import (check_extracted_with, check_not_infinite, check_target_values, feature_matrix,
+                                 numeric_column, observed_target, target_quantity)
 from sinks.learn.weights import cv_weights, nested_weights
 
 #: Fewest usable plots a model is trained on, whatever the folds and interval level.
@@ -86,22 +86,8 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         raise InputError(f"{source}: row(s) {format_rows(np.flatnonzero(bad_xy))} have missing or "
                          "infinite x/y; every plot needs its coordinates for spatial CV")
 
-    if recipe.derive:
-        if recipe.derive_from not in table.columns:
-            raise InputError(f"{source}: no column {recipe.derive_from!r} to derive the target "
-                             f"{recipe.target!r} from ([target] from in {recipe.path or recipe.name})")
-        numeric_column(table, recipe.derive_from, source)
-        target = np.asarray(derive_target(table, recipe.derive, recipe.derive_from), dtype=np.float64)
-        what = f"target {recipe.target!r} (derived from column {recipe.derive_from!r})"
-    elif recipe.target in table.columns:
-        target = numeric_column(table, recipe.target, source)
-        what = f"target column {recipe.target!r}"
-    else:
-        from sinks.validate import did_you_mean
-
-        raise InputError(f"{source}: no target column {recipe.target!r} ([target] column of recipe "
-                         f"{recipe.path or recipe.name}){did_you_mean(recipe.target, map(str, table.columns))}; "
-                         f"found {', '.join(map(str, table.columns))}")
+    target, what = observed_target(table, recipe.target, recipe.derive, recipe.derive_from, source,
+                                   f"recipe {recipe.path or recipe.name}")
     check_not_infinite(target, what, source)
 
     X = feature_matrix(table, feature_names, source)
