@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sinks.errors import InputError
+from sinks.errors import ImplausibleValueError, InputError
 from sinks.pools import wetland
 from tests.test_pools_soil import run_stocks
 
@@ -94,6 +94,17 @@ def test_bad_intervals_are_reported(change, reason):
     assert "2" in str(info.value).split("row(s)")[1]
     result = wetland.wetland_stocks(frame, drop_invalid=True)
     assert 2 in set(result.dropped["row"])
+
+
+def test_a_carbon_fraction_above_pure_organic_matter_is_no_fraction():
+    """Carbon contents of 0.4-0.9 % given as fractions made 5,280 Mg C/ha cores, flagged complete."""
+    frame = _cores()
+    frame.loc[1, "fraction_carbon"] = 0.75
+    with pytest.raises(ImplausibleValueError, match=r"row\(s\) 2: 1 fraction\(s\) between 0.6 and 1.*in %"):
+        wetland.wetland_stocks(frame)
+    with pytest.raises(InputError, match=r"fraction_carbon above 0.6, more carbon than pure organic matter holds"):
+        wetland.wetland_stocks(frame, allow_implausible=True)  # a typo, then: the row is named
+    assert 2 in set(wetland.wetland_stocks(frame, allow_implausible=True, drop_invalid=True).dropped["row"])
 
 
 def test_core_without_carbon_measure_is_reported():
