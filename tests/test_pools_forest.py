@@ -12,6 +12,7 @@ from sinks.errors import InputError
 from sinks.pools import forest, height, montecarlo
 from sinks.pools.allometry import ExpressionAllometry, chave2014_eq4, chave2014_eq7, read_allometry_table
 from sinks.pools.wood_density import lookup_wood_density, read_wood_density_table
+from tests.badinput import assert_refused
 
 #: BIOMASS vignette plot totals (Mg), REFERENCE_tree_agb_biomass_vignette.csv, per the data README.
 PLOT_TOTALS = {201: 456.39, 204: 541.97, 213: 386.52, 223: 284.95}
@@ -309,6 +310,25 @@ def test_cli_volume_route_and_bad_rows(tmp_path, capsys):
     assert main(argv + ["--drop-invalid"]) == 0
     assert "row 2: dbh_cm missing" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "o.csv")) == 2
+
+
+def test_stand_volume_table_refuses_tree_options_and_repeated_groups_and_places_stands(tmp_path, capsys):
+    """--plots/--area-ha/--draws were accepted and ignored; two rows of one plot's group were summed
+    (97.5 Mg C/ha for 48.75); x/y with --crs gave 'a .gpkg needs geometry'."""
+    stands = pd.DataFrame({"plot_id": ["s1", "s2"], "species_group": ["杉木", "杉木"], "volume_m3_ha": [150.0, 10.0],
+                           "x": [400000.0, 401000.0], "y": [3300000.0, 3300500.0]})
+    stands.to_csv(tmp_path / "st.csv", index=False)
+    base = ["stocks", "forest", str(tmp_path / "st.csv")]
+    assert_refused(base + ["--area-ha", "7", "--draws", "10", "--out", str(tmp_path / "a.csv")], capsys,
+                   keywords=["--area-ha, --draws are for a tree list", "stand-volume table"], watch=tmp_path)
+    assert main(base + ["--crs", "EPSG:32648", "--out", str(tmp_path / "st.gpkg"), "--quiet"]) == 0
+    import geopandas as gpd
+
+    placed = gpd.read_file(tmp_path / "st.gpkg")
+    assert placed.crs.to_epsg() == 32648 and placed.geometry.x.tolist() == [400000.0, 401000.0]
+    pd.concat([stands, stands.iloc[:1].assign(species_group="chinese_fir")]).to_csv(tmp_path / "dup.csv", index=False)
+    assert_refused(["stocks", "forest", str(tmp_path / "dup.csv"), "--out", str(tmp_path / "d.csv")], capsys,
+                   keywords=["plot and species group repeated", "row(s) 1, 3", "s1 chinese_fir"], watch=tmp_path)
 
 
 def test_cli_tree_list_is_its_own_height_sample(tmp_path, capsys):

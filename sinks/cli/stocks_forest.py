@@ -147,11 +147,26 @@ def run(args) -> None:
         echo(f"per-tree results -> {args.trees_out}")
 
 
+#: Options of the tree route, with their defaults: given with a stand-volume table, they would be
+#: silently ignored.
+TREE_ROUTE_OPTIONS = {"plots": None, "area_ha": None, "trees_out": None, "height_sample": None, "hd_model": "log2",
+                      "hd_weighted": False, "hd_per_plot": False, "feldpausch": None, "height_sd": 0.0, "e": None,
+                      "wood_density": None, "allometry": None, "allometry_table": None, "draws": 1000,
+                      "diameter_error": "chave2004", "drop_invalid": False}
+
+
 def _run_volume(args, stands) -> None:
-    if args.trees_out:
-        raise InputError("--trees-out is for a tree list; a stand-volume table has no trees")
-    from sinks.io import write_tables
+    given = [f"--{name.replace('_', '-')}" for name, default in TREE_ROUTE_OPTIONS.items()
+             if getattr(args, name) != default]
+    if given:
+        raise InputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for a tree list; {args.input} is a "
+                         "stand-volume table (volume_m3_ha, no dbh_cm): its plots need no area, and its uncertainty "
+                         "comes from volume_sd_m3_ha")
+    from sinks.io import to_geodataframe, write_tables
     from sinks.pools import forest
+
+    if "geometry" not in stands.columns and {"x", "y"} <= set(stands.columns) and args.crs:
+        stands = to_geodataframe(stands, crs=args.crs, source=args.input)
 
     plot_table = forest.volume_stocks(stands, species_table=args.species_table, source=args.input,
                                       allow_implausible=args.allow_implausible)
