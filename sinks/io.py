@@ -159,6 +159,8 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.Data
                 raise InputError(f"{path}: found a single column {header!r}: the file looks {label}-separated; "
                                  "save it as comma-separated CSV")
     _refuse_repeated_header(path, name)
+    # ' plot_id ' is plot_id (spreadsheets pad headers); a name repeated once stripped is refused above
+    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
     _refuse_decimal_commas(frame, path)
     return frame
 
@@ -217,13 +219,21 @@ def check_columns(frame: pd.DataFrame, source, *, rename: Mapping[str, str] | No
             if others:
                 raise InputError(f"{source}: --rename gives two columns the name {new!r} ({old}, {others[0]})")
         frame = frame.rename(columns=applied)
+    require_columns(frame, required, source)
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, required: Sequence[str], source) -> None:
+    """Refuse a table that lacks any of ``required``, naming what it has and the nearest names
+    (``DBH_cm`` for ``dbh_cm``)."""
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise InputError(
-            f"{source}: missing required column(s) {', '.join(missing)}; found "
-            f"{', '.join(map(str, frame.columns))} (use --rename OLD=NEW for your own names)"
-        )
-    return frame
+        from sinks.validate import did_you_mean
+
+        found = [str(c) for c in frame.columns]
+        hints = "".join(did_you_mean(c, found) for c in missing[:3])
+        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}{hints}; found "
+                         f"{', '.join(found) or 'no columns'} (use --rename OLD=NEW for your own names)")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -18,8 +18,11 @@ _MISSING = object()
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``options``, or ``""`` when none is close."""
-    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    """``" (did you mean 'x'?)"`` for the closest of ``options`` (one that differs only in case
+    first), or ``""`` when none is close."""
+    options = [str(o) for o in options]
+    same = [o for o in options if o.lower() == str(name).lower() and o != str(name)]
+    close = same or difflib.get_close_matches(str(name), options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -177,6 +177,19 @@ def test_wrong_delimiter_lists_the_columns_found(tmp_path, sep, label):
     assert "plot_id" in str(info.value)
 
 
+def test_padded_headers_are_read_and_a_missing_column_names_what_was_found(tmp_path):
+    """' plot_id ' was reported missing; DBH_cm for dbh_cm gave no hint."""
+    from sinks.pools.forest import forest_stocks
+
+    path = tmp_path / "t.csv"
+    path.write_text(" plot_id ,tree_id, DBH_cm\nP1,1,20\n")
+    frame = read_table(path)
+    assert list(frame.columns) == ["plot_id", "tree_id", "DBH_cm"]
+    with pytest.raises(InputError, match=r"missing required column\(s\) dbh_cm \(did you mean 'DBH_cm'\?\); "
+                                         r"found plot_id, tree_id, DBH_cm"):
+        forest_stocks(frame, pd.DataFrame({"plot_id": ["P1"], "area_ha": [0.04]}), n_draws=0)
+
+
 def test_decimal_commas_are_named_not_misread(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text('plot_id,tree_id,dbh_cm,species\nA,1,"12,5",Pinus massoniana\nA,2,30,"Cunninghamia, sp"\n')

@@ -178,7 +178,7 @@ def _run_volume(args, stands) -> None:
 
 def _plots(args, trees, raw):
     """The plot table: ``raw`` (the --plots table as read) renamed and checked, or --area-ha's."""
-    from sinks.io import check_columns, to_geodataframe
+    from sinks.io import check_columns, require_columns, to_geodataframe
     from sinks.pools import forest
 
     if args.plots:
@@ -195,8 +195,7 @@ def _plots(args, trees, raw):
         return plots
     if args.area_ha is None:
         raise InputError("the tree route needs plot areas: --plots TABLE (plot_id, area_ha) or --area-ha HA")
-    if "plot_id" not in trees.columns:
-        raise InputError(f"{args.input}: missing required column(s) plot_id")
+    require_columns(trees, ["plot_id"], args.input)
     import pandas as pd
 
     return pd.DataFrame({"plot_id": pd.unique(trees["plot_id"]), "area_ha": args.area_ha})

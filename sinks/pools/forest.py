@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError
-from sinks.io import format_rows
+from sinks.io import format_rows, require_columns
 from sinks.pools import montecarlo, plausibility
 from sinks.pools.allometry import ExpressionAllometry, chave2014_eq4, chave2014_eq7
 from sinks.pools.height import HeightModel
@@ -126,9 +126,7 @@ def check_trees(trees: pd.DataFrame, source: str = "trees", *, drop_invalid: boo
     (:func:`sinks.pools.plausibility.check_tree_units`).
     """
     trees = normalise_units(trees, source)
-    missing = [c for c in TREE_COLUMNS if c not in trees.columns]
-    if missing:
-        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    require_columns(trees, TREE_COLUMNS, source)
     plausibility.check_tree_units(trees, source, allow_implausible=allow_implausible)
     problems: list[tuple[np.ndarray, str]] = []
 
@@ -380,9 +378,7 @@ def monte_carlo(tree_table: pd.DataFrame, info: dict, plot_ids, *, n_draws: int 
 
 
 def _check_plots(plots: pd.DataFrame, source: str) -> np.ndarray:
-    missing = [c for c in PLOT_COLUMNS if c not in plots.columns]
-    if missing:
-        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    require_columns(plots, PLOT_COLUMNS, source)
     area = pd.to_numeric(plots["area_ha"], errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(~np.isfinite(area) | (area <= 0))
     if bad.size:
@@ -534,9 +530,7 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
     alone, when given) and the factors used. Carbon below 0 or above the documented maximum
     (:func:`sinks.pools.plausibility.max_stock_mg_ha`) raises unless ``allow_implausible``.
     """
-    missing = [c for c in STAND_COLUMNS if c not in stands.columns]
-    if missing:
-        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    require_columns(stands, STAND_COLUMNS, source)
     table = species_groups(species_table)
     params = table.set_index("group")
     volume = pd.to_numeric(stands["volume_m3_ha"], errors="coerce").to_numpy(dtype=float)

@@ -35,7 +35,7 @@ from sinks.pools.depth import (
     parse_depths,
     uncovered_cm,
 )
-from sinks.io import first_per_id, locate_by_id
+from sinks.io import first_per_id, locate_by_id, require_columns
 from sinks.pools import plausibility
 from sinks.pools.tables import load_table, scalar_parameter
 
@@ -111,9 +111,7 @@ def check_horizons(horizons: pd.DataFrame, *, source: str = "horizons", drop_inv
     BD-only sample row may overlap carbon horizons). Returns (kept rows, dropped rows with their
     1-based ``row`` number and ``reason``).
     """
-    missing = [c for c in HORIZON_COLUMNS if c not in horizons.columns]
-    if missing:
-        raise InputError(f"{source}: missing required column(s) {', '.join(missing)}")
+    require_columns(horizons, HORIZON_COLUMNS, source)
     problems = RowProblems()
     soc, bd, cf = (_numeric(horizons, c) for c in ("soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_pct"))
     for column, values in (("soc_g_kg", soc), ("bulk_density_g_cm3", bd), ("coarse_fragments_pct", cf)):
