@@ -53,6 +53,13 @@ def run(args) -> None:
     if outside:
         print(f"sinks train: warning: {outside} plots lie outside the spec's grid, where no map pixel is; "
               "check their coordinates", file=sys.stderr)
+    setup = meta["validation_setup"]
+    spacing = setup.get("plot_spacing_m")
+    if "blocks" in meta["validation"] and spacing and setup.get("block_size", 0) < spacing:
+        print(f"sinks train: warning: blocks of {setup['block_size']:g} m are smaller than the plots' median spacing "
+              f"({spacing:.4g} m to the nearest other plot): most blocks hold one plot, so 'blocks' CV is close to "
+              "random CV and as optimistic; leave [validation] block_size out (the variogram range) or give a "
+              "larger one", file=sys.stderr)
     chosen = meta["validation_setup"].get("scheme")
     for scheme, s in meta["validation"].items():
         if scheme == "spatial" and s.get("scheme") in meta["validation"]:

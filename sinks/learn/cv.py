@@ -44,6 +44,19 @@ VARIOGRAM_MAX_POINTS = 2000
 MIN_BLOCKS_PER_FOLD = 2
 
 
+def median_nearest_neighbour(x: np.ndarray, y: np.ndarray) -> float | None:
+    """The median distance (units of ``x``, ``y``) from each plot to its nearest other plot at another
+    location; None with fewer than two locations. Blocks smaller than it hold one plot each, and
+    block CV is then random CV."""
+    from scipy.spatial import cKDTree
+
+    xy = np.unique(np.column_stack([x, y]), axis=0)
+    if len(xy) < 2:
+        return None
+    distances, _ = cKDTree(xy).query(xy, k=2)
+    return float(np.median(distances[:, 1]))
+
+
 def spatial_blocks(x: np.ndarray, y: np.ndarray, block_size: float) -> np.ndarray:
     """Integer id of the square block (side ``block_size``, CRS units) containing each point."""
     if block_size <= 0:

@@ -350,7 +350,8 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 "[validation] block_size (or leave it out: it is then the variogram range) or fewer folds"
             )
         folds_by["blocks"] = cv.fold_ids(len(y), folds=k, seed=recipe.seed, groups=blocks)
-        setup.update(block_size=float(size), n_blocks=n_blocks, variogram=vg.as_dict())
+        setup.update(block_size=float(size), n_blocks=n_blocks, variogram=vg.as_dict(),
+                     plot_spacing_m=cv.median_nearest_neighbour(dx, dy))
     gij = None if pred_xy is None else prediction_to_sample_distances(xy, dist_pred)
     if distance_proj:
         setup["distance_crs"] = {"proj": distance_proj, "why": f"the grid's CRS {spec.grid.crs} is not in metres: "
