@@ -90,6 +90,17 @@ def test_tree_unit_slips():
         plausibility.check_tree_units(_trees().assign(dbh_cm=lambda f: f["dbh_cm"] * 50), allow_implausible=True)
 
 
+def test_young_stems_in_mm_are_caught_by_their_slenderness():
+    """6-11 cm Chinese fir in mm read 60-110 'cm', under the median bound: 886 Mg C/ha for 9.9."""
+    dbh_mm = 60 + 0.5 * np.arange(100)
+    young = pd.DataFrame({"plot_id": "Q1", "tree_id": np.arange(100), "dbh_cm": dbh_mm,
+                          "height_m": 1.3 + 0.07 * dbh_mm, "species": "杉木"})
+    with pytest.raises(ImplausibleValueError, match=r"height-to-diameter ratio .* is 8\.53.*below 20.*dbh in mm"):
+        plausibility.check_tree_units(young, "fir.csv")
+    plausibility.check_tree_units(young.assign(dbh_cm=dbh_mm / 10), "fir.csv")  # in cm: ratio 77
+    plausibility.check_tree_units(young, "fir.csv", allow_implausible=True)
+
+
 def test_a_single_bad_tree_stays_a_per_row_error():
     """One diameter typo is not a unit slip: the per-row check (and --drop-invalid) handle it."""
     trees = _trees()

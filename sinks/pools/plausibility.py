@@ -223,6 +223,21 @@ def check_tree_units(trees: pd.DataFrame, source: str = "trees", *, allow_implau
         median_slip("height_m", "m", "height (the tallest tree known is ~116 m)",
                     lambda median: ("heights in cm", "divide by 100") if median > 500
                     else ("heights in dm", "divide by 10"))
+    if {"dbh_cm", "height_m"} <= set(trees.columns) and not allow_implausible:
+        # young plantations' 6-11 cm stems in mm read 60-110 "cm", under the median bound above,
+        # but 7 m tall: a slenderness no stand has
+        dbh, height = _numeric(trees, "dbh_cm"), _numeric(trees, "height_m")
+        both = np.isfinite(dbh) & np.isfinite(height) & (dbh > 0) & (height > 0)
+        minimum = bound("slenderness_median", "forest", table)["minimum"]
+        if both.sum() >= 3:
+            slenderness = 100 * height[both] / dbh[both]
+            median = float(np.median(slenderness))
+            if median < minimum:
+                rows = np.flatnonzero(both)[slenderness < minimum]
+                _fail(source, "dbh_cm", rows, dbh[rows],
+                      f"the median height-to-diameter ratio of the {int(both.sum())} trees with both is {median:.3g} "
+                      f"(height and diameter in one unit), below {minimum:g}: trees far stouter than any stand",
+                      "dbh in mm", hint="divide by 10, or name the column dbh_mm (sinks converts it)")
 
 
 def check_plot_area(plots: pd.DataFrame, source: str = "plots", *, n_trees=None,
