@@ -65,6 +65,13 @@ def test_stocks_missing_file_and_column(world, tmp_path, capsys):
     assert not (tmp_path / "o.gpkg").exists()
 
 
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(world, tmp_path, capsys):
+    """With --debug an InputError came out as exit 1 (a bug) instead of its documented 2."""
+    argv = ["stocks", "forest", str(tmp_path / "nope.csv"), "--plots", str(world.plots), "--out", str(tmp_path / "o.csv")]
+    code, err = _run(argv + ["--debug"], capsys)
+    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].endswith("file not found")
+
+
 def test_extract_crs_mismatch_and_uncovered_plots(world, tmp_path, capsys):
     spec = tmp_path / "features" / "demo.toml"
     spec.parent.mkdir()

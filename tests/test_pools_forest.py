@@ -350,3 +350,11 @@ def test_cli_tree_list_is_its_own_height_sample(tmp_path, capsys):
     expected = np.exp(0.9 + 0.55 * np.log(dbh[~measured]))
     assert np.allclose(out["height_used_m"][~measured], expected, rtol=0.05)  # the fitted curve, not the noise
     assert (out["allometry"] == "chave2014_eq4").all()
+
+
+def test_the_python_monte_carlo_is_reproducible_by_default():
+    """The CLI's --seed defaults to 1; Python's seed was None, so carbon_sd changed run to run."""
+    trees = _trees()
+    plots = pd.DataFrame({"plot_id": sorted(trees["plot_id"].unique()), "area_ha": 0.1})
+    one, two = (forest.forest_stocks(trees, plots, n_draws=50).plots["carbon_sd_mg_ha"] for _ in range(2))
+    pd.testing.assert_series_equal(one, two)

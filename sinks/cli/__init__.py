@@ -21,6 +21,7 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 
 import sinks
 from sinks.constants import QUIET_LIBTIFF_ENV
@@ -117,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                 sys.modules["sinks.cog"].quiet_libtiff()
         args.func(args)
     except SinksError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, and still the documented exit status (docs/errors.md)
+            traceback.print_exc()
         print(f"{exc.prog if isinstance(exc, UsageError) else command}: error: {_with_notes(str(exc), exc)}",
               file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"{command}: error: {_with_notes(_os_message(exc, outputs), exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -330,7 +330,7 @@ def _user_allometries(allometry, group: pd.Series) -> list:
 
 
 def monte_carlo(tree_table: pd.DataFrame, info: dict, plot_ids, *, n_draws: int = 1000,
-                diameter_error="chave2004", seed: int | None = None, n_jobs: int = 1,
+                diameter_error="chave2004", seed: int | None = 1, n_jobs: int = 1,
                 progress: bool = False) -> montecarlo.MonteCarloResult:
     """Monte Carlo draws of each plot's AGB and carbon (Mg), plots in the order of ``plot_ids``.
 
@@ -451,7 +451,7 @@ class ForestStocks:
 
 
 def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, options: TreeOptions | None = None, *,
-                  n_draws: int = 0, diameter_error="chave2004", seed: int | None = None,
+                  n_draws: int = 0, diameter_error="chave2004", seed: int | None = 1,
                   drop_invalid: bool = False, n_jobs: int = 1, progress: bool = False,
                   allow_implausible: bool = False, trees_source: str = "trees",
                   plots_source: str = "plots") -> ForestStocks:

@@ -129,7 +129,7 @@ def _diameter_sd(spec, dbh: np.ndarray, rng, shape) -> np.ndarray | None:
 
 
 def propagate(trees: TreeDraws, n_plots: int, *, allometry="eq4", height_models: list[HeightModel] = (),
-              n_draws: int = 1000, diameter_error=None, seed: int | None = None, chunk_trees: int | None = None,
+              n_draws: int = 1000, diameter_error=None, seed: int | None = 1, chunk_trees: int | None = None,
               n_jobs: int = 1, eq7_name: str = "biomass_eq7", progress: bool = False) -> MonteCarloResult:
     """Draw ``n_draws`` plot totals of AGB and carbon (Mg) for ``n_plots`` plots.
 
