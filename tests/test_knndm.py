@@ -178,6 +178,9 @@ def test_splitter_with_cross_val_score(clustered_result):
     (lambda xy, p: knndm_folds(xy[:, :1], p, 5), r"\(n, 2\)"),
     (lambda xy, p: knndm_folds(xy, p, 5, crs="EPSG:4326"), "geographic CRS"),
     (lambda xy, p: list(KNNDMSplit(5).split(xy)), "prediction_points"),
+    (lambda xy, p: list(KNNDMSplit(5, prediction_points=p, coords=("x", "y")).split(xy)), "needs X as a pandas DataFrame"),
+    (lambda xy, p: grid_prediction_points(type("Grid", (), {"crs": "EPSG:32648", "resolution": 30})()),
+     r"resolved to pixels .*target_grid\(spec\)"),
 ])
 def test_bad_input_raises_input_error(call, match):
     xy = _clustered(50)

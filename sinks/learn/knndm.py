@@ -257,6 +257,9 @@ def grid_prediction_points(grid, *, mask=None, n: int = DEFAULT_PREDICTION_SAMPL
         raise InputError(f"kNNDM: sampling must be 'regular' or 'random', not {sampling!r}")
     if n < 1:
         raise InputError("kNNDM: the prediction sample size n must be at least 1")
+    if not all(hasattr(grid, a) for a in ("height", "width", "transform")):
+        raise InputError(f"kNNDM: the grid must be resolved to pixels (transform, width, height), not a "
+                         f"{type(grid).__name__}; for a feature spec use sinks.covariates.local.target_grid(spec)")
     height, width, t = int(grid.height), int(grid.width), grid.transform
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -674,6 +677,9 @@ class KNNDMSplit(BaseCrossValidator):
                                          f"it has {list(X.columns)[:10]}")
                     return X[list(cols)].to_numpy(dtype=float)
                 return X.iloc[:, list(cols)].to_numpy(dtype=float)
+            if any(isinstance(v, str) for v in cols):
+                raise InputError(f"kNNDM: coords names columns {list(cols)}, which needs X as a pandas DataFrame; "
+                                 "give coords as an (n, 2) array of x, y for an array X")
             arr = np.asarray(X)
             if arr.ndim != 2 or arr.shape[1] < 2:
                 raise InputError("kNNDM: X must have at least two columns (x, y) when coords is not given")
