@@ -148,6 +148,10 @@ CASES = {
     "stack that lost its nodata": (lambda ws, mp: _stack_without_nodata(ws),
                                    ["stack.tif", "-9999", "a common nodata value", "declares no nodata", "gdal_edit.py -a_nodata"]),
     "bundle folder is not a bundle": (lambda ws, mp: _argv(ws, ws["out"]), ["not a model bundle"]),
+    "a folder that is not a bundle, and no spec": (lambda ws, mp: ["map", ws["data"], "--out", ws["out"] / "c.tif"],
+                                                  ["not a model bundle", "takes BUNDLE, then the feature SPEC"]),
+    "no spec nor stack": (lambda ws, mp: ["map", ws["bundle"], "--out", ws["out"] / "c.tif"],
+                          ["sinks map: error: give the feature SPEC or --stack"]),
     "bundle is missing": (lambda ws, mp: _argv(ws, ws["tmp"] / "models" / "nothing"), ["not a model bundle"]),
     "bundle metadata corrupt": (
         lambda ws, mp: (b := _bundle_copy(ws), open(f"{b}/metadata.json", "w").write("{ not json"), _argv(ws, b))[-1],

@@ -11,8 +11,9 @@ def register(sub) -> None:
         help="run the whole chain on a simulated demo county (about a minute, no download)",
         description="Generate a SIMULATED demo county with known truth (terrain, reflectance, forest "
         "history, inventory plots with tree lists, candidate afforestation parcels) and run every "
-        "step on it: plot stocks -> covariates -> XGBoost with random and spatial CV -> model bundle "
-        "-> carbon map (COG) -> eligibility report; then check the map and the verdicts against the truth.",
+        "step on it: plot stocks -> covariates -> XGBoost with random, block and kNNDM CV -> model bundle "
+        "-> carbon maps of 2020 and 2025 (COG) -> eligibility report -> creditable t CO2e of an afforestation "
+        "project; then check the map, the intervals, the verdicts and the credits against the truth.",
     )
     parser.add_argument("--out", default="sinks-demo", help="folder for the demo workspace (default: ./sinks-demo)")
     parser.add_argument("--seed", type=nonnegative_int, default=2025, help="random seed of the simulated county (default 2025)")

@@ -88,7 +88,12 @@ def run(args) -> None:
     if args.trees:
         raise InputError("--trees is for --engine ee")
     if args.spec is None and args.stack is None:
-        raise InputError("sinks map: give the feature SPEC or --stack STACK.tif to map from")
+        from pathlib import Path
+
+        if not (Path(args.bundle) / "metadata.json").is_file():
+            raise InputError(f"{args.bundle}: not a model bundle (no metadata.json); sinks map takes BUNDLE, then "
+                             "the feature SPEC or --stack STACK.tif")
+        raise InputError("give the feature SPEC or --stack STACK.tif to map from")
     if args.no_stac and args.stac:
         raise InputError("--stac and --no-stac exclude each other")
     with warnings.catch_warnings(record=True) as caught:
@@ -110,7 +115,7 @@ def _export_ee(args) -> None:
     from sinks.mapping.ee_export import export_map_ee
 
     if args.spec is None or args.stack is not None:
-        raise InputError("sinks map --engine ee: give the feature SPEC (with its [sources.ee] sections), not --stack")
+        raise InputError("--engine ee: give the feature SPEC (with its [sources.ee] sections), not --stack")
     if args.bands:
         raise InputError("sinks map --engine ee exports the prediction band only: leave out --bands (map the "
                          "interval, DI and AOA locally)")
