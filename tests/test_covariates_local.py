@@ -312,6 +312,20 @@ def test_target_grid_snaps_reprojected_extent(tmp_path):
     assert list(grid.windows(1)) and sum(w.width * w.height for w in grid.windows(1)) == grid.width * grid.height
 
 
+def test_an_extent_snaps_to_the_sources_pixels_not_to_multiples_of_the_resolution(tmp_path):
+    """A 30 m source at x = 400,000 (not a multiple of 30): an extent cut on its pixels was moved
+    10 m onto multiples of 30 and every pixel resampled (188 Mg C/ha off the full map)."""
+    values = np.arange(400, dtype=float).reshape(20, 20)
+    write_tif(tmp_path / "a.tif", [values], res=30.0, origin=(400000.0, 3310000.0))
+    spec = load_spec(write_spec(tmp_path / "s.toml", BODY, res=30.0,
+                                grid="extent = [400090, 3309700, 400300, 3309910]"))  # pixels 3-9, rows 3-9
+    grid = target_grid(spec)
+    assert (grid.transform.c, grid.transform.f, grid.width, grid.height) == (400090.0, 3309910.0, 7, 7)
+    out = build_stack(spec, tmp_path / "stack.tif", block=16, progress=False)
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read(1), values[3:10, 3:10].astype("float32"))
+
+
 def test_missing_raster_named(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", BODY, grid="extent = [0, 0, 30, 30]"))
     with pytest.raises(InputError, match=r"a\.tif: raster not found"):

@@ -170,10 +170,29 @@ def target_grid(spec: FeatureSpec) -> TargetGrid:
             ):
                 return TargetGrid(crs, ds.transform, ds.width, ds.height)
             left, bottom, right, top = transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21)
-    left, bottom = math.floor(left / xres) * xres, math.floor(bottom / yres) * yres
+    x0, y0 = _source_lattice(spec, crs, xres, yres)
+    left = x0 + math.floor((left - x0) / xres + 1e-9) * xres
+    bottom = y0 + math.floor((bottom - y0) / yres + 1e-9) * yres
     width, height = math.ceil((right - left) / xres - 1e-9), math.ceil((top - bottom) / yres - 1e-9)
     top = bottom + height * yres
     return TargetGrid(crs, Affine(xres, 0, left, 0, -yres, top), width, height)
+
+
+def _source_lattice(spec: FeatureSpec, crs: CRS, xres: float, yres: float) -> tuple[float, float]:
+    """A point of the pixel lattice the grid's edges snap to: the origin of the first local source
+    on the grid's CRS and resolution (so an extent cut from the sources' grid keeps their pixels,
+    unresampled), else (0, 0) (edges at multiples of the resolution)."""
+    for source in spec.sources:
+        if not source.paths or not Path(source.paths[0]).is_file():
+            continue
+        try:
+            with rasterio.open(source.paths[0]) as ds:
+                if (ds.crs is not None and _north_up(ds) and CRS.from_user_input(ds.crs) == crs
+                        and np.isclose(abs(ds.transform.a), xres) and np.isclose(abs(ds.transform.e), yres)):
+                    return float(ds.transform.c), float(ds.transform.f)
+        except RasterioError:
+            continue  # an unreadable source is reported where it is read
+    return 0.0, 0.0
 
 
 def _north_up(ds) -> bool:
