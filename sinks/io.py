@@ -628,6 +628,33 @@ def on_abandon(undo) -> Iterator[None]:
         _UNDO.remove(undo)
 
 
+_KEPT: list = []
+
+
+@contextlib.contextmanager
+def kept_on_stop(describe) -> Iterator[None]:
+    """While the block runs, ``describe()`` says what a stop now keeps on purpose (a map's finished
+    tiles, to resume from), or returns None; :func:`kept_notes` collects them for the message."""
+    _KEPT.append(describe)
+    try:
+        yield
+    finally:
+        _KEPT.remove(describe)
+
+
+def kept_notes() -> list[str]:
+    """What the running work would keep if it stopped now (see :func:`kept_on_stop`)."""
+    notes = []
+    for describe in list(_KEPT):
+        try:
+            note = describe()
+        except Exception:  # a stop must not fail on its message
+            note = None
+        if note:
+            notes.append(note)
+    return notes
+
+
 def abandon_outputs() -> None:
     """Undo every output being written, newest first: for a process that must stop at once.
 

@@ -208,3 +208,25 @@ def test_sigterm_and_sighup_undo_what_was_being_written(tmp_path, signum):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum and "nothing half-written was kept" in err
     assert tree_hash(tmp_path) == previous
+
+
+_KEEP_UNDER_CLI_SIGNALS = """
+import time
+from sinks.cli import _catch_signals
+from sinks.io import kept_on_stop
+_catch_signals()
+with kept_on_stop(lambda: "3 of 9 tiles are finished and kept in .m.tif.resume: rerun the same command"):
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sigterm_says_what_it_keeps_to_resume_from(tmp_path):
+    """A map stopped by SIGTERM kept its finished tiles but said 'nothing half-written was kept' only."""
+    proc = subprocess.Popen([sys.executable, "-c", _KEEP_UNDER_CLI_SIGNALS], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "nothing half-written was kept; 3 of 9 tiles are finished and kept in .m.tif.resume" in err

@@ -69,16 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _terminate(signum, frame):
     """SIGTERM / SIGHUP: undo the outputs being written and exit now (see sinks.io.abandon_outputs)."""
-    from sinks.io import abandon_outputs
+    from sinks.io import abandon_outputs, kept_notes
 
     abandon_outputs()
+    kept = kept_notes()
     # worker processes (--executor processes) end with the job; not imported here: the signal may
     # arrive while the main thread is importing it, and a job with workers imported it long ago
     active_children = getattr(sys.modules.get("multiprocessing"), "active_children", None)
     for child in active_children() if active_children is not None else ():
         child.terminate()
-    print(f"sinks: stopped by {signal.Signals(signum).name}; nothing half-written was kept", file=sys.stderr,
-          flush=True)
+    print(f"sinks: stopped by {signal.Signals(signum).name}; nothing half-written was kept"
+          + "".join(f"; {note}" for note in kept), file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
 

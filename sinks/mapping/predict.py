@@ -175,6 +175,7 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
         _check_stack_memory(n_feat, block, n_jobs, grid)
 
     from sinks.cog import FLOAT_NODATA
+    from sinks.io import kept_on_stop
     from sinks.mapping.resume import TileStore, file_stamp, job_key
 
     inputs = [str(stack)] if stack is not None else [p for s in spec.sources for p in s.paths]
@@ -221,41 +222,48 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     else:
         tags.update(sinks_stack=os.path.basename(str(stack)))
     finished = False
-    try:
-        done = store.open({"arguments": key_parts, "output": str(out.resolve()), "bands": names}) if resume else {}
-        if not resume:
-            store.open({"arguments": key_parts})
-            for index in store.done():
-                store.path(index).unlink(missing_ok=True)
-        counts = _run(runner, job, store, windows, done, progress)
-        runner.close()  # idle workers hold memory: gone before the COG step
-        ex.release_job(job)  # and this process's readers, with their cached stack blocks
-        if counts["valid"] == 0:
+
+    def kept_tiles() -> str | None:
+        kept = resume and store.owned and store.count()
+        return (f"{kept} of {len(windows)} tiles are finished and kept in {store.folder}: rerun the same command to "
+                "resume from them") if kept else None
+
+    with kept_on_stop(kept_tiles):  # a SIGTERM then says the finished tiles are kept
+        try:
+            done = store.open({"arguments": key_parts, "output": str(out.resolve()), "bands": names}) if resume else {}
+            if not resume:
+                store.open({"arguments": key_parts})
+                for index in store.done():
+                    store.path(index).unlink(missing_ok=True)
+            counts = _run(runner, job, store, windows, done, progress)
+            runner.close()  # idle workers hold memory: gone before the COG step
+            ex.release_job(job)  # and this process's readers, with their cached stack blocks
+            if counts["valid"] == 0:
+                store.remove()
+                finished = True
+                raise InputError(
+                    f"map of bundle {bundle.bundle_id} over {_what(spec, stack)}: no valid pixel in the "
+                    f"{grid.width} x {grid.height} grid (every pixel lacks at least one of the features "
+                    f"{', '.join(bundle.feature_names)}); check the sources' nodata and valid masks and that "
+                    "they overlap each other")
+            _assemble(store, out, grid=grid, windows=windows, names=names, band_tags=band_tags, tags=tags,
+                      block=block, bundle=bundle, hashes=hashes, stac=stac,
+                      parameters={"bands": names, "block": block, "input": "stack" if stack is not None else "spec",
+                                  "executor": executor, "workers": n_jobs,
+                                  "interval_level": bundle.interval.level})
             store.remove()
             finished = True
-            raise InputError(
-                f"map of bundle {bundle.bundle_id} over {_what(spec, stack)}: no valid pixel in the "
-                f"{grid.width} x {grid.height} grid (every pixel lacks at least one of the features "
-                f"{', '.join(bundle.feature_names)}); check the sources' nodata and valid masks and that "
-                "they overlap each other")
-        _assemble(store, out, grid=grid, windows=windows, names=names, band_tags=band_tags, tags=tags,
-                  block=block, bundle=bundle, hashes=hashes, stac=stac,
-                  parameters={"bands": names, "block": block, "input": "stack" if stack is not None else "spec",
-                              "executor": executor, "workers": n_jobs})
-        store.remove()
-        finished = True
-    except BaseException as exc:
-        kept = resume and store.owned and store.count()
-        if kept:
-            exc.add_note(f"{kept} of {len(windows)} tiles are finished and kept in {store.folder}: rerun the "
-                         "same command to resume from them")
-        raise
-    finally:
-        if not finished:
-            (store.release if resume and store.count() else store.remove)()
-        runner.close()
-        forget(job)
-        hashes.cancel()
+        except BaseException as exc:
+            note = kept_tiles()
+            if note:
+                exc.add_note(note)
+            raise
+        finally:
+            if not finished:
+                (store.release if resume and store.count() else store.remove)()
+            runner.close()
+            forget(job)
+            hashes.cancel()
     if counts["aoa_known"] and counts["inside"] == 0:
         warnings.warn(
             f"none of the {counts['valid']:,} valid pixels of {out} is inside the area of applicability of "
