@@ -455,12 +455,22 @@ def _refuse_foreign_files(path: Path, kind: str) -> None:
 _STAGED = re.compile(r"^\.(?P<name>.+)\.\d+\.[A-Za-z0-9_]+\.partial")
 
 
+#: The tag of a map's checkpoint folder, ``.NAME.resume-KEY`` beside the map (sinks.mapping.resume).
+RESUME_TAG = ".resume-"
+
+
 def staged_for(path: str | os.PathLike) -> Path:
-    """The output a staging file of :func:`atomic_path` stands for (``.NAME.PID.RANDOM.partial*``
-    -> ``NAME`` in the same folder; any other path as it is), for messages."""
+    """The output a staging path stands for, for messages: a staging file of :func:`atomic_path`
+    (``.NAME.PID.RANDOM.partial*``), a map's checkpoint folder (``.NAME.resume-KEY``) or anything
+    inside either -> ``NAME`` in their folder; any other path as it is."""
     path = Path(path)
-    match = _STAGED.match(path.name)
-    return path.with_name(match["name"]) if match else path
+    for i, part in enumerate(path.parts):
+        match = _STAGED.match(part)
+        name = match["name"] if match else (part[1:].split(RESUME_TAG)[0] if part.startswith(".") and RESUME_TAG in part
+                                            else None)
+        if name:
+            return Path(*path.parts[:i], name)
+    return path
 
 
 def _staging_prefix(path: Path) -> str:

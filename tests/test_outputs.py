@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -302,3 +304,15 @@ def test_a_column_named_twice_is_refused(tmp_path):
         read_table(path)
     path.write_text("plot_id,ndvi,ndmi,x\nA,0.5,0.6,1\n", encoding="utf-8")
     assert list(read_table(path).columns) == ["plot_id", "ndvi", "ndmi", "x"]
+
+
+def test_messages_name_the_output_not_its_hidden_staging():
+    """A write failure named '/proc/.s.tif.17906.sgsmqh9u.partial.tif', a file the user never named."""
+    from sinks.cli import _os_message
+    from sinks.io import staged_for
+
+    assert staged_for("/data/.s.tif.17906.sgsmqh9u.partial.tif") == Path("/data/s.tif")
+    assert staged_for("/data/.m.tif.resume-0123abcd/0007.tif") == Path("/data/m.tif")
+    assert staged_for("/data/plain.tif") == Path("/data/plain.tif")
+    message = _os_message(FileNotFoundError(2, "No such file or directory", "/data/.s.tif.1.abc.partial.tif"))
+    assert message.startswith("/data/s.tif: No such file or directory")

@@ -157,9 +157,9 @@ def _os_message(exc: OSError, outputs: list[str] = ()) -> str:
     named as the likely reason (:func:`sinks.io.full_disk_hint`)."""
     import errno
 
-    from sinks.io import full_disk_hint
+    from sinks.io import full_disk_hint, staged_for
 
-    where = f"{exc.filename}: " if exc.filename else ""
+    where = f"{staged_for(exc.filename)}: " if exc.filename else ""  # the output, not its hidden staging
     if not where and outputs and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # a write: of these
         where = f"writing {', '.join(str(path) for path in outputs)}: "  # not map(): sinks.cli.map shadows it here
     what = exc.strerror or str(exc)

@@ -35,9 +35,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from sinks.errors import OutputError
-from sinks.io import identity_running, process_identity
-
-RESUME_TAG = ".resume-"
+from sinks.io import RESUME_TAG, identity_running, process_identity
 #: Creation options of a checkpoint tile: fast to write and read, about 60 % of the raw size.
 #: Checkpoint tiles: fast lossless compression, and one band per block (``interleave="band"``): the
 #: COG step reads them through a VRT that keeps up to 100 tiles open, and a pixel-interleaved tile
