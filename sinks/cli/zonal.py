@@ -28,10 +28,11 @@ def register(sub) -> None:
     parser.add_argument("--error-range-m", type=nonnegative_float, metavar="M",
                         help="range r of the exponential correlation of pixel errors, rho(d) = exp(-d/r), in "
                         "metres (0 = independent pixels); default: the map's sinks_error_range_m tag, else "
-                        "fully correlated")
+                        "fully correlated. Given, it replaces the map's error model whole (its nugget tag too)")
     parser.add_argument("--error-nugget", type=unit_fraction, metavar="SHARE",
                         help="share of the pixel error variance that is uncorrelated (default: the map's "
-                        "sinks_error_nugget tag, else 0)")
+                        "sinks_error_nugget tag, else 0). Given, it replaces the map's error model whole (its range "
+                        "tag too: give --error-range-m as well)")
     level_option(parser)
     add_rename(parser)
     add_crs(parser, "CRS of polygons whose file has none, e.g. EPSG:4326")
