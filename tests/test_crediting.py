@@ -276,7 +276,7 @@ def test_forest_management_needs_forest_and_a_baseline(world):
 def test_report_json_and_gpkg_together(world, report, tmp_path):
     document = write_report(report, tmp_path / "r.json", tmp_path / "r.gpkg")
     validate(document)
-    assert document["schema_version"] == "4" and document["crediting"]["methodology"]["id"] == "ccer-14-001"
+    assert document["schema_version"] == "5" and document["crediting"]["methodology"]["id"] == "ccer-14-001"
     assert document["crediting"]["methodology"]["terms"]["buffer"]["source"]
     assert json.loads((tmp_path / "r.json").read_text())["crediting"]["project"]["tco2e"] > 0
     table = gpd.read_file(tmp_path / "r.gpkg")
@@ -284,7 +284,7 @@ def test_report_json_and_gpkg_together(world, report, tmp_path):
     assert table["tco2e"].sum() == pytest.approx(document["crediting"]["project"]["parcels_tco2e"])
     assert table["issuable_tco2e"].sum() == pytest.approx(document["crediting"]["project"]["tco2e"])
     assert set(table["methodology"]) == {"ccer-14-001"} and set(table["credit_route"]) == {"maps"}
-    assert set(table["report_schema_version"]) == {"4"}
+    assert set(table["report_schema_version"]) == {"5"}
     broken = to_dict(report)
     broken["parcels"][0]["creditable"]["tco2e"] = -5
     with pytest.raises(jsonschema.ValidationError):
@@ -322,10 +322,11 @@ def test_cli_writes_both_and_lists_methodologies(world, capsys):
     import hashlib
     import json
 
-    inputs = json.loads(out.read_text())["crediting"]["inputs"]
+    inputs = json.loads(out.read_text())["inputs"]
     parcels = root / "in" / "parcels.gpkg"
     assert inputs["files"]["parcels"] == {"path": str(parcels), "sha256": hashlib.sha256(parcels.read_bytes()).hexdigest()}
-    assert set(inputs["files"]) == {"parcels", "layer forest_history", "layer wetland"}
+    assert set(inputs["files"]) == {"parcels", "layer forest_history", "layer wetland", "rule set"}
+    assert inputs["files"]["rule set"]["sha256"] == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     assert inputs["options"]["years"] == [2020.0, 2025.0] and inputs["options"]["methodology"] == "ccer-14-001"
     assert main(["methodologies"]) == 0
     listing = capsys.readouterr().out
@@ -660,3 +661,27 @@ def test_a_negative_baseline_rate_is_refused():
 
     with pytest.raises(SpecError, match="negative.*add credit"):
         load_ruleset("ccer-14-001", terms={"baseline": {"rule": "rate", "tco2e_ha_yr": -5.0}}, layer_values=None)
+
+
+def test_validate_catches_what_the_schema_cannot(report):
+    """A registry's check: a credited parcel without its buffer, a tampered total, statuses or a
+    verdict that disagree, an unknown key: each refused by validate()."""
+    import copy
+
+    document = to_dict(report)
+    validate(document)
+    credited = next(p for p in document["parcels"] if (p.get("creditable") or {}).get("status") == "credited")
+    cases = {
+        "buffer missing": lambda d, p: p["creditable"].pop("buffer_tco2e"),
+        "terms without buffer": lambda d, p: d["crediting"]["methodology"]["terms"].pop("buffer"),
+        "project total tampered": lambda d, p: d["crediting"]["project"].update(tco2e=1e9),
+        "statuses off": lambda d, p: d["crediting"]["project"]["statuses"].update(credited=99),
+        "credited but ineligible": lambda d, p: p.update(verdict="ineligible"),
+        "net tampered": lambda d, p: p["creditable"].update(net_tco2e=p["creditable"]["net_tco2e"] + 5),
+        "unknown key": lambda d, p: d.update(extra=1),
+    }
+    for name, edit in cases.items():
+        doc = copy.deepcopy(document)
+        edit(doc, next(p for p in doc["parcels"] if p["parcel_id"] == credited["parcel_id"]))
+        with pytest.raises(jsonschema.ValidationError):
+            validate(doc)

@@ -211,6 +211,13 @@ def test_cli_writes_report_and_fails_cleanly(parcels, layers, tmp_path, capsys):
             "--layer", f"wetland={layers['wetland']}", "--out", str(out), "--quiet"]
     assert main(args) == 0
     assert "3 eligible" in capsys.readouterr().out
+    import hashlib
+    import json
+
+    inputs = json.loads(out.read_text())["inputs"]  # the parcels a verifier can check it was run on
+    assert inputs["files"]["parcels"]["sha256"] == hashlib.sha256((tmp_path / "parcels.gpkg").read_bytes()).hexdigest()
+    assert set(inputs["files"]) == {"parcels", "layer forest_history", "layer wetland", "rule set"}
+    assert inputs["options"]["rules"] == "ccer-14-001"
     out.unlink()
     assert main(args[:4] + ["--out", str(out)]) != 0
     err = capsys.readouterr().err

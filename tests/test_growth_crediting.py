@@ -227,7 +227,7 @@ def test_report_records_route_table_and_sources(gw, report, tmp_path):
     document = write_report(report, tmp_path / "r.json", tmp_path / "r.gpkg")
     validate(document)
     crediting = document["crediting"]
-    assert document["schema_version"] == "4" and crediting["route"] == "ex_ante_growth_table"
+    assert document["schema_version"] == "5" and crediting["route"] == "ex_ante_growth_table"
     assert crediting["growth_table"]["sha256"] == sha256_file(gw["table"])
     assert [r["row"] for r in crediting["growth_table"]["rows_used"]] == [1, 2, 4, 5]
     assert all(r["source"].startswith("test fixture") for r in crediting["growth_table"]["rows_used"])

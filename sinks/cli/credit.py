@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sinks.cli._common import (add_overwrite, add_quiet, add_rename, crs_string, echo, nonnegative_float,
                                show_progress, table_options, unit_fraction)
-from sinks.cli.eligibility import _layers, iso_date
+from sinks.cli.eligibility import _layers, iso_date, provenance
 
 
 def register(sub) -> None:
@@ -90,21 +90,6 @@ def _inputs(args) -> list[str]:
     return paths
 
 
-def _provenance(args) -> dict:
-    """What a third party needs to rerun the credit: every input file with its sha256, and the
-    command's options as given (the maps, the growth table and the controls are hashed in their
-    own entries of the report too)."""
-    from sinks.io import sha256_file
-
-    files = {"parcels": args.parcels, **{f"layer {k}": v for k, v in _layers(args.layer).items()}}
-    if Path(args.methodology).exists():
-        files["methodology"] = args.methodology
-    options = {k: v for k, v in sorted(vars(args).items())
-               if k not in ("func", "outputs", "inputs") and isinstance(v, (str, int, float, bool, list, type(None)))}
-    return {"files": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()},
-            "options": options}
-
-
 def run(args) -> None:
     from sinks.eligibility.crediting import check_route, credit, parse_term_overrides
     from sinks.eligibility.report import write_report
@@ -127,7 +112,7 @@ def run(args) -> None:
                     allow_different_models=args.allow_different_models, controls_covariates=args.controls,
                     caliper=args.caliper, progress=show_progress(args),
                     source=args.parcels)
-    report.crediting["inputs"] = _provenance(args)
+    report.inputs = provenance(args, ruleset)
     with contextlib.ExitStack() as stack:
         if args.summary:  # drawn before anything is written; renamed into place after the report
             from sinks.eligibility.summary import project_summary

@@ -80,6 +80,20 @@ def _layers(items: list[str]) -> dict[str, str]:
     return out
 
 
+def provenance(args, ruleset) -> dict:
+    """The report's ``inputs``: what a third party needs to rerun the command: every input file (the
+    parcels, the layers, the rule file that was loaded) with its sha256, and the command's options
+    as given (a credit's maps, growth table and controls are hashed in their own entries too)."""
+    from sinks.io import sha256_file
+
+    files = {"parcels": args.parcels, **{f"layer {k}": v for k, v in _layers(args.layer).items()},
+             "rule set": ruleset.path}
+    options = {k: v for k, v in sorted(vars(args).items())
+               if k not in ("func", "outputs", "inputs") and isinstance(v, (str, int, float, bool, list, type(None)))}
+    return {"files": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()},
+            "options": options}
+
+
 def run(args) -> None:
     from sinks.eligibility.engine import assess
     from sinks.eligibility.report import write_report
@@ -99,6 +113,7 @@ def run(args) -> None:
             raise InputError(f"--layer {name}: {path}: raster not found")
     parcels = read_table(args.parcels, **table_options(args), required=("parcel_id",), geometry=True, crs=args.crs)
     report = assess(parcels, ruleset, layers, start_date=args.start_date, progress=show_progress(args))
+    report.inputs = provenance(args, ruleset)
     document = write_report(report, args.out, args.gpkg)
     s = document["summary"]
     echo(f"{s['parcels']} parcels against {ruleset.id}: {s['eligible']} eligible ({s['eligible_area_ha']:.1f} ha), "

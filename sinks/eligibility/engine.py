@@ -56,6 +56,7 @@ class EligibilityReport:
     crs: str
     generated: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     crediting: dict | None = None  # the crediting block, filled by sinks.eligibility.crediting.credit
+    inputs: dict | None = None  # input files with sha256 and the command's options (the sinks command's)
 
     def counts(self) -> dict[str, int]:
         return {v: sum(p.verdict == v for p in self.parcels) for v in VERDICTS}

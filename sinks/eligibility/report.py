@@ -21,7 +21,9 @@ from sinks.io import atomic_path, write_vector
 #: Version 3: the crediting block's ``route`` (maps, or ex ante from a growth-curve table: ``growth_table``,
 #: per parcel ``growth``), status ``no_uncertainty``.
 #: Version 4: each credited parcel's ``issuable_tco2e`` (its share of what the project may issue).
-SCHEMA_VERSION = "4"
+#: Version 5: the top-level ``inputs`` (files with sha256, options; eligibility reports too), every
+#: deduction of a credited parcel and the methodology's six terms required, no unknown top-level key.
+SCHEMA_VERSION = "5"
 
 
 @lru_cache(maxsize=1)
@@ -31,10 +33,61 @@ def schema() -> dict:
 
 
 def validate(document: dict) -> None:
-    """Raise ``jsonschema.ValidationError`` when ``document`` does not follow the schema."""
+    """Raise ``jsonschema.ValidationError`` when ``document`` does not follow the schema, or when its
+    numbers do not agree with each other (:func:`inconsistencies`): what a registry checks before
+    taking a report."""
     import jsonschema
 
     jsonschema.validate(document, schema(), cls=jsonschema.Draft202012Validator)
+    found = inconsistencies(document)
+    if found:
+        raise jsonschema.ValidationError("the report is inconsistent: " + "; ".join(found))
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def inconsistencies(document: dict) -> list[str]:
+    """What a schema cannot say: the summary's counts against the parcels' verdicts; a parcel
+    credited only when eligible; each credited parcel's arithmetic (net = stock change - baseline -
+    leakage, creditable = max(0, net - uncertainty - buffer), never above its stock change); the
+    project's statuses, one per parcel with a crediting record; the parcels' ``issuable_tco2e``
+    summing to the project's ``tco2e``, which is never above its stock change."""
+    out = []
+    parcels = document.get("parcels", [])
+    summary = document.get("summary", {})
+    if summary.get("parcels") != len(parcels):
+        out.append(f"summary.parcels {summary.get('parcels')} but {len(parcels)} parcels")
+    for verdict in ("eligible", "ineligible", "undetermined"):
+        n = sum(p.get("verdict") == verdict for p in parcels)
+        if summary.get(verdict) != n:
+            out.append(f"summary.{verdict} {summary.get(verdict)} but {n} parcels are {verdict}")
+    records = [(p["parcel_id"], p.get("verdict"), p["creditable"]) for p in parcels if p.get("creditable")]
+    for pid, verdict, c in records:
+        if c.get("status") != "credited":
+            continue
+        if verdict != "eligible":
+            out.append(f"parcel {pid}: credited but its verdict is {verdict}")
+        net = c["stock_change_tco2e"] - c["baseline_tco2e"] - c["leakage_tco2e"]
+        if not _close(net, c["net_tco2e"]):
+            out.append(f"parcel {pid}: net_tco2e {c['net_tco2e']:g} is not stock change - baseline - leakage ({net:g})")
+        creditable = max(c["net_tco2e"] - c["uncertainty_deduction_tco2e"] - c["buffer_tco2e"], 0.0)
+        if not _close(creditable, c["tco2e"]):
+            out.append(f"parcel {pid}: tco2e {c['tco2e']:g} is not net - uncertainty - buffer ({creditable:g})")
+        if c["tco2e"] > max(c["stock_change_tco2e"], 0.0) * (1 + 1e-9) + 1e-9:
+            out.append(f"parcel {pid}: tco2e {c['tco2e']:g} above its stock change {c['stock_change_tco2e']:g}")
+    project = (document.get("crediting") or {}).get("project")
+    if project:
+        statuses = project.get("statuses") or {}
+        if statuses and sum(statuses.values()) != len(records):
+            out.append(f"project statuses count {sum(statuses.values())} parcels but {len(records)} have a record")
+        issuable = sum(c.get("issuable_tco2e") or 0.0 for _, _, c in records)
+        if not _close(issuable, project["tco2e"]):
+            out.append(f"the parcels' issuable_tco2e sum to {issuable:g}, not the project's tco2e {project['tco2e']:g}")
+        if project["tco2e"] > max(project["stock_change_tco2e"], 0.0) * (1 + 1e-9) + 1e-9:
+            out.append(f"project tco2e {project['tco2e']:g} above its stock change {project['stock_change_tco2e']:g}")
+    return out
 
 
 def to_dict(report: EligibilityReport) -> dict:
@@ -65,6 +118,7 @@ def to_dict(report: EligibilityReport) -> dict:
             for p in report.parcels
         ],
         **({"crediting": _clean(report.crediting)} if report.crediting is not None else {}),
+        **({"inputs": report.inputs} if report.inputs is not None else {}),
     }
 
 
