@@ -23,6 +23,9 @@ import numpy as np
 
 from sinks.errors import InputError
 
+#: Caliper in pooled sds of each covariate: sinks' default, after the 0.25-sd caliper common in
+#: matching practice (Rosenbaum & Rubin 1985, The American Statistician 39:33-38, as recalled: there
+#: on the propensity score's logit, not per covariate; unchecked). --caliper changes it (a departure).
 CALIPER = 0.25
 SMD_THRESHOLD = 0.25
 #: Largest grid (pixels) read whole for matching.

@@ -69,6 +69,8 @@ TERM_KEYS = {
 }
 COMMON_KEYS = ("source", "confidence", "note", "project_specific")
 #: Parcels with more than this share of their mapped area outside the AOA need field measurement.
+#: sinks' own policy, no methodology's number (none states one for maps): a parcel's credit should
+#: rest on pixels like the training plots; a larger value (--aoa-threshold) is a departure.
 AOA_THRESHOLD = 0.1
 #: Level of the interval reported with every quantity (and of the lower-bound rule by default).
 REPORT_LEVEL = 0.9
