@@ -685,3 +685,11 @@ def test_validate_catches_what_the_schema_cannot(report):
         edit(doc, next(p for p in doc["parcels"] if p["parcel_id"] == credited["parcel_id"]))
         with pytest.raises(jsonschema.ValidationError):
             validate(doc)
+
+
+def test_pools_are_set_from_the_command_line_as_a_comma_separated_list():
+    """docs: every term can be overridden with --term; a list could not be written there."""
+    rules = load_ruleset("ccer-14-001", terms=parse_term_overrides(["pools.counted=above_ground_biomass, below_ground_biomass"]))
+    assert rules.crediting.value("pools", "counted") == ["above_ground_biomass", "below_ground_biomass"]
+    with pytest.raises(SpecError, match="unknown pool 'stems'"):
+        load_ruleset("ccer-14-001", terms=parse_term_overrides(["pools.counted=stems"]))

@@ -101,7 +101,8 @@ def min_area_ha(rule, parcel: ParcelContext) -> RuleResult:
     area = min(pieces)  # the smallest contiguous piece decides
     evidence = {"area_ha": round(parcel.area_ha, 6), "min_area_ha": minimum, "pieces": len(pieces),
                 "smallest_piece_ha": round(area, 6)}
-    what = f"area {area:.4f} ha" if len(pieces) == 1 else f"smallest of {len(pieces)} contiguous pieces {area:.4f} ha"
+    shown = f"{area:.6g}"  # not rounded onto the minimum: 0.039998 ha is not '0.0400 below 0.04'
+    what = f"area {shown} ha" if len(pieces) == 1 else f"smallest of {len(pieces)} contiguous pieces {shown} ha"
     if "legacy_min_area_ha" in rule.params:
         legacy, until = float(rule.params["legacy_min_area_ha"]), dt.date.fromisoformat(str(rule.params["legacy_until"]))
         evidence.update(legacy_min_area_ha=legacy, legacy_until=until.isoformat())

@@ -138,8 +138,11 @@ def _rate(section, key, where):
 
 def _pools(section, key, where):
     value = section[key]
+    if isinstance(value, str):  # --term pools.counted=above_ground_biomass,below_ground_biomass
+        value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"{where}: '{key}' must be a list of pool names ({', '.join(POOLS)})")
+        raise SpecError(f"{where}: '{key}' must be a list of pool names ({', '.join(POOLS)}), or one text of them "
+                        "separated by commas")
     for pool in value:
         if pool not in POOLS:
             raise SpecError(f"{where}: '{key}' names unknown pool {pool!r}{did_you_mean(pool, POOLS)}; pools: "
@@ -627,7 +630,9 @@ def _project(records: list[dict], change: float, sd: float, note: str, *, terms:
                   **{key: total(key) for key in keys},
                   **{key: max(total(key) + losses, 0.0) for key in ("tco2e", "lower_tco2e", "upper_tco2e")}}
     level = credit_parcel(terms, change, sd, years, area_ha, baseline_sd_rate=baseline_sd_rate) if counted else None
-    binding = "project_level" if level is not None and level["tco2e"] < by_parcels["tco2e"] else "parcels"
+    # floating-point noise (1e-12 t) does not make the project level bind
+    binding = ("project_level" if level is not None and level["tco2e"] < by_parcels["tco2e"] - 1e-9 * max(
+        1.0, abs(by_parcels["tco2e"])) else "parcels")
     chosen = ({"stock_change_tco2e": change, **{key: level[key] for key in (*keys, "tco2e", "lower_tco2e", "upper_tco2e")}}
               if binding == "project_level" else dict(by_parcels))
     if level is not None:  # the interval of the smaller volume: each bound no wider than either route's
