@@ -359,9 +359,11 @@ def test_grid_size_and_window_memory_guards(tmp_path, monkeypatch):
     write_tif(tmp_path / "a.tif", [np.ones((6, 8))])
     spec = load_spec(write_spec(tmp_path / "s.toml", BODY))
     with LocalEngine(spec) as engine:
-        assert check_grid_size(spec, engine.grid, n_bands=2) == 6 * 8 * 2 * 4
-        with pytest.raises(ResourceError, match=r"8 x 6 = 48 pixels.*--max-pixels 48"):
-            check_grid_size(spec, engine.grid, n_bands=2, max_pixels=47)
+        assert check_grid_size("spec 't'", engine.grid, n_bands=2) == 6 * 8 * 2 * 4
+        with pytest.raises(ResourceError, match=r"spec 't': .*8 x 6 = 48 pixels.*check \[grid\].*--max-pixels 48"):
+            check_grid_size("spec 't'", engine.grid, n_bands=2, max_pixels=47)
+        with pytest.raises(ResourceError, match=r"stack s.tif: .*it is the stack's own grid .*--max-pixels 48"):
+            check_grid_size("stack s.tif", engine.grid, n_bands=2, max_pixels=47, from_spec=False)
         small = engine.window_bytes(16)
         assert 0 < small == engine.window_bytes(512)  # a window never exceeds the grid
         monkeypatch.setattr(local, "available_memory", lambda: small)

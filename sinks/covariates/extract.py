@@ -305,7 +305,7 @@ def build_stack(spec: FeatureSpec, out: str | os.PathLike, *, block: int = 512, 
     block = check_block(block)
     with LocalEngine(spec) as engine:
         grid = engine.grid
-        check_grid_size(spec, grid, n_bands=len(spec.features), max_pixels=max_pixels, what="stack")
+        check_grid_size(f"spec {spec.name!r}", grid, n_bands=len(spec.features), max_pixels=max_pixels, what="stack")
         engine.check_memory(block, what="stack")
         windows = list(grid.windows(block))
         with cog_writer(

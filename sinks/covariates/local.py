@@ -113,11 +113,12 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:,.0f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:,.0f} KiB"
 
 
-def check_grid_size(spec: FeatureSpec, grid: TargetGrid, *, n_bands: int, max_pixels: float | None = None,
-                    what: str = "stack") -> int:
+def check_grid_size(where: str, grid: TargetGrid, *, n_bands: int, max_pixels: float | None = None,
+                    what: str = "stack", from_spec: bool = True) -> int:
     """Refuse a grid with more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`) before
     anything is allocated or written; returns the estimated output size in bytes (float32,
-    uncompressed) of ``n_bands`` bands."""
+    uncompressed) of ``n_bands`` bands. ``where`` names the grid's origin in the message (``spec
+    'x'``, ``stack s.tif``); ``from_spec``: the grid is a spec's, whose [grid] to check."""
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     pixels = grid.width * grid.height
     size = pixels * n_bands * 4
@@ -127,11 +128,12 @@ def check_grid_size(spec: FeatureSpec, grid: TargetGrid, *, n_bands: int, max_pi
         if not grid.crs.is_geographic and abs(grid.transform.a) < 0.01:
             hint = (f" (a resolution in degrees? in {grid.crs.to_string()} it is in {unit}s, so "
                     f"{grid.transform.a:g} is a pixel of {grid.transform.a * 1000:g} mm)")
+        check = (f"check [grid] resolution {grid.transform.a:g} ({unit}){hint} and the extent, or " if from_spec
+                 else f"it is the stack's own grid ({grid.transform.a:g} {unit} pixels); ")
         raise ResourceError(
-            f"spec {spec.name!r}: the {what} grid is {grid.width:,} x {grid.height:,} = {pixels:,} pixels "
+            f"{where}: the {what} grid is {grid.width:,} x {grid.height:,} = {pixels:,} pixels "
             f"(about {_gib(size)} uncompressed for {n_bands} float32 band(s)), more than the limit of "
-            f"{int(limit):,} pixels; check [grid] resolution {grid.transform.a:g} ({unit}){hint} and the extent, "
-            f"or pass --max-pixels {pixels:.3g} to run it anyway")
+            f"{int(limit):,} pixels; {check}pass --max-pixels {pixels:.3g} to run it anyway")
     return size
 
 

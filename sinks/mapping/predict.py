@@ -165,7 +165,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     available = available_bands(bundle)
     names = parse_bands(bands, available)
     band_tags = _band_tags(bundle)
-    check_grid_size(spec or _StackSpec(bundle), grid, n_bands=len(names), max_pixels=max_pixels, what="map")
+    check_grid_size(_what(spec, stack), grid, n_bands=len(names), max_pixels=max_pixels, what="map",
+                    from_spec=stack is None)
     n_feat = len(bundle.feature_names)
     if stack is None:
         with LocalEngine(spec, grid) as probe:
@@ -270,13 +271,6 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
             f"bundle {bundle.bundle_id} (DI > {bundle.aoa.threshold:.3g} everywhere): the covariates are "
             "unlike the training plots, so the predictions are extrapolations", AOAWarning, stacklevel=2)
     return out
-
-
-class _StackSpec:
-    """Stands in for a spec in messages about a grid that comes from a stack."""
-
-    def __init__(self, bundle):
-        self.name = f"stack for bundle {bundle.bundle_id}"
 
 
 def _what(spec, stack) -> str:
