@@ -601,6 +601,40 @@ def test_rule_overrides_and_edited_copies_of_a_shipped_methodology_are_departure
     assert load_ruleset("./ccer-14-001.toml").sha256 != load_ruleset(SHIPPED).sha256
 
 
+def test_copies_under_another_id_text_edits_and_own_methodologies_are_not_the_methodology(world, tmp_path):
+    """An edited copy renamed 'ccer-14-001-v01' (or 'ccer-14-001 ') credited 1,448 t for 660 with no
+    departure; a copy claiming every row 'verified' kept the flag true; a user's own methodology
+    cannot be vouched for; a project-specific zero is a claim to see evidence for."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    assert 'id = "ccer-14-001"' in text and "\nlevel = 0.9" in text
+
+    def run(name, edited):
+        path = tmp_path / name
+        path.write_text(edited, encoding="utf-8")
+        found = credit(world["parcels"], path, world["maps"], (2020, 2025), layers=world["layers"], progress=False)
+        return {d["setting"].split(": ")[-1]: d["effect"] for d in found.crediting["departures"]}, \
+            found.crediting["conservative_as_methodology"]
+
+    renamed = text.replace('id = "ccer-14-001"', 'id = "ccer-14-001-v01"').replace("\nlevel = 0.9", "\nlevel = 0.5")
+    assert run("mine.toml", renamed) == ({"[crediting] uncertainty.level": "less conservative"}, False)
+    spaced = text.replace('id = "ccer-14-001"', 'id = " ccer-14-001 "')
+    assert run("spaced.toml", spaced) == ({}, True)  # the id read without its spaces: the same values
+    verified = text.replace('confidence = "unchecked', 'confidence = "verified')
+    effects, flag = run("verified.toml", verified)
+    assert flag is False and effects and set(effects.values()) == {"unchecked"}
+    own = text.replace('id = "ccer-14-001"', 'id = "county-scheme"').replace(
+        'title = "', 'title = "County scheme, after ').replace('methodology = "', 'methodology = "County scheme, after ')
+    effects, flag = run("county.toml", own)
+    assert flag is False and list(effects.values()) == ["unchecked"]
+    vm = credit(world["parcels"], "vm0047", world["maps"], (2020, 2025), progress=False,
+                layers={"forest_history": world["layers"]["forest_history"]},
+                terms={"baseline": {"tco2e_ha_yr": 0.0}, "leakage": {"fraction": 0.1}, "buffer": {"fraction": 0.0}})
+    effects = {d["setting"]: d["effect"] for d in vm.crediting["departures"]}
+    assert effects == {"--term baseline.tco2e_ha_yr": "unchecked", "--term leakage.fraction": "project-specific",
+                       "--term buffer.fraction": "unchecked"}
+    assert vm.crediting["conservative_as_methodology"] is False
+
+
 def test_a_period_longer_than_the_crediting_period_is_refused_without_start_dates(world):
     undated = world["parcels"].drop(columns=["start_date"])
     with pytest.raises(InputError, match="2020-2070 .50 years. is longer than the 40-year crediting period"):

@@ -231,13 +231,17 @@ def test_training_arrays_drop_missing_rows_and_refuse_bad_targets(tmp_path):
         training_arrays(_recipe(tmp_path, target={"pool": "forest"}), slip.drop(columns="pool"), ["a", "b"])
 
 
-def test_concentration_targets_are_not_bounded_as_stocks(tmp_path):
+def test_concentration_targets_are_bounded_by_pure_organic_matter_not_as_stocks(tmp_path):
     recipe = _recipe(tmp_path, target={"column": "soc", "units": "g C/kg", "pool": "soil"})
-    frame = _table().assign(soc=lambda f: f.carbon_mg_ha * 100)  # 10,000 g/kg is impossible but not a stock
     assert target_quantity("g C/kg", "soc") == "concentration"
     assert target_quantity("", "carbon_mg_ha") == "stock" and target_quantity("index", "ndvi") is None
+    frame = _table().assign(soc=lambda f: f.carbon_mg_ha / f.carbon_mg_ha.max() * 590)
     X, y, _ = training_arrays(recipe, frame, ["a", "b"])
     assert len(y) == 60
+    from sinks.errors import ImplausibleValueError
+
+    with pytest.raises(ImplausibleValueError, match="exceed 600 g C/kg .*pure organic matter"):  # not a stock bound
+        training_arrays(recipe, _table().assign(soc=lambda f: f.carbon_mg_ha * 100), ["a", "b"])
 
 
 def test_error_profile_is_monotone_in_the_di():

@@ -290,9 +290,12 @@ def _effect(sign: int, value, default) -> str:
 
 
 def _term_effect(name: str, key: str, value, was) -> str:
-    """The effect on the credited volume of a crediting term's ``key`` set to ``value`` instead of ``was``."""
+    """The effect on the credited volume of a crediting term's ``key`` set to ``value`` instead of ``was``
+    (``None``: a value the methodology leaves to the project; a zero deduction there is ``unchecked``,
+    the claim a verifier must see evidence for: no leakage, no buffer, no baseline removals)."""
     if was is None:
-        return "project-specific"
+        zero = isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+        return "unchecked" if zero and (name, key) in CREDITS_MORE_WHEN else "project-specific"
     if (name, key) in CREDITS_MORE_WHEN:
         return _effect(CREDITS_MORE_WHEN[name, key], float(value), float(was))
     if (name, key) == ("baseline", "rule"):  # a zero baseline deducts nothing
@@ -305,7 +308,8 @@ def _rule_differences(ruleset, reference, param_label: str, layer_label: str) ->
     sets), as departures: a rule added can only make less land eligible, one removed or made
     optional more; a parameter's change has the direction of
     :data:`~sinks.eligibility.checks.LOOSER_WHEN_LARGER` where it has one; a changed encoding, a
-    rule's check or layer, goes either way."""
+    rule's check or layer, goes either way; another source or confidence of a rule, or fewer
+    conditions listed as not checked, is ``unchecked`` (a claim the file makes, not sinks)."""
     from sinks.eligibility.checks import LOOSER_WHEN_LARGER
 
     out = []
@@ -331,6 +335,10 @@ def _rule_differences(ruleset, reference, param_label: str, layer_label: str) ->
             sign = LOOSER_WHEN_LARGER.get(key)
             effect = "changed" if sign is None or value is None or was is None else _effect(sign, float(value), float(was))
             out.append({"setting": f"{param_label}{rule.id}.{key}", "value": value, "default": was, "effect": effect})
+        for key in ("source", "confidence"):
+            if getattr(rule, key) != getattr(ref, key):
+                out.append({"setting": f"{param_label}{rule.id}.{key}", "value": getattr(rule, key),
+                            "default": getattr(ref, key), "effect": "unchecked"})
     for rid, ref in theirs.items():
         out.append({"setting": f"{param_label}{rid}", "value": "rule removed", "default": ref.check,
                     "effect": "less conservative"})
@@ -339,11 +347,16 @@ def _rule_differences(ruleset, reference, param_label: str, layer_label: str) ->
         if (mine and mine.describe()) != (ref and ref.describe()):
             out.append({"setting": f"{layer_label}{name}", "value": mine.declared() if mine else None,
                         "default": ref.declared() if ref else None, "effect": "changed"})
+    dropped = [c for c in reference.not_checked if c not in ruleset.not_checked]
+    if dropped:
+        out.append({"setting": f"{param_label}not_checked", "value": f"{len(dropped)} condition(s) no longer listed",
+                    "default": "; ".join(dropped), "effect": "unchecked"})
     return out
 
 
 def _term_differences(cterms: CreditingTerms, reference: CreditingTerms | None, label: str) -> list[dict]:
-    """The crediting terms' values in which ``cterms`` as its file states them differ from ``reference``."""
+    """The crediting terms in which ``cterms`` as its file states them differ from ``reference``: their
+    values (with their effect on the volume), and their source or confidence (``unchecked``)."""
     out = []
     ref_values = reference.methodology_values if reference is not None else {}
     for name in sorted(set(cterms.methodology_values) | set(ref_values)):
@@ -354,31 +367,58 @@ def _term_differences(cterms: CreditingTerms, reference: CreditingTerms | None, 
                 continue
             effect = "changed" if value is None else _term_effect(name, key, value, was)
             out.append({"setting": f"{label}{name}.{key}", "value": value, "default": was, "effect": effect})
+        if reference is not None and name in cterms.terms and name in reference.terms:
+            for key in ("source", "confidence"):
+                value, was = getattr(cterms.terms[name], key), getattr(reference.terms[name], key)
+                if value != was:
+                    out.append({"setting": f"{label}{name}.{key}", "value": value, "default": was,
+                                "effect": "unchecked"})
     return out
+
+
+def shipped_counterpart(ruleset):
+    """The shipped rule set a rule file stands for: one of the same id (spaces and case aside), or
+    of the same methodology text or title (a copy under another id); None for a methodology of its
+    own."""
+    from sinks.eligibility.rules import load_ruleset, shipped_ruleset_path, shipped_rulesets
+
+    key = ruleset.id.strip().lower()
+    shipped = {sid: shipped_ruleset_path(sid) for sid in shipped_rulesets()}
+    for sid, path in shipped.items():
+        if sid.lower() == key:
+            return load_ruleset(path)
+    for path in shipped.values():
+        other = load_ruleset(path)
+        if (ruleset.methodology and ruleset.methodology.strip() == other.methodology.strip()) or (
+                ruleset.title and ruleset.title.strip() == other.title.strip()):
+            return other
+    return None
 
 
 def ruleset_departures(ruleset) -> list[dict]:
     """What the run's rule set changes from the methodology it names: its ``--param`` and
-    ``--layer-values`` overrides (against the rule file as written) and, for a rule file that
-    carries a shipped rule set's id but is not that file, every rule, encoding and crediting
-    value in which it differs from the shipped one (an edited copy is not the methodology)."""
-    from sinks.eligibility.rules import load_ruleset, shipped_ruleset_path
+    ``--layer-values`` overrides (against the rule file as written) and, for a rule file that is
+    not a shipped one, either every rule, encoding and crediting term in which it differs from the
+    shipped rule set it stands for (:func:`shipped_counterpart`: an edited copy is not the
+    methodology, whatever id it has), or, for a methodology of its own, that its rules and terms are
+    its author's (``unchecked``: sinks cannot say they are the methodology's)."""
+    from sinks.eligibility.rules import load_ruleset, shipped_ruleset_path, shipped_rulesets
 
     if not ruleset.path:  # built in Python, not loaded from a file: nothing to compare with
         return []
     written = load_ruleset(ruleset.path)
     out = _rule_differences(ruleset, written, "--param ", "--layer-values ")
-    shipped = shipped_ruleset_path(ruleset.id)
-    if shipped is not None and Path(ruleset.path).resolve() != shipped.resolve():
-        original = load_ruleset(shipped)
-        if original.sha256 != ruleset.sha256:
-            label = f"rule file {ruleset.path} (not the shipped {ruleset.id}): "
-            found = _rule_differences(written, original, label, label + "layer ")
-            if written.crediting is not None:
-                found += _term_differences(written.crediting, original.crediting, label + "[crediting] ")
-            out += found or [{"setting": f"rule file {ruleset.path}", "value": f"sha256 {ruleset.sha256[:12]}",
-                              "default": f"the shipped {ruleset.id}, sha256 {original.sha256[:12]}",
-                              "effect": "more conservative"}]  # same values, other text: no effect on the volume
+    here = Path(ruleset.path).resolve()
+    if any(here == shipped_ruleset_path(sid).resolve() for sid in shipped_rulesets()):
+        return out
+    original = shipped_counterpart(written)
+    if original is None:
+        return out + [{"setting": f"rule file {ruleset.path}", "value": f"{ruleset.id} (sha256 {ruleset.sha256[:12]})",
+                       "default": None, "effect": "unchecked"}]
+    label = f"rule file {ruleset.path} (not the shipped {original.id}): "
+    out += _rule_differences(written, original, label, label + "layer ")
+    if written.crediting is not None:
+        out += _term_differences(written.crediting, original.crediting, label + "[crediting] ")
     return out
 
 

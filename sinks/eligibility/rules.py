@@ -281,7 +281,7 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
     check_keys(data, TOP_KEYS, where)
     meta = {key: _text(data, key, where) for key in ("title", "methodology", "note", "source", "region")}
     scheme = validate.string(data, "scheme", where, default="other", choices=SCHEMES)
-    ruleset_id = _text(data, "id", where, path.stem) or path.stem
+    ruleset_id = (_text(data, "id", where, path.stem) or path.stem).strip()
     version = data.get("version", "")
     if isinstance(version, bool) or not isinstance(version, (str, int, float)):
         raise SpecError(f"{where}: 'version' must be a string, got {version!r}")
