@@ -697,6 +697,20 @@ def test_a_negative_baseline_rate_is_refused():
         load_ruleset("ccer-14-001", terms={"baseline": {"rule": "rate", "tco2e_ha_yr": -5.0}}, layer_values=None)
 
 
+def _drop_uncertainty(document, _):
+    """The tamper a verifier tried: every credited parcel's uncertainty deduction set to 0 and every
+    total made to add up again (660 -> 1,996 t passed validate)."""
+    total = 0.0
+    for p in document["parcels"]:
+        c = p.get("creditable") or {}
+        if c.get("status") == "credited":
+            c["uncertainty_deduction_tco2e"] = 0.0
+            c["tco2e"] = c["issuable_tco2e"] = c["net_tco2e"] - c["buffer_tco2e"]
+            total += c["tco2e"]
+    document["crediting"]["project"].update(tco2e=total, by_parcels_tco2e=total, project_level_tco2e=total,
+                                            parcel_scale=1.0)
+
+
 def test_validate_catches_what_the_schema_cannot(report):
     """A registry's check: a credited parcel without its buffer, a tampered total, statuses or a
     verdict that disagree, an unknown key: each refused by validate()."""
@@ -713,6 +727,7 @@ def test_validate_catches_what_the_schema_cannot(report):
         "credited but ineligible": lambda d, p: p.update(verdict="ineligible"),
         "net tampered": lambda d, p: p["creditable"].update(net_tco2e=p["creditable"]["net_tco2e"] + 5),
         "unknown key": lambda d, p: d.update(extra=1),
+        "uncertainty deduction removed, totals made to agree": _drop_uncertainty,
     }
     for name, edit in cases.items():
         doc = copy.deepcopy(document)

@@ -48,12 +48,47 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
 
 
+def _deduction_problems(c: dict, terms: dict) -> list[str]:
+    """A credited parcel's chain against the report's own terms (sinks.eligibility.crediting.credit_parcel):
+    leakage = fraction x max(change - baseline, 0); net = change - baseline - leakage; the uncertainty
+    deduction by its rule at its level; buffer = fraction x max(net - uncertainty, 0); creditable =
+    max(0, net - uncertainty - buffer)."""
+    from sinks.stats import normal_quantile
+
+    out = []
+    change, baseline, net = c["stock_change_tco2e"], c["baseline_tco2e"], c["net_tco2e"]
+    leak = (terms.get("leakage") or {}).get("fraction")
+    if leak is not None and not _close(c["leakage_tco2e"], leak * max(change - baseline, 0.0)):
+        out.append(f"leakage_tco2e {c['leakage_tco2e']:g} is not {leak:g} x (change - baseline)")
+    if not _close(net, change - baseline - c["leakage_tco2e"]):
+        out.append(f"net_tco2e {net:g} is not stock change - baseline - leakage ({change - baseline - c['leakage_tco2e']:g})")
+    uncertainty = terms.get("uncertainty") or {}
+    if uncertainty.get("level") is not None and c.get("net_sd_tco2e") is not None:
+        half = normal_quantile(uncertainty["level"]) * c["net_sd_tco2e"]
+        if uncertainty.get("rule") == "lower_bound":
+            expected = max(0.0, min(half, net)) if net > 0 else 0.0
+        else:
+            share = min(max(0.0, half / net - uncertainty.get("threshold", 0.0)), 1.0) if net > 0 else 0.0
+            expected = net * share
+        if not _close(c["uncertainty_deduction_tco2e"], expected):
+            out.append(f"uncertainty_deduction_tco2e {c['uncertainty_deduction_tco2e']:g} is not the "
+                       f"{uncertainty.get('rule')} deduction at {uncertainty['level']:g} ({expected:g})")
+    after = net - c["uncertainty_deduction_tco2e"]
+    buffer = (terms.get("buffer") or {}).get("fraction")
+    if buffer is not None and not _close(c["buffer_tco2e"], buffer * max(after, 0.0)):
+        out.append(f"buffer_tco2e {c['buffer_tco2e']:g} is not {buffer:g} x (net - uncertainty)")
+    if not _close(c["tco2e"], max(after - c["buffer_tco2e"], 0.0)):
+        out.append(f"tco2e {c['tco2e']:g} is not net - uncertainty - buffer ({max(after - c['buffer_tco2e'], 0.0):g})")
+    return out
+
+
 def inconsistencies(document: dict) -> list[str]:
     """What a schema cannot say: the summary's counts against the parcels' verdicts; a parcel
-    credited only when eligible; each credited parcel's arithmetic (net = stock change - baseline -
-    leakage, creditable = max(0, net - uncertainty - buffer), never above its stock change); the
-    project's statuses, one per parcel with a crediting record; the parcels' ``issuable_tco2e``
-    summing to the project's ``tco2e``, which is never above its stock change."""
+    credited only when eligible; each credited parcel's chain of deductions against the report's own
+    terms (:func:`_deduction_problems`), never above its stock change, and its ``issuable_tco2e``
+    its ``tco2e`` x the project's ``parcel_scale``; the project's statuses, one per parcel with a
+    crediting record; the project's ``tco2e`` the smaller of its two bounds, the sum of the parcels'
+    ``issuable_tco2e`` and never above its stock change."""
     out = []
     parcels = document.get("parcels", [])
     summary = document.get("summary", {})
@@ -64,21 +99,25 @@ def inconsistencies(document: dict) -> list[str]:
         if summary.get(verdict) != n:
             out.append(f"summary.{verdict} {summary.get(verdict)} but {n} parcels are {verdict}")
     records = [(p["parcel_id"], p.get("verdict"), p["creditable"]) for p in parcels if p.get("creditable")]
+    terms = ((document.get("crediting") or {}).get("methodology") or {}).get("terms") or {}
+    project = (document.get("crediting") or {}).get("project")
     for pid, verdict, c in records:
         if c.get("status") != "credited":
             continue
         if verdict != "eligible":
             out.append(f"parcel {pid}: credited but its verdict is {verdict}")
-        net = c["stock_change_tco2e"] - c["baseline_tco2e"] - c["leakage_tco2e"]
-        if not _close(net, c["net_tco2e"]):
-            out.append(f"parcel {pid}: net_tco2e {c['net_tco2e']:g} is not stock change - baseline - leakage ({net:g})")
-        creditable = max(c["net_tco2e"] - c["uncertainty_deduction_tco2e"] - c["buffer_tco2e"], 0.0)
-        if not _close(creditable, c["tco2e"]):
-            out.append(f"parcel {pid}: tco2e {c['tco2e']:g} is not net - uncertainty - buffer ({creditable:g})")
+        out += [f"parcel {pid}: {problem}" for problem in _deduction_problems(c, terms)]
         if c["tco2e"] > max(c["stock_change_tco2e"], 0.0) * (1 + 1e-9) + 1e-9:
             out.append(f"parcel {pid}: tco2e {c['tco2e']:g} above its stock change {c['stock_change_tco2e']:g}")
-    project = (document.get("crediting") or {}).get("project")
+        scale = (project or {}).get("parcel_scale")
+        if scale is not None and not _close(c.get("issuable_tco2e") or 0.0, c["tco2e"] * scale):
+            out.append(f"parcel {pid}: issuable_tco2e {c.get('issuable_tco2e')} is not tco2e x the project's "
+                       f"parcel_scale {scale:g}")
     if project:
+        bounds = [project.get(k) for k in ("by_parcels_tco2e", "project_level_tco2e") if project.get(k) is not None]
+        if bounds and not _close(project["tco2e"], min(bounds)):
+            out.append(f"project tco2e {project['tco2e']:g} is not the smaller of by_parcels_tco2e and "
+                       f"project_level_tco2e ({min(bounds):g})")
         statuses = project.get("statuses") or {}
         if statuses and sum(statuses.values()) != len(records):
             out.append(f"project statuses count {sum(statuses.values())} parcels but {len(records)} have a record")
@@ -118,8 +157,20 @@ def to_dict(report: EligibilityReport) -> dict:
             for p in report.parcels
         ],
         **({"crediting": _clean(report.crediting)} if report.crediting is not None else {}),
-        **({"inputs": report.inputs} if report.inputs is not None else {}),
+        "inputs": report.inputs if report.inputs is not None else _api_inputs(report),
     }
+
+
+def _api_inputs(report: EligibilityReport) -> dict:
+    """The ``inputs`` of a report made through the Python API (the sinks command writes its own,
+    with the parcel file and the options): the layers and the rule file it read, with their sha256."""
+    files = {f"layer {name}": {"path": layer["path"], "sha256": layer["sha256"]}
+             for name, layer in report.layers.items() if isinstance(layer, dict) and layer.get("sha256")}
+    if report.ruleset.path:
+        files["rule set"] = {"path": report.ruleset.path, "sha256": report.ruleset.sha256}
+    return {"files": files, "options": {},
+            "note": "made through the Python API: the parcels came as a table, so no parcel file is hashed; "
+                    "their ids, areas and start dates are in the report"}
 
 
 def _clean(value):
