@@ -197,6 +197,9 @@ def test_training_plots_are_told_apart_and_repeated_ids_refused(bundle_folder, t
     renamed = mixed.assign(plot_id="Z" + mixed["plot_id"].astype(str), x=mixed["x"] + 0.4)  # new ids, rounded x
     assert evaluate(bundle_folder, renamed).training_plots == 40
     assert evaluate(bundle_folder, world_plots(60, 12)).training_plots == 0
+    # renamed and moved 1.5 m, or without x/y: their features are still a training plot's (R2 0.95 as 'external')
+    moved = mixed.assign(plot_id="M" + mixed["plot_id"].astype(str), x=mixed["x"] + 1.5)
+    assert evaluate(bundle_folder, moved).training_plots == 40
     table = tmp_path / "train.csv"
     training.to_csv(table, index=False)
     assert main(["evaluate", str(bundle_folder), str(table)]) == 0

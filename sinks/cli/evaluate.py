@@ -64,7 +64,8 @@ def run(args) -> None:
          f"{result.dropped} dropped (missing values)")
     if result.training_plots:
         print(f"sinks evaluate: warning: {result.training_plots} of the {result.n} plots are the bundle's own "
-              "training plots (its oof.csv): their scores are not an external validation", file=sys.stderr)
+              "training plots (its oof.csv: the same id, place or features, the last also a plot in a training "
+              "plot's pixel): their scores are not an external validation", file=sys.stderr)
     echo(f"  R2 {_num(o['r2'], '.3f')}, RMSE {_num(o['rmse'])}{units} (relative {_pct(o['rel_rmse'])}), "
          f"MAE {_num(o['mae'])}, bias {_num(o['bias'], '+.3g')}")
     if result.cv:

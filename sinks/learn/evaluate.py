@@ -182,6 +182,7 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     obs = y[keep]
     pred, lo, hi = (np.asarray(result[k], dtype=float) for k in ("prediction", "lower", "upper"))
     di = np.asarray(result["di"], dtype=float)
+    seen |= di <= 1e-6  # a training plot's features (to rounding): a copy under another id and place
     inside = np.asarray(result["aoa"]) > 0.5
     rows = pd.DataFrame({"plot_id": ids[keep], "observed": obs, "prediction": pred, "lower": lo, "upper": hi,
                          "di": di, "aoa": inside.astype(int), "covered": ((obs >= lo) & (obs <= hi)).astype(int)})
