@@ -115,3 +115,18 @@ def test_expression_functions_take_their_number_of_arguments():
                          ("bit(red)", "bit\\(\\) takes 2"), ("sqr(nir)", "did you mean 'sqrt'")):
         with pytest.raises(SpecError, match=message):
             expressions.parse(bad)
+
+
+def test_a_constant_in_min_or_max_clamps_but_never_fills_nodata():
+    """max(nir, 0.05) turned every nodata pixel into 0.05, a valid-looking covariate."""
+    from sinks.covariates import expressions
+
+    values = {"nir": np.array([0.02, 0.4, np.nan]), "red": np.array([np.nan, 0.1, 0.3])}
+    out = expressions.evaluate("max(nir, 0.05)", values)
+    np.testing.assert_array_equal(out[:2], [0.05, 0.4])
+    assert np.isnan(out[2])
+    assert np.isnan(expressions.evaluate("min(max(nir, 0), 1)", values)[2])
+    np.testing.assert_array_equal(expressions.evaluate("max(nir, red)", values), [0.02, 0.4, 0.3])  # images: ignored
+    both_nodata = {"nir": np.array([np.nan]), "red": np.array([np.nan])}
+    assert np.isnan(expressions.evaluate("max(nir, red, 0.5)", both_nodata)[0])
+    assert expressions.evaluate("max(2, 3)", {}) == 3.0

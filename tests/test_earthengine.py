@@ -400,6 +400,8 @@ EXPRESSIONS = [
     "nir / (red - red)",
     "sqrt(nir - 0.3) + log(red - 0.2) - log10(nir)",
     "min(nir, red) + max(nir, 0.5) * abs(red - nir)",
+    "max(min(nir, 0.8), 0.05)",
+    "max(nir, red, 0.3)",
     "(nir > red) & (red > 0.2) | ~(nir < 0.1)",
     "(nir >= 0.4) and not (red == 0.5) or (nir != red)",
     "nir % 0.3 + nir ** 2 - exp(-nir)",

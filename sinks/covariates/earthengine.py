@@ -239,7 +239,8 @@ def compile_expression(expression: str, values: dict):
     Nodata rules follow :func:`sinks.covariates.expressions.evaluate`: arithmetic on nodata is
     nodata; ``/`` and ``%`` by zero, ``sqrt`` of a negative and ``log``/``log10`` of a non-positive
     value are nodata; comparisons give 0/1 with nodata comparing false (but ``!=`` true, as NaN does); in ``& | ~ and or not``
-    nodata counts as true (numpy's NaN is truthy); ``min``/``max`` ignore a nodata operand;
+    nodata counts as true (numpy's NaN is truthy); ``min``/``max`` ignore a nodata image operand
+    but keep nodata where every image operand is nodata (a constant fills no pixel);
     ``bit(x, n)`` reads nodata as 0.
     """
     ee = _ee()
@@ -302,11 +303,16 @@ def compile_expression(expression: str, values: dict):
                 if len(args) != 2 or isinstance(args[1], ee.Image):
                     raise SpecError(f"expression {expression!r}: bit(value, n) needs a constant bit number n")
                 return img(args[0]).unmask(0, True).toInt64().rightShift(int(args[1])).bitwiseAnd(1)
-            if fname in ("min", "max"):
-                result = img(args[0])
-                for other in args[1:]:  # pairwise, as the local engine folds numpy fmin/fmax
-                    b = img(other)  # fmin/fmax: a nodata operand is ignored
+            if fname in ("min", "max"):  # as the local engine: a nodata image operand is ignored,
+                images = [a for a in args if isinstance(a, ee.Image)]  # but a constant fills no pixel
+                constants = [float(a) for a in args if not isinstance(a, ee.Image)]
+                if not images:
+                    return (min if fname == "min" else max)(constants)
+                result = images[0]
+                for b in images[1:]:
                     result = getattr(result.unmask(b, True), fname)(b.unmask(result, True))
+                for c in constants:
+                    result = getattr(result, fname)(c)  # keeps the image's mask
                 return result
             x = img(args[0])
             result = getattr(x, fname)()

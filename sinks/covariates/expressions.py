@@ -15,14 +15,32 @@ import numpy as np
 
 from sinks.errors import SpecError
 
+def _ignoring_nodata_images(fold):
+    """``min``/``max``: a nodata image operand is ignored (the other image's value is taken, as numpy's
+    fmin/fmax do), but a constant never fills a nodata pixel: ``max(nir, 0.05)`` clamps ``nir`` and
+    keeps its nodata (with fmin/fmax every masked pixel became 0.05, a valid-looking covariate)."""
+    def apply(*args):
+        result = args[0]
+        for other in args[1:]:
+            result = fold(result, other)
+        images = [a for a in args if np.ndim(a) > 0]
+        if images:
+            nodata = np.isnan(images[0])
+            for image in images[1:]:
+                nodata = nodata & np.isnan(image)
+            result = np.where(nodata, np.nan, result)
+        return result
+    return apply
+
+
 FUNCTIONS = {
     "sqrt": np.sqrt,
     "log": np.log,
     "log10": np.log10,
     "exp": np.exp,
     "abs": np.abs,
-    "min": np.fmin,
-    "max": np.fmax,
+    "min": _ignoring_nodata_images(np.fmin),
+    "max": _ignoring_nodata_images(np.fmax),
     "bit": lambda value, n: np.right_shift(np.nan_to_num(value).astype(np.int64), int(n)) & 1,
 }
 #: How many arguments each function takes: (fewest, most; None = any number). ``min``/``max`` of
@@ -162,9 +180,5 @@ def _evaluate_node(node: ast.AST, values: dict[str, np.ndarray], expression: str
             left = right
         return result
     if isinstance(node, ast.Call):
-        function, args = FUNCTIONS[node.func.id], [ev(a) for a in node.args]
-        result = function(*args[:2])
-        for more in args[2:]:  # min/max of three or more (arities checked when parsed)
-            result = function(result, more)
-        return result
+        return FUNCTIONS[node.func.id](*[ev(a) for a in node.args])  # arities checked when parsed
     raise SpecError(f"expression {expression!r}: {type(node).__name__} is not allowed")
