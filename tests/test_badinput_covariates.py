@@ -115,7 +115,10 @@ SPEC_CASES = {
     "degree CRS with metre extent": (f'crs = "{CRS}"\nresolution = 10\nlike = "a"',
                                      f'crs = "EPSG:4326"\nresolution = 0.0001\nextent = [{X0}, {Y0 - 60}, {X0 + 80}, {Y0}]',
                                      ["extent", "not in degrees", "EPSG:4326"]),
-    "too many pixels": ("resolution = 10", "resolution = 0.001", ["pixels", "limit", "--max-pixels"]),
+    "too many pixels": ('like = "a"', f'extent = [{X0}, {Y0 - 400_000}, {X0 + 400_000}, {Y0}]',
+                        ["pixels", "limit", "--max-pixels"]),
+    "metric CRS with a resolution in degrees": ("resolution = 10", "resolution = 0.00027",
+                                                ["resolution = 0.00027", "0.27 mm", "a resolution in degrees", "30 m"]),
 }
 
 
@@ -130,6 +133,9 @@ def test_spec_errors_also_refuse_extract(ws, capsys):
     spec = spec_with(ws, "resolution = 10", "resolutoin = 10")
     assert_refused(["extract", spec, ws / "plots.csv", "--crs", CRS, "--out", ws / "out" / "f.csv"], capsys,
                    keywords=["did you mean 'resolution'"], watch=ws / "out")
+    spec = spec_with(ws, "resolution = 10", "resolution = 0.0003", name="deg.toml")  # extract ran on it silently
+    assert_refused(["extract", spec, ws / "plots.csv", "--crs", CRS, "--out", ws / "out" / "f.csv"], capsys,
+                   keywords=["a resolution in degrees"], watch=ws / "out")
 
 
 def _garbage(ws, name="a.tif"):

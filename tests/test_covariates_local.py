@@ -326,6 +326,22 @@ def test_an_extent_snaps_to_the_sources_pixels_not_to_multiples_of_the_resolutio
         np.testing.assert_array_equal(ds.read(1), values[3:10, 3:10].astype("float32"))
 
 
+def test_a_categorical_like_source_off_the_grid_is_not_interpolated(tmp_path):
+    """A 250 m class raster as the `like` source of a 100 m grid was resampled bilinearly: classes 1
+    and 5 read 2.2 at a plot."""
+    classes = np.array([[1, 1, 5, 5], [1, 1, 5, 5], [3, 3, 7, 7], [3, 3, 7, 7]], dtype=float).repeat(5, 0).repeat(5, 1)
+    write_tif(tmp_path / "a.tif", [classes], res=250.0)
+    body = ('[[sources]]\nname = "a"\npath = "a.tif"\nbands = ["c"]\nresampling = "bilinear"\n'
+            '[[features]]\nname = "klass"\nband = "a.c"\ncategorical = true\n')
+    spec = load_spec(write_spec(tmp_path / "s.toml", body, res=100.0))
+    with pytest.raises(SpecError, match=r"categorical feature\(s\) klass of source 'a' would be resampled with "
+                                        r"'bilinear'.*set resampling = \"nearest\""):
+        LocalEngine(spec)
+    aligned = load_spec(write_spec(tmp_path / "t.toml", body, res=250.0))  # on the source's own pixels: fine
+    with LocalEngine(aligned):
+        pass
+
+
 def test_missing_raster_named(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", BODY, grid="extent = [0, 0, 30, 30]"))
     with pytest.raises(InputError, match=r"a\.tif: raster not found"):

@@ -347,6 +347,15 @@ class LocalEngine:
                     f"{ds.name}: source {source.name!r} names band {band.name!r} at index {band.index}, "
                     f"but the raster has {ds.count} band(s)"
                 )
+        classes = [f.name for f in self.spec.features
+                   if f.categorical and f.band and self.spec.resolve(f.band)[0].name == source.name]
+        if classes and source.resampling not in ("nearest", "mode") and not _aligned(ds, self.grid):
+            # the spec allows it for the grid's `like` source, which is then on the grid's pixels; off them,
+            # class codes would be interpolated (classes 1 and 3 read 2.2)
+            raise SpecError(f"{ds.name}: categorical feature(s) {', '.join(classes)} of source {source.name!r} would "
+                            f"be resampled with {source.resampling!r} onto the grid (the raster is not on its "
+                            "pixels), which mixes class codes; set resampling = \"nearest\" (or \"mode\") on that "
+                            "source")
         left, bottom, right, top = transform_bounds(ds.crs, self.grid.crs, *ds.bounds, densify_pts=21)
         g = self.grid.bounds
         if left >= g[2] or right <= g[0] or bottom >= g[3] or top <= g[1]:

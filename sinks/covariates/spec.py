@@ -192,6 +192,11 @@ MAX_PIXELS = constants.MAX_PIXELS
 #: Largest resolution accepted in a geographic (degree) CRS: 1 degree is ~111 km. A larger number is
 #: almost always a resolution in metres written for a degree CRS (30 "degrees" for 30 m).
 MAX_DEGREE_RESOLUTION = 1.0
+#: Smallest resolution accepted in a projected CRS (its units, metres or feet): a resolution in
+#: degrees written for a metric CRS reads 0.00009-0.0023 for 10-250 m pixels (30 m is 0.00027
+#: degrees); no covariate of a carbon map has pixels under 5 mm (a drone's are 1-5 cm). A heuristic
+#: threshold chosen for this check.
+MIN_PROJECTED_RESOLUTION = 0.005
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -255,6 +260,12 @@ def _grid(raw: dict, where: str) -> Grid:
                 f"{where}: extent {list(extent)} is not in degrees, but {crs_text} is a geographic CRS; give the "
                 f"extent in longitude/latitude, or use the projected CRS the extent is written in "
                 f"(e.g. UTM {_utm_hint(None, crs)})")
+    elif min(res) < MIN_PROJECTED_RESOLUTION:
+        unit = crs.axis_info[0].unit_name if crs.axis_info else "CRS units"
+        raise SpecError(
+            f"{where}: resolution = {min(res):g} {unit} for {crs_text} (a projected CRS) is a pixel of "
+            f"{min(res) * 1000:g} mm: a resolution in degrees? ({min(res):g} degrees is about "
+            f"{min(res) * 111_320:,.0f} m); give it in {unit}s (e.g. 30), or use a geographic CRS such as EPSG:4326")
     return Grid(crs_text, res, extent, like)
 
 
