@@ -129,6 +129,12 @@ def test_bad_spec_is_refused_before_any_work(ws, capsys, case):
     assert_refused(["stack", spec, "--out", ws / "out" / "stack.tif"], capsys, keywords=keywords, watch=ws / "out")
 
 
+def test_an_empty_plot_table_says_so(ws, capsys):
+    (ws / "empty.csv").write_text("plot_id,x,y\n")
+    assert_refused(["extract", ws / "s.toml", ws / "empty.csv", "--crs", CRS, "--out", ws / "out" / "f.csv"], capsys,
+                   keywords=["the table has no rows"], watch=ws / "out")
+
+
 def test_spec_errors_also_refuse_extract(ws, capsys):
     spec = spec_with(ws, "resolution = 10", "resolutoin = 10")
     assert_refused(["extract", spec, ws / "plots.csv", "--crs", CRS, "--out", ws / "out" / "f.csv"], capsys,

@@ -48,6 +48,8 @@ def _check_plots(spec: FeatureSpec, plots) -> None:
         raise InputError("plots: missing required column plot_id")
     if getattr(plots, "crs", None) is None:
         raise InputError("plots: no CRS; pass --crs or use a file with a CRS")
+    if len(plots) == 0:
+        raise InputError("plots: the table has no rows; nothing to extract")
     missing = plots["plot_id"].isna().to_numpy()
     if missing.any():
         from sinks.io import format_rows
