@@ -404,8 +404,9 @@ def ruleset_departures(ruleset) -> list[dict]:
     its author's (``unchecked``: sinks cannot say they are the methodology's)."""
     from sinks.eligibility.rules import load_ruleset, shipped_ruleset_path, shipped_rulesets
 
-    if not ruleset.path:  # built in Python, not loaded from a file: nothing to compare with
-        return []
+    if not ruleset.path:  # built in Python, not loaded from a file: nothing to vouch for it
+        return [{"setting": "rule set", "value": f"{ruleset.id} (built in Python, no file)", "default": None,
+                 "effect": "unchecked"}]
     written = load_ruleset(ruleset.path)
     out = _rule_differences(ruleset, written, "--param ", "--layer-values ")
     here = Path(ruleset.path).resolve()
