@@ -454,21 +454,28 @@ CREDIT_STATUSES = ("credited", "within_uncertainty", "no_net_removal", "ineligib
                    "needs_field_measurement", "no_map_data", "no_baseline", "no_uncertainty")
 
 
-def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, str]:
-    """The deduction (t CO2e, >= 0) and how it was made."""
+def uncertainty_deduction(rule: str, level: float, threshold: float | None, net: float,
+                          sd: float) -> tuple[float, str]:
+    """The uncertainty deduction (t CO2e, >= 0) of a net removal ``net`` with sd ``sd`` by the rule
+    ``rule`` at ``level`` (``threshold`` for ``excess_over_threshold``), and how it was made; also
+    what a registry recomputes (:func:`sinks.eligibility.report.inconsistencies`)."""
     from sinks.stats import normal_quantile
 
-    rule, level = terms.value("uncertainty", "rule"), terms.value("uncertainty", "level")
     z = normal_quantile(level)
     if rule == "lower_bound":
         return max(0.0, min(z * sd, net)) if net > 0 else 0.0, \
             f"lower bound of the {level:.0%} interval (net - {z:.4f} x sd; the methodology states no uncertainty rule)"
-    threshold = terms.value("uncertainty", "threshold")
     relative = z * sd / net if net > 0 else math.inf
     share = min(max(0.0, relative - threshold), 1.0)
     return (net * share if net > 0 else 0.0), (
         f"excess over threshold: relative half-width of the {level:.0%} interval {relative:.4f} - {threshold:g} "
         f"= deduction share {share:.4f} of the net")
+
+
+def _uncertainty(terms: CreditingTerms, net: float, sd: float) -> tuple[float, str]:
+    """The deduction (t CO2e, >= 0) of ``terms``' uncertainty rule, and how it was made."""
+    return uncertainty_deduction(terms.value("uncertainty", "rule"), terms.value("uncertainty", "level"),
+                                 terms.value("uncertainty", "threshold"), net, sd)
 
 
 def credit_parcel(terms: CreditingTerms, change: float, sd: float, years: float, area_ha: float, *,

@@ -53,7 +53,7 @@ def _deduction_problems(c: dict, terms: dict) -> list[str]:
     leakage = fraction x max(change - baseline, 0); net = change - baseline - leakage; the uncertainty
     deduction by its rule at its level; buffer = fraction x max(net - uncertainty, 0); creditable =
     max(0, net - uncertainty - buffer)."""
-    from sinks.stats import normal_quantile
+    from sinks.eligibility.crediting import uncertainty_deduction
 
     out = []
     change, baseline, net = c["stock_change_tco2e"], c["baseline_tco2e"], c["net_tco2e"]
@@ -64,12 +64,8 @@ def _deduction_problems(c: dict, terms: dict) -> list[str]:
         out.append(f"net_tco2e {net:g} is not stock change - baseline - leakage ({change - baseline - c['leakage_tco2e']:g})")
     uncertainty = terms.get("uncertainty") or {}
     if uncertainty.get("level") is not None and c.get("net_sd_tco2e") is not None:
-        half = normal_quantile(uncertainty["level"]) * c["net_sd_tco2e"]
-        if uncertainty.get("rule") == "lower_bound":
-            expected = max(0.0, min(half, net)) if net > 0 else 0.0
-        else:
-            share = min(max(0.0, half / net - uncertainty.get("threshold", 0.0)), 1.0) if net > 0 else 0.0
-            expected = net * share
+        expected, _ = uncertainty_deduction(uncertainty.get("rule"), uncertainty["level"],
+                                            uncertainty.get("threshold", 0.0), net, c["net_sd_tco2e"])
         if not _close(c["uncertainty_deduction_tco2e"], expected):
             out.append(f"uncertainty_deduction_tco2e {c['uncertainty_deduction_tco2e']:g} is not the "
                        f"{uncertainty.get('rule')} deduction at {uncertainty['level']:g} ({expected:g})")
