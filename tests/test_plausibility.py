@@ -91,14 +91,18 @@ def test_tree_unit_slips():
 
 
 def test_young_stems_in_mm_are_caught_by_their_slenderness():
-    """6-11 cm Chinese fir in mm read 60-110 'cm', under the median bound: 886 Mg C/ha for 9.9."""
+    """6-11 cm Chinese fir in mm read 60-110 'cm', under the median bound: 886 Mg C/ha for 9.9. Open-grown
+    olive and cork oak (height/diameter 11-17) are real trees, not a unit slip."""
     dbh_mm = 60 + 0.5 * np.arange(100)
     young = pd.DataFrame({"plot_id": "Q1", "tree_id": np.arange(100), "dbh_cm": dbh_mm,
                           "height_m": 1.3 + 0.07 * dbh_mm, "species": "杉木"})
-    with pytest.raises(ImplausibleValueError, match=r"height-to-diameter ratio .* is 8\.53.*below 20.*dbh in mm"):
+    with pytest.raises(ImplausibleValueError, match=r"height-to-diameter ratio .* is 8\.53.*below 10.*dbh in mm"):
         plausibility.check_tree_units(young, "fir.csv")
     plausibility.check_tree_units(young.assign(dbh_cm=dbh_mm / 10), "fir.csv")  # in cm: ratio 77
     plausibility.check_tree_units(young, "fir.csv", allow_implausible=True)
+    stout = pd.DataFrame({"plot_id": "O1", "tree_id": np.arange(9),
+                          "dbh_cm": [38, 42, 35, 45, 40, 55, 60, 48, 70], "height_m": [5, 5.5, 4.8, 6, 5.2, 9, 10, 8.5, 11]})
+    plausibility.check_tree_units(stout, "olive.csv")
 
 
 def test_a_single_bad_tree_stays_a_per_row_error():

@@ -326,9 +326,18 @@ def test_stand_volume_table_refuses_tree_options_and_repeated_groups_and_places_
 
     placed = gpd.read_file(tmp_path / "st.gpkg")
     assert placed.crs.to_epsg() == 32648 and placed.geometry.x.tolist() == [400000.0, 401000.0]
-    pd.concat([stands, stands.iloc[:1].assign(species_group="chinese_fir")]).to_csv(tmp_path / "dup.csv", index=False)
+    pd.concat([stands, stands.iloc[:1]]).to_csv(tmp_path / "dup.csv", index=False)
     assert_refused(["stocks", "forest", str(tmp_path / "dup.csv"), "--out", str(tmp_path / "d.csv")], capsys,
-                   keywords=["plot and species group repeated", "row(s) 1, 3", "s1 chinese_fir"], watch=tmp_path)
+                   keywords=["plot and species (group) repeated", "row(s) 1, 3", "s1 杉木"], watch=tmp_path)
+    # two species of one group in a stand, listed apart: summed
+    two = pd.concat([stands, stands.iloc[:1].assign(species_group="chinese_fir", volume_m3_ha=50.0)])
+    summed = forest.volume_stocks(two.drop(columns=["x", "y"]))
+    one = forest.volume_stocks(stands.drop(columns=["x", "y"]).assign(volume_m3_ha=[200.0, 10.0]))
+    assert summed["carbon_mg_ha"].iloc[0] == pytest.approx(one["carbon_mg_ha"].iloc[0])
+    pd.DataFrame({"plot_id": ["s1"], "species_group": ["杉木"], "Volume_m3_ha": [120.0]}).to_csv(tmp_path / "v.csv",
+                                                                                               index=False)
+    assert_refused(["stocks", "forest", str(tmp_path / "v.csv"), "--out", str(tmp_path / "v_out.csv")], capsys,
+                   keywords=["did you mean 'Volume_m3_ha'", "--rename Volume_m3_ha=volume_m3_ha"], watch=tmp_path)
 
 
 def test_cli_tree_list_is_its_own_height_sample(tmp_path, capsys):

@@ -96,15 +96,23 @@ def test_bad_intervals_are_reported(change, reason):
     assert 2 in set(result.dropped["row"])
 
 
-def test_a_carbon_fraction_above_pure_organic_matter_is_no_fraction():
-    """Carbon contents of 0.4-0.9 % given as fractions made 5,280 Mg C/ha cores, flagged complete."""
+def test_carbon_in_percent_of_a_mineral_sediment_is_no_fraction_but_peat_is():
+    """0.2-0.55 % carbon at 1.1-1.35 g/cm3 read as fractions made 4,512 Mg C/ha cores; a humified
+    peat's 0.61 at 0.15 g/cm3 is a real fraction; above 0.7 (more than lignin) none is."""
+    mineral = pd.DataFrame({"core_id": "M1", "top_cm": [0, 25, 50, 75], "bottom_cm": [25, 50, 75, 100],
+                            "dry_bulk_density_g_cm3": [1.1, 1.2, 1.3, 1.35], "fraction_carbon": [0.55, 0.45, 0.3, 0.2]})
+    with pytest.raises(ImplausibleValueError, match=r"4 interval\(s\) hold more than 0.1 carbon at a dry bulk "
+                                                    r"density above 0.8 g/cm3.*in %"):
+        wetland.wetland_stocks(mineral)
+    stocks = wetland.wetland_stocks(mineral.assign(fraction_carbon=mineral["fraction_carbon"] / 100)).plots
+    assert 30 < stocks["carbon_mg_ha"].iloc[0] < 60
+    peat = mineral.assign(dry_bulk_density_g_cm3=[0.08, 0.1, 0.12, 0.15], fraction_carbon=[0.5, 0.55, 0.58, 0.61])
+    assert wetland.wetland_stocks(peat).plots["carbon_mg_ha"].iloc[0] > 0
     frame = _cores()
     frame.loc[1, "fraction_carbon"] = 0.75
-    with pytest.raises(ImplausibleValueError, match=r"row\(s\) 2: 1 fraction\(s\) between 0.6 and 1.*in %"):
+    with pytest.raises(InputError, match=r"fraction_carbon above 0.7, more carbon than any organic matter holds"):
         wetland.wetland_stocks(frame)
-    with pytest.raises(InputError, match=r"fraction_carbon above 0.6, more carbon than pure organic matter holds"):
-        wetland.wetland_stocks(frame, allow_implausible=True)  # a typo, then: the row is named
-    assert 2 in set(wetland.wetland_stocks(frame, allow_implausible=True, drop_invalid=True).dropped["row"])
+    assert 2 in set(wetland.wetland_stocks(frame, drop_invalid=True).dropped["row"])
 
 
 def test_core_without_carbon_measure_is_reported():

@@ -106,6 +106,11 @@ def run(args) -> None:
     table = check_columns(table, args.input, rename=mapping, only_present=len(columns) > 1)
     if "volume_m3_ha" in table.columns and "dbh_cm" not in table.columns:
         return _run_volume(args, table)
+    if "dbh_cm" not in table.columns:  # a stand table whose volume column has another case
+        near = [c for c in map(str, table.columns) if c.lower() == "volume_m3_ha"]
+        if near:
+            raise InputError(f"{args.input}: no column volume_m3_ha (did you mean {near[0]!r}?) nor dbh_cm; "
+                             f"--rename {near[0]}=volume_m3_ha for a stand-volume table")
     trees = table
     plots = _plots(args, trees, plots_raw)
     if Path(args.out).suffix.lower() == ".gpkg" and "geometry" not in plots.columns:

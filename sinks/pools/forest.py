@@ -550,11 +550,14 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
         why = "; ".join(f"{g}: {params.loc[g, 'source']}" for g in missing if "source" in params.columns)
         raise InputError(f"{source}: no volume-route factors for group(s) {', '.join(missing)} in row(s) "
                          f"{format_rows(no_value)}{f' ({why})' if why else ''}; give your own --species-table")
-    twice = pd.Series(list(zip(stands["plot_id"], group))).duplicated(keep=False).to_numpy()
+    # a plot's rows of one group are summed (its species listed apart); the same name twice is ambiguous
+    named = stands["species_group"].astype(str).str.strip()
+    twice = pd.Series(list(zip(stands["plot_id"], named))).duplicated(keep=False).to_numpy()
     if twice.any():
-        raise InputError(f"{source}: plot and species group repeated in row(s) {format_rows(np.flatnonzero(twice))} "
-                         f"({', '.join(sorted({f'{p} {g}' for p, g in zip(stands['plot_id'][twice], group[twice])}))}); "
-                         "give one row per species group of a plot (its volumes summed), or each plot its own id")
+        raise InputError(f"{source}: plot and species (group) repeated in row(s) {format_rows(np.flatnonzero(twice))} "
+                         f"({', '.join(sorted({f'{p} {g}' for p, g in zip(stands['plot_id'][twice], named[twice])}))}); "
+                         "give one row per species or group of a plot (rows of one group are summed), or each plot "
+                         "its own id")
     svd, bef, r, cf = (factors[c].to_numpy() for c in factors.columns)
     agb = volume * svd * bef
     rows = pd.DataFrame({"plot_id": stands["plot_id"].to_numpy(), "agb": agb, "bgb": agb * r,

@@ -437,19 +437,17 @@ def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, a
         if over.size and over.size >= 0.5 * given.sum():
             _fail(source, column, over, values[over], f"{over.size} of {int(given.sum())} fractions are above 1",
                   f"{column} in %", hint="divide % by 100", overridable=False)
-    if "fraction_carbon" in intervals.columns and not allow_implausible:
-        # carbon fractions of 0.6-1 cannot be (pure organic matter holds 0.58), but are what carbon
-        # contents of 0.6-1 % of mineral sediment read in %: the whole column is then in %, so the
-        # rows at most 0.6 are no fractions either, and dropping the others would keep them
-        from sinks.pools.wetland import wetland_parameter
-
-        values = _numeric(intervals, "fraction_carbon")
-        fc_max = wetland_parameter("fraction_carbon_max")
-        over = np.flatnonzero((values > fc_max) & (values <= 1))
-        if over.size and not (values > 1).any():
-            _fail(source, "fraction_carbon", over, values[over],
-                  f"{over.size} fraction(s) between {fc_max:g} and 1, more carbon than pure organic matter holds "
-                  "(wetland_parameters.csv fraction_carbon_max)", "fraction_carbon in %",
+    if {"fraction_carbon", "dry_bulk_density_g_cm3"} <= set(intervals.columns) and not allow_implausible:
+        # carbon contents of 0.1-1 % of a mineral sediment read as fractions: as much carbon as organic
+        # sediment at a mineral sediment's density, which no sediment has (plausible_ranges.csv)
+        fc, dbd = _numeric(intervals, "fraction_carbon"), _numeric(intervals, "dry_bulk_density_g_cm3")
+        fc_limit = bound("fraction_carbon_at_mineral_density", "wetland", table)["maximum"]
+        dbd_limit = bound("dry_bulk_density_mineral", "wetland", table)["minimum"]
+        odd = np.flatnonzero((fc > fc_limit) & (fc <= 1) & (dbd > dbd_limit))
+        if odd.size and not (fc > 1).any():
+            _fail(source, "fraction_carbon", odd, fc[odd],
+                  f"{odd.size} interval(s) hold more than {fc_limit:g} carbon at a dry bulk density above "
+                  f"{dbd_limit:g} g/cm3, as no sediment does (organic-rich sediment is light)", "fraction_carbon in %",
                   hint="divide % by 100")
 
 

@@ -113,7 +113,7 @@ def check_intervals(intervals: pd.DataFrame, *, source: str = "intervals", drop_
     fc_max = wetland_parameter("fraction_carbon_max")
     fc = values["fraction_carbon"]
     problems.add(np.flatnonzero((fc > fc_max) & (fc <= 1)),
-                 f"fraction_carbon above {fc_max:g}, more carbon than pure organic matter holds (in %? divide by 100)")
+                 f"fraction_carbon above {fc_max:g}, more carbon than any organic matter holds (in %? divide by 100)")
     top, bottom = _numeric(intervals, "top_cm"), _numeric(intervals, "bottom_cm")
     valid_values = ~np.isin(np.arange(len(intervals)), list(problems.reasons))
     check_depth_intervals(intervals["core_id"], top, bottom, valid_values, problems)
