@@ -203,7 +203,7 @@ CASES = {
         fraction_carbon=lambda f: f["fraction_carbon"] * 100))), ["i.csv", "fraction_carbon", "%"]),
     "wetland-fraction-percent-below-1": (lambda d: wetland_args(d, _write(d, "i.csv", _intervals().assign(
         fraction_carbon=lambda f: f["fraction_carbon"] * 25, dry_bulk_density_g_cm3=1.2))),  # a mineral sediment in %
-        ["i.csv", "fraction_carbon", "more than 0.1 carbon at a dry bulk density above 0.8", "in %", "divide % by 100"]),
+        ["i.csv", "fraction_carbon", "denser than 0.8 g/cm3 hold more than 0.1 carbon", "in %", "divide % by 100"]),
     "wetland-depths-m": (lambda d: wetland_args(d, _write(d, "i.csv", _intervals().assign(
         top_cm=lambda f: f["top_cm"] / 100, bottom_cm=lambda f: f["bottom_cm"] / 100))), ["bottom_cm", "in m"]),
     "wetland-dbd-kg-m3": (lambda d: wetland_args(d, _write(d, "i.csv", _intervals().assign(

@@ -264,6 +264,21 @@ def test_a_concentration_beyond_pure_organic_matter_is_refused(work, capsys, uni
                    watch=folder.parent)
 
 
+def test_a_percentage_that_is_not_carbon_is_not_bounded_as_carbon(work, capsys):
+    """A bare % target without a pool (organic matter of peat, canopy cover) is not held to 60 % carbon."""
+    from sinks.cli import main
+
+    folder, recipe, table = work
+    data = base_recipe()
+    data["target"] = {"column": "cover", "units": "%"}
+    recipe.write_text(to_toml(data))
+    frame = base_table().drop(columns="pool")
+    frame["cover"] = np.clip(frame["carbon_mg_ha"], 0, 100)
+    frame.loc[2, "cover"] = 85.0
+    frame.to_csv(table, index=False)
+    assert main(_argv(recipe, table, folder / "model")) == 0
+
+
 def test_too_few_plots(work, capsys):
     folder, recipe, table = work
     base_table(n=8).to_csv(table, index=False)

@@ -103,6 +103,9 @@ def test_young_stems_in_mm_are_caught_by_their_slenderness():
     stout = pd.DataFrame({"plot_id": "O1", "tree_id": np.arange(9),
                           "dbh_cm": [38, 42, 35, 45, 40, 55, 60, 48, 70], "height_m": [5, 5.5, 4.8, 6, 5.2, 9, 10, 8.5, 11]})
     plausibility.check_tree_units(stout, "olive.csv")
+    snags = young.assign(plot_id="Q2", dbh_cm=dbh_mm / 2, height_m=3.0, status="dead")  # broken tops: short, not mm
+    plausibility.check_tree_units(snags, "snags.csv", dead=np.ones(len(snags), bool))
+    forest.check_trees(pd.concat([young.assign(dbh_cm=dbh_mm / 10), snags], ignore_index=True))
 
 
 def test_a_single_bad_tree_stays_a_per_row_error():

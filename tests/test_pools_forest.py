@@ -328,8 +328,8 @@ def test_stand_volume_table_refuses_tree_options_and_repeated_groups_and_places_
     assert placed.crs.to_epsg() == 32648 and placed.geometry.x.tolist() == [400000.0, 401000.0]
     pd.concat([stands, stands.iloc[:1]]).to_csv(tmp_path / "dup.csv", index=False)
     assert_refused(["stocks", "forest", str(tmp_path / "dup.csv"), "--out", str(tmp_path / "d.csv")], capsys,
-                   keywords=["plot and species (group) repeated", "row(s) 1, 3", "s1 杉木"], watch=tmp_path)
-    # two species of one group in a stand, listed apart: summed
+                   keywords=["row(s) 1, 3 repeat another row in every column", "plot s1"], watch=tmp_path)
+    # two species of one group in a stand, listed apart (or one species in two layers): summed
     two = pd.concat([stands, stands.iloc[:1].assign(species_group="chinese_fir", volume_m3_ha=50.0)])
     summed = forest.volume_stocks(two.drop(columns=["x", "y"]))
     one = forest.volume_stocks(stands.drop(columns=["x", "y"]).assign(volume_m3_ha=[200.0, 10.0]))

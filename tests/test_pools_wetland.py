@@ -101,9 +101,15 @@ def test_carbon_in_percent_of_a_mineral_sediment_is_no_fraction_but_peat_is():
     peat's 0.61 at 0.15 g/cm3 is a real fraction; above 0.7 (more than lignin) none is."""
     mineral = pd.DataFrame({"core_id": "M1", "top_cm": [0, 25, 50, 75], "bottom_cm": [25, 50, 75, 100],
                             "dry_bulk_density_g_cm3": [1.1, 1.2, 1.3, 1.35], "fraction_carbon": [0.55, 0.45, 0.3, 0.2]})
-    with pytest.raises(ImplausibleValueError, match=r"4 interval\(s\) hold more than 0.1 carbon at a dry bulk "
-                                                    r"density above 0.8 g/cm3.*in %"):
+    with pytest.raises(ImplausibleValueError, match=r"4 of the 4 interval\(s\) denser than 0.8 g/cm3 hold more "
+                                                    r"than 0.1 carbon.*in %"):
         wetland.wetland_stocks(mineral)
+    # one dense, carbon-rich interval among ordinary cores (a peat-mineral transition) is a sample, not a unit
+    in_fractions = mineral.assign(fraction_carbon=mineral["fraction_carbon"] / 100)
+    transition = pd.concat([in_fractions, in_fractions.assign(core_id="M2"),
+                            mineral.iloc[:1].assign(core_id="T1", fraction_carbon=0.105, dry_bulk_density_g_cm3=0.85)],
+                           ignore_index=True)
+    assert len(wetland.wetland_stocks(transition).plots) == transition["core_id"].nunique()
     stocks = wetland.wetland_stocks(mineral.assign(fraction_carbon=mineral["fraction_carbon"] / 100)).plots
     assert 30 < stocks["carbon_mg_ha"].iloc[0] < 60
     peat = mineral.assign(dry_bulk_density_g_cm3=[0.08, 0.1, 0.12, 0.15], fraction_carbon=[0.5, 0.55, 0.58, 0.61])

@@ -111,6 +111,8 @@ def observed_target(table: pd.DataFrame, column: str, derive: str | None, origin
 #: Units (lower case, spaces removed) of a carbon stock density, and of a carbon concentration.
 STOCK_UNITS = frozenset({"mgc/ha", "tc/ha", "mgcha-1", "tcha-1", "mgc·ha-1", "tc·ha-1", "mgcha⁻¹", "tcha⁻¹"})
 CONCENTRATION_UNITS = frozenset({"gc/kg", "g/kg", "gckg-1", "gkg-1", "%", "percent", "%c", "mgc/g"})
+#: Concentration units that name carbon (a bare % or g/kg may be anything: clay, cover, organic matter).
+CARBON_CONCENTRATION_UNITS = frozenset({"gc/kg", "gckg-1", "%c", "mgc/g"})
 #: Target columns whose name says they are a stock density when the recipe gives no units.
 STOCK_COLUMNS = frozenset({"carbon_mg_ha"})
 
@@ -156,7 +158,8 @@ def check_target_values(y: np.ndarray, rows: np.ndarray, *, what: str, source: s
                 f"{y[negative].min():g}{shown}); a carbon {quantity} cannot be below 0: check the "
                 "column, its sign or its conversion"
             )
-    if quantity == "concentration":
+    carbon_units = (units or "").lower().replace(" ", "") in CARBON_CONCENTRATION_UNITS
+    if quantity == "concentration" and (carbon_units or pools is not None):  # not 85 % canopy cover or 70 % clay
         from sinks.pools.soil import soil_parameter
 
         # soil_parameters.csv soc_g_kg_max: pure organic matter at the van Bemmelen factor, rounded up

@@ -127,7 +127,7 @@ def check_trees(trees: pd.DataFrame, source: str = "trees", *, drop_invalid: boo
     """
     trees = normalise_units(trees, source)
     require_columns(trees, TREE_COLUMNS, source)
-    plausibility.check_tree_units(trees, source, allow_implausible=allow_implausible)
+    plausibility.check_tree_units(trees, source, allow_implausible=allow_implausible, dead=_dead(trees, source))
     problems: list[tuple[np.ndarray, str]] = []
 
     def numbers(column: str) -> np.ndarray:
@@ -550,14 +550,14 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
         why = "; ".join(f"{g}: {params.loc[g, 'source']}" for g in missing if "source" in params.columns)
         raise InputError(f"{source}: no volume-route factors for group(s) {', '.join(missing)} in row(s) "
                          f"{format_rows(no_value)}{f' ({why})' if why else ''}; give your own --species-table")
-    # a plot's rows of one group are summed (its species listed apart); the same name twice is ambiguous
-    named = stands["species_group"].astype(str).str.strip()
-    twice = pd.Series(list(zip(stands["plot_id"], named))).duplicated(keep=False).to_numpy()
+    # a plot's rows are summed (species, layers or origins listed apart); a row given twice, the same in
+    # every column, is a copy, not a second stand component
+    twice = stands.astype(str).duplicated(keep=False).to_numpy()
     if twice.any():
-        raise InputError(f"{source}: plot and species (group) repeated in row(s) {format_rows(np.flatnonzero(twice))} "
-                         f"({', '.join(sorted({f'{p} {g}' for p, g in zip(stands['plot_id'][twice], named[twice])}))}); "
-                         "give one row per species or group of a plot (rows of one group are summed), or each plot "
-                         "its own id")
+        raise InputError(f"{source}: row(s) {format_rows(np.flatnonzero(twice))} repeat another row in every column "
+                         f"(plot {', '.join(sorted(set(map(str, stands['plot_id'][twice]))))}): a plot's rows are "
+                         "summed, so a copy would count twice; remove it, or tell the rows apart (a layer or origin "
+                         "column)")
     svd, bef, r, cf = (factors[c].to_numpy() for c in factors.columns)
     agb = volume * svd * bef
     rows = pd.DataFrame({"plot_id": stands["plot_id"].to_numpy(), "agb": agb, "bgb": agb * r,
