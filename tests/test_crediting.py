@@ -742,3 +742,14 @@ def test_pools_are_set_from_the_command_line_as_a_comma_separated_list():
     assert rules.crediting.value("pools", "counted") == ["above_ground_biomass", "below_ground_biomass"]
     with pytest.raises(SpecError, match="unknown pool 'stems'"):
         load_ruleset("ccer-14-001", terms=parse_term_overrides(["pools.counted=stems"]))
+
+
+def test_the_cli_warns_when_a_run_is_not_conservative_as_the_methodology(world, tmp_path, capsys):
+    out = tmp_path / "loose.json"
+    args = [str(a) for a in argv(world, "--term", "uncertainty.level=0.3")]
+    args[args.index("--out") + 1] = str(out)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: not conservative as the methodology" in err and "--term uncertainty.level (less conservative)" in err
+    args[args.index("--out") + 1] = str(tmp_path / "plain.json")
+    assert main(args[:-2]) == 0 and "not conservative" not in capsys.readouterr().err

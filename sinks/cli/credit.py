@@ -4,6 +4,7 @@ or ex ante from a growth-curve table: ``sinks credit PARCELS --growth TABLE.csv 
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 from sinks.cli._common import (add_overwrite, add_quiet, add_rename, crs_string, echo, nonnegative_float,
@@ -135,6 +136,12 @@ def run(args) -> None:
         echo(f"bound by the project level: the deductions made once on the project give {project['tco2e']:,.1f} t "
              f"CO2e, less than the parcels' {project['by_parcels_tco2e']:,.1f} (each parcel may issue "
              f"{project['parcel_scale']:.1%} of its creditable volume)")
+    if not document["crediting"]["conservative_as_methodology"]:
+        flagged = [d for d in document["crediting"]["departures"]
+                   if d["effect"] in ("less conservative", "changed", "unchecked")]
+        listed = "; ".join(f"{d['setting']} ({d['effect']})" for d in flagged[:5])
+        print(f"sinks credit: warning: not conservative as the methodology (conservative_as_methodology false), "
+              f"{len(flagged)} departure(s): {listed}{'; ...' if len(flagged) > 5 else ''}", file=sys.stderr)
     controls = document["crediting"].get("controls")
     if controls:
         echo(f"matched controls: {controls['matched']} of {controls['project_pixels']} project pixels, "
