@@ -547,6 +547,10 @@ def model_card(meta: dict) -> str:
                          f"(n {ch['inside_aoa']['n']}) | {_pct(ch['outside_aoa']['coverage'])} "
                          f"(n {ch['outside_aoa']['n']}) | {_f(ch['mean_width'])} | {_f(ch['sd_width'])} | "
                          f"{_f(ch.get('width_di_spearman'), '.2f')} |")
+        lines += ["", "The outside-AOA column is over the few training plots beyond the AOA threshold (few by "
+                  "construction, and less unlike the plots than the map's pixels outside the AOA): it is not the "
+                  "map's coverage there, where no interval guarantee holds. The check's calibration residuals come "
+                  "from fold models that saw the held-out fold (docs/learn.md)."]
         used = checks.get(iv.get("method"))
         if used:
             lines += ["", f"Per fold ({iv['method']}):", "", "| fold | n | coverage | mean width |", "|---|---|---|---|"]
