@@ -63,7 +63,8 @@ def run(args) -> None:
         print(f"sinks stocks wetland: warning: {int(plots['n_om_below_range'].sum())} organic-matter-only intervals "
               f"in {int(below.sum())} cores are below the range of the {args.conversion} conversion (it gives more "
               "carbon than organic matter there): they count as gaps, filled from the core's other intervals "
-              "(n_om_below_range)", file=sys.stderr)
+              "(n_om_below_range), which overstates a mineral sediment (a salt marsh, seagrass) whose intervals "
+              "are mostly that poor: give it --conversion craft_1991 (fitted through the origin)", file=sys.stderr)
     echo(f"plot table -> {args.out}")
     if args.intervals_out:
         echo(f"per-interval table -> {args.intervals_out}")
