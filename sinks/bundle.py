@@ -321,6 +321,12 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, model, metadata: dict, 
     return folder
 
 
+#: Files :func:`load_bundle` reads besides metadata.json; each must be listed with its checksum.
+READ_FILES = ("model.json", "model.skops", "aoa.npz", "calibration.npz")
+#: Largest metadata.json read (a bundle's is tens of kB; its per-plot arrays live in the .npz files).
+METADATA_MAX_BYTES = 64 * 2**20
+
+
 def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bundle:
     """Load and verify a bundle (every file's sha256 must match its metadata).
 
@@ -333,6 +339,9 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
     meta_path = folder / "metadata.json"
     if not meta_path.exists():
         raise ModelMismatchError(f"{folder}: not a model bundle (no metadata.json)")
+    if meta_path.is_symlink() or not meta_path.is_file() or meta_path.stat().st_size > METADATA_MAX_BYTES:
+        raise ModelMismatchError(f"{meta_path}: not a regular metadata file of the bundle's folder (a link, a device "
+                                 f"or over {METADATA_MAX_BYTES // 2**20} MiB); the bundle was altered")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -359,6 +368,12 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
                                      "(a link out of it, a device or a folder); the bundle was altered")
         if sha256_file(path) != digest:
             raise ModelMismatchError(f"{path}: checksum differs from the bundle's metadata; the bundle was altered or corrupted")
+    # every file the loader reads must be listed (and so checked above): a forged metadata that leaves
+    # one out would read a link out of the folder, a device or another model unchecked
+    unlisted = [name for name in READ_FILES if os.path.lexists(folder / name) and name not in meta["files"]]
+    if unlisted or not any(name in meta["files"] for name in ("model.json", "model.skops")):
+        raise ModelMismatchError(f"{meta_path}: does not list {', '.join(unlisted) or 'a model file'}, which the "
+                                 "bundle is read from; the metadata was forged or corrupted: retrain the bundle")
     stripped = {k: v for k, v in meta.items() if k != "bundle_id"}
     if _digest(meta["files"], stripped) != meta.get("bundle_id"):
         raise ModelMismatchError(f"{meta_path}: metadata was edited after the bundle was made (bundle id mismatch)")

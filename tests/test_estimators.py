@@ -351,3 +351,19 @@ def test_a_recipe_naming_a_random_forest_is_checked_when_loaded(tmp_path):
                      base=tmp_path, path=tmp_path / "r.toml")
     with pytest.raises(SpecError, match=r"kind.*'random_forrest'.*did you mean 'random_forest'"):
         parse_recipe({**base, "estimator": {"kind": "random_forrest"}}, base=tmp_path, path=tmp_path / "r.toml")
+
+
+def test_ensemble_sizes_and_a_linear_booster_are_refused_when_the_recipe_is_read():
+    """n_estimators = 0 for a forest failed only at training, blamed on the data; gblinear gave signed
+    per-unit AOA weights and broke `sinks map`."""
+    from sinks.errors import SpecError
+    from sinks.learn.estimators import check_param_names
+
+    for kind, params, message in (("random_forest", {"n_estimators": 0}, "'n_estimators' = 0 is out of range"),
+                                  ("quantile_forest", {"n_estimators": 0}, "'n_estimators' = 0 is out of range"),
+                                  ("hist_gradient_boosting", {"max_iter": 0}, "'max_iter' = 0 is out of range"),
+                                  ("extra_trees", {"n_estimators": "10"}, "must be an integer"),
+                                  ("xgboost", {"booster": "gblinear"}, "not a tree ensemble")):
+        with pytest.raises(SpecError, match=message):
+            check_param_names(kind, params, "recipe")
+    check_param_names("xgboost", {"booster": "dart"}, "recipe")

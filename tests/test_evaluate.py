@@ -457,3 +457,28 @@ def test_training_and_evaluation_read_the_observed_target_by_one_rule():
     with pytest.raises(InputError, match=r"no target column 'soc_g_kg' \(or 'om' to derive it from\) "
                                          r"\(\[target\] column of recipe r\)"):
         observed_target(pd.DataFrame({"x": [1.0]}), *args)
+
+
+def test_a_forged_bundle_cannot_leave_a_read_file_unlisted(bundle_folder, tmp_path):
+    """metadata.files left model.json out (a link out of the folder was then read unchecked), and a
+    metadata.json linked to /dev/zero ran out of memory."""
+    from sinks.bundle import _digest
+    from sinks.io import sha256_file
+
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle_folder, forged)
+    outside = tmp_path / "outside.json"
+    shutil.move(forged / "model.json", outside)
+    (forged / "model.json").symlink_to(outside)
+    meta = json.loads((forged / "metadata.json").read_text())
+    meta["files"] = {n: sha256_file(forged / n) for n in meta["files"] if n != "model.json"}
+    meta["bundle_id"] = _digest(meta["files"], {k: v for k, v in meta.items() if k != "bundle_id"})
+    (forged / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="does not list model.json"):
+        load_bundle(forged)
+    linked = tmp_path / "linked"
+    shutil.copytree(bundle_folder, linked)
+    (linked / "metadata.json").unlink()
+    (linked / "metadata.json").symlink_to("/dev/zero")
+    with pytest.raises(ModelMismatchError, match="not a regular metadata file"):
+        load_bundle(linked)

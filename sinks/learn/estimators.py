@@ -339,7 +339,11 @@ _XGB_NUMERIC = {
 }
 #: Numeric parameters (True: integer), whose type sinks checks before the library parses them.
 #: scikit-learn checks its own parameters' types and ranges with clear messages.
-_NUMERIC = {kind: (_XGB_NUMERIC if kind in _XGB_KINDS else {}) for kind in ESTIMATORS}
+#: The size of a scikit-learn ensemble: the library checks it only when fitting.
+_SIZES = {"random_forest": "n_estimators", "extra_trees": "n_estimators", "quantile_forest": "n_estimators",
+          "hist_gradient_boosting": "max_iter"}
+_NUMERIC = {kind: (_XGB_NUMERIC if kind in _XGB_KINDS else {_SIZES[kind]: True} if kind in _SIZES else {})
+            for kind in ESTIMATORS}
 _XGB_RANGES = {
     "n_estimators": (1, None, True),  # (minimum, maximum, integer)
     "subsample": (1e-12, 1.0, False),
@@ -349,7 +353,11 @@ _XGB_RANGES = {
     "random_state": (0, 2**32 - 1, True),
 }
 #: Ranges sinks checks itself where the library accepts a value that makes no sense.
-_RANGES = {kind: (_XGB_RANGES if kind in _XGB_KINDS else {}) for kind in ESTIMATORS}
+_RANGES = {kind: (_XGB_RANGES if kind in _XGB_KINDS else {_SIZES[kind]: (1, None, True)} if kind in _SIZES else {})
+           for kind in ESTIMATORS}
+#: XGBoost boosters that grow trees: gblinear's weights are signed per-unit coefficients (no AOA
+#: weights), and neither the map's native predictor nor the Earth Engine export takes it.
+TREE_BOOSTERS = ("gbtree", "dart")
 #: Parameters that make the trial fit tiny.
 _TRIAL_SIZE = {"xgboost": {"n_estimators": 2}, "xgboost_quantile": {"n_estimators": 2},
                "random_forest": {"n_estimators": 2}, "extra_trees": {"n_estimators": 2},
@@ -472,6 +480,11 @@ def check_param_names(kind: str, params: dict, where: str) -> None:
             bounds = f">= {low:g}" if high is None else (f"in (0, {high:g}]" if low < 1e-6 and not integer
                                                         else f"between {low:g} and {high:g}")
             raise SpecError(f"{where}: '{name}' = {value!r} is out of range; it must be {bounds}")
+    if kind in _XGB_KINDS and params.get("booster") == "gblinear":  # another name is the library's to refuse
+        raise SpecError(f"{where}: booster = {params['booster']!r} is not a tree ensemble: the area of applicability "
+                        "weighs features by tree importance, and maps and the Earth Engine export predict with "
+                        f"trees; use {' or '.join(repr(b) for b in TREE_BOOSTERS)} (the default), or kind = \"ridge\" "
+                        "for a linear model")
     if kind == "xgboost_quantile" and "quantile_alpha" in params:
         _check_levels(params["quantile_alpha"], f"{where}: 'quantile_alpha'")
 
