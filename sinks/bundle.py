@@ -404,7 +404,11 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
     if isinstance(interval, AdaptiveInterval) and plot_s is None:
         raise ModelMismatchError(f"{folder}: calibration.npz lacks the plots' difficulty (plot_s) that its "
                                  f"{interval.method} interval needs; retrain it with `sinks train`")
-    aoa = AOAReference.load(folder / "aoa.npz")
+    try:
+        aoa = AOAReference.load(folder / "aoa.npz")
+    except (ValueError, KeyError, OSError, TypeError) as exc:  # object arrays, a missing key, a damaged zip
+        raise ModelMismatchError(f"{folder / 'aoa.npz'}: unreadable area-of-applicability reference ({exc}); "
+                                 "retrain the bundle with `sinks train`") from exc
     if plot_s is not None and len(plot_s) != len(aoa.train):
         raise ModelMismatchError(f"{folder}: calibration.npz has {len(plot_s)} plot difficulties for the "
                                  f"{len(aoa.train)} training plots of aoa.npz; retrain the bundle with `sinks train`")
@@ -418,6 +422,11 @@ def load_bundle(folder: str | os.PathLike, *, predict_only: bool = False) -> Bun
         from sinks.learn.estimators import load_model
 
         model = load_model(kind, folder)
+    n_model, n_meta = getattr(model, "n_features_in_", None), len(meta["features"].get("selected")
+                                                                   or meta["features"]["names"])
+    if n_model is not None and n_model != n_meta:
+        raise ModelMismatchError(f"{folder}: its model takes {n_model} features but its metadata names {n_meta}; "
+                                 "the model file was swapped: retrain the bundle with `sinks train`")
     return Bundle(folder, meta, model, interval, aoa, abs_residual, profile, difficulty, plot_s)
 
 

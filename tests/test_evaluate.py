@@ -482,3 +482,27 @@ def test_a_forged_bundle_cannot_leave_a_read_file_unlisted(bundle_folder, tmp_pa
     (linked / "metadata.json").symlink_to("/dev/zero")
     with pytest.raises(ModelMismatchError, match="not a regular metadata file"):
         load_bundle(linked)
+
+
+def test_a_forged_bundle_whose_model_takes_other_features_is_refused_on_load(bundle_folder, tmp_path):
+    from xgboost import XGBRegressor
+
+    from sinks.bundle import _digest
+    from sinks.io import sha256_file
+
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle_folder, forged)
+    XGBRegressor(n_estimators=2).fit(np.arange(8.0).reshape(-1, 1), np.arange(8.0)).save_model(forged / "model.json")
+    (forged / "aoa.npz").write_bytes(b"not a zip")
+    meta = json.loads((forged / "metadata.json").read_text())
+    meta["files"] = {n: sha256_file(forged / n) for n in meta["files"]}
+    meta["bundle_id"] = _digest(meta["files"], {k: v for k, v in meta.items() if k != "bundle_id"})
+    (forged / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="aoa.npz: unreadable area-of-applicability reference"):
+        load_bundle(forged)
+    shutil.copyfile(bundle_folder / "aoa.npz", forged / "aoa.npz")
+    meta["files"]["aoa.npz"] = sha256_file(forged / "aoa.npz")
+    meta["bundle_id"] = _digest(meta["files"], {k: v for k, v in meta.items() if k != "bundle_id"})
+    (forged / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="its model takes 1 features but its metadata names"):
+        load_bundle(forged)
