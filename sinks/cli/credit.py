@@ -113,7 +113,7 @@ def run(args) -> None:
                     allow_different_models=args.allow_different_models, controls_covariates=args.controls,
                     caliper=args.caliper, progress=show_progress(args),
                     source=args.parcels)
-    report.inputs = provenance(args, ruleset)
+    report.inputs = provenance(args, report)
     with contextlib.ExitStack() as stack:
         if args.summary:  # drawn before anything is written; renamed into place after the report
             from sinks.eligibility.summary import project_summary

@@ -80,18 +80,15 @@ def _layers(items: list[str]) -> dict[str, str]:
     return out
 
 
-def provenance(args, ruleset) -> dict:
-    """The report's ``inputs``: what a third party needs to rerun the command: every input file (the
-    parcels, the layers, the rule file that was loaded) with its sha256, and the command's options
-    as given (a credit's maps, growth table and controls are hashed in their own entries too)."""
-    from sinks.io import sha256_file
+def provenance(args, report) -> dict:
+    """The report's ``inputs`` (:func:`sinks.eligibility.report.input_files`): the parcel file, the
+    layers and the rule file with their sha256, and the command's options as given (a credit's maps,
+    growth table and controls are hashed in their own entries too)."""
+    from sinks.eligibility.report import input_files
 
-    files = {"parcels": args.parcels, **{f"layer {k}": v for k, v in _layers(args.layer).items()},
-             "rule set": ruleset.path}
     options = {k: v for k, v in sorted(vars(args).items())
                if k not in ("func", "outputs", "inputs") and isinstance(v, (str, int, float, bool, list, type(None)))}
-    return {"files": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()},
-            "options": options}
+    return input_files(report, parcels=args.parcels, options=options)
 
 
 def run(args) -> None:
@@ -113,7 +110,7 @@ def run(args) -> None:
             raise InputError(f"--layer {name}: {path}: raster not found")
     parcels = read_table(args.parcels, **table_options(args), required=("parcel_id",), geometry=True, crs=args.crs)
     report = assess(parcels, ruleset, layers, start_date=args.start_date, progress=show_progress(args))
-    report.inputs = provenance(args, ruleset)
+    report.inputs = provenance(args, report)
     document = write_report(report, args.out, args.gpkg)
     s = document["summary"]
     echo(f"{s['parcels']} parcels against {ruleset.id}: {s['eligible']} eligible ({s['eligible_area_ha']:.1f} ha), "

@@ -153,20 +153,26 @@ def to_dict(report: EligibilityReport) -> dict:
             for p in report.parcels
         ],
         **({"crediting": _clean(report.crediting)} if report.crediting is not None else {}),
-        "inputs": report.inputs if report.inputs is not None else _api_inputs(report),
+        "inputs": report.inputs if report.inputs is not None else input_files(report),
     }
 
 
-def _api_inputs(report: EligibilityReport) -> dict:
-    """The ``inputs`` of a report made through the Python API (the sinks command writes its own,
-    with the parcel file and the options): the layers and the rule file it read, with their sha256."""
-    files = {f"layer {name}": {"path": layer["path"], "sha256": layer["sha256"]}
-             for name, layer in report.layers.items() if isinstance(layer, dict) and layer.get("sha256")}
+def input_files(report: EligibilityReport, *, parcels=None, options: dict | None = None) -> dict:
+    """The report's ``inputs``: the parcel file (when the parcels came from one) with its sha256, the
+    layers and the rule file with the sha256 the report already holds for them, and the options of
+    the command (``sinks credit`` and ``sinks eligibility`` pass their arguments)."""
+    from sinks.io import sha256_file
+
+    files = {"parcels": {"path": str(parcels), "sha256": sha256_file(parcels)}} if parcels is not None else {}
+    files.update({f"layer {name}": {"path": layer["path"], "sha256": layer["sha256"]}
+                  for name, layer in report.layers.items() if isinstance(layer, dict) and layer.get("sha256")})
     if report.ruleset.path:
         files["rule set"] = {"path": report.ruleset.path, "sha256": report.ruleset.sha256}
-    return {"files": files, "options": {},
-            "note": "made through the Python API: the parcels came as a table, so no parcel file is hashed; "
-                    "their ids, areas and start dates are in the report"}
+    out = {"files": files, "options": dict(options or {})}
+    if parcels is None:
+        out["note"] = ("made through the Python API: the parcels came as a table, so no parcel file is hashed; "
+                       "their ids, areas and start dates are in the report")
+    return out
 
 
 def _clean(value):
