@@ -26,6 +26,14 @@ from sinks.constants import HEIGHT_MODELS
 from sinks.errors import InputError
 
 
+#: Options of the tree route and their defaults (the parser's, set from here): given with a
+#: stand-volume table, they would be silently ignored.
+TREE_ROUTE_OPTIONS = {"plots": None, "area_ha": None, "trees_out": None, "height_sample": None, "hd_model": "log2",
+                      "hd_weighted": False, "hd_per_plot": False, "feldpausch": None, "height_sd": 0.0, "e": None,
+                      "wood_density": None, "allometry": None, "allometry_table": None, "draws": 1000,
+                      "diameter_error": "chave2004", "drop_invalid": False}
+
+
 def register(pools) -> None:
     parser = pools.add_parser(
         "forest",
@@ -46,14 +54,14 @@ def register(pools) -> None:
     group = parser.add_argument_group("height")
     group.add_argument("--height-sample", metavar="TABLE",
                        help="trees with dbh_cm and height_m to fit a height-diameter model for trees without height")
-    group.add_argument("--hd-model", choices=HEIGHT_MODELS, default="log2",
+    group.add_argument("--hd-model", choices=HEIGHT_MODELS, default=TREE_ROUTE_OPTIONS["hd_model"],
                        help="model fitted on --height-sample (default log2)")
     group.add_argument("--hd-weighted", action="store_true", help="weight the fit by D^2 H (BIOMASS useWeight)")
     group.add_argument("--hd-per-plot", action="store_true",
                        help="fit one model per plot_id of the height sample (stand-specific models)")
     group.add_argument("--feldpausch", metavar="REGION",
                        help="Feldpausch et al. 2012 regional model instead, e.g. GuianaShield, SEAsia")
-    group.add_argument("--height-sd", type=nonnegative_float, default=0.0, metavar="M",
+    group.add_argument("--height-sd", type=nonnegative_float, default=TREE_ROUTE_OPTIONS["height_sd"], metavar="M",
                        help="measurement sd of measured heights for the Monte Carlo (m, default 0)")
     group.add_argument("--e", type=float, metavar="E",
                        help="Chave 2014 stress index E: if some trees lack a height and no H-D model is given, "
@@ -68,9 +76,9 @@ def register(pools) -> None:
     group.add_argument("--allometry-table", metavar="CSV",
                        help="equations per species group: species_group, equation, source, coefficient columns")
     group = parser.add_argument_group("Monte Carlo")
-    group.add_argument("--draws", type=nonnegative_int, default=1000,
+    group.add_argument("--draws", type=nonnegative_int, default=TREE_ROUTE_OPTIONS["draws"],
                        help="Monte Carlo draws (default 1000; 0 turns it off)")
-    group.add_argument("--diameter-error", default="chave2004", metavar="SD|chave2004|none",
+    group.add_argument("--diameter-error", default=TREE_ROUTE_OPTIONS["diameter_error"], metavar="SD|chave2004|none",
                        help="diameter measurement error: chave2004 (default), an sd in cm, or none")
     group.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     group.add_argument("--jobs", type=positive_int, default=1, help="threads for the Monte Carlo (default 1)")
@@ -150,14 +158,6 @@ def run(args) -> None:
     echo(f"plot table -> {args.out}")
     if args.trees_out:
         echo(f"per-tree results -> {args.trees_out}")
-
-
-#: Options of the tree route, with their defaults: given with a stand-volume table, they would be
-#: silently ignored.
-TREE_ROUTE_OPTIONS = {"plots": None, "area_ha": None, "trees_out": None, "height_sample": None, "hd_model": "log2",
-                      "hd_weighted": False, "hd_per_plot": False, "feldpausch": None, "height_sd": 0.0, "e": None,
-                      "wood_density": None, "allometry": None, "allometry_table": None, "draws": 1000,
-                      "diameter_error": "chave2004", "drop_invalid": False}
 
 
 def _run_volume(args, stands) -> None:
