@@ -158,12 +158,12 @@ def check_target_values(y: np.ndarray, rows: np.ndarray, *, what: str, source: s
                 f"{y[negative].min():g}{shown}); a carbon {quantity} cannot be below 0: check the "
                 "column, its sign or its conversion"
             )
-    carbon_units = (units or "").lower().replace(" ", "") in CARBON_CONCENTRATION_UNITS
-    if quantity == "concentration" and (carbon_units or pools is not None):  # not 85 % canopy cover or 70 % clay
+    unit = (units or "").lower().replace(" ", "")
+    if quantity == "concentration" and (unit in CARBON_CONCENTRATION_UNITS or pools is not None):  # not 85 % cover
         from sinks.pools.soil import soil_parameter
 
         # soil_parameters.csv soc_g_kg_max: pure organic matter at the van Bemmelen factor, rounded up
-        per_g_kg = 0.1 if (units or "").lower().replace(" ", "") in ("%", "percent", "%c") else 1.0
+        per_g_kg = 0.1 if unit in ("%", "percent", "%c") else 1.0
         limit = soil_parameter("soc_g_kg_max") * per_g_kg
         high = y > limit
         if high.any():
