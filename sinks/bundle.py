@@ -438,6 +438,15 @@ def _pct(value) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
+def _check_row(name: str, check: dict, used: str | None) -> str:
+    """A model-card table row of a held-out interval check: coverage overall, inside and outside
+    the AOA (with their n), mean and sd of the width."""
+    mark = " (used)" if name == used else ""
+    return (f"| {name}{mark} | {_pct(check['coverage'])} | {_pct(check['inside_aoa']['coverage'])} "
+            f"(n {check['inside_aoa']['n']}) | {_pct(check['outside_aoa']['coverage'])} "
+            f"(n {check['outside_aoa']['n']}) | {_f(check['mean_width'])} | {_f(check['sd_width'])} |")
+
+
 def _selected_line(meta: dict) -> list[str]:
     features = meta["features"]
     selected = features.get("selected")
@@ -565,16 +574,21 @@ def model_card(meta: dict) -> str:
         lines += ["Coverage measured on held-out folds only (calibrated on the other K−1 folds):", "",
                   "| method | coverage | inside AOA | outside AOA | mean width | sd width | width–DI ρ |",
                   "|---|---|---|---|---|---|---|"]
-        for name, ch in checks.items():
-            mark = " (used)" if name == iv.get("method") else ""
-            lines.append(f"| {name}{mark} | {_pct(ch['coverage'])} | {_pct(ch['inside_aoa']['coverage'])} "
-                         f"(n {ch['inside_aoa']['n']}) | {_pct(ch['outside_aoa']['coverage'])} "
-                         f"(n {ch['outside_aoa']['n']}) | {_f(ch['mean_width'])} | {_f(ch['sd_width'])} | "
-                         f"{_f(ch.get('width_di_spearman'), '.2f')} |")
+        lines += [_check_row(name, ch, iv.get("method")) + f" {_f(ch.get('width_di_spearman'), '.2f')} |"
+                  for name, ch in checks.items()]
         lines += ["", "The outside-AOA column is over the few training plots beyond the AOA threshold (few by "
                   "construction, and less unlike the plots than the map's pixels outside the AOA): it is not the "
-                  "map's coverage there, where no interval guarantee holds. The check's calibration residuals come "
-                  "from fold models that saw the held-out fold (docs/learn.md)."]
+                  "map's coverage there, where no interval guarantee holds."]
+        refit = meta.get("interval_check_refit")
+        if refit:
+            lines += ["", f"Refit check (`[intervals] check = \"refit\"`, {refit['fits']} fits): for each fold, the "
+                      "models, residuals, AOA and calibration behind its interval refitted without it:", "",
+                      "| method | coverage | inside AOA | outside AOA | mean width | sd width |", "|---|---|---|---|---|---|"]
+            lines += [_check_row(name, ch, iv.get("method")) for name, ch in refit["methods"].items()]
+        else:
+            lines += ["", "The calibration residuals of this check come from fold models that saw the held-out "
+                      "fold, and the AOA's weights from the final model (`[intervals] check = \"refit\"` "
+                      "redoes every fit without it; docs/learn.md)."]
         used = checks.get(iv.get("method"))
         if used:
             lines += ["", f"Per fold ({iv['method']}):", "", "| fold | n | coverage | mean width |", "|---|---|---|---|"]

@@ -86,6 +86,11 @@ def run(args) -> None:
         echo(f"  {iv['level']:.0%} {iv['method']} intervals, on held-out folds: coverage {check['coverage']:.1%} "
              f"(inside AOA {check['inside_aoa']['coverage'] or 0:.1%}), width {check['mean_width']:.3g} "
              f"± {check['sd_width']:.3g} {units}")
+        refit = (meta.get("interval_check_refit") or {}).get("methods", {}).get(iv["method"])
+        if refit:
+            echo(f"  refit check ({meta['interval_check_refit']['fits']} fits, nothing fitted with the held-out "
+                 f"fold): coverage {refit['coverage']:.1%} (inside AOA {refit['inside_aoa']['coverage'] or 0:.1%}), "
+                 f"width {refit['mean_width']:.3g} ± {refit['sd_width']:.3g} {units}")
     else:
         echo(f"  {iv['level']:.0%} interval half-width {iv['half_width']:.3g} {units}")
     echo(f"bundle {meta['bundle_id']} -> {folder}")

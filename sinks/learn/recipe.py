@@ -28,6 +28,8 @@
                                             # (conformalised quantile regression: a quantile estimator)
     neighbours = 10                         # plots whose mean |residual| is the difficulty (normalized)
     bins = 4                                # DI bins (mondrian)
+    check = "fast"                          # or "refit": the held-out check with every fit redone
+                                            # without the held-out fold (sinks.learn.refit_check)
     [tuning]                                # optional: nested in the chosen scheme (sinks.learn.tuning)
     search = "grid"                         # or "random": draws `budget` distinct combinations (seed)
     params = { max_depth = [2, 3], learning_rate = [0.03, 0.1] }   # candidates over [estimator] params
@@ -50,6 +52,7 @@ from sinks import validate
 from sinks.errors import SpecError
 from sinks.io import read_toml
 from sinks.learn.estimators import ESTIMATORS, check_interval_level, check_param_names, check_params, is_quantile
+from sinks.learn.refit_check import CHECKS
 from sinks.learn.targets import DERIVATIONS
 from sinks.learn.tuning import Selection, Tuning, parse_selection, parse_tuning
 from sinks.validate import check_keys
@@ -77,6 +80,7 @@ class Recipe:
     interval_method: str = "normalized"
     interval_neighbours: int = 10
     interval_bins: int = 4
+    interval_check: str = "fast"  # "refit": the fully nested check (sinks.learn.refit_check)
     description: str = ""
     tuning: Tuning | None = None        # [tuning]: nested hyperparameter search
     selection: Selection | None = None  # [selection]: nested forward feature selection
@@ -95,7 +99,7 @@ TOP_KEYS = ("name", "description", "features", "target", "estimator", "validatio
 TARGET_KEYS = ("column", "units", "band", "derive", "from", "pool", "weights")
 ESTIMATOR_KEYS = ("kind", "params")
 VALIDATION_KEYS = ("folds", "block_size", "seed", "schemes", "scheme")
-INTERVAL_KEYS = ("level", "method", "neighbours", "bins")
+INTERVAL_KEYS = ("level", "method", "neighbours", "bins", "check")
 SCHEMES = ("random", "blocks", "knndm")
 INTERVAL_METHODS = ("normalized", "mondrian", "split", "cqr")
 POOLS = ("forest", "soil", "wetland")
@@ -204,6 +208,7 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
     method = validate.string(intervals, "method", at, default="normalized", choices=INTERVAL_METHODS)
     neighbours = validate.number(intervals, "neighbours", at, default=10, integer=True, minimum=1, maximum=1000)
     bins = validate.number(intervals, "bins", at, default=4, integer=True, minimum=1, maximum=50)
+    check = validate.string(intervals, "check", at, default="fast", choices=CHECKS)
 
     features_path = (base / features).resolve()
     if not features_path.is_file():
@@ -237,6 +242,6 @@ def parse_recipe(data: dict, *, base: Path, path: Path | None = None) -> Recipe:
         target_units=units, band=band, derive=derive, derive_from=derive_from, pool=pool, weights=weights,
         estimator=kind, params=dict(params), folds=folds, block_size=block_size, seed=seed,
         interval_level=level, schemes=schemes, scheme=scheme, interval_method=method,
-        interval_neighbours=neighbours, interval_bins=bins, tuning=tuning, selection=selection,
+        interval_neighbours=neighbours, interval_bins=bins, interval_check=check, tuning=tuning, selection=selection,
         path=path, raw=data,
     )

@@ -34,6 +34,7 @@ from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive
 from sinks.learn.knndm import (cv_distances, grid_prediction_points, knndm_folds, metric_coordinates,
                                prediction_to_sample_distances)
 from sinks.learn.recipe import POOLS, Recipe
+from sinks.learn.refit_check import FoldSetup, refit_check
 from sinks.learn.targets import (check_extracted_with, check_not_infinite, check_target_values, feature_matrix,
                                  numeric_column, observed_target, target_quantity)
 from sinks.learn.weights import cv_weights, nested_weights
@@ -283,6 +284,23 @@ def _with_own_estimator(recipe: Recipe, estimator) -> tuple[Recipe, object]:
     return dataclasses.replace(recipe, estimator=kind, params=params), model
 
 
+def _refit_setups(recipe: Recipe, tuned, estimator, params: dict, names: list[str], kinds: dict,
+                  folds: np.ndarray, chosen_weights: dict | None) -> list[FoldSetup]:
+    """Each outer fold's fits for :func:`sinks.learn.refit_check.refit_check`: the recipe's estimator,
+    or outer fold k's tuning choice (features, params) when tuned; its weights that never saw fold k."""
+    choices = {} if tuned is None else {int(o["fold"]): o["choice"] for o in tuned.outer}
+    setups = []
+    for k in np.unique(folds).tolist():
+        choice = choices.get(int(k))
+        columns = tuple(range(len(names))) if choice is None else tuple(choice.features)
+        setups.append(FoldSetup(
+            fold=int(k), columns=columns,
+            estimator=estimator if choice is None else make_estimator(recipe.estimator, {**params, **choice.params}),
+            categorical=tuple(i for i, j in enumerate(columns) if kinds[names[j]].categorical),
+            weights=None if chosen_weights is None else chosen_weights[k][folds != k]))
+    return setups
+
+
 def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progress: bool = True,
           source: str | None = None, estimator=None) -> Path:
     """Fit ``recipe`` on ``table`` (from :func:`sinks.covariates.extract.extract`) and save a bundle.
@@ -431,6 +449,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                                          sample_weight=chosen_weights, predict=median_and_tails if cqr else None,
                                          progress=progress)
         model_names = list(names)
+        X_features, base_estimator = X, estimator  # all features, untuned: what the refit check starts from
         if tuned is not None:
             model_names = [names[i] for i in tuned.final.features]
             X = X[:, list(tuned.final.features)]
@@ -483,6 +502,17 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     if oof_tails is not None:
         checks["cqr"] = nested_check_cqr(y, oof_tails[:, 0], oof_tails[:, 1], folds, cv_di, inside,
                                          level=recipe.interval_level, quantiles=tails, lower_bound=lower_bound)
+    refit = None
+    if recipe.interval_check == "refit":
+        with _library_errors(recipe):
+            refit = refit_check(
+                _refit_setups(recipe, tuned, base_estimator, params, names, kinds, folds, chosen_weights),
+                X_features, y, folds, kind=recipe.estimator, level=recipe.interval_level, bins=recipe.interval_bins,
+                neighbours=recipe.interval_neighbours, lower_bound=lower_bound, tails=tails,
+                predict_tails=(lambda model, Xt: predict_quantiles(recipe.estimator, model, Xt, tails)) if cqr else None,
+                progress=progress)
+        for check in refit["methods"].values():
+            check.pop("arrays")
     held_out = checks[recipe.interval_method].pop("arrays")
     for method in checks:
         checks[method].pop("arrays", None)
@@ -537,6 +567,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
         "interval": interval.as_dict(),
         "interval_check": checks,
         "interval_check_by_level": by_level,
+        **({"interval_check_refit": refit} if refit is not None else {}),
         "error_profile": profile.as_dict(),
         "error_variogram": error_variogram,
         "aoa": {"threshold": aoa.threshold, "mean_distance": aoa.mean_distance,
