@@ -133,3 +133,12 @@ def test_an_unknown_check_is_refused_when_the_recipe_is_loaded(tmp_path):
     raw = {**base_recipe(), "intervals": {"level": 0.9, "check": "full"}}
     with pytest.raises(SpecError, match=r"\[intervals\].*check.*refit"):
         parse_recipe(raw, base=tmp_path, path=tmp_path / "r.toml")
+
+
+def test_a_cqr_refit_check_calibrates_each_fold_on_its_inner_quantiles(tmp_path):
+    folder, meta = _train(tmp_path, {"estimator": {"kind": "xgboost_quantile",
+                                                   "params": {"n_estimators": 50, "max_depth": 2, "n_jobs": 1}},
+                                     "intervals": {"method": "cqr"}})
+    cqr = meta["interval_check_refit"]["methods"]["cqr"]
+    assert cqr["n"] == meta["training"]["n"] and 0.5 < cqr["coverage"] <= 1
+    assert "cqr (used)" in (folder / "MODEL_CARD.md").read_text().split("Refit check")[1]

@@ -146,6 +146,12 @@ def _first_k_mean(values: np.ndarray, index: np.ndarray, usable: np.ndarray, k: 
     return np.where(count > 0, mean, fallback)
 
 
+def search_neighbours(n_plots: int, neighbours: int) -> int:
+    """Neighbours the other-fold search keeps per plot for ``neighbours`` difficulty neighbours:
+    enough that, after skipping the plots of its own and of a held-out fold, ``neighbours`` remain."""
+    return min(n_plots - 1, 3 * neighbours + 5)
+
+
 def plot_difficulty(abs_residual: np.ndarray, nbrs: TrainingNeighbours, k: int) -> np.ndarray:
     """s̄ of each training plot: the mean ``abs_residual`` of its ``k`` nearest plots (itself included).
 

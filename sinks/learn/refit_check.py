@@ -36,7 +36,7 @@ from sinks.learn import cv
 from sinks.learn.aoa import fit_aoa, training_neighbours
 from sinks.learn.estimators import fit_weighted, importances
 from sinks.learn.intervals import (METHODS, _check_result, calibrate_adaptive, calibrate_cqr, location_difficulty,
-                                   plot_difficulty)
+                                   plot_difficulty, search_neighbours)
 
 #: The recipe's ``[intervals] check`` values: "fast" (:func:`sinks.learn.intervals.nested_check`
 #: on the scheme's out-of-fold residuals) or "refit" (:func:`refit_check`).
@@ -58,26 +58,26 @@ class FoldSetup:
 
 def refit_check(setups: list[FoldSetup], X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, kind: str,
                 level: float, bins: int, neighbours: int, lower_bound: float | None,
-                predict_tails: Callable | None = None, tails=(), progress: bool = True) -> dict:
+                predict: Callable | None = None, tails=(), progress: bool = True) -> dict:
     """Held-out coverage of every interval method with each fold's interval built without it.
 
     ``setups``: one :class:`FoldSetup` per fold id of ``folds``; ``kind``: the estimator's kind
-    (for its importances); ``predict_tails(model, X)``: CQR's two conditional quantiles (with
-    ``tails`` their levels), or None when the recipe has no quantile model. Returns
+    (for its importances); ``predict(model, X)``: a quantile model's median and CQR's two
+    conditional quantiles as three columns (``tails`` their levels; the same function the recipe's
+    own fold fits use), or None: ``model.predict``, and no CQR. Returns
     ``{method: check}`` as :func:`sinks.learn.intervals.nested_check` reports it (per fold,
     overall, inside and outside AOA, by DI quartile, with its per-plot ``"arrays"``), inside/outside
     by each fold's own AOA, under ``"methods"``, and ``"fits"``: the fits it made.
     """
     X, y, folds = np.asarray(X, dtype=float), np.asarray(y, dtype=float), np.asarray(folds)
     n = len(y)
-    methods = [*METHODS, *(["cqr"] if predict_tails is not None else [])]
+    methods = [*METHODS, *(["cqr"] if predict is not None else [])]
     bounds = {m: (np.zeros(n), np.zeros(n)) for m in methods}
     di, inside = np.zeros(n), np.zeros(n, dtype=bool)
     fits = 0
 
-    def median_and_tails(model, Xt):
-        pred = model.predict(Xt)
-        return pred if predict_tails is None else np.column_stack([pred, predict_tails(model, Xt)])
+    def fold_predict(model, Xt):
+        return model.predict(Xt) if predict is None else predict(model, Xt)
 
     with tqdm(total=len(setups), desc="refit interval check", unit="fold", disable=not progress,
               leave=False) as bar:
@@ -88,11 +88,11 @@ def refit_check(setups: list[FoldSetup], X: np.ndarray, y: np.ndarray, folds: np
             Xr, yr, fr, Xt = X[rest][:, cols], y[rest], folds[rest], X[test][:, cols]
             weight = None if setup.weights is None else np.asarray(setup.weights, dtype=float)
             inner = cv.fold_predictions(setup.estimator, Xr, yr, fr, scheme=f"without fold {setup.fold}",
-                                        progress=False, sample_weight=weight, predict=median_and_tails)
+                                        progress=False, sample_weight=weight, predict=predict)
             model = fit_weighted(clone(setup.estimator), Xr, yr, weight)
             fits += len(np.unique(fr)) + 1
-            outer = np.asarray(median_and_tails(model, Xt), dtype=float).reshape(int(test.sum()), -1)
-            m = min(len(yr) - 1, 3 * neighbours + 5)
+            outer = np.asarray(fold_predict(model, Xt), dtype=float).reshape(int(test.sum()), -1)
+            m = search_neighbours(len(yr), neighbours)
             aoa = fit_aoa(Xr, importances(kind, model, len(cols)), fr, neighbours=m,
                           categorical=setup.categorical)
             nbrs = training_neighbours(aoa, fr, m)
@@ -106,7 +106,7 @@ def refit_check(setups: list[FoldSetup], X: np.ndarray, y: np.ndarray, folds: np
                                         neighbours=neighbours, lower_bound=lower_bound)
                 lo, hi = iv.apply(outer[:, 0], s_t, di_t)
                 bounds[method][0][test], bounds[method][1][test] = lo, hi
-            if predict_tails is not None:
+            if predict is not None:
                 iv = calibrate_cqr(yr, inner[:, 1], inner[:, 2], level=level, quantiles=tails,
                                    lower_bound=lower_bound)
                 lo, hi = iv.apply(outer[:, 1], outer[:, 2])

@@ -30,7 +30,8 @@ from sinks.learn.estimators import (USER_KIND, as_estimator, estimator_params, f
                                     library_message, make_estimator, predict_quantiles, quantile_levels_for,
                                     trial_fit, trial_save, with_interval_level)
 from sinks.learn.intervals import (METHODS, QUANTILE_METHODS, calibrate_adaptive, calibrate_cqr, fold_difficulties,
-                                   location_difficulty, nested_check, nested_check_cqr, plot_difficulty)
+                                   location_difficulty, nested_check, nested_check_cqr, plot_difficulty,
+                                   search_neighbours)
 from sinks.learn.knndm import (cv_distances, grid_prediction_points, knndm_folds, metric_coordinates,
                                prediction_to_sample_distances)
 from sinks.learn.recipe import POOLS, Recipe
@@ -481,7 +482,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
     folds, oof = folds_by[chosen], oofs[chosen]
 
     # ---- AOA, difficulty, intervals checked on held-out folds, final calibration -------------
-    m = min(len(y) - 1, 3 * recipe.interval_neighbours + 5)
+    m = search_neighbours(len(y), recipe.interval_neighbours)
     # one other-fold neighbour search: the AOA's training DIs and the intervals' m neighbours
     kinds = {f.name: f for f in spec.features}
     categorical = [i for i, n in enumerate(model_names) if kinds[n].categorical]
@@ -509,7 +510,7 @@ def train(recipe: Recipe, table: pd.DataFrame, out: str | os.PathLike, *, progre
                 _refit_setups(recipe, tuned, base_estimator, params, names, kinds, folds, chosen_weights),
                 X_features, y, folds, kind=recipe.estimator, level=recipe.interval_level, bins=recipe.interval_bins,
                 neighbours=recipe.interval_neighbours, lower_bound=lower_bound, tails=tails,
-                predict_tails=(lambda model, Xt: predict_quantiles(recipe.estimator, model, Xt, tails)) if cqr else None,
+                predict=median_and_tails if cqr else None,
                 progress=progress)
         for check in refit["methods"].values():
             check.pop("arrays")
