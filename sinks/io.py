@@ -302,6 +302,31 @@ def format_rows(index: Sequence[int], limit: int = 10) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def check_ids(ids: pd.Series, source: str, name: str) -> None:
+    """Refuse a column of ids (parcels, polygons) with a missing or blank id, a repeated id, or two
+    ids that differ only in case or surrounding spaces ('P1' and 'p1 '): a registry that trims or
+    folds ids would take those two for one parcel and count it twice."""
+    import pandas as pd
+
+    text = ids.astype(str).str.strip()
+    missing = np.flatnonzero((ids.isna() | (text == "")).to_numpy())
+    if missing.size:
+        raise InputError(f"{source}: {name} missing or blank in row(s) {format_rows(missing)}")
+    dup = np.flatnonzero(ids.duplicated(keep=False).to_numpy())
+    if dup.size:
+        shown = ", ".join(map(str, pd.unique(ids.iloc[dup])[:10]))
+        raise InputError(f"{source}: duplicate {name} in row(s) {format_rows(dup)}: {shown} repeated; each needs "
+                         "its own id")
+    folded = text.str.casefold()
+    near = np.flatnonzero(folded.duplicated(keep=False).to_numpy())
+    if near.size:
+        first = folded.iloc[near[0]]
+        rows = [i for i in near if folded.iloc[i] == first]
+        shown = " and ".join(f"{ids.iloc[i]!r} (row {i + 1})" for i in rows)
+        raise InputError(f"{source}: {name}s {shown} differ only in case or surrounding spaces; a registry that "
+                         f"trims or folds ids would take them for one. Rename one ({near.size} row(s) are affected)")
+
+
 #: What each kind of output may be called: file kinds by extension; folder kinds by the file that
 #: marks a folder as one sinks made (only such a folder is ever replaced, and only when asked).
 FILE_OUTPUTS = {

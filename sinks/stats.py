@@ -14,7 +14,13 @@ def normal_quantile(level: float) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
+def half_width(value: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """The larger half-width of each interval, max(upper − value, value − lower): the larger side,
+    because the lower bound of a carbon map is clipped at 0. Readers of maps check first that the
+    interval holds its value (:func:`sinks.mapping.change.check_interval_bands`)."""
+    return np.maximum(upper - value, value - lower)
+
+
 def sd_from_interval(value: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float) -> np.ndarray:
     """Standard deviation from an interval at ``level``: the larger half-width over z (normal errors)."""
-    half = np.maximum(upper - value, value - lower)
-    return np.maximum(half, 0) / normal_quantile(level)
+    return half_width(value, lower, upper) / normal_quantile(level)

@@ -118,6 +118,22 @@ def test_change_not_a_raster(ws, capsys):
     assert_refused(_change(ws, t1=ws / "text.tif"), capsys, keywords=["text.tif", "raster"], watch=ws / "out")
 
 
+@pytest.mark.parametrize("lower, upper, message", [
+    (C + 10, C - 10, "lower band is above its value band"),  # lower and upper swapped
+    (C - 10, C - 5, "upper band is below its value band"),
+    (C, C, "no width"),
+], ids=["swapped", "upper below", "zero width"])
+def test_change_interval_that_does_not_hold_the_stock(ws, capsys, lower, upper, message):
+    """Read as a half-width, a swapped interval counted as no uncertainty at all."""
+    make_map(ws / "t2.tif", C + 5, lower=lower + 5, upper=upper + 5)
+    assert_refused(_change(ws), capsys, keywords=["t2.tif", message, "row 0, column 0", "nodata"], watch=ws / "out")
+
+
+def test_change_aoa_band_not_a_flag(ws, capsys):
+    make_map(ws / "t2.tif", C + 5, aoa=np.full_like(C, 0.37))
+    assert_refused(_change(ws), capsys, keywords=["t2.tif", "aoa band", "neither 0 nor 1", "0.37"], watch=ws / "out")
+
+
 def test_change_output_is_an_input(ws, capsys):
     assert_refused(_change(ws, "--overwrite", out=ws / "t2.tif"), capsys, keywords=["also an input"], watch=ws)
 
@@ -229,6 +245,12 @@ def test_a_truncated_map_is_named(ws, capsys):
 
 
 # ---- sinks zonal -----------------------------------------------------------------------------------
+
+def test_zonal_swapped_interval(ws, capsys):
+    make_map(ws / "t1.tif", C, lower=C + 10, upper=C - 10)
+    assert_refused(_zonal(ws), capsys, keywords=["t1.tif", "lower band is above its value band", "swapped"],
+                   watch=ws / "out")
+
 
 def test_zonal_output_exists(ws, capsys):
     (ws / "out" / "z.csv").write_text("old")

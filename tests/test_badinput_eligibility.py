@@ -414,6 +414,10 @@ PARCEL_CASES = {
     "start date in year 20225": (lambda p: p.assign(start_date="20225-01-01"), ["start_date", "20225"]),
     "no parcels": (lambda p: p.iloc[:0], ["parcels", "no rows"]),
     "duplicate parcel ids": (lambda p: p.assign(parcel_id="a"), ["duplicate parcel_id"]),
+    "blank parcel id": (lambda p: p.assign(parcel_id=["a", " ", "c", "d"]), ["parcel_id", "blank", "row(s) 2"]),
+    "parcel ids differing in case and spaces": (
+        lambda p: p.assign(parcel_id=["P1", "b", "p1 ", "d"]),
+        ["'P1' (row 1) and 'p1 ' (row 3)", "differ only in case or surrounding spaces"]),
     "overlapping parcels": (lambda p: p.set_geometry(p.geometry.where(p.index != 1, p.geometry.iloc[0].buffer(-1))),
                             ["parcels overlap", "counted twice"]),
 }

@@ -62,8 +62,9 @@ def epochs(tmp_path):
     c1[3, 5] = np.nan  # nodata in the first epoch only
     c2[7, 9] = np.nan  # and in the second only
     hw1, hw2 = rng.uniform(5, 15, c1.shape), rng.uniform(5, 25, c1.shape)
-    make_map(tmp_path / "t1.tif", c1, lower=c1 - hw1, upper=c1 + hw1)
-    make_map(tmp_path / "t2.tif", c2, lower=c2 - hw2, upper=c2 + hw2, aoa=aoa2)
+    # lower bounds clipped at 0, as sinks map writes them (the upper side then gives the half-width)
+    make_map(tmp_path / "t1.tif", c1, lower=np.maximum(c1 - hw1, 0), upper=c1 + hw1)
+    make_map(tmp_path / "t2.tif", c2, lower=np.maximum(c2 - hw2, 0), upper=c2 + hw2, aoa=aoa2)
     return tmp_path, c1, c2, hw1, hw2, aoa2
 
 

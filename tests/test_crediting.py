@@ -48,14 +48,16 @@ def cells(col0, row0, col1, row1, transform=T):
     return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
-def make_map(path, carbon, *, aoa=None, bundle="bundle-a", transform=T, half=HALF, tags=None):
+def make_map(path, carbon, *, aoa=None, bundle="bundle-a", transform=T, half=HALF, tags=None, lower=None, upper=None):
     carbon = np.asarray(carbon, dtype=float)
     aoa = np.ones_like(carbon) if aoa is None else aoa
+    lower = np.maximum(carbon - half, 0) if lower is None else lower
+    upper = carbon + half if upper is None else upper
     text = "lower bound of the 90% prediction interval"
     band_tags = {"carbon": {"units": "Mg C/ha"}, "lower": {"units": "Mg C/ha", "description": text},
                  "upper": {"units": "Mg C/ha", "description": text.replace("lower", "upper")},
                  "di": {"units": "1"}, "aoa": {"units": "1"}}
-    stack = [carbon, np.maximum(carbon - half, 0), carbon + half, np.zeros_like(carbon), aoa]
+    stack = [carbon, lower, upper, np.zeros_like(carbon), aoa]
     with cog_writer(path, crs=CRS, transform=transform, width=carbon.shape[1], height=carbon.shape[0],
                     band_names=["carbon", "lower", "upper", "di", "aoa"], blocksize=16,
                     tags={"sinks_bundle_id": bundle, "sinks_interval_level": "0.9", **(tags or {})},
@@ -377,6 +379,13 @@ def _other_grid(world):
     return {"maps": [world["maps"][0], make_map(world["root"] / "in" / "g2025.tif", world["c2"], transform=shifted)]}
 
 
+def _swapped_interval(world):
+    """Lower and upper bands exchanged: read as no uncertainty, this doubled the planted parcel's credit."""
+    c2 = world["c2"]
+    return {"maps": [world["maps"][0], make_map(world["root"] / "in" / "s2025.tif", c2, lower=c2 + HALF,
+                                                upper=np.maximum(c2 - HALF, 0))]}
+
+
 def _rule_file(world, old, new, name):
     text = SHIPPED.read_text(encoding="utf-8")
     assert old in text, old
@@ -394,6 +403,8 @@ BAD = {
     "soil carbon maps under an afforestation methodology": (
         _soil_maps, [], ["soil2020.tif", "soil carbon map", "soil_organic_carbon", "does not count"]),
     "maps on different grids": (_other_grid, [], ["different grids"]),
+    "lower and upper bands swapped": (_swapped_interval, [], ["s2025.tif", "lower band is above its value band",
+                                                              "swapped"]),
     "unknown methodology": (lambda w: {"methodology": "ccer-14-01"}, [], ["ccer-14-01", "did you mean 'ccer-14-001'"]),
     "crediting term without its source": (
         lambda w: _rule_file(w, 'source = "CCER-14-001-V01, leakage', 'sourse = "CCER-14-001-V01, leakage', "nosource.toml"),

@@ -108,18 +108,20 @@ def match_controls(sink_path, carbon1_path, covariates_path, project_geoms, all_
         if sk.width * sk.height > MAX_PIXELS:
             raise InputError(f"matched controls read the maps whole; {sk.width}x{sk.height} pixels is above "
                              f"{MAX_PIXELS:.0e}: crop the maps around the project")
-        sink = sk.read(1).astype(float)
-        lower, upper = sk.read(2).astype(float), sk.read(3).astype(float)
-        aoa = sk.read(4).astype(float)
-        if sk.nodata is not None:
-            sink[sink == sk.nodata] = np.nan
-        from sinks.mapping.change import read_map_info
+        from rasterio.windows import Window
+
+        from sinks.mapping.change import SINK_BANDS, read_bands, read_map_info
         from sinks.stats import sd_from_interval
 
-        sink_sd = sd_from_interval(sink, lower, upper, read_map_info(sink_path).level("lower"))
-        start = c1.read(1).astype(float)
-        if c1.nodata is not None:
-            start[start == c1.nodata] = np.nan
+        info, start_info = read_map_info(sink_path), read_map_info(carbon1_path)
+        info.require(SINK_BANDS)
+        start_info.require(["carbon"])
+        whole = Window(0, 0, sk.width, sk.height)
+        sink, lower, upper, aoa = read_bands(sk, [info.bands[b] for b in SINK_BANDS], whole, sk.nodata,
+                                             sink_max=info.sink_max(), interval=(0, 1, 2), aoa=3)
+        sink_sd = sd_from_interval(sink, lower, upper, info.level("lower"))
+        start = read_bands(c1, [start_info.bands["carbon"]], whole, c1.nodata, stock=0,
+                           stock_max=start_info.stock_max())[0]
         cov = cv.read().astype(float)
         if cv.nodata is not None:
             cov[cov == cv.nodata] = np.nan

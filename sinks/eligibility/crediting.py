@@ -546,6 +546,12 @@ def _methodology(methodology, params, layer_values, terms, *, controls: bool):
     return ruleset, cterms
 
 
+def _listed(parcels_dates: list, limit: int = 5) -> str:
+    """'p1 (2020-03-01), p2 (…) and 3 more': the parcels an error names, with their start dates."""
+    shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in parcels_dates[:limit])
+    return shown + (f" and {len(parcels_dates) - limit} more" if len(parcels_dates) > limit else "")
+
+
 def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_date_column: str, source: str, *,
                      ex_ante: bool = False):
     """Parcels checked (ids, polygons) with each one's start date, refused when a start lies after
@@ -568,7 +574,7 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
     starts = [d if d is not None else default_start for d in own]
     late = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y2]
     if late:
-        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        shown = _listed(late)
         if ex_ante:
             raise InputError(f"{source}: start date after the end {y2:g} of the ex-ante period for parcel(s) {shown}: "
                              f"nothing to credit; give --years covering the start (now {y1:g} {y2:g})")
@@ -579,8 +585,7 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
     # credited the whole 2020-2025 change)
     early = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and d.year > y1]
     if early:
-        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in early[:5]) + (
-            f" and {len(early) - 5} more" if len(early) > 5 else "")
+        shown = _listed(early)
         first = "the period's first year" if ex_ante else "the first map's epoch"
         fix = "start the period in the start's year or later" if ex_ante else "give a first map of the start's year or later"
         raise InputError(f"{source}: start date after {first} {y1:g} for parcel(s) {shown}: the change from {y1:g} "
@@ -590,7 +595,7 @@ def _checked_parcels(parcels, ruleset, y1: float, y2: float, start_date, start_d
                          f"{period['max_years']}-year crediting period of {ruleset.id}")
     long = [(str(ids.iloc[i]), d) for i, d in enumerate(starts) if d is not None and y2 - d.year > period["max_years"]]
     if long:
-        shown = ", ".join(f"{pid} ({d.isoformat()})" for pid, d in long[:5])
+        shown = _listed(long)
         raise InputError(f"{source}: the {'year' if ex_ante else 'epoch'} {y2:g} lies beyond the {period['max_years']}-year crediting period of "
                          f"{ruleset.id} for parcel(s) {shown}")
     return parcels, ids, starts

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from sinks.eligibility.checks import CHECKS, LAYER_BANDS, LayerPixels, ParcelContext, RuleResult, required_years
 from sinks.eligibility.rules import LayerEncoding, RuleSet, _fmt
 from sinks.errors import InputError
-from sinks.io import format_rows, sha256_file
+from sinks.io import check_ids, format_rows, sha256_file
 from sinks.mapping.zonal import EqualArea
 from sinks.pixels import coverage_fractions, pixel_window
 from sinks.validate import did_you_mean
@@ -76,12 +76,7 @@ def check_parcels(parcels, *, start_date_column: str = "start_date") -> None:
     if len(parcels) == 0:
         raise InputError("parcels: the table has no rows")
     ids = parcels["parcel_id"]
-    bad = np.flatnonzero(ids.isna().to_numpy())
-    if bad.size:
-        raise InputError(f"parcels: parcel_id missing in row(s) {format_rows(bad)}")
-    dup = np.flatnonzero(ids.duplicated(keep=False).to_numpy())
-    if dup.size:
-        raise InputError(f"parcels: duplicate parcel_id in row(s) {format_rows(dup)}")
+    check_ids(ids, "parcels", "parcel_id")
     geom = parcels.geometry
     bad = np.flatnonzero((geom.isna() | ~geom.geom_type.isin(["Polygon", "MultiPolygon"])).to_numpy())
     if bad.size:

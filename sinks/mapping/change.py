@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sinks.errors import ImplausibleValueError, InputError, ModelMismatchError
-from sinks.stats import normal_quantile
+from sinks.stats import half_width, normal_quantile
 
 #: Molecular weight ratio CO2 / C (44.01 / 12.011 rounded as IPCC 2006 uses it: 44/12).
 CO2_PER_C = 44.0 / 12.0
@@ -307,8 +307,8 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
             cog_writer(out, crs=info1.crs, transform=info1.transform, width=info1.width, height=info1.height,
                        band_names=SINK_BANDS, blocksize=block, tags=tags, band_tags=band_tags) as dst:
         for window in tqdm(windows, desc="change", unit="tile", disable=not progress):
-            a = read_bands(ds1, idx1, window, info1.nodata, stock=0, stock_max=limit1)
-            b = read_bands(ds2, idx2, window, info2.nodata, stock=0, stock_max=limit2)
+            a = read_bands(ds1, idx1, window, info1.nodata, stock=0, stock_max=limit1, interval=(0, 1, 2), aoa=3)
+            b = read_bands(ds2, idx2, window, info2.nodata, stock=0, stock_max=limit2, interval=(0, 1, 2), aoa=3)
             data = change_window(a, b, z1=z1, z2=z2, z_out=z_out, rho=rho, factor=factor)
             valid = np.isfinite(data[0])
             counts["valid"] += int(valid.sum())
@@ -322,14 +322,17 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
 
 
 def read_bands(ds, indexes, window, nodata, *, stock: int | None = None,
-               stock_max: tuple[float, str] | None = None, sink_max: tuple[float, str] | None = None) -> np.ndarray:
+               stock_max: tuple[float, str] | None = None, sink_max: tuple[float, str] | None = None,
+               interval: tuple[int, int, int] | None = None, aoa: int | None = None) -> np.ndarray:
     """Bands ``indexes`` of an open map over ``window``, float64, NaN where nodata (compared in the
     band's own type), scaled by the bands' scale and offset (value = raw x scale + offset: a map
     stored as integers). ``stock``: the position (in ``indexes``) of a carbon stock band, refused
     where negative: a stock cannot be, and -9999 or -3.4e38 there is a nodata value the file does
     not declare; and above ``stock_max`` (:meth:`MapInfo.stock_max`: a map in kg/ha or t CO2e/ha,
     or edited). ``sink_max``: the largest annual sink or emission (t CO2e/ha/yr) the first band may
-    hold, its sign either way."""
+    hold, its sign either way. ``interval``: the positions of a (value, lower, upper) triple, refused
+    where the interval does not hold its value or has no width (:func:`check_interval_bands`).
+    ``aoa``: the position of an area-of-applicability band, refused where it is not 0 or 1."""
     from sinks.cog import band_scales, nodata_in_dtype, read_window, undeclared_nodata
 
     raw = read_window(ds, indexes, window)
@@ -369,7 +372,41 @@ def read_bands(ds, indexes, window, nodata, *, stock: int | None = None,
                     f"{ds.name}: {int(above.sum())} pixel(s) of its carbon stock band are above {limit:,.0f} Mg C/ha "
                     f"(up to {data[stock][above].max():,.6g}) in rows {window.row_off}-"
                     f"{window.row_off + window.height}, {why}; is the map in another unit (kg/ha, t CO2e/ha)?")
+    if interval is not None:
+        check_interval_bands(ds.name, window, *(data[j] for j in interval))
+    if aoa is not None:
+        flag = data[aoa]
+        odd = np.isfinite(flag) & (flag != 0) & (flag != 1)
+        if odd.any():
+            raise InputError(
+                f"{ds.name}: {int(odd.sum())} pixel(s) of its aoa band are neither 0 nor 1 (e.g. {flag[odd][0]:g}) "
+                f"in rows {window.row_off}-{window.row_off + window.height}; the aoa band is a flag (1 inside the "
+                "area of applicability, 0 outside): is another band (di?) labelled aoa?")
     return data
+
+
+def check_interval_bands(name: str, window, value: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+    """Refuse pixels where ``lower <= value <= upper`` does not hold or ``upper == lower``.
+
+    The per-pixel sd is read from the interval's larger half-width (:func:`sinks.stats.half_width`); with the
+    bands swapped or mislabelled (lower above the value, upper below it) that half-width would be
+    negative and count as no uncertainty at all, and a zero-width interval says the stock is known
+    exactly, which no mapped estimate is: either would pass an overstated lower bound to crediting.
+    A tolerance of 1e-6 of the value allows for rounding in another tool's arithmetic."""
+    with np.errstate(invalid="ignore"):
+        slack = 1e-6 * np.maximum(np.abs(value), 1.0)
+        where = f"in rows {window.row_off}-{window.row_off + window.height}"
+        for bad, what in ((lower > value + slack, "its lower band is above its value band"),
+                          (upper < value - slack, "its upper band is below its value band"),
+                          (upper - lower <= 0, "its interval has no width (upper = lower)")):
+            if bad.any():
+                row, col = (int(i[0]) for i in np.nonzero(bad))
+                raise InputError(
+                    f"{name}: {what} at {int(bad.sum())} pixel(s) {where} (first at row "
+                    f"{window.row_off + row}, column {window.col_off + col}: value {value[row, col]:g}, lower "
+                    f"{lower[row, col]:g}, upper {upper[row, col]:g}); the interval gives the map's uncertainty "
+                    "and would be read as none or less than it is. Are the bands swapped or mislabelled? Pixels "
+                    "with no estimate should be nodata")
 
 
 def change_window(a: np.ndarray, b: np.ndarray, *, z1: float, z2: float, z_out: float, rho: float,
@@ -379,8 +416,8 @@ def change_window(a: np.ndarray, b: np.ndarray, *, z1: float, z2: float, z_out: 
     c1, l1, u1, aoa1 = a
     c2, l2, u2, aoa2 = b
     with np.errstate(invalid="ignore"):
-        s1 = np.maximum(np.maximum(u1 - c1, c1 - l1), 0) / z1
-        s2 = np.maximum(np.maximum(u2 - c2, c2 - l2), 0) / z2
+        s1 = half_width(c1, l1, u1) / z1
+        s2 = half_width(c2, l2, u2) / z2
         var = np.maximum(s1 ** 2 + s2 ** 2 - 2 * rho * s1 * s2, 0)
         sink = (c2 - c1) * factor
         sd = np.sqrt(var) * factor

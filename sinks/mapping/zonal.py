@@ -59,7 +59,7 @@ import pandas as pd
 from sinks.errors import InputError
 from sinks.mapping.change import CO2_PER_C, SINK_UNITS, MapInfo, check_stock_units, read_bands, read_map_info
 from sinks.pixels import check_north_up, coverage_fractions, pixel_window
-from sinks.stats import normal_quantile
+from sinks.stats import half_width, normal_quantile
 
 #: Polygons with at most this many pixels get the exact pairwise variance.
 EXACT_LIMIT = 10_000
@@ -328,7 +328,7 @@ def check_polygons(frame, *, id_column: str | None = None, source: str = "polygo
     import geopandas as gpd
     import shapely
 
-    from sinks.io import format_rows
+    from sinks.io import check_ids
 
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry is None:
         raise InputError(f"{source}: has no polygon geometry (use a GeoPackage, Shapefile or GeoParquet)")
@@ -348,12 +348,7 @@ def check_polygons(frame, *, id_column: str | None = None, source: str = "polygo
         name = "polygon"
     else:
         ids = frame[name].reset_index(drop=True)
-        missing = np.flatnonzero(ids.isna().to_numpy())
-        if missing.size:
-            raise InputError(f"{source}: row(s) {format_rows(missing)} have no {name}")
-        dup = ids[ids.duplicated()].unique()
-        if len(dup):
-            raise InputError(f"{source}: {name} repeated: {', '.join(map(str, dup[:10]))}; each polygon needs its own id")
+        check_ids(ids, source, name)
     geoms = frame.geometry.to_numpy()
     problems = []
     for i, geom in enumerate(geoms):
@@ -515,8 +510,11 @@ def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, ki
             lr, lc = np.nonzero(hit)
             grow, gcol = lr + sub[0], lc + sub[1]
             cover = ea.cover_ha(grow, gcol, frac[hit], cx[hit], cy[hit])
+            names = list(indexes)
             data = read_bands(ds, list(indexes.values()), Window(sub[1], sub[0], sub[3], sub[2]), nodata,
-                              stock=0 if kind == "stock" else None, stock_max=stock_max, sink_max=sink_max)
+                              stock=0 if kind == "stock" else None, stock_max=stock_max, sink_max=sink_max,
+                              interval=(0, names.index("lower"), names.index("upper")),
+                              aoa=names.index("aoa") if "aoa" in indexes else None)
             vals = {name: data[j][hit] for j, name in enumerate(indexes)}
             value, lower, upper = vals[band], vals["lower"], vals["upper"]
             valid = np.isfinite(value) & np.isfinite(lower) & np.isfinite(upper)
@@ -533,7 +531,7 @@ def _polygon_totals(ds, info, ea: EqualArea, geom, raster_box, indexes, band, ki
                 known = np.isfinite(aoa)
                 acc["aoa_known"] += float(cv[known].sum())
                 acc["out_aoa"] += float(cv[known & (aoa != 1)].sum())
-            sd = np.maximum(np.maximum(upper[valid] - value[valid], value[valid] - lower[valid]), 0)
+            sd = half_width(value[valid], lower[valid], upper[valid])
             a = cv * sd  # per-pixel sd in the total's units, before dividing by z
             acc["sum_a"] += float(a.sum())
             acc["sum_a2"] += float(np.sum(a ** 2))
