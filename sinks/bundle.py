@@ -192,8 +192,15 @@ class Bundle:
                 raise ModelMismatchError(f"bundle {self.bundle_id}: the table lacks feature column(s) "
                                          f"{', '.join(missing)} (its features: {', '.join(names)})")
             X = X[names]
+            text = [n for n in names if X[n].dtype.kind not in "biuf"]
+            if text:
+                raise ModelMismatchError(f"bundle {self.bundle_id}: feature column(s) {', '.join(text)} hold "
+                                         "text, not numbers (read with a decimal comma, or a unit in the cell?)")
         with np.errstate(over="ignore"):
-            X = np.asarray(X, dtype=np.float32)
+            try:
+                X = np.asarray(X, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise ModelMismatchError(f"bundle {self.bundle_id}: rows are not numbers ({exc})") from None
         if X.ndim != 2 or X.shape[1] != len(names):
             got = f"an array with {X.shape[1]} columns" if X.ndim == 2 else f"a {X.ndim}-D array"
             raise ModelMismatchError(f"bundle {self.bundle_id} expects rows of {len(names)} features "

@@ -8,6 +8,7 @@ folder and renamed only when complete, so a failure never leaves a half-written 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
 import hashlib
 import os
@@ -249,11 +250,35 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def _within_degrees(frame) -> bool:
+    """Whether a frame's coordinates can be longitudes and latitudes (x in [-180, 360], y in [-90, 90])."""
+    x0, y0, x1, y1 = frame.total_bounds
+    finite = np.isfinite([x0, y0, x1, y1]).all()
+    return not finite or (-180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90)
+
+
+def _projected_in_degrees(frame, crs: str | None, source: str):
+    """A file whose coordinates cannot be degrees but whose CRS is geographic: a GeoJSON without a
+    ``crs`` member is read as WGS84 (RFC 7946 §4) whatever its numbers. Taken in ``crs`` when the
+    user gives a projected one, else refused: reprojected as degrees it would land nowhere."""
+    from pyproj import CRS
+
+    x0, y0, x1, y1 = frame.total_bounds
+    if crs is not None and not CRS.from_user_input(crs).is_geographic:
+        return frame.set_crs(crs, allow_override=True)
+    raise InputError(f"{source}: its coordinates (x {x0:,.0f} to {x1:,.0f}, y {y0:,.0f} to {y1:,.0f}) are not "
+                     f"longitudes and latitudes, but its CRS is {frame.crs.to_string()} (a GeoJSON file without a "
+                     "'crs' member is read as WGS84, RFC 7946); are they projected? Give their CRS with --crs "
+                     "(e.g. EPSG:32648) or set it in the file (ogr2ogr -a_srs EPSG:32648 OUT IN)")
+
+
 def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str = "table"):
     """Return ``frame`` as a GeoDataFrame with a CRS, from its geometry or its ``x``/``y``."""
     import geopandas as gpd
 
     if isinstance(frame, gpd.GeoDataFrame) and frame.geometry is not None:
+        if frame.crs is not None and frame.crs.is_geographic and not _within_degrees(frame):
+            frame = _projected_in_degrees(frame, crs, source)
         if frame.crs is None:
             if crs is None:
                 raise InputError(f"{source}: geometry has no CRS; pass --crs (e.g. EPSG:4326)")
@@ -325,6 +350,22 @@ def check_ids(ids: pd.Series, source: str, name: str) -> None:
         shown = " and ".join(f"{ids.iloc[i]!r} (row {i + 1})" for i in rows)
         raise InputError(f"{source}: {name}s {shown} differ only in case or surrounding spaces; a registry that "
                          f"trims or folds ids would take them for one. Rename one ({near.size} row(s) are affected)")
+
+
+def generated_time() -> str:
+    """When a report is made, UTC to the second; ``SOURCE_DATE_EPOCH`` (seconds since 1970, the
+    reproducible-builds.org convention) when set, so that a rerun with the same inputs writes the same
+    bytes (a registry comparing a resubmitted report)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        try:
+            when = datetime.datetime.fromtimestamp(int(epoch.strip()), datetime.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since "
+                             "1970-01-01 UTC (unset it, or set e.g. SOURCE_DATE_EPOCH=$(date +%s))") from None
+    return when.isoformat(timespec="seconds")
 
 
 #: What each kind of output may be called: file kinds by extension; folder kinds by the file that

@@ -252,6 +252,24 @@ def test_zonal_swapped_interval(ws, capsys):
                    watch=ws / "out")
 
 
+def test_zonal_geojson_of_projected_coordinates_without_crs(ws, capsys):
+    """GeoJSON without a 'crs' member reads as WGS84: projected numbers then land nowhere."""
+    import json
+
+    utm = gpd.GeoSeries([BOX], crs=4326).to_crs(32647)
+    feature = {"type": "Feature", "properties": {"parcel_id": "p1"}, "geometry": shapely.geometry.mapping(utm[0])}
+    path = ws / "utm.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    assert_refused(_zonal(ws, polys=path), capsys, keywords=["utm.geojson", "not longitudes and latitudes",
+                                                             "--crs", "RFC 7946"], watch=ws / "out")
+    assert main([str(a) for a in _zonal(ws, "--crs", "EPSG:32647", polys=path)]) == 0, capsys.readouterr().err
+    assert main([str(a) for a in _zonal(ws, "--overwrite", out=ws / "out" / "ref.csv")]) == 0
+    import pandas as pd
+
+    got, ref = (pd.read_csv(ws / "out" / name) for name in ("z.csv", "ref.csv"))
+    assert got["total_t_c"].iloc[0] == pytest.approx(ref["total_t_c"].iloc[0], rel=1e-6)
+
+
 def test_zonal_output_exists(ws, capsys):
     (ws / "out" / "z.csv").write_text("old")
     assert_refused(_zonal(ws), capsys, keywords=["exists", "--overwrite"], watch=ws / "out")

@@ -313,6 +313,22 @@ def argv(world, *extra, parcels=None, maps=None, methodology="ccer-14-001"):
             "--layer", f"wetland={world['layers']['wetland']}", "--out", root / "out" / "r.json", "--quiet", *extra]
 
 
+def test_a_rerun_writes_the_same_bytes_with_source_date_epoch(world, capsys, monkeypatch):
+    """A registry comparing a resubmitted report: the same inputs give the same file."""
+    out = world["root"] / "out" / "again.json"
+    args = [str(a) for a in argv(world)]
+    args[args.index("--out") + 1] = str(out)
+    args.append("--overwrite")  # the options as given are in the report: the same both times
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    assert main(args) == 0, capsys.readouterr().err
+    first = out.read_bytes()
+    assert main(args) == 0, capsys.readouterr().err
+    assert out.read_bytes() == first
+    assert b'"generated": "2026-01-01T00:00:00+00:00"' in first
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert_refused(args, capsys, keywords=["SOURCE_DATE_EPOCH", "yesterday"], watch=out.parent)
+
+
 def test_cli_writes_both_and_lists_methodologies(world, capsys):
     root = world["root"]
     out, gpkg = root / "out" / "cli.json", root / "out" / "cli.gpkg"

@@ -275,6 +275,11 @@ def test_feature_order_does_not_matter_and_mismatches_are_refused(bundle_folder)
         evaluate(bundle_folder, other)
     with pytest.raises(InputError, match="none of its"):
         evaluate(bundle_folder, table.assign(carbon_mg_ha=np.nan))
+    from sinks.bundle import load_bundle
+
+    bundle = load_bundle(bundle_folder)
+    with pytest.raises(ModelMismatchError, match=f"{FEATURES[1]} hold text"):  # Bundle.predict from Python
+        bundle.predict(table.assign(**{FEATURES[1]: table[FEATURES[1]].map(lambda v: f"{v:.3f}".replace(".", ","))}))
 
 
 # ---- the command ----------------------------------------------------------------------------------

@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
         outputs = output_paths(args)
         check_cli_outputs(args)
+        if "SOURCE_DATE_EPOCH" in os.environ:  # a report's time stamp (sinks.io.generated_time), checked first
+            from sinks.io import generated_time
+
+            generated_time()
         if not debug:  # libtiff's own printing off where sinks writes rasters (sinks.cog.quiet_libtiff)
             os.environ[QUIET_LIBTIFF_ENV] = "1"
             if "sinks.cog" in sys.modules:  # imported already (the Python API before this command)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from sinks.eligibility.checks import CHECKS, LAYER_BANDS, LayerPixels, ParcelContext, RuleResult, required_years
 from sinks.eligibility.rules import LayerEncoding, RuleSet, _fmt
 from sinks.errors import InputError
-from sinks.io import check_ids, format_rows, sha256_file
+from sinks.io import check_ids, format_rows, generated_time, sha256_file
 from sinks.mapping.zonal import EqualArea
 from sinks.pixels import coverage_fractions, pixel_window
 from sinks.validate import did_you_mean
@@ -54,7 +54,7 @@ class EligibilityReport:
     layers: dict[str, dict]
     parcels: list[ParcelResult]
     crs: str
-    generated: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    generated: str = field(default_factory=lambda: generated_time())
     crediting: dict | None = None  # the crediting block, filled by sinks.eligibility.crediting.credit
     inputs: dict | None = None  # input files with sha256 and the command's options (the sinks command's)
 
