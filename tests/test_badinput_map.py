@@ -97,6 +97,20 @@ def _stack_without_nodata(ws) -> list:
     return ["map", ws["bundle"], "--stack", stack, "--out", ws["out"] / "carbon.tif", "--quiet"]
 
 
+def _stack_filled_with_zeros(ws) -> list:
+    """The demo's covariate stack with its nodata pixels filled with 0 and no nodata declared (a
+    reflectance product's usual fill): mapped as a place, they added carbon outside the data."""
+    stack = ws["tmp"] / "stack0.tif"
+    assert main(["stack", str(ws["spec"]), "--out", str(stack), "--quiet"]) == 0
+    with rasterio.open(stack, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        data = ds.read()
+        data[:, (data == ds.nodata).any(axis=0)] = 0
+        data[:, :4, :6] = 0
+        ds.write(data)
+        ds.nodata = None
+    return ["map", ws["bundle"], "--stack", stack, "--out", ws["out"] / "carbon.tif", "--quiet"]
+
+
 # case: (function of (ws, monkeypatch) giving argv, key words)
 CASES = {
     "block 7": (lambda ws, mp: _argv(ws, None, None, None, "--block", "7"), ["--block", "multiple of 16", "'7'"]),
@@ -147,6 +161,9 @@ CASES = {
                        ["no valid pixel", "nodata"]),
     "stack that lost its nodata": (lambda ws, mp: _stack_without_nodata(ws),
                                    ["stack.tif", "-9999", "a common nodata value", "declares no nodata", "gdal_edit.py -a_nodata"]),
+    "stack filled with 0 and no nodata": (lambda ws, mp: _stack_filled_with_zeros(ws),
+                                          ["stack0.tif", "hold 0 in every one", "row 0, column 0",
+                                           "gdal_edit.py -a_nodata 0"]),
     "bundle folder is not a bundle": (lambda ws, mp: _argv(ws, ws["out"]), ["not a model bundle"]),
     "a folder that is not a bundle, and no spec": (lambda ws, mp: ["map", ws["data"], "--out", ws["out"] / "c.tif"],
                                                   ["not a model bundle", "takes BUNDLE, then the feature SPEC"]),

@@ -185,8 +185,13 @@ CASES = {
         bulk_density_g_cm3=lambda f: f["bulk_density_g_cm3"] * 1000))), ["bulk_density_g_cm3", "kg/m³"]),
     "soil-rename-percent": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().rename(
         columns={"soc_g_kg": "SOC_pct"})), None, "--rename", "SOC_pct=soc_g_kg"), ["rename", "%"]),
+    # pure organic matter at quartz's density: above the stock bound too, refused first as off the mixing curve
     "soil-stock-above-bound": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
-        soc_g_kg=590.0, bulk_density_g_cm3=2.6))), ["carbon_mg_ha", "maximum"]),
+        soc_g_kg=590.0, bulk_density_g_cm3=2.6))), ["soc_g_kg", "denser than 0.8", "organic-rich material is light"]),
+    "soil-soc-x10": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
+        soc_g_kg=lambda f: f["soc_g_kg"] * 10))), ["h.csv", "soc_g_kg", "denser than 0.8", "10 x too high"]),
+    "soil-one-horizon-soc-x10": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
+        soc_g_kg=lambda f: f["soc_g_kg"].where(f.index != 5, 346.0)))), ["row(s) 6", "346", "wrong bulk density"]),
     "soil-lambda-negative": (lambda d: soil_args(d, None, None, "--lambda", "-1"), ["--lambda"]),
     "soil-lambda-text": (lambda d: soil_args(d, None, None, "--lambda", "smooth"), ["--lambda"]),
     "soil-bad-crs": (lambda d: soil_args(d, None, None, "--crs", "EPSG:99999"), ["--crs"]),

@@ -201,8 +201,11 @@ def test_soil_unit_slips():
     soil.soil_stocks(_horizons(depth_scale=10), allow_implausible=True)  # a deep core, said to be real
     with pytest.raises(ImplausibleValueError, match="kg/m³"):
         soil.soil_stocks(_horizons().assign(bulk_density_g_cm3=1300.0))
-    with pytest.raises(ImplausibleValueError, match="maximum"):
+    # pure organic matter at quartz's density: off the mixing curve, and above the stock bound when let through
+    with pytest.raises(ImplausibleValueError, match="denser than 0.8 g/cm3 hold more than 0.1 carbon"):
         soil.soil_stocks(_horizons().assign(soc_g_kg=590.0, bulk_density_g_cm3=2.6))
+    with pytest.raises(ImplausibleValueError, match="maximum"):
+        plausibility.check_stocks([590 * 2.6 * 10 * 30], "soil", depth_cm=30)
 
 
 def test_soil_coarse_fragments_as_fraction():

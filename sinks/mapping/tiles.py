@@ -24,6 +24,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from sinks.cog import band_scales, nodata_in_dtype, read_window, undeclared_nodata
+from sinks.constants import ALL_ZERO_MIN_BANDS
 from sinks.errors import InputError, ModelMismatchError
 from sinks.pixels import describe_grid
 
@@ -185,6 +186,15 @@ class StackReader:
                     f"(gdal_edit.py -a_nodata {value:g} {self.ds.name}) and map again")
         if masks is not None:
             data[masks == 0] = np.nan
+        if len(self.indexes) >= ALL_ZERO_MIN_BANDS:
+            zero = (raw == 0).all(axis=0) & np.isfinite(data).all(axis=0)
+            if zero.any():
+                row, col = (int(i[0]) for i in np.nonzero(zero))
+                raise InputError(
+                    f"{self.ds.name}: {int(zero.sum())} pixel(s) of a window hold 0 in every one of the "
+                    f"{len(self.indexes)} feature bands (first at row {window.row_off + row}, column "
+                    f"{window.col_off + col}), which is a fill value where there is no data, not a place; "
+                    f"declare it (gdal_edit.py -a_nodata 0 {self.ds.name}) or mask those pixels, and map again")
         return data
 
     def close(self) -> None:

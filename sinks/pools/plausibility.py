@@ -159,18 +159,20 @@ def _fail(source, column: str, rows, values, problem: str, slip: str, *, hint: s
     raise ImplausibleValueError(message)
 
 
-#: Column-name hints of a unit other than the standard one, per standard column.
+#: Column-name hints of a unit or quantity other than the standard one, per standard column:
+#: (pattern of the old name, likely slip) pairs.
 _NAME_SLIPS = {
-    "dbh_cm": (r"mm\b|_mm|毫米", "dbh in mm (rename to dbh_mm, which sinks converts)"),
-    "height_m": (r"cm\b|_cm|dm\b|_dm|厘米|分米", "heights in cm or dm (convert to m)"),
-    "area_ha": (r"m2|m²|sqm|sq_m|平方米|mu\b|_mu|亩", "plot area in m² or 亩 (mu) (convert to ha: m² / 10,000; mu / 15)"),
-    "soc_g_kg": (r"pct|percent|perc\b|%|百分", "SOC in % (g/kg = % x 10)"),
-    "top_cm": (r"_m\b|\bm$|(?<![厘毫分])米$", "depths in m (cm = m x 100)"),
-    "bottom_cm": (r"_m\b|\bm$|(?<![厘毫分])米$", "depths in m (cm = m x 100)"),
-    "fraction_carbon": (r"pct|percent|%", "fraction_carbon in % (fraction = % / 100)"),
-    "fraction_organic_matter": (r"pct|percent|%|loi", "fraction_organic_matter in % (fraction = % / 100)"),
-    "bulk_density_g_cm3": (r"kg|t_m3|mg_m3", "bulk density in kg/m³ (g/cm3 = kg/m³ / 1000)"),
-    "dry_bulk_density_g_cm3": (r"kg", "dry bulk density in kg/m³ (g/cm3 = kg/m³ / 1000)"),
+    "dbh_cm": [(r"mm\b|_mm|毫米", "dbh in mm (rename to dbh_mm, which sinks converts)"),
+               (r"gbh|girth|circ|cbh|perim|胸围|周长", "girth (circumference) for diameter: dbh = girth / π")],
+    "height_m": [(r"cm\b|_cm|dm\b|_dm|厘米|分米", "heights in cm or dm (convert to m)")],
+    "area_ha": [(r"m2|m²|sqm|sq_m|平方米|mu\b|_mu|亩", "plot area in m² or 亩 (mu) (convert to ha: m² / 10,000; mu / 15)")],
+    "soc_g_kg": [(r"pct|percent|perc\b|%|百分", "SOC in % (g/kg = % x 10)")],
+    "top_cm": [(r"_m\b|\bm$|(?<![厘毫分])米$", "depths in m (cm = m x 100)")],
+    "bottom_cm": [(r"_m\b|\bm$|(?<![厘毫分])米$", "depths in m (cm = m x 100)")],
+    "fraction_carbon": [(r"pct|percent|%", "fraction_carbon in % (fraction = % / 100)")],
+    "fraction_organic_matter": [(r"pct|percent|%|loi", "fraction_organic_matter in % (fraction = % / 100)")],
+    "bulk_density_g_cm3": [(r"kg|t_m3|mg_m3", "bulk density in kg/m³ (g/cm3 = kg/m³ / 1000)")],
+    "dry_bulk_density_g_cm3": [(r"kg", "dry bulk density in kg/m³ (g/cm3 = kg/m³ / 1000)")],
 }
 
 
@@ -178,11 +180,11 @@ def check_rename_units(mapping: Mapping[str, str], source: str = "--rename") -> 
     """Refuse ``--rename OLD=NEW`` that gives a unit-bearing name to a column of another unit
     (``SOC_pct=soc_g_kg``, ``DBH_mm=dbh_cm``, ``area_m2=area_ha``, ``depth_m=bottom_cm``)."""
     for old, new in mapping.items():
-        rule = _NAME_SLIPS.get(new)
-        if rule and re.search(rule[0], str(old).lower()):
-            raise ImplausibleValueError(
-                f"{source}: --rename {old}={new}: the name {old!r} says another unit than {new}; likely {rule[1]}. "
-                f"Convert the values (or rename the column so its name states the unit it really has)")
+        for pattern, slip in _NAME_SLIPS.get(new, ()):
+            if re.search(pattern, str(old).lower()):
+                raise ImplausibleValueError(
+                    f"{source}: --rename {old}={new}: the name {old!r} says another unit or quantity than {new}; "
+                    f"likely {slip}. Convert the values (or rename the column so its name states what it really holds)")
 
 
 # ---- forest ---------------------------------------------------------------------------------------
@@ -372,6 +374,13 @@ def check_soil_units(horizons: pd.DataFrame, source: str = "horizons", *, allow_
         return
     _check_mm_depths(horizons, source, "soil", table)
     _check_fraction_coarse_fragments(horizons, source, table)
+    if {"soc_g_kg", "bulk_density_g_cm3"} <= set(horizons.columns):
+        soc = _numeric(horizons, "soc_g_kg")
+        if not (soc > bound("soc_g_kg", "soil", table)["maximum"]).any():  # refused per row, as such
+            _check_carbon_at_mineral_density(source, "soc_g_kg", soc, soc / 1000,
+                                             _numeric(horizons, "bulk_density_g_cm3"), "soil", table,
+                                             rows_are="horizon(s)", slip="SOC 10 x too high (a unit slip)",
+                                             hint="SOC in g/kg = % x 10")
     if "soc_g_kg" not in horizons.columns or "profile_id" not in horizons.columns:
         return
     soc = _numeric(horizons, "soc_g_kg")
@@ -440,21 +449,37 @@ def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, a
             _fail(source, column, over, values[over], f"{over.size} of {int(given.sum())} fractions are above 1",
                   f"{column} in %", hint="divide % by 100", overridable=False)
     if {"fraction_carbon", "dry_bulk_density_g_cm3"} <= set(intervals.columns) and not allow_implausible:
-        # carbon contents of 0.1-1 % of a mineral sediment read as fractions: as much carbon as organic
-        # sediment at a mineral sediment's density, which no sediment has (plausible_ranges.csv)
-        fc, dbd = _numeric(intervals, "fraction_carbon"), _numeric(intervals, "dry_bulk_density_g_cm3")
-        fc_limit = bound("fraction_carbon_at_mineral_density", "wetland", table)["maximum"]
-        dbd_limit = bound("dry_bulk_density_mineral", "wetland", table)["minimum"]
-        dense = np.isfinite(fc) & (dbd > dbd_limit)
-        odd = np.flatnonzero(dense & (fc > fc_limit) & (fc <= 1))
-        # a table-level signal: percent shifts every interval, so most dense ones read high (one such
-        # interval among many is a sample of its own, a peat-mineral transition, not a unit)
-        if odd.size and odd.size >= 0.5 * dense.sum() and not (fc > 1).any():
-            _fail(source, "fraction_carbon", odd, fc[odd],
-                  f"{odd.size} of the {int(dense.sum())} interval(s) denser than {dbd_limit:g} g/cm3 hold more than "
-                  f"{fc_limit:g} carbon, as no mineral sediment does (organic-rich sediment is light)",
-                  "fraction_carbon in %",
-                  hint="divide % by 100")
+        fc = _numeric(intervals, "fraction_carbon")
+        if not (fc > 1).any():  # fractions above 1 are refused per row, as such
+            _check_carbon_at_mineral_density(source, "fraction_carbon", fc, fc, _numeric(intervals, "dry_bulk_density_g_cm3"),
+                                             "wetland", table, rows_are="interval(s)", slip="fraction_carbon in %",
+                                             hint="divide % by 100")
+
+
+def _check_carbon_at_mineral_density(source: str, column: str, values: np.ndarray, carbon: np.ndarray,
+                                     density: np.ndarray, pool: str, table, *, rows_are: str, slip: str,
+                                     hint: str) -> None:
+    """Carbon of organic material at a mineral soil's or sediment's density, which none has: organic
+    matter is light (plausible_ranges.csv ``fraction_carbon_at_mineral_density``, the ideal mixing
+    model). ``carbon`` is the mass fraction of carbon of each row, ``values`` the column as given.
+    A table-level signal (a unit shifts every row, so most dense rows read high: one such row among
+    many may be a sample of its own, a peat-mineral transition), and a per-row one for a row far off
+    the mixing curve (``fraction_carbon_at_mineral_density_row``)."""
+    limit = bound("fraction_carbon_at_mineral_density", pool, table)["maximum"]
+    row_limit = bound("fraction_carbon_at_mineral_density_row", pool, table)["maximum"]
+    density_limit = bound("dry_bulk_density_mineral", pool, table)["minimum"]
+    dense = np.isfinite(carbon) & (density > density_limit)
+    odd = np.flatnonzero(dense & (carbon > limit))
+    far = np.flatnonzero(dense & (carbon > row_limit))
+    if odd.size and odd.size >= 0.5 * dense.sum():
+        _fail(source, column, odd, values[odd],
+              f"{odd.size} of the {int(dense.sum())} {rows_are} denser than {density_limit:g} g/cm3 hold more than "
+              f"{limit:g} carbon, as no mineral soil or sediment does (organic-rich material is light)", slip, hint=hint)
+    if far.size:
+        _fail(source, column, far, values[far],
+              f"carbon above {row_limit:g} of the mass, organic material, at a bulk density above "
+              f"{density_limit:g} g/cm3, which organic material never has", f"{slip}, or a wrong bulk density",
+              hint=hint)
 
 
 # ---- output stocks --------------------------------------------------------------------------------
