@@ -85,7 +85,8 @@ def read_table(
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = read_csv(path, encoding=encoding)
+            text = ID_COLUMNS | {old for old, new in (rename or {}).items() if new in ID_COLUMNS}
+            frame = read_csv(path, encoding=encoding, text_columns=text)
         elif suffix in (".parquet", ".geoparquet"):
             frame = _read_parquet(path)
         else:
@@ -128,8 +129,32 @@ def _refuse_several_layers(path: Path) -> None:
 CSV_ENCODINGS = ("utf-8-sig", "gb18030")
 
 
-def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.DataFrame:
-    """Read a CSV in ``encoding``, or in the first of :data:`CSV_ENCODINGS` that decodes it.
+#: Columns that hold ids: read from a CSV as text, never as numbers, so that plots '007' and '7',
+#: or '1.1' and '1.10', stay two plots (as numbers they were merged into one, their trees summed).
+ID_COLUMNS = frozenset({"plot_id", "tree_id", "profile_id", "core_id", "parcel_id", "site_id", "polygon_id"})
+
+
+def matching_ids(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Two id columns to be matched (a tree list's plot_id and a plot table's), both as text when
+    one holds numbers and the other text (a GeoPackage's integer 201 and a CSV's '201'); else as
+    they are. Whole-number floats (201.0, from an integer column with gaps) read '201'."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(a) == pd.api.types.is_numeric_dtype(b):
+        return a, b
+
+    def text(values: pd.Series) -> pd.Series:
+        if not pd.api.types.is_numeric_dtype(values):
+            return values
+        return values.map(lambda v: v if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
+
+    return text(a), text(b)
+
+
+def read_csv(path: str | os.PathLike, *, encoding: str | None = None,
+             text_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a CSV in ``encoding``, or in the first of :data:`CSV_ENCODINGS` that decodes it;
+    ``text_columns`` (names as in the header, spaces around them ignored) are read as text.
 
     A file whose header is one column holding ``;``, tab or ``|`` was split on the wrong delimiter:
     that is an :class:`InputError` listing what was found.
@@ -145,9 +170,11 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.Data
     import pandas as pd
 
     tried = [encoding] if encoding else list(CSV_ENCODINGS)
+    text_columns = set(text_columns)
     for i, name in enumerate(tried):
         try:
-            frame = pd.read_csv(path, encoding=name)
+            header = _header(path, name)
+            frame = pd.read_csv(path, encoding=name, dtype={h: str for h in header if h.strip() in text_columns})
             break
         except UnicodeDecodeError as exc:
             if i == len(tried) - 1:
@@ -166,15 +193,19 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None) -> pd.Data
     return frame
 
 
-def _refuse_repeated_header(path: Path, encoding: str) -> None:
-    """A column name given twice: pandas reads the second as NAME.1, and which one is meant cannot
-    be told (a feature table then 'lacks' a column it has)."""
+def _header(path: Path, encoding: str) -> list[str]:
+    """The names of a CSV's header row, as written."""
     import csv
 
     with open(path, encoding=encoding, newline="") as handle:
-        header = next(csv.reader(handle), [])
+        return next(csv.reader(handle), [])
+
+
+def _refuse_repeated_header(path: Path, encoding: str) -> None:
+    """A column name given twice: pandas reads the second as NAME.1, and which one is meant cannot
+    be told (a feature table then 'lacks' a column it has)."""
     seen, repeated = set(), []
-    for name in (h.strip() for h in header):
+    for name in (h.strip() for h in _header(path, encoding)):
         if name in seen and name and name not in repeated:
             repeated.append(name)
         seen.add(name)
@@ -257,6 +288,16 @@ def _within_degrees(frame) -> bool:
     return not finite or (-180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90)
 
 
+def _refuse_degrees_as_projected(x0: float, y0: float, x1: float, y1: float, crs: str, source: str) -> None:
+    """Coordinates that all fit longitude/latitude (|x| <= 180, |y| <= 90) under a projected CRS:
+    every point within 180 m of the projection's origin, which no survey is; as metres they land
+    thousands of km from the plots (113.5, 28.1 in UTM 49N is on the equator)."""
+    if np.isfinite([x0, y0, x1, y1]).all() and -180 <= x0 and x1 <= 180 and -90 <= y0 and y1 <= 90:
+        raise InputError(f"{source}: every coordinate (x {x0:g} to {x1:g}, y {y0:g} to {y1:g}) fits a longitude and "
+                         f"latitude, but the CRS is {crs}, a projected one in metres or feet; if they are degrees, "
+                         "give --crs EPSG:4326 (or set it in the file)")
+
+
 def _projected_in_degrees(frame, crs: str | None, source: str):
     """A file whose coordinates cannot be degrees but whose CRS is geographic: a GeoJSON without a
     ``crs`` member is read as WGS84 (RFC 7946 §4) whatever its numbers. Taken in ``crs`` when the
@@ -279,6 +320,8 @@ def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str 
     if isinstance(frame, gpd.GeoDataFrame) and frame.geometry is not None:
         if frame.crs is not None and frame.crs.is_geographic and not _within_degrees(frame):
             frame = _projected_in_degrees(frame, crs, source)
+        if len(frame) and frame.crs is not None and not frame.crs.is_geographic:
+            _refuse_degrees_as_projected(*frame.total_bounds, frame.crs.to_string(), source)
         if frame.crs is None:
             if crs is None:
                 raise InputError(f"{source}: geometry has no CRS; pass --crs (e.g. EPSG:4326)")
@@ -305,6 +348,8 @@ def to_geodataframe(frame: pd.DataFrame, *, crs: str | None = None, source: str 
                     f"{source}: row(s) {format_rows(off)} have x/y outside longitude/latitude range for "
                     f"{crs}; are they projected coordinates? (CRS mismatch: give their real --crs)"
                 )
+        else:
+            _refuse_degrees_as_projected(x.min(), y.min(), x.max(), y.max(), crs, source)
         return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(x, y), crs=crs)
     names = {str(c).lower(): str(c) for c in frame.columns}
     pairs = [("lon", "lat"), ("longitude", "latitude"), ("long", "lat"), ("easting", "northing"), ("x_coord", "y_coord")]

@@ -81,6 +81,14 @@ def _trees_with(folder, name: str, **changes) -> str:
     return _write(folder, name, frame)
 
 
+def _height_sample_case(d, *, height_scale=1.0, dbh_scale=1.0, extra=()) -> list:
+    """Trees without heights and a height sample of 30 trees in other units."""
+    _write(d, "t_noh.csv", _trees().drop(columns="height_m"))
+    sample = _trees().head(30)
+    _write(d, "hs.csv", sample.assign(height_m=sample["height_m"] * height_scale, dbh_cm=sample["dbh_cm"] * dbh_scale))
+    return forest_args(d, d / "t_noh.csv", None, None, "--height-sample", d / "hs.csv", *extra)
+
+
 GRANULE = "GEDI04_A_2020036151358_O06515_02_T00198_02_002_01_V002.h5"
 
 # each case: id -> (function of the data folder giving argv, keywords)
@@ -117,6 +125,11 @@ CASES = {
         lambda d: forest_args(d, None, _write(d, "p.csv", _plots().rename(columns={"x": "long", "y": "lat"})),
                               None, "--crs", "EPSG:32650"),
         ["p.csv", "--crs EPSG:32650", "no x and y", "long, lat", "--rename"]),
+    # degrees labelled as UTM: as metres the plots land on the equator, thousands of km away
+    "forest-plots-degrees-as-projected-crs": (
+        lambda d: forest_args(d, None, _write(d, "p.csv", _plots().assign(x=[113.5, 113.6, 113.7], y=28.1)),
+                              d / "out" / "o.gpkg", "--crs", "EPSG:32649"),
+        ["p.csv", "fits a longitude and latitude", "EPSG:32649", "--crs EPSG:4326"]),
     "forest-gpkg-without-locations": (
         lambda d: [*FOREST, d / "trees.csv", "--area-ha", "0.04", "--out", d / "out" / "o.gpkg", "--draws", "50"],
         ["o.gpkg", "GeoPackage needs the plots' locations", "--area-ha"]),
@@ -173,6 +186,19 @@ CASES = {
                                                           d / "out" / "plots_out.csv"), ["two outputs"]),
     "forest-out-folder-missing": (lambda d: forest_args(d, out=d / "out" / "missing" / "o.csv"), ["does not exist"]),
     "forest-out-unknown-extension": (lambda d: forest_args(d, out=d / "out" / "o.xlsx"), [".xlsx"]),
+    "forest-height-sample-in-dm": (lambda d: _height_sample_case(d, height_scale=10), ["hs.csv", "height_m", "in dm"]),
+    "forest-height-sample-dbh-in-mm": (lambda d: _height_sample_case(d, dbh_scale=10), ["hs.csv", "dbh_cm", "in mm"]),
+    # passed as real, a sample in dm still holds heights no tree has (it gave 392.7 Mg C/ha instead of 41.5)
+    "forest-height-sample-in-dm-passed": (
+        lambda d: _height_sample_case(d, height_scale=10, extra=("--allow-implausible",)),
+        ["hs.csv", "exceed the largest known (130 m)"]),
+    "forest-allometry-partly-negative": (lambda d: forest_args(d, None, None, None, "--allometry",
+                                                        "0.0673*(WD*D**2*H)**0.976 - 500"),
+                                  ["negative biomass", "tree(s)"]),
+    "forest-diameter-error-nan": (lambda d: forest_args(d, None, None, None, "--diameter-error", "nan"),
+                                  ["--diameter-error", "finite", "'nan'"]),
+    "forest-diameter-error-negative": (lambda d: forest_args(d, None, None, None, "--diameter-error", "-0.5"),
+                                       ["--diameter-error", "above 0"]),
     # ---- soil
     "soil-missing-file": (lambda d: soil_args(d, horizons=d / "nope.csv"), ["nope.csv", "not found"]),
     "soil-no-soc-column": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().drop(columns="soc_g_kg"))),
@@ -279,3 +305,25 @@ def test_plots_mixing_trees_with_and_without_roots_are_said(data, capsys):
     assert "roots are counted for only part of the trees: in 1 of 3 plots" in capsys.readouterr().err
     share = pd.read_csv(out).set_index("plot_id")["roots_counted_share"]
     assert 0 < share["P0"] < 1 and share["P1"] == share["P2"] == 1
+
+
+@pytest.mark.parametrize("ids", [("007", "7"), ("1.1", "1.10")])
+def test_plot_ids_that_read_alike_as_numbers_stay_two_plots(data, ids):
+    """Read as numbers, plots '007' and '7' (or '1.1' and '1.10') were one plot with both plots' trees."""
+    from sinks.cli import main
+
+    trees = _trees(n_plots=2).assign(plot_id=lambda f: np.where(f["plot_id"] == "P0", ids[0], ids[1]))
+    _write(data, "t_ids.csv", trees)
+    out = data / "out" / "ids.csv"
+    assert main([*FOREST, str(data / "t_ids.csv"), "--area-ha", "0.04", "--out", str(out), "--draws", "0",
+                 "--quiet"]) == 0
+    plots = pd.read_csv(out, dtype={"plot_id": str})
+    assert sorted(plots["plot_id"]) == sorted(ids) and (plots["n_trees"] == 20).all()
+    # the same ids in a GeoPackage plot table (numbers there) still match the CSV's text
+    import geopandas as gpd
+
+    if ids == ("007", "7"):
+        gpd.GeoDataFrame({"plot_id": [7], "area_ha": [0.04]}, geometry=gpd.points_from_xy([400000.0], [3300000.0]),
+                         crs=32648).to_file(data / "p7.gpkg")
+        _write(data, "t7.csv", trees[trees["plot_id"] == "7"])
+        assert main([str(a) for a in forest_args(data, data / "t7.csv", data / "p7.gpkg", data / "out" / "p7.csv")]) == 0

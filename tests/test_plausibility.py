@@ -321,3 +321,15 @@ def test_every_shipped_table_has_as_many_fields_in_each_row_as_in_its_header():
             rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
         widths = {len(row) for row in rows}
         assert widths == {len(rows[0])}, f"{path.name}: rows of {sorted(widths)} fields"
+
+
+def test_heights_a_model_predicts_above_the_tallest_tree_are_refused():
+    """A height model fitted on small trees and applied to giants (or on a sample in dm)."""
+    from sinks.pools import height
+
+    dbh = np.linspace(5, 20, 20)
+    model = height.fit_height_model(dbh, 1.3 + 2.5 * dbh, "log1")  # steep: 51 m at 20 cm
+    plausibility.check_predicted_heights(model.predict(dbh), dbh, np.arange(20), model, "trees")
+    giants = np.array([30.0, 400.0])
+    with pytest.raises(ImplausibleValueError, match=r"trees: column height_m, row\(s\) 8: the height model \(log1"):
+        plausibility.check_predicted_heights(model.predict(giants), giants, np.array([3, 7]), model, "trees")

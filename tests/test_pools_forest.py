@@ -217,6 +217,24 @@ def test_volume_route_by_hand():
         forest.volume_stocks(pd.DataFrame({"plot_id": [1], "species_group": ["竹"], "volume_m3_ha": [10.0]}))
     with pytest.raises(InputError, match=r"not in the table in row\(s\) 1"):
         forest.volume_stocks(pd.DataFrame({"plot_id": [1], "species_group": ["teak"], "volume_m3_ha": [10.0]}))
+    # a row copied with padded text ('杉木' and ' 杉木 ') was summed twice
+    with pytest.raises(InputError, match=r"row\(s\) 1, 2 repeat another row"):
+        forest.volume_stocks(pd.DataFrame({"plot_id": ["A", "A"], "species_group": ["杉木", " chinese_fir "],
+                                           "volume_m3_ha": [120.0, 120.0]}))
+    with pytest.raises(InputError, match=r"volume_sd_m3_ha negative in row\(s\) 3"):
+        forest.volume_stocks(stands.assign(volume_sd_m3_ha=[10.0, 5.0, -8.0]))
+
+
+@pytest.mark.parametrize("column, value, words", [("bef", 0.9, "at least 1"),
+                                                  ("root_shoot", -0.246, "at least 0"),
+                                                  ("carbon_fraction", 52.0, "at most 1"),
+                                                  ("wood_density_g_cm3", 307.0, "at most 1.5")])
+def test_species_table_factors_outside_their_definition_are_refused(tmp_path, column, value, words):
+    table = forest.species_groups()
+    table.loc[0, column] = value
+    table.to_csv(tmp_path / "groups.csv", index=False)
+    with pytest.raises(InputError, match=f"groups.csv: {column} must be .*{words}.*chinese_fir {value:g}"):
+        forest.species_groups(tmp_path / "groups.csv")
 
 
 def test_species_group_table_cites_every_value():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -219,6 +220,9 @@ def _height_model(args, raw):
         return None
     sample = check_columns(raw, args.height_sample, rename=renames(args), required=("dbh_cm", "height_m"),
                            only_present=True)
+    from sinks.pools.plausibility import check_tree_units
+
+    check_tree_units(sample, args.height_sample, allow_implausible=args.allow_implausible)  # as the tree list's
     if args.hd_per_plot:
         if "plot_id" not in sample.columns:
             raise InputError(f"{args.height_sample}: --hd-per-plot needs a plot_id column")
@@ -243,6 +247,9 @@ def _diameter_error(text: str):
     if text.lower() == "chave2004":
         return "chave2004"
     try:
-        return float(text)
+        sd = float(text)
     except ValueError as exc:
         raise InputError(f"--diameter-error expects chave2004, none or an sd in cm, got {text!r}") from exc
+    if not (math.isfinite(sd) and sd > 0):
+        raise InputError(f"--diameter-error: an sd in cm must be a finite number above 0 (or none), got {text!r}")
+    return sd

@@ -16,13 +16,14 @@ group's basic wood density SVD, biomass expansion factor BEF, root:shoot R and c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from sinks.errors import InputError
-from sinks.io import format_rows, require_columns
+from sinks.io import format_rows, matching_ids, require_columns
 from sinks.pools import montecarlo, plausibility
 from sinks.pools.allometry import ExpressionAllometry, chave2014_eq4, chave2014_eq7
 from sinks.pools.height import HeightModel
@@ -48,13 +49,38 @@ DEAD = {"dead", "d", "standing dead", "snag", "死", "枯死", "枯立木"}
 LIVE = {"live", "alive", "l", "a", "活", "活立木"}
 
 
+#: What each species-group factor can be, by its definition (a value outside is a slip, e.g. a BEF
+#: of 16.34 for 1.634, or a carbon fraction of 52 for 0.52), as (minimum, maximum, open minimum):
+#: BEF = above-ground biomass / stem biomass >= 1 (the stem is part of it); root:shoot >= 0; a
+#: carbon fraction of dry matter in (0, 1); wood density (dry mass / green volume, g/cm3) above 0
+#: and below the density of wood substance, 1.5 g/cm3 (the cell-wall density, about 1.50-1.53;
+#: Kellogg & Wangaard 1969, as recalled).
+SPECIES_FACTOR_RANGES = {"bef": (1.0, None, False), "root_shoot": (0.0, None, False),
+                         "carbon_fraction": (0.0, 1.0, True), "wood_density_g_cm3": (0.0, 1.5, True)}
+
+
 def species_groups(table=None) -> pd.DataFrame:
-    """The species-group parameter table (wood density, BEF, root:shoot, carbon fraction)."""
-    return load_table(
+    """The species-group parameter table (wood density, BEF, root:shoot, carbon fraction), each
+    factor within what its definition allows (:data:`SPECIES_FACTOR_RANGES`)."""
+    frame = load_table(
         table if table is not None else "",
         default="species_groups.csv",
         required=("group", "taxa", "wood_density_g_cm3", "root_shoot", "carbon_fraction"),
     )
+    for column, (low, high, open_low) in SPECIES_FACTOR_RANGES.items():
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        given = values.notna().to_numpy()
+        v = values.to_numpy(dtype=float)
+        bad = given & (((v <= low) if open_low else (v < low)) | ((v > high) if high is not None else False))
+        if bad.any():
+            span = f"{'above' if open_low else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+            shown = ", ".join(f"{frame['group'].iloc[i]} {v[i]:g}" for i in np.flatnonzero(bad)[:5])
+            name = table if isinstance(table, (str, os.PathLike)) and str(table) else "species_groups.csv"
+            raise InputError(f"{name}: {column} must be {span} by its definition; found "
+                             f"{shown} (a decimal slip?)")
+    return frame
 
 
 def match_species_group(species: pd.Series, table: pd.DataFrame) -> pd.Series:
@@ -211,6 +237,7 @@ def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
             height[rows] = chosen.predict(dbh[rows])
             height_source[rows] = chosen.method
             model_index[rows] = len(models) - 1
+            plausibility.check_predicted_heights(height[rows], dbh[rows], rows, chosen, source)
     return height, height_source, models, model_index
 
 
@@ -464,6 +491,9 @@ def forest_stocks(trees: pd.DataFrame, plots: pd.DataFrame, options: TreeOptions
     (an allometry off by a factor or its sign, a bad E) raise
     :class:`~sinks.errors.ImplausibleValueError` unless ``allow_implausible``.
     """
+    if "plot_id" in trees and "plot_id" in plots:
+        tree_ids, plot_ids = matching_ids(trees["plot_id"], plots["plot_id"])
+        trees, plots = trees.assign(plot_id=tree_ids), plots.assign(plot_id=plot_ids)
     tree_table, dropped, info = tree_biomass(trees, options, drop_invalid=drop_invalid, source=trees_source,
                                              allow_implausible=allow_implausible)
     plot_ids = plots["plot_id"].tolist() if "plot_id" in plots else []
@@ -485,10 +515,17 @@ def check_plausible_plots(tree_table: pd.DataFrame, plots: pd.DataFrame, *, allo
         live = tree_table.loc[tree_table["agb_mg"] != 0, "plot_id"].value_counts()
         n_trees = live.reindex(plots["plot_id"]).fillna(0).to_numpy()
         plausibility.check_plot_area(plots, source, n_trees=n_trees, allow_implausible=allow_implausible)
+    agb = tree_table["agb_mg"].to_numpy(dtype=float)
+    negative = agb < 0  # no tree has negative biomass: refused even when passed as real
+    if negative.any():
+        raise plausibility.ImplausibleValueError(
+            f"{trees_source}: the allometry gives negative biomass for {int(negative.sum())} tree(s), e.g. "
+            f"{', '.join(map(str, tree_table.loc[negative, 'tree_id'].head(10)))} (down to {agb[negative].min():.4g} "
+            "Mg); a biomass equation must give 0 or more: check its form, its sign and its valid diameter range")
     if allow_implausible:
         return
     stocks = plot_stocks(tree_table, plots, source=source)
-    bad = ~np.isfinite(tree_table["agb_mg"].to_numpy(dtype=float))
+    bad = ~np.isfinite(agb)
     if bad.any():
         raise plausibility.ImplausibleValueError(
             f"{trees_source}: the allometry gives no finite biomass for tree(s) "
@@ -552,7 +589,8 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
                          f"{format_rows(no_value)}{f' ({why})' if why else ''}; give your own --species-table")
     # a plot's rows are summed (species, layers or origins listed apart); a row given twice, the same in
     # every column, is a copy, not a second stand component
-    twice = stands.astype(str).duplicated(keep=False).to_numpy()
+    as_text = stands.astype(str).apply(lambda column: column.str.strip()).assign(species_group=group.to_numpy())
+    twice = as_text.duplicated(keep=False).to_numpy()
     if twice.any():
         raise InputError(f"{source}: row(s) {format_rows(np.flatnonzero(twice))} repeat another row in every column "
                          f"(plot {', '.join(sorted(set(map(str, stands['plot_id'][twice]))))}): a plot's rows are "
@@ -564,6 +602,10 @@ def volume_stocks(stands: pd.DataFrame, *, species_table=None, source: str = "st
                          "carbon": agb * (1 + r) * cf})
     if "volume_sd_m3_ha" in stands:
         sd = pd.to_numeric(stands["volume_sd_m3_ha"], errors="coerce").to_numpy(dtype=float)
+        negative = np.flatnonzero(sd < 0)
+        if negative.size:
+            raise InputError(f"{source}: volume_sd_m3_ha negative in row(s) {format_rows(negative)}; a standard "
+                             "deviation is 0 or more (leave it empty where unknown)")
         rows["carbon_var"] = (sd * svd * bef * (1 + r) * cf) ** 2
     else:
         rows["carbon_var"] = np.nan

@@ -244,6 +244,23 @@ def check_tree_units(trees: pd.DataFrame, source: str = "trees", *, allow_implau
                       "dbh in mm", hint="divide by 10, or name the column dbh_mm (sinks converts it)")
 
 
+def check_predicted_heights(height_m: np.ndarray, dbh_cm: np.ndarray, rows: np.ndarray, model, source: str,
+                            table=None) -> None:
+    """Refuse heights a height-diameter model predicts above the tallest tree known (the ``height_m``
+    maximum, 130 m), or not at all: a height sample in another unit (heights in dm) or a model used
+    far beyond its sample. Always refused, as measured heights above it are. (Below breast height
+    a model extrapolating to saplings is only crude, and is not refused.)"""
+    limit = bound("height_m", "forest", table)
+    bad = ~np.isfinite(height_m) | (height_m > limit["maximum"])
+    if bad.any():
+        at = np.flatnonzero(bad)
+        _fail(source, "height_m", np.asarray(rows)[at], height_m[at],
+              f"the height model ({model.method}, {model.source}) predicts heights above {limit['maximum']:g} m "
+              f"(or none) for trees of dbh {_values(dbh_cm[at])} cm",
+              "a height sample in another unit (heights in dm or cm, diameters in mm) or a model used far beyond "
+              "its sample's diameters", hint="check the height sample's units", overridable=False)
+
+
 def check_plot_area(plots: pd.DataFrame, source: str = "plots", *, n_trees=None,
                     allow_implausible: bool = False, table=None) -> None:
     """Plot areas in m² or in 亩 (mu) given as ha.
