@@ -132,6 +132,9 @@ RECIPE_CASES = {
     "feature spec missing": (_edit(None, "features", "nowhere/spec.toml"), ["features", "nowhere", "not found"]),
     "units contradict the column's name": (_edit("target", "units", "kg C/ha", drop="pool"),
                                            ["[target]", "'kg C/ha'", "'carbon_mg_ha'", "Mg/ha"]),
+    "stock units for a concentration column": (
+        lambda r: _edit("target", "units", "Mg C/ha", drop="pool")(_edit("target", "column", "soc_g_kg")(r)),
+        ["[target]", "'Mg C/ha'", "'soc_g_kg'", "concentration"]),
     "CO2e units for a carbon column": (_edit("target", "units", "t CO2e/ha", drop="pool"),
                                        ["CO2e against carbon", "44/12"]),
     "target column is a feature": (_edit("target", "column", FEATURES[0]),

@@ -87,6 +87,40 @@ def test_aligned_reads_nodata_scale_and_index(two_band):
     assert np.isnan(edge[0, 2:]).all() and np.isnan(edge[0, :, 2:]).all()
 
 
+@pytest.mark.parametrize("which", ["grid source", "other source"])
+def test_a_south_up_source_is_refused_as_such(tmp_path, which):
+    """Its bounds (bottom above top, as rasterio gives them) were read as missing the grid altogether."""
+    red = np.arange(48, dtype=float).reshape(6, 8)
+    write_tif(tmp_path / "a.tif", [red])
+    write_tif(tmp_path / "b.tif", [red * 3])
+    flipped = tmp_path / ("a.tif" if which == "grid source" else "b.tif")
+    with rasterio.open(flipped) as ds:
+        data, profile = ds.read(), ds.profile
+    t = profile["transform"]
+    profile.update(transform=Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * profile["height"]))
+    with rasterio.open(flipped, "w", **profile) as dst:
+        dst.write(data[:, ::-1])
+    spec = write_spec(tmp_path / "s.toml", """
+[[sources]]
+name = "a"
+path = "a.tif"
+bands = ["red"]
+[[sources]]
+name = "b"
+path = "b.tif"
+bands = ["v"]
+[[features]]
+name = "red"
+band = "a.red"
+[[features]]
+name = "v"
+band = "b.v"
+""")
+    with pytest.raises(InputError, match=f"{flipped.name}: not a north-up raster.*gdalwarp"):
+        with LocalEngine(load_spec(spec)) as engine:
+            engine.compute(Window(0, 0, 8, 6))
+
+
 def test_stack_nodata_and_points_match_direct_reads(two_band, tmp_path):
     spec = load_spec(two_band)
     with pytest.raises(InputError, match="multiple of 16"):

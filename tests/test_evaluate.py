@@ -356,6 +356,19 @@ def test_feature_mismatch(work, capsys):
     assert "meuse" in line
 
 
+def test_features_in_other_units_are_warned_about(work, capsys):
+    """Scored as given (a user may evaluate on unlike land), but not silently: most plots fall outside the AOA."""
+    folder, bundle, table = work
+    assert main(_argv(bundle, table)) == 0
+    assert "warning: only" not in capsys.readouterr().err
+    frame = pd.read_csv(table)
+    frame[FEATURES[0]] = frame[FEATURES[0]] * 1000  # metres read as millimetres
+    frame.to_csv(table, index=False)
+    assert main(_argv(bundle, table)) == 0
+    err = capsys.readouterr().err
+    assert "inside the bundle's area of applicability" in err and "units" in err
+
+
 def test_text_in_a_feature_column(work, capsys):
     folder, bundle, table = work
     frame = pd.read_csv(table)

@@ -296,3 +296,20 @@ def test_a_range_option_replaces_the_maps_pure_nugget_model(tmp_path):
     assert ranged.sd_t_c > 3 * tagged.sd_t_c and "nugget" not in ranged.error_model.split("(")[0]
     full = zonal_totals(tmp_path / "m.tif", polys, error_nugget=0.0, progress=False).iloc[0]
     assert "fully correlated" in full.error_model and full.sd_t_c > ranged.sd_t_c
+
+
+def test_a_polygon_partly_beyond_the_map_is_warned_about(tmp_path, capsys):
+    """Its total counts the mapped part only: said on stderr, not just in a column."""
+    from shapely.geometry import box
+
+    make_map(tmp_path / "a.tif", np.full((20, 20), 40.0))
+    polys = gpd.GeoDataFrame({"parcel_id": ["inside", "edge"]},
+                             geometry=[box(100.05, 30.05, 100.1, 30.1), box(100.15, 30.05, 100.25, 30.1)], crs=4326)
+    polys.to_file(tmp_path / "p.gpkg")
+    for out in ("z.csv", "z.gpkg"):
+        assert main(["zonal", str(tmp_path / "a.tif"), str(tmp_path / "p.gpkg"), "--out", str(tmp_path / out),
+                     "--quiet"]) == 0
+        err = capsys.readouterr().err
+        assert "warning: 1 polygon(s) lie partly beyond the map or on its nodata (edge)" in err
+    row = pd.read_csv(tmp_path / "z.csv").set_index("parcel_id").loc["edge"]
+    assert row.outside_raster_share == pytest.approx(0.5, abs=0.01)

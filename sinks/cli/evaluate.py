@@ -41,6 +41,11 @@ def _pct(value) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
+#: Below this share of plots inside the AOA, ``sinks evaluate`` warns that the features may be in
+#: other units or under other names (a judgement threshold, not a statistic).
+OUTSIDE_AOA_WARNING = 0.5
+
+
 def _num(value, spec: str = ".3g") -> str:
     return "–" if value is None else format(value, spec)
 
@@ -73,6 +78,11 @@ def run(args) -> None:
              f"RMSE {_num(result.cv['rmse'])}{units}, interval coverage {_pct(result.cv.get('coverage'))})")
     echo(f"  {result.level:.0%} intervals: coverage {_pct(o['coverage'])}, mean width {_num(o['mean_width'])}{units}")
     echo(f"  inside the AOA: {_pct(result.share_inside_aoa)} of the plots")
+    if result.share_inside_aoa is not None and result.share_inside_aoa < OUTSIDE_AOA_WARNING:
+        print(f"sinks evaluate: warning: only {_pct(result.share_inside_aoa)} of the plots are inside the bundle's "
+              "area of applicability: their features are unlike the training plots'. If they come from the same "
+              "kind of land, check that each feature column is in the training's units and under its own name "
+              "(an elevation in km, two columns swapped) and was made with the bundle's feature spec", file=sys.stderr)
     for label, part in (("inside AOA", result.inside_aoa), ("outside AOA", result.outside_aoa)):
         if part["n"]:
             echo(f"    {label:<12} n {part['n']}: R2 {_num(part['r2'], '.3f')}, RMSE {_num(part['rmse'])}, "

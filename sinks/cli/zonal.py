@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from sinks.cli._common import (add_crs, add_overwrite, add_quiet, add_rename, echo, nonnegative_float, show_progress,
                                table_options, unit_fraction)
 from sinks.cli.change import level_option
@@ -54,6 +56,8 @@ def run(args) -> None:
                          progress=show_progress(args), source=args.polygons)
     from pathlib import Path
 
+    unmapped = (table["outside_raster_share"].fillna(0) + table["nodata_share"].fillna(0)) > 0
+    unmapped_ids = table.loc[unmapped, table.columns[0]].astype(str).tolist()  # the id column comes first
     if Path(args.out).suffix.lower() in VECTOR_SUFFIXES:  # the polygons as given: their columns, then the totals
         given = polygons.drop(columns=[c for c in polygons.columns if c in table.columns or c == polygons.geometry.name])
         table = gpd.GeoDataFrame(pd.concat([given.reset_index(drop=True), table.reset_index(drop=True)], axis=1),
@@ -61,3 +65,8 @@ def run(args) -> None:
     path = write_table(table, args.out)
     total = [c for c in ("total_t_co2e", "total_t_co2e_yr") if c in table.columns][0]
     echo(f"{len(table)} polygon(s), {table['area_ha'].sum():,.1f} ha, {total} {table[total].sum():,.1f} -> {path}")
+    if unmapped_ids:
+        ids = unmapped_ids
+        print(f"sinks zonal: warning: {len(ids)} polygon(s) lie partly beyond the map or on its nodata "
+              f"({', '.join(ids[:5])}{f' and {len(ids) - 5} more' if len(ids) > 5 else ''}): their totals count the "
+              "mapped part only (outside_raster_share, nodata_share in the table)", file=sys.stderr)

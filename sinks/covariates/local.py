@@ -167,7 +167,8 @@ def target_grid(spec: FeatureSpec) -> TargetGrid:
         if not source.paths:
             raise SpecError(f"spec {spec.name!r}: grid.like source {source.name!r} has no local file")
         with _open(source.paths[0]) as ds:
-            if _north_up(ds) and CRS.from_user_input(ds.crs) == crs and np.isclose(abs(ds.transform.a), xres) and np.isclose(
+            _refuse_not_north_up(ds)
+            if CRS.from_user_input(ds.crs) == crs and np.isclose(abs(ds.transform.a), xres) and np.isclose(
                 abs(ds.transform.e), yres
             ):
                 return TargetGrid(crs, ds.transform, ds.width, ds.height)
@@ -200,6 +201,14 @@ def _source_lattice(spec: FeatureSpec, crs: CRS, xres: float, yres: float) -> tu
 def _north_up(ds) -> bool:
     t = ds.transform
     return t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0
+
+
+def _refuse_not_north_up(ds) -> None:
+    """A south-up, mirrored or rotated source: its windows cannot be read onto the grid (its
+    bounds, bottom above top, read as missing the grid altogether)."""
+    if not _north_up(ds):
+        raise InputError(f"{ds.name}: not a north-up raster (transform {tuple(ds.transform)[:6]}: rows must run "
+                         "north to south, columns west to east, unrotated); warp it first: gdalwarp IN.tif OUT.tif")
 
 
 def _refuse_undeclared_nodata(source: Source, ds, raw: np.ndarray, indexes) -> None:
@@ -341,6 +350,7 @@ class LocalEngine:
 
     def _check(self, source: Source, ds):
         self._datasets.setdefault("_all", []).append(ds)
+        _refuse_not_north_up(ds)
         for band in source.bands:
             if not 1 <= band.index <= ds.count:
                 raise SpecError(

@@ -117,6 +117,14 @@ def _check_units_match_column(column: str, units: str, at: str) -> None:
     if name.endswith("_mg_ha") and not (compact.startswith("mg") or compact.startswith("t")):
         raise SpecError(f"{at}: units = {units!r} contradict the column {column!r}, whose name says Mg/ha; state "
                         "'Mg C/ha' or convert the column")
+    concentration = name.endswith(("_g_kg", "_pct", "_percent"))  # soc_g_kg, om_pct
+    if concentration and ("/ha" in compact or "ha-1" in compact or "ha⁻¹" in compact):
+        raise SpecError(f"{at}: units = {units!r} contradict the column {column!r}, whose name says a "
+                        "concentration (g/kg or %), not a stock density per ha; state its own units (\"g C/kg\", "
+                        "\"%\") or give a stock column")
+    if name.endswith("_g_kg") and compact in ("%", "percent", "%c"):
+        raise SpecError(f"{at}: units = {units!r} contradict the column {column!r}, whose name says g/kg "
+                        "(g/kg = % x 10); state \"g C/kg\" or convert the column")
     if ("co2" in name) != ("co2" in compact) and ("/ha" in compact or name.endswith("_ha")):
         raise SpecError(f"{at}: units = {units!r} and the column {column!r} disagree on CO2e against carbon "
                         "(t CO2e = t C x 44/12); state the column's own units")
