@@ -203,6 +203,9 @@ CASES = {
     "soil-missing-file": (lambda d: soil_args(d, horizons=d / "nope.csv"), ["nope.csv", "not found"]),
     "soil-no-soc-column": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().drop(columns="soc_g_kg"))),
                            ["soc_g_kg"]),
+    # one organic topsoil of 15 % once hid the rest of a table in %, every stock 10 x low
+    "soil-soc-percent-with-an-organic-topsoil": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
+        soc_g_kg=lambda f: (f["soc_g_kg"] / 10).where(f.index != 0, 15.0)))), ["h.csv", "soc_g_kg", "SOC in %"]),
     "soil-soc-percent": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
         soc_g_kg=lambda f: f["soc_g_kg"] / 10))), ["h.csv", "soc_g_kg", "%"]),
     "soil-depths-m": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
