@@ -111,6 +111,25 @@ def _stack_filled_with_zeros(ws) -> list:
     return ["map", ws["bundle"], "--stack", stack, "--out", ws["out"] / "carbon.tif", "--quiet"]
 
 
+def _stack_resampled(ws) -> list:
+    """The demo's stack at 60 m, its tags (spec fingerprint included) copied: slope and indices of
+    another pixel size, mapped with a model of 30 m features."""
+    from rasterio.enums import Resampling
+
+    stack = ws["tmp"] / "stack.tif"
+    assert main(["stack", str(ws["spec"]), "--out", str(stack), "--quiet"]) == 0
+    with rasterio.open(stack) as ds:
+        data = ds.read(out_shape=(ds.count, ds.height // 2, ds.width // 2), resampling=Resampling.average)
+        profile, tags, names = ds.profile, ds.tags(), ds.descriptions
+        t = ds.transform
+    profile.update(width=data.shape[2], height=data.shape[1], transform=t * t.scale(2, 2), driver="GTiff")
+    with rasterio.open(ws["tmp"] / "stack60.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+        dst.descriptions = names
+    return ["map", ws["bundle"], "--stack", ws["tmp"] / "stack60.tif", "--out", ws["out"] / "carbon.tif", "--quiet"]
+
+
 # case: (function of (ws, monkeypatch) giving argv, key words)
 CASES = {
     "block 7": (lambda ws, mp: _argv(ws, None, None, None, "--block", "7"), ["--block", "multiple of 16", "'7'"]),
@@ -161,6 +180,8 @@ CASES = {
                        ["no valid pixel", "nodata"]),
     "stack that lost its nodata": (lambda ws, mp: _stack_without_nodata(ws),
                                    ["stack.tif", "-9999", "a common nodata value", "declares no nodata", "gdal_edit.py -a_nodata"]),
+    "stack at another resolution": (lambda ws, mp: _stack_resampled(ws),
+                                    ["stack60.tif", "60 x 60", "30 x 30", "rebuild the stack"]),
     "stack filled with 0 and no nodata": (lambda ws, mp: _stack_filled_with_zeros(ws),
                                           ["stack0.tif", "hold 0 in every one", "row 0, column 0",
                                            "gdal_edit.py -a_nodata 0"]),

@@ -309,6 +309,12 @@ def check_stack(path: str | os.PathLike, bundle, *, grid=None) -> tuple[tuple[in
             raise ModelMismatchError(
                 f"{path}: the stack's CRS {stack_grid.crs.to_string()} is not the CRS the bundle's features "
                 f"were computed in ({trained_crs}); rebuild the stack on the spec's grid")
+        trained_res = bundle.metadata.get("features", {}).get("grid_resolution")
+        if trained_res and not np.allclose((abs(t.a), abs(t.e)), trained_res, rtol=1e-6, atol=0):
+            raise ModelMismatchError(
+                f"{path}: the stack's pixels are {abs(t.a):g} x {abs(t.e):g}, but the bundle's features were computed "
+                f"on {trained_res[0]:g} x {trained_res[1]:g} pixels (slope, indices and footprints change with the "
+                "pixel size); rebuild the stack with 'sinks stack' on the bundle's spec")
         if grid is not None and not same_grid(grid, stack_grid):
             raise ModelMismatchError(
                 f"{path}: the stack's grid ({describe_grid(stack_grid)}) differs from the spec's grid "
