@@ -203,6 +203,10 @@ CASES = {
     "soil-missing-file": (lambda d: soil_args(d, horizons=d / "nope.csv"), ["nope.csv", "not found"]),
     "soil-no-soc-column": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().drop(columns="soc_g_kg"))),
                            ["soc_g_kg"]),
+    # one profile's coarse fragments as fractions among others in %: its 0.5 (50 %) read as 0.5 %
+    "soil-one-profile-coarse-fragments-as-fractions": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
+        coarse_fragments_pct=[0.1, 0.2, 0.5, 0.6] + [5.0, 10.0, 20.0, 35.0] * 3))),
+        ["h.csv", "coarse_fragments_pct", "of profile S0", "a fraction of 1"]),
     # one organic topsoil of 15 % once hid the rest of a table in %, every stock 10 x low
     "soil-soc-percent-with-an-organic-topsoil": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().assign(
         soc_g_kg=lambda f: (f["soc_g_kg"] / 10).where(f.index != 0, 15.0)))), ["h.csv", "soc_g_kg", "SOC in %"]),

@@ -436,15 +436,23 @@ def _check_fraction_coarse_fragments(horizons: pd.DataFrame, source: str, table)
     if "coarse_fragments_pct" not in horizons.columns:
         return
     cf = _numeric(horizons, "coarse_fragments_pct")
-    given = cf[np.isfinite(cf)]
     limit = bound("coarse_fragments_pct_table_max", "soil", table)["maximum"]
-    nonzero = given[given > 0]
-    if (given.size and given.max() <= limit and nonzero.size >= 3
-            and (nonzero < 1).any()):
-        rows = np.flatnonzero(np.isfinite(cf) & (cf > 0))
-        _fail(source, "coarse_fragments_pct", rows, cf[rows],
-              f"every coarse-fragment value is at most {limit:g} % ({nonzero.size} of them above 0)",
-              "coarse fragments as a fraction of 1", hint="multiply the fractions by 100 to get volume %")
+    # the table, and each profile of it: one profile entered as fractions among others in % (its
+    # 0.5 for 50 % counted as 0.5 %) is the same slip
+    groups = [np.arange(len(cf))]
+    if "profile_id" in horizons.columns:
+        groups += [np.asarray(i) for i in pd.Series(np.arange(len(cf))).groupby(horizons["profile_id"].to_numpy()).indices.values()]
+    for members in groups:
+        part = cf[members]
+        given = part[np.isfinite(part)]
+        nonzero = given[given > 0]
+        if given.size and given.max() <= limit and nonzero.size >= 3 and (nonzero < 1).any():
+            rows = members[np.isfinite(part) & (part > 0)]
+            whole = len(members) == len(cf)
+            _fail(source, "coarse_fragments_pct", rows, cf[rows],
+                  f"every coarse-fragment value {'' if whole else 'of profile ' + str(horizons['profile_id'].iloc[members[0]]) + ' '}"
+                  f"is at most {limit:g} % ({nonzero.size} of them above 0)",
+                  "coarse fragments as a fraction of 1", hint="multiply the fractions by 100 to get volume %")
 
 
 def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, allow_implausible: bool = False,
