@@ -286,6 +286,12 @@ def test_tree_status_dead_live_or_refused():
     assert mixed["A"] < alive["A"] and mixed["B"] == pytest.approx(alive["B"])  # the dead are in plot A
     with pytest.raises(InputError, match=r"status 'cut', 'missing' in row\(s\) 2, 5 is neither dead"):
         forest.forest_stocks(_trees(status=["live", "cut", "live", "live", "missing"] + ["live"] * 35), plots)
+    # a dead tree needs no height (it counts 0); a live one without it still does
+    no_height = trees.assign(height_m=trees["height_m"].where(trees.index >= 3))
+    same = forest.forest_stocks(no_height, plots, n_draws=50).plots.set_index("plot_id")["agb_mg_ha"]
+    assert same["A"] == pytest.approx(mixed["A"])
+    with pytest.raises(InputError, match=r"height_m missing in row\(s\) 4"):
+        forest.forest_stocks(trees.assign(height_m=trees["height_m"].where(trees.index != 3)), plots)
 
 
 def test_text_in_a_number_column_is_named_as_text():

@@ -285,7 +285,10 @@ def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, sou
     e = _e_values(out, options.e, source)
     user = _user_allometries(options.allometry, group)
     no_height = ~np.isfinite(height)
-    needs_height = np.array([a is None or a.needs_height for a in user])
+    dead = _dead(out, source)
+    # a dead tree counts 0 whatever its height (and stays out of the Monte Carlo): none is needed
+    needs_height = np.array([a is None or a.needs_height for a in user]) & ~dead
+    height_source[no_height & dead] = "none"
     if (no_height & needs_height).any():
         if e is None:
             raise InputError(
@@ -310,7 +313,6 @@ def tree_biomass(trees: pd.DataFrame, options: TreeOptions | None = None, *, sou
         rows = np.array([a is allom for a in user])
         agb[rows] = allom.agb_mg(dbh[rows], height[rows], wood.wd_g_cm3[rows], None if e is None else e[rows])
         label[rows] = allom.expression
-    dead = _dead(out, source)
     agb[dead] = 0.0
     root_shoot = group.map(params["root_shoot"]).astype(float).fillna(0.0).to_numpy()
     default_cf = allometry_parameter("default_carbon_fraction", "carbon_fraction")
