@@ -81,11 +81,14 @@ def _trees_with(folder, name: str, **changes) -> str:
     return _write(folder, name, frame)
 
 
-def _height_sample_case(d, *, height_scale=1.0, dbh_scale=1.0, extra=()) -> list:
-    """Trees without heights and a height sample of 30 trees in other units."""
+def _height_sample_case(d, *, height_scale=1.0, dbh_scale=1.0, extra=(), sample_plots=None) -> list:
+    """Trees without heights and a height sample of 30 trees in other units (or of other plots)."""
     _write(d, "t_noh.csv", _trees().drop(columns="height_m"))
     sample = _trees().head(30)
-    _write(d, "hs.csv", sample.assign(height_m=sample["height_m"] * height_scale, dbh_cm=sample["dbh_cm"] * dbh_scale))
+    sample = sample.assign(height_m=sample["height_m"] * height_scale, dbh_cm=sample["dbh_cm"] * dbh_scale)
+    if sample_plots is not None:
+        sample = sample.assign(plot_id=sample_plots)
+    _write(d, "hs.csv", sample)
     return forest_args(d, d / "t_noh.csv", None, None, "--height-sample", d / "hs.csv", *extra)
 
 
@@ -189,6 +192,9 @@ CASES = {
     "forest-height-sample-in-dm": (lambda d: _height_sample_case(d, height_scale=10), ["hs.csv", "height_m", "in dm"]),
     "forest-height-sample-dbh-in-mm": (lambda d: _height_sample_case(d, dbh_scale=10), ["hs.csv", "dbh_cm", "in mm"]),
     # passed as real, a sample in dm still holds heights no tree has (it gave 392.7 Mg C/ha instead of 41.5)
+    "forest-hd-per-plot-of-other-plots": (
+        lambda d: _height_sample_case(d, extra=("--hd-per-plot",), sample_plots="H1"),
+        ["t_noh.csv", "no height model for plot(s) P0, P1, P2", "plot(s) H1", "--hd-per-plot"]),
     "forest-height-sample-in-dm-passed": (
         lambda d: _height_sample_case(d, height_scale=10, extra=("--allow-implausible",)),
         ["hs.csv", "exceed the largest known (130 m)"]),

@@ -228,6 +228,13 @@ def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
         todo = np.flatnonzero(~np.isfinite(measured))
         plot_of = trees["plot_id"].to_numpy()
         pairs = model.items() if isinstance(model, dict) else [(None, model)]
+        if isinstance(model, dict):
+            lacking = sorted(set(map(str, plot_of[todo])) - set(map(str, model)))
+            if lacking:
+                raise InputError(f"{source}: no height model for plot(s) {', '.join(lacking[:10])}"
+                                 f"{' ...' if len(lacking) > 10 else ''}, whose trees lack heights: one is fitted per "
+                                 f"plot of the height sample, which has plot(s) {', '.join(map(str, list(model)[:10]))}; "
+                                 "give their heights or drop --hd-per-plot")
         dbh = trees["dbh_cm"].to_numpy(dtype=float)
         for key, chosen in pairs:
             rows = todo if key is None else todo[plot_of[todo] == key]
