@@ -244,7 +244,7 @@ def _training_plots(bundle, table: pd.DataFrame) -> np.ndarray:
     seen = np.zeros(len(table), dtype=bool)
     if oof is None or not oof.exists():
         return seen
-    trained = pd.read_csv(oof, usecols=lambda c: c in ("plot_id", "x", "y"))
+    trained = pd.read_csv(oof, usecols=lambda c: c in ("plot_id", "x", "y"), dtype={"plot_id": str})  # ids as text
     if "plot_id" in table.columns and "plot_id" in trained.columns:
         seen |= table["plot_id"].astype(str).isin(set(trained["plot_id"].astype(str))).to_numpy()
     if {"x", "y"} <= set(table.columns) and {"x", "y"} <= set(trained.columns) and len(trained):
