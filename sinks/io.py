@@ -186,7 +186,7 @@ def read_csv(path: str | os.PathLike, *, encoding: str | None = None,
             if sep in header:
                 raise InputError(f"{path}: found a single column {header!r}: the file looks {label}-separated; "
                                  "save it as comma-separated CSV")
-    _refuse_repeated_header(path, name)
+    _refuse_repeated_header(path, header)
     # ' plot_id ' is plot_id (spreadsheets pad headers); a name repeated once stripped is refused above
     frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
     _refuse_decimal_commas(frame, path)
@@ -201,11 +201,11 @@ def _header(path: Path, encoding: str) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _refuse_repeated_header(path: Path, encoding: str) -> None:
+def _refuse_repeated_header(path: Path, header: list[str]) -> None:
     """A column name given twice: pandas reads the second as NAME.1, and which one is meant cannot
     be told (a feature table then 'lacks' a column it has)."""
     seen, repeated = set(), []
-    for name in (h.strip() for h in _header(path, encoding)):
+    for name in (h.strip() for h in header):
         if name in seen and name and name not in repeated:
             repeated.append(name)
         seen.add(name)

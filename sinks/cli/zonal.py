@@ -66,7 +66,7 @@ def run(args) -> None:
     total = [c for c in ("total_t_co2e", "total_t_co2e_yr") if c in table.columns][0]
     echo(f"{len(table)} polygon(s), {table['area_ha'].sum():,.1f} ha, {total} {table[total].sum():,.1f} -> {path}")
     if unmapped_ids:
-        ids = unmapped_ids
-        print(f"sinks zonal: warning: {len(ids)} polygon(s) lie partly beyond the map or on its nodata "
-              f"({', '.join(ids[:5])}{f' and {len(ids) - 5} more' if len(ids) > 5 else ''}): their totals count the "
+        shown = ", ".join(unmapped_ids[:5]) + (f" and {len(unmapped_ids) - 5} more" if len(unmapped_ids) > 5 else "")
+        print(f"sinks zonal: warning: {len(unmapped_ids)} polygon(s) lie partly beyond the map or on its nodata "
+              f"({shown}): their totals count the "
               "mapped part only (outside_raster_share, nodata_share in the table)", file=sys.stderr)

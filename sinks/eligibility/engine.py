@@ -54,7 +54,7 @@ class EligibilityReport:
     layers: dict[str, dict]
     parcels: list[ParcelResult]
     crs: str
-    generated: str = field(default_factory=lambda: generated_time())
+    generated: str = field(default_factory=generated_time)
     crediting: dict | None = None  # the crediting block, filled by sinks.eligibility.crediting.credit
     inputs: dict | None = None  # input files with sha256 and the command's options (the sinks command's)
 
