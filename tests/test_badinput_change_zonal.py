@@ -129,6 +129,16 @@ def test_change_interval_that_does_not_hold_the_stock(ws, capsys, lower, upper, 
     assert_refused(_change(ws), capsys, keywords=["t2.tif", message, "row 0, column 0", "nodata"], watch=ws / "out")
 
 
+def test_change_years_other_than_the_maps_own(ws, capsys):
+    """Asserted years set the rate: 2019-2020 for maps of 2015 and 2020 made the sink 5 x larger."""
+    make_map(ws / "t1.tif", C, tags={"sinks_year": "2015"})
+    argv = _change(ws)
+    argv[argv.index("--years") + 1] = "2019"
+    assert_refused(argv, capsys, keywords=["t1.tif", "shows 2015", "sinks_year", "--years gives 2019"],
+                   watch=ws / "out")
+    assert main([str(a) for a in _change(ws)]) == 0, capsys.readouterr().err  # its own year: accepted
+
+
 def test_change_aoa_band_not_a_flag(ws, capsys):
     make_map(ws / "t2.tif", C + 5, aoa=np.full_like(C, 0.37))
     assert_refused(_change(ws), capsys, keywords=["t2.tif", "aoa band", "neither 0 nor 1", "0.37"], watch=ws / "out")

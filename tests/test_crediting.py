@@ -402,6 +402,12 @@ def _swapped_interval(world):
                                                 upper=np.maximum(c2 - HALF, 0))]}
 
 
+def _maps_of_their_years(world):
+    """Maps tagged with their years (sinks map --year): --years 2023 2025 would credit 2020-2023 growth."""
+    return {"maps": [make_map(world["root"] / "in" / f"y{y}.tif", c, tags={"sinks_year": str(y)})
+                     for y, c in ((2020, world["c1"]), (2025, world["c2"]))]}
+
+
 def _rule_file(world, old, new, name):
     text = SHIPPED.read_text(encoding="utf-8")
     assert old in text, old
@@ -419,6 +425,8 @@ BAD = {
     "soil carbon maps under an afforestation methodology": (
         _soil_maps, [], ["soil2020.tif", "soil carbon map", "soil_organic_carbon", "does not count"]),
     "maps on different grids": (_other_grid, [], ["different grids"]),
+    "--years other than the maps' own": (_maps_of_their_years, ["--years", "2021", "2025"],
+                                         ["y2020.tif", "shows 2020", "--years gives 2021"]),
     "lower and upper bands swapped": (_swapped_interval, [], ["s2025.tif", "lower band is above its value band",
                                                               "swapped"]),
     "unknown methodology": (lambda w: {"methodology": "ccer-14-01"}, [], ["ccer-14-01", "did you mean 'ccer-14-001'"]),

@@ -56,6 +56,22 @@ def test_threads_give_the_same_map(demo, tmp_path):
         assert ds.tags()["sinks_bundle_id"] and ds.tags(1)["units"] == "Mg C/ha"
 
 
+def test_the_map_year_is_tagged_and_checked(demo, tmp_path):
+    """--year goes into the tags, where change and credit read it; a year that is none is refused first."""
+    from sinks.errors import InputError
+    from sinks.mapping.change import read_map_info
+
+    path = predict_map(demo["bundle"], demo["spec"], tmp_path / "y.tif", bands="carbon", block=64, progress=False,
+                       year=2021)
+    assert read_map_info(path).year == 2021.0
+    assert read_map_info(predict_map(demo["bundle"], demo["spec"], tmp_path / "n.tif", bands="carbon", block=64,
+                                     progress=False)).year is None
+    for bad in (20210, "2021a", float("nan")):
+        with pytest.raises(InputError, match="--year"):
+            predict_map(demo["bundle"], demo["spec"], tmp_path / "bad.tif", progress=False, year=bad)
+    assert not (tmp_path / "bad.tif").exists()
+
+
 def test_stack_gives_the_same_values_as_the_spec(demo, tmp_path):
     from_spec = predict_map(demo["bundle"], demo["spec"], tmp_path / "a.tif", block=32, progress=False)
     from_stack = predict_map(demo["bundle"], None, tmp_path / "b.tif", stack=demo["stack"], block=32, progress=False)

@@ -47,6 +47,9 @@ def register(sub) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--no-resume", action="store_true",
                         help="do not reuse finished tiles of an interrupted run (nor keep them when this one fails)")
+    parser.add_argument("--year", metavar="YEAR",
+                        help="the year the covariates show (the map's epoch), written into the map's tags; "
+                             "'sinks change' and 'sinks credit' then refuse --years that differ from it")
     parser.add_argument("--stac", metavar="ITEM.json", help="where to write the STAC Item (default NAME.stac.json)")
     parser.add_argument("--no-stac", action="store_true", help="write no STAC Item")
     max_pixels_option(parser)
@@ -101,7 +104,8 @@ def run(args) -> None:
         path = predict_map(args.bundle, args.spec, args.out, stack=args.stack, bands=args.bands,
                            block=args.block, n_jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
                            progress=show_progress(args), max_pixels=args.max_pixels, resume=not args.no_resume,
-                           stac=False if args.no_stac else (args.stac or None), level=args.level)
+                           stac=False if args.no_stac else (args.stac or None), level=args.level,
+                           year=args.year)
     for warning in caught:
         if issubclass(warning.category, AOAWarning):
             print(f"sinks map: warning: {warning.message}", file=sys.stderr)

@@ -290,7 +290,7 @@ def _run_steps(out: Path, *, seed: int, size: int, n_jobs: int, progress: bool) 
     lap("train")
 
     result.outputs["map"] = predict_map(result.outputs["model"], spec, out / "maps" / "carbon_2025.tif",
-                                        n_jobs=n_jobs, progress=progress)
+                                        n_jobs=n_jobs, progress=progress, year=EPOCHS[1])
     lap("map")
 
     parcels = read_table(world.parcels, geometry=True)
@@ -304,7 +304,7 @@ def _run_steps(out: Path, *, seed: int, size: int, n_jobs: int, progress: bool) 
     # the afforestation project: the 2020 epoch mapped with the same model, credited against controls
     spec_start = _epoch_spec(spec_path, world)
     result.outputs["map_2020"] = predict_map(result.outputs["model"], spec_start, out / "maps" / "carbon_2020.tif",
-                                             n_jobs=n_jobs, progress=progress)
+                                             n_jobs=n_jobs, progress=progress, year=EPOCHS[0])
     # the placebo parcels (like land, never planted) are credited on their own, as controls are: in the
     # project they would pull its project-level bound down, being no part of it
     parcels_all = read_table(world.project_parcels, geometry=True)

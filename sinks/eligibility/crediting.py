@@ -892,7 +892,7 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
     if not (0 <= float(aoa_threshold) < 1):
         raise InputError(f"--aoa-threshold must be in [0, 1), got {aoa_threshold!r}")
     info1, info2 = read_map_info(maps[0]), read_map_info(maps[1])
-    check_epochs(info1, info2, allow_different_models=allow_different_models)
+    check_epochs(info1, info2, (y1, y2), allow_different_models=allow_different_models)
     _check_map_pools(ruleset, cterms, (info1, info2))
     model = error_model(info1, error_range_m, error_nugget)
     # the zonal totals of the sink map take the same model: as given, else from the tags sinks change
@@ -984,6 +984,9 @@ def _credit_maps(parcels, ruleset, cterms, maps, years, *, layers, start_date, s
             "--allow-different-models": (True if allow_different_models else None, None, 0),
             "--caliper": (None if caliper is None else float(caliper), CALIPER, 0)}, ruleset=ruleset)),
         "maps": [{"path": str(info.path), "sha256": sha256_file(info.path), "year": y,
+                  # checked against the map's own year where it carries one; else the user's word
+                  "year_from": "map tag (sinks_year), matching --years" if info.year is not None
+                  else "--years only: the map states no year",
                   "bundle_id": info.bundle_id, "interval_level": info.level(),
                   "pool": info.tags.get("sinks_pool") or None} for info, y in ((info1, y1), (info2, y2))],
         "years": [y1, y2],

@@ -89,6 +89,14 @@ class MapInfo:
         years = y2 - y1 if y2 - y1 >= 1 else 1.0
         return limit * CO2_PER_C / years, f"{why} x 44/12 gained or lost within {years:g} year(s)"
 
+    @property
+    def year(self) -> float | None:
+        """The year the map shows (its ``sinks_year`` tag, from ``sinks map --year``), or None."""
+        try:
+            return float(self.tags["sinks_year"])
+        except (KeyError, ValueError):
+            return None
+
     def units(self, band: str) -> str:
         return (self.band_tags.get(band, {}).get("units") or self.tags.get("units") or "").strip()
 
@@ -179,6 +187,21 @@ def level_percent(level: float) -> str:
     return f"{level * 100:.4g}%"
 
 
+#: Calendar years a map's epoch may have.
+YEARS = (1900, 2200)
+
+
+def check_map_year(year) -> float:
+    """A map's year (``sinks map --year``): a finite calendar year in :data:`YEARS`."""
+    try:
+        value = float(year)
+    except (TypeError, ValueError):
+        raise InputError(f"--year must be a number (the year the covariates show), got {year!r}") from None
+    if not (math.isfinite(value) and YEARS[0] <= value <= YEARS[1]):
+        raise InputError(f"--year {year!r} is not a calendar year ({YEARS[0]}-{YEARS[1]})")
+    return value
+
+
 def _check_years(year1, year2) -> tuple[float, float]:
     try:
         y1, y2 = float(year1), float(year2)
@@ -189,15 +212,22 @@ def _check_years(year1, year2) -> tuple[float, float]:
     if y2 <= y1:
         raise InputError(f"--years {year1:g} {year2:g}: the second epoch must be later than the first "
                          "(give MAP_T1 and its year first)")
-    if not (1900 <= y1 <= 2200 and 1900 <= y2 <= 2200):
-        raise InputError(f"--years {year1:g} {year2:g} are not calendar years (1900-2200)")
+    if not (YEARS[0] <= y1 <= YEARS[1] and YEARS[0] <= y2 <= YEARS[1]):
+        raise InputError(f"--years {year1:g} {year2:g} are not calendar years ({YEARS[0]}-{YEARS[1]})")
     return y1, y2
 
 
-def check_epochs(info1: MapInfo, info2: MapInfo, *, allow_different_models: bool = False) -> None:
-    """Refuse two maps that cannot be differenced: one file twice (or a copy), bands, grids, units, models."""
+def check_epochs(info1: MapInfo, info2: MapInfo, years: tuple[float, float], *,
+                 allow_different_models: bool = False) -> None:
+    """Refuse two maps that cannot be differenced: one file twice (or a copy), bands, grids, units,
+    models, and ``years`` (``--years``) other than a map's own year (its ``sinks_year`` tag): the
+    years set the annual rate, a rate baseline, and which growth came before a project's start."""
     if Path(info1.path).resolve() == Path(info2.path).resolve():
         raise InputError(f"{info1.path} is given for both epochs; give the map of each year (MAP_T1 MAP_T2)")
+    for info, year in zip((info1, info2), years):
+        if info.year is not None and info.year != year:
+            raise InputError(f"{info.path} shows {info.year:g} (its sinks_year tag, from 'sinks map --year') but "
+                             f"--years gives {year:g} for it; give the maps' own years, first map first")
     for info in (info1, info2):
         info.require(CARBON_BANDS)
     if not info1.same_grid(info2):
@@ -251,7 +281,7 @@ def stock_change(map1: str | os.PathLike, map2: str | os.PathLike, year1: float,
     if not (math.isfinite(rho) and -1 <= rho <= 1):
         raise InputError(f"--epoch-correlation must be between -1 and 1, got {epoch_correlation!r}")
     info1, info2 = read_map_info(map1), read_map_info(map2)
-    check_epochs(info1, info2, allow_different_models=allow_different_models)
+    check_epochs(info1, info2, (y1, y2), allow_different_models=allow_different_models)
     level1, level2 = info1.level(), info2.level()
     if level is None:
         if abs(level1 - level2) > 1e-9:

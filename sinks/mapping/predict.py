@@ -26,7 +26,7 @@ from pathlib import Path
 from sinks.bundle import Bundle, load_bundle
 from sinks.covariates.spec import FeatureSpec, load_spec
 from sinks.errors import InputError, ModelMismatchError, ResourceError
-from sinks.mapping.change import level_percent
+from sinks.mapping.change import check_map_year, level_percent
 from sinks.validate import check_block, did_you_mean
 
 #: Working memory per window pixel of the prediction itself, beyond the features: the flat copy
@@ -112,7 +112,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
                 out: str | os.PathLike, *, stack: str | os.PathLike | None = None, bands=None,
                 block: int = 512, n_jobs: int = 1, executor: str | None = None, scheduler=None,
                 progress: bool = True, max_pixels: float | None = None, resume: bool = True,
-                stac: str | os.PathLike | bool | None = None, level: float | None = None) -> Path:
+                stac: str | os.PathLike | bool | None = None, level: float | None = None,
+                year: float | None = None) -> Path:
     """Write the map of ``bundle`` to ``out`` (a COG, written atomically); returns its path.
 
     Inputs: ``spec`` (the features computed per window), or ``stack`` (a covariate raster whose
@@ -125,6 +126,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     where to write the STAC Item (default ``NAME.stac.json`` beside the map; ``False``: none).
     ``level``: the interval level of ``lower``/``upper`` (default the bundle's; another level is
     recalibrated on the bundle's calibration plots, :meth:`~sinks.bundle.Bundle.at_level`).
+    ``year``: the year the covariates show, written as the ``sinks_year`` tag, which ``sinks change``
+    and ``sinks credit`` check their ``--years`` against.
 
     Refused before anything is written: a spec that differs from the bundle's, or a stack whose
     bands or grid do not match (:class:`~sinks.errors.ModelMismatchError`), ``block`` not a multiple
@@ -134,6 +137,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     is an :class:`~sinks.errors.InputError` and leaves no file; a map none of whose valid pixels is
     inside the area of applicability is written with an :class:`AOAWarning`.
     """
+    if year is not None:
+        year = check_map_year(year)
     from sinks.covariates.local import LocalEngine, check_grid_size, target_grid
     from sinks.mapping import executors as ex
     from sinks.mapping.tiles import TileJob, check_stack, forget, seed_bundle, set_threads
@@ -209,6 +214,8 @@ def predict_map(bundle: Bundle | str | os.PathLike, spec: FeatureSpec | str | os
     tags = {"sinks_bundle_id": bundle.bundle_id, "sinks_version": bundle.metadata["versions"].get("sinks"),
             "sinks_recipe": bundle.metadata["recipe"]["name"], "sinks_bands": ",".join(names),
             "sinks_interval_level": bundle.interval.level}
+    if year is not None:  # the epoch the covariates show, checked by change and credit against --years
+        tags["sinks_year"] = f"{year:g}"
     pool = bundle.metadata["target"].get("pool")
     if pool:  # the stock bound change, zonal and credit hold the map to (MapInfo.stock_max)
         tags["sinks_pool"] = pool
