@@ -433,6 +433,9 @@ BAD = {
     "crediting term without its source": (
         lambda w: _rule_file(w, 'source = "CCER-14-001-V01, leakage', 'sourse = "CCER-14-001-V01, leakage', "nosource.toml"),
         [], ["[crediting.leakage]", "sourse", "did you mean 'source'"]),
+    "rule set lacks its own source": (
+        lambda w: _rule_file(w, 'source = "CCER-14-001-V01 full text as reproduced on renrendoc.com (the MEE PDF was '
+                                'not reachable)"\n', "", "nosrc.toml"), [], ["nosrc.toml", "lacks source"]),
     "crediting term lacks source": (
         lambda w: _rule_file(w, 'source = "CCER-14-001-V01 as read: no non-permanence buffer deduction known"\n', "",
                              "lacks.toml"), [], ["[crediting.buffer]", "lacks source"]),
@@ -769,6 +772,21 @@ def test_validate_catches_what_the_schema_cannot(report):
         edit(doc, next(p for p in doc["parcels"] if p["parcel_id"] == credited["parcel_id"]))
         with pytest.raises(jsonschema.ValidationError):
             validate(doc)
+
+
+def test_a_parcel_change_that_does_not_add_up_to_the_project_union_is_named(report):
+    """A verifier raised one parcel's stock change by 100 t and made every number after it agree:
+    the parcels' changes then no longer sum to the project's change over their union."""
+    import copy
+
+    from sinks.eligibility.report import inconsistencies
+
+    document = to_dict(report)
+    assert inconsistencies(document) == []
+    doc = copy.deepcopy(document)
+    credited = next(p for p in doc["parcels"] if (p.get("creditable") or {}).get("status") == "credited")
+    credited["creditable"]["stock_change_tco2e"] += 100.0
+    assert any("sum to" in m and "change over their union" in m for m in inconsistencies(doc))
 
 
 def test_pools_are_set_from_the_command_line_as_a_comma_separated_list():

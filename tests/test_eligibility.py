@@ -86,6 +86,16 @@ def test_each_rule_outcome_and_verdict(parcels, layers):
     assert report.counts() == {"eligible": 1, "ineligible": 4, "undetermined": 3}
 
 
+def test_year_bands_named_with_stray_spaces_read_as_their_years(parcels, layers):
+    """'2017 ' passed the layer's year check but every rule said the year was missing."""
+    with rasterio.open(layers["forest_history"], "r+") as ds:
+        for i, year in enumerate(YEARS, start=1):
+            ds.set_band_description(i, f" {year} ")
+    report = assess(parcels, load_ruleset("ar-cm-001"), layers, progress=False)
+    assert {p.parcel_id: p.verdict for p in report.parcels}["open"] == "eligible"
+    assert report.counts() == {"eligible": 1, "ineligible": 4, "undetermined": 3}
+
+
 def test_start_date_and_cut_off_decide_the_years(parcels, layers):
     # a project starting in 2015 only looks at 2005-2014: the 2015-2017 forest does not count
     parcels = parcels.assign(start_date="2015-06-01")

@@ -187,7 +187,8 @@ class _Layer:
             self.ds.close()
             raise InputError(f"layer {name}: {path}: raster has no CRS")
         self.name, self.path, self.encoding = name, path, encoding
-        self.bands = [d if d else str(i) for i, d in enumerate(self.ds.descriptions, start=1)]
+        # names as every check reads them: '2017 ' is 2017 (a layer check stripped, a rule did not)
+        self.bands = [d.strip() if d and d.strip() else str(i) for i, d in enumerate(self.ds.descriptions, start=1)]
         # declared values as the raster stores them (0.7 in a float32 raster is float32(0.7))
         dtype = np.dtype(self.ds.dtypes[0])
         as_stored = (lambda v: np.asarray(v, dtype=dtype).astype("float64")) if dtype.kind == "f" else \
@@ -253,7 +254,7 @@ class _Layer:
 
     def year_bands(self, rule) -> dict[int, int]:
         """``{year: band index}`` of a layer with one band per year; :class:`InputError` if the bands are not years."""
-        not_years = [b for b in self.bands if not (b.strip().isdigit() and len(b.strip()) == 4)]
+        not_years = [b for b in self.bands if not (b.isdigit() and len(b) == 4)]
         if not_years:
             raise InputError(f"layer {self.name}: {self.path}: rule '{rule.id}' reads one band per year, named by "
                              f"its year (band descriptions \"2019\", \"2020\", ...), but found band(s) named "

@@ -84,7 +84,8 @@ def inconsistencies(document: dict) -> list[str]:
     terms (:func:`_deduction_problems`), never above its stock change, and its ``issuable_tco2e``
     its ``tco2e`` x the project's ``parcel_scale``; the project's statuses, one per parcel with a
     crediting record; the project's ``tco2e`` the smaller of its two bounds, the sum of the parcels'
-    ``issuable_tco2e`` and never above its stock change."""
+    ``issuable_tco2e`` and never above its stock change; the counted parcels' stock changes summing to
+    the change over their union."""
     out = []
     parcels = document.get("parcels", [])
     summary = document.get("summary", {})
@@ -122,6 +123,15 @@ def inconsistencies(document: dict) -> list[str]:
             out.append(f"the parcels' issuable_tco2e sum to {issuable:g}, not the project's tco2e {project['tco2e']:g}")
         if project["tco2e"] > max(project["stock_change_tco2e"], 0.0) * (1 + 1e-9) + 1e-9:
             out.append(f"project tco2e {project['tco2e']:g} above its stock change {project['stock_change_tco2e']:g}")
+        # parcels never overlap, so the change over their union is the sum over the counted parcels: a
+        # parcel's change raised (and every number after it made to agree) shows here
+        from sinks.eligibility.crediting import COUNTED
+
+        counted = sum(c["stock_change_tco2e"] for _, _, c in records if c.get("status") in COUNTED)
+        union = project.get("stock_change_union_tco2e")
+        if union is not None and any(c.get("status") in COUNTED for _, _, c in records) and not _close(union, counted):
+            out.append(f"the counted parcels' stock changes sum to {counted:g}, not the project's change over "
+                       f"their union {union:g}")
     return out
 
 

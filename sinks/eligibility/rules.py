@@ -280,6 +280,9 @@ def load_ruleset(name_or_path: str | os.PathLike, overrides: dict[str, dict] | N
 
     check_keys(data, TOP_KEYS, where)
     meta = {key: _text(data, key, where) for key in ("title", "methodology", "note", "source", "region")}
+    if not meta["source"].strip():  # every rule set says where its text was read, as each rule and term does
+        raise SpecError(f"{where}: lacks source (where the methodology's text was read: its document, "
+                        "section and version)")
     scheme = validate.string(data, "scheme", where, default="other", choices=SCHEMES)
     ruleset_id = (_text(data, "id", where, path.stem) or path.stem).strip()
     version = data.get("version", "")
