@@ -859,8 +859,8 @@ def _map_record(parcel, row, shares: dict, controls, cterms, dt: float, aoa_thre
         return _zero("no map data on the parcel in both epochs", "no_map_data")
     share = shares["outside_aoa_share"]
     if share is None or share > aoa_threshold:
-        return _zero(f"{'unknown' if share is None else f'{share:.0%}'} of the mapped area is outside the "
-                     f"model's area of applicability (threshold {aoa_threshold:.0%}): needs field "
+        return _zero(f"{'unknown' if share is None else f'{share:.1%}'} of the mapped area is outside the "
+                     f"model's area of applicability (threshold {aoa_threshold:.1%}): needs field "
                      "measurement, not credited from the map", "needs_field_measurement")
     change = float(row["total_t_co2e_yr"]) * dt
     sd = float(row["sd_t_co2e_yr"]) * dt

@@ -147,7 +147,8 @@ def parse_start_dates(parcels, column: str = "start_date") -> list[dt.date | Non
             bad.append(i)
     if bad:
         ids = parcels["parcel_id"].tolist()
-        shown = ", ".join(f"row {i + 1} (parcel {ids[i]!s}: {parcels[column].iloc[i]!r})" for i in bad[:5])
+        values = parcels[column].tolist()  # plain Python values: 43891.0, not np.float64(43891.0)
+        shown = ", ".join(f"row {i + 1} (parcel {ids[i]!s}: {values[i]!r})" for i in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise InputError(f"parcels: {column} is not an ISO date (YYYY-MM-DD) in {shown}{more}")
     return out
