@@ -463,6 +463,19 @@ def _selected_line(meta: dict) -> list[str]:
             "(maps still compute all the spec's features)"]
 
 
+def _weights_line(meta: dict) -> list[str]:
+    """The card's line on plot weights by measurement variance (empty when the fit was unweighted)."""
+    w = meta.get("weights")
+    if not w:
+        return []
+    plain = w.get("unweighted") or {}
+    scores = (f"; unweighted, the same CV gave R² {_f(plain['r2'])}, RMSE {_f(plain['rmse'])}"
+              if {"r2", "rmse"} <= set(plain) else "")
+    return [f"- plots weighted by measurement variance from column `{w['column']}`: {w['method']}, "
+            f"τ² = {_f(w['tau2'])} (mean sd² {_f(w['mean_sd2'])}), weights {_f(w['weight_range'][0])}–"
+            f"{_f(w['weight_range'][1])}{scores}"]
+
+
 def _tuning_section(meta: dict) -> list[str]:
     """The model card's "Tuning and feature selection" section (empty without [tuning]/[selection])."""
     tu = meta.get("tuning")
@@ -512,6 +525,7 @@ def model_card(meta: dict) -> str:
         f"- trained on {meta['training']['n']} plots (table sha256 `{meta['training']['sha256'][:12]}`); "
         f"{meta['training']['dropped']} dropped for missing values",
         *_selected_line(meta),
+        *_weights_line(meta),
         "",
         "## Validation (out-of-fold, pooled over folds)",
         "",

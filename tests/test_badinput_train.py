@@ -305,7 +305,8 @@ def test_interval_level_needs_enough_plots(work, capsys):
     data["intervals"]["level"] = 0.99
     recipe.write_text(to_toml(data))
     assert_refused(_argv(recipe, table, folder / "model"), capsys,
-                   keywords=["the table has 60 usable rows", "at least 99", "0.99 interval"], watch=folder.parent)
+                   keywords=["0.99 interval needs at least 99 calibration plots", "the table has 60 usable rows",
+                             "the highest level 60 plots support is 0.983"], watch=folder.parent)
 
 
 # ---- tables that cannot be read -------------------------------------------------------------------

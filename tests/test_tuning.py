@@ -393,6 +393,8 @@ def test_an_untuned_weighted_recipe_never_lets_a_fold_weight_its_own_prediction(
     np.testing.assert_array_equal(second.oof_random[fold0], oof.oof_random[fold0])
     meta = load_bundle(first).metadata["weights"]
     assert len(meta["tau2_by_fold"]) == 3 and "other folds only" in meta["folds"]
+    card = (first / "MODEL_CARD.md").read_text(encoding="utf-8")  # a reader of the card sees the weighting
+    assert "plots weighted by measurement variance from column `sd`" in card and "unweighted, the same CV gave R²" in card
 
 
 def test_ridge_takes_weights_and_a_regressor_that_cannot_is_refused_before_fitting(tmp_path):

@@ -112,11 +112,19 @@ def training_arrays(recipe: Recipe, table: pd.DataFrame, feature_names: list[str
         gaps = [f"{what.split(' (')[0]} {int((~finite).sum())}"] if (~finite).any() else []
         counts = np.isnan(X).sum(axis=0)
         gaps += [f"{c} {int(n)}" for c, n in sorted(zip(feature_names, counts), key=lambda t: -t[1]) if n][:5]
-        usable = (f"only {int(keep.sum())} of {len(table)} rows are usable (target and every feature present)"
-                  if keep.sum() < len(table) else f"the table has {len(table)} usable rows")
+        n = int(keep.sum())
+        usable = (f"only {n} of {len(table)} rows are usable (target and every feature present)"
+                  if n < len(table) else f"the table has {len(table)} usable rows")
+        level = recipe.interval_level
+        by_level = math.ceil(level / (1 - level) - 1e-9)
+        if by_level == needed and n >= max(2 * recipe.folds, MIN_PLOTS):  # the level alone asks for more
+            raise InputError(
+                f"{source}: a {level:.4g} interval needs at least {by_level} calibration plots "
+                f"(ceil(level / (1 - level))), and {usable.replace('only ', '')}; the highest level {n} plots "
+                f"support is {math.floor(n / (n + 1) * 1000) / 1000:g} ([intervals] level)")
         raise InputError(
             f"{source}: {usable}, and at least {needed} are needed for {recipe.folds}-fold CV and a "
-            f"{recipe.interval_level:.4g} interval" + (f"; missing values per column: {', '.join(gaps)}" if gaps else "")
+            f"{level:.4g} interval" + (f"; missing values per column: {', '.join(gaps)}" if gaps else "")
         )
     y = target[keep]
     # constant, or varying only below float32's resolution (the models fit float32: such a spread is rounding)
