@@ -118,6 +118,10 @@ class StubBundle:
     class aoa:  # noqa: N801 - mimics Bundle.aoa
         threshold = 0.5
 
+        @staticmethod
+        def closest_training_pair_di():
+            return 0.05
+
     metadata = {
         "target": {"column": "carbon_mg_ha", "units": "Mg C/ha", "pool": "forest"},
         "features": {"names": ["f0", "f1"], "spec": "stub", "spec_fingerprint": "abc"},
@@ -200,6 +204,10 @@ def test_training_plots_are_told_apart_and_repeated_ids_refused(bundle_folder, t
     # renamed and moved 1.5 m, or without x/y: their features are still a training plot's (R2 0.95 as 'external')
     moved = mixed.assign(plot_id="M" + mixed["plot_id"].astype(str), x=mixed["x"] + 1.5)
     assert evaluate(bundle_folder, moved).training_plots == 40
+    # an Excel round trip: renamed, moved 100 m and every feature rounded to 3 digits: still copies
+    features = [c for c in FEATURES if c in mixed.columns]
+    rounded = moved.assign(x=moved["x"] + 100, **{c: moved[c].map(lambda v: float(f"{v:.3g}")) for c in features})
+    assert evaluate(bundle_folder, rounded).training_plots == 40
     table = tmp_path / "train.csv"
     training.to_csv(table, index=False)
     assert main(["evaluate", str(bundle_folder), str(table)]) == 0

@@ -21,6 +21,8 @@ The same weighted, standardised space gives each location its nearest training p
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -128,6 +130,14 @@ class AOAReference:
             di[start:start + len(d)] = d / self.mean_distance
             index[start:start + len(d)] = i
         return di, index
+
+    def closest_training_pair_di(self) -> float:
+        """The smallest DI between two distinct training samples (their nearest-other distance over
+        the mean training distance, duplicates left out); inf with fewer than two distinct samples.
+        A new row far closer than that to a training sample is, in all likelihood, a copy of it."""
+        d, _ = self._tree.query(self._tree.data, k=2)
+        positive = d[:, 1][d[:, 1] > 0]
+        return float(positive.min() / self.mean_distance) if positive.size else math.inf
 
     def dissimilarity(self, X: np.ndarray, *, workers: int = 1) -> np.ndarray:
         """Exact DI of each row (float64); see :meth:`nearest`."""

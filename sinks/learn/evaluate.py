@@ -14,7 +14,8 @@ interval's coverage and mean width at the bundle's level; overall, inside and ou
 applicability, and by DI bin (the bins of the bundle's held-out interval check, so the two tables
 line up). Coverage here is an honest external check only if the plots were not used in training
 and were drawn like the places the map is used for: the plots that are the bundle's training plots
-(same ``plot_id`` as its ``oof.csv``, or a location within about 1 m of one) are counted in
+(same ``plot_id`` as its ``oof.csv``, a location within about 1 m of one, or features far closer to
+a training plot's than any two distinct training plots come: :data:`NEAR_COPY_SHARE`) are counted in
 ``training_plots`` (``sinks evaluate`` warns); a repeated ``plot_id`` is refused.
 """
 
@@ -182,7 +183,9 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
     obs = y[keep]
     pred, lo, hi = (np.asarray(result[k], dtype=float) for k in ("prediction", "lower", "upper"))
     di = np.asarray(result["di"], dtype=float)
-    seen |= di <= 1e-6  # a training plot's features (to rounding): a copy under another id and place
+    # a training plot's features (to rounding, an Excel round trip): a copy under another id and place;
+    # "near" is a tenth of the closest two distinct training plots come to each other
+    seen |= di <= max(1e-6, NEAR_COPY_SHARE * bundle.aoa.closest_training_pair_di())
     inside = np.asarray(result["aoa"]) > 0.5
     rows = pd.DataFrame({"plot_id": ids[keep], "observed": obs, "prediction": pred, "lower": lo, "upper": hi,
                          "di": di, "aoa": inside.astype(int), "covered": ((obs >= lo) & (obs <= hi)).astype(int)})
@@ -231,6 +234,11 @@ def evaluate(bundle, table: pd.DataFrame, *, source: str | None = None, di_bins:
 #: projected coordinates, 1e-5 degree (about 1 m) of longitude/latitude (a judgement: re-measured
 #: plots of a permanent inventory lie within GNSS error of their first position).
 SAME_PLOT_DISTANCE = {"projected": 1.0, "degrees": 1e-5}
+
+
+#: A plot whose DI is below this share of the smallest DI between two distinct training plots is
+#: counted as a copy of a training plot (a judgement: no two distinct training plots are that close).
+NEAR_COPY_SHARE = 0.1
 
 
 def _training_plots(bundle, table: pd.DataFrame) -> np.ndarray:
