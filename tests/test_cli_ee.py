@@ -151,6 +151,7 @@ def test_map_exports_on_earth_engine(ee, monkeypatch, tmp_path, capsys):
     (["--engine", "ee", "--ee-project", "p", "--bucket", "b", "--bands", "carbon,lower"], "prediction band only"),
     (["--bucket", "b"], "are for --engine ee"),
     (["--trees", "gs://b/t.txt"], "--trees is for --engine ee"),
+    (["--engine", "ee", "--ee-project", "p", "--bucket", "b", "--year", "2025"], "--year tags a local map"),
 ])
 def test_map_engine_options_are_checked(ee, tmp_path, capsys, extra, message):
     bundle, spec_path = _dem_bundle(tmp_path)

@@ -87,6 +87,8 @@ def run(args) -> None:
 
     check_ee_export(args, "map")
     if args.engine == "ee":
+        if args.year is not None:
+            raise InputError("--year tags a local map (a COG); an Earth Engine export carries no sinks tags")
         return _export_ee(args)
     if args.trees:
         raise InputError("--trees is for --engine ee")
