@@ -136,16 +136,16 @@ ID_COLUMNS = frozenset({"plot_id", "tree_id", "profile_id", "core_id", "parcel_i
 
 def matching_ids(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Two id columns to be matched (a tree list's plot_id and a plot table's), both as text when
-    one holds numbers and the other text (a GeoPackage's integer 201 and a CSV's '201'); else as
-    they are. Whole-number floats (201.0, from an integer column with gaps) read '201'."""
+    one holds numbers and the other text (a GeoPackage's integer 201 and a CSV's '201' or '201.0');
+    else as they are. Whole-number floats (201.0, from an integer column with gaps) read '201'."""
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(a) == pd.api.types.is_numeric_dtype(b):
         return a, b
 
     def text(values: pd.Series) -> pd.Series:
-        if not pd.api.types.is_numeric_dtype(values):
-            return values
+        if not pd.api.types.is_numeric_dtype(values):  # '201.0', as a float column is written, reads '201'
+            return values.map(lambda v: re.sub(r"^(\d+)\.0+$", r"\1", v) if isinstance(v, str) else v)
         return values.map(lambda v: v if pd.isna(v) else str(int(v)) if float(v).is_integer() else str(v))
 
     return text(a), text(b)

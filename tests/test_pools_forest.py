@@ -385,3 +385,13 @@ def test_the_python_monte_carlo_is_reproducible_by_default():
     plots = pd.DataFrame({"plot_id": sorted(trees["plot_id"].unique()), "area_ha": 0.1})
     one, two = (forest.forest_stocks(trees, plots, n_draws=50).plots["carbon_sd_mg_ha"] for _ in range(2))
     pd.testing.assert_series_equal(one, two)
+
+
+def test_ids_of_a_csv_match_a_geopackage_s_numbers():
+    """Text ids (a CSV's, read as text) against numbers (a GeoPackage's integers, a float column)."""
+    from sinks.io import matching_ids
+
+    text, numbers = matching_ids(pd.Series(["201", "201.0", "007", "1.10"]), pd.Series([201, 7.0, 3.5]))
+    assert text.tolist() == ["201", "201", "007", "1.10"] and numbers.tolist() == ["201", "7", "3.5"]
+    same = pd.Series(["a", "b"])
+    assert matching_ids(same, same)[0] is same  # both text: as they are
