@@ -137,6 +137,16 @@ def test_change_years_other_than_the_maps_own(ws, capsys):
     assert_refused(argv, capsys, keywords=["t1.tif", "shows 2015", "sinks_year", "--years gives 2019"],
                    watch=ws / "out")
     assert main([str(a) for a in _change(ws)]) == 0, capsys.readouterr().err  # its own year: accepted
+    # without --years: the maps' own years, when both state one
+    argv = _change(ws, "--overwrite")
+    del argv[argv.index("--years"):argv.index("--years") + 3]
+    assert_refused(argv, capsys, keywords=["give --years Y1 Y2", "t2.tif", "sinks map --year"], watch=ws / "out")
+    make_map(ws / "t2.tif", C + 5, tags={"sinks_year": "2020"})
+    assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
+    import rasterio
+
+    with rasterio.open(ws / "out" / "sink.tif") as ds:
+        assert ds.tags()["sinks_years"].split() == ["2015", "2020"]
 
 
 def test_change_aoa_band_not_a_flag(ws, capsys):

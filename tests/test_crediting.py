@@ -329,6 +329,28 @@ def test_a_rerun_writes_the_same_bytes_with_source_date_epoch(world, capsys, mon
     assert_refused(args, capsys, keywords=["SOURCE_DATE_EPOCH", "yesterday"], watch=out.parent)
 
 
+def test_years_come_from_the_maps_when_they_state_them(world, capsys):
+    """Maps of 'sinks map --year' need no --years; untagged maps still do, and the report says whose word it is."""
+    import json
+
+    out = world["root"] / "out" / "own_years.json"
+    args = [str(a) for a in argv(world, **_maps_of_their_years(world))]
+    args[args.index("--out") + 1] = str(out)
+    del args[args.index("--years"):args.index("--years") + 3]
+    assert main(args) == 0, capsys.readouterr().err
+    crediting = json.loads(out.read_text())["crediting"]
+    assert crediting["years"] == [2020.0, 2025.0]
+    assert all(m["year_from"].startswith("map tag") for m in crediting["maps"])
+    untagged = [str(a) for a in argv(world)]
+    del untagged[untagged.index("--years"):untagged.index("--years") + 3]
+    assert_refused(untagged, capsys, keywords=["give --years Y1 Y2", "c2020.tif"], watch=world["root"] / "out")
+    asserted = [str(a) for a in argv(world)]
+    asserted[asserted.index("--out") + 1] = str(out)
+    assert main(asserted + ["--overwrite"]) == 0, capsys.readouterr().err
+    assert all(m["year_from"] == "--years only: the map states no year"
+               for m in json.loads(out.read_text())["crediting"]["maps"])
+
+
 def test_cli_writes_both_and_lists_methodologies(world, capsys):
     root = world["root"]
     out, gpkg = root / "out" / "cli.json", root / "out" / "cli.gpkg"

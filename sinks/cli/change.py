@@ -48,8 +48,9 @@ def register(sub) -> None:
     )
     parser.add_argument("map_t1", help="carbon map of the first epoch (from 'sinks map')")
     parser.add_argument("map_t2", help="carbon map of the second epoch, on the same grid")
-    parser.add_argument("--years", nargs=2, type=_year, required=True, metavar=("Y1", "Y2"),
-                        help="the years of MAP_T1 and MAP_T2 (Y2 > Y1)")
+    parser.add_argument("--years", nargs=2, type=_year, metavar=("Y1", "Y2"),
+                        help="the years of MAP_T1 and MAP_T2 (Y2 > Y1); by default the maps' own years, from "
+                             "'sinks map --year' (checked against them when given)")
     parser.add_argument("--out", required=True, help="output COG (.tif)")
     parser.add_argument("--epoch-correlation", type=_correlation, default=0.0, metavar="RHO",
                         help="correlation of the two epochs' errors at a pixel, -1 to 1 (default 0: "
@@ -65,9 +66,9 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from sinks.mapping.change import stock_change
+    from sinks.mapping.change import stock_change, years_of_maps
 
-    y1, y2 = args.years
+    y1, y2 = years_of_maps(args.years, args.map_t1, args.map_t2)
     path = stock_change(args.map_t1, args.map_t2, y1, y2, args.out, epoch_correlation=args.epoch_correlation,
                         level=args.level, allow_different_models=args.allow_different_models,
                         block=args.block, progress=show_progress(args))

@@ -39,8 +39,9 @@ def register(sub) -> None:
                         help="instead of --maps: credit ex ante from a growth-curve table (CSV: species_group, "
                         "site_class, quantity, unit, age_yr, value, sd or ci, source, checked; see docs/crediting.md); "
                         "the parcels need species_group, site_class and planting_year or stand_age_yr (at Y1)")
-    parser.add_argument("--years", nargs=2, required=True, type=float, metavar=("Y1", "Y2"),
-                        help="the years of the two maps, or the crediting period of the ex-ante route")
+    parser.add_argument("--years", nargs=2, type=float, metavar=("Y1", "Y2"),
+                        help="the years of the two maps (by default their own, from 'sinks map --year', and "
+                             "checked against them when given), or the crediting period of the ex-ante route")
     parser.add_argument("--layer", action="append", default=[], metavar="NAME=RASTER",
                         help="a raster the eligibility rules read, e.g. forest_history=F.tif (repeatable)")
     parser.add_argument("--layer-values", action="append", default=[], metavar="NAME:CLASS=V1,V2;CLASS=V3",
@@ -97,8 +98,12 @@ def run(args) -> None:
     from sinks.eligibility.rules import load_ruleset, parse_layer_values, parse_overrides
     from sinks.errors import InputError
     from sinks.io import read_table
+    from sinks.mapping.change import years_of_maps
 
     check_route(args.maps, args.growth or None)  # before the parcels are read
+    if args.growth and args.years is None:
+        raise InputError("--growth credits ex ante over a period: give --years Y1 Y2")
+    years = args.years if args.growth else years_of_maps(args.years, *args.maps)
     ruleset = load_ruleset(args.methodology, parse_overrides(args.param), parse_layer_values(args.layer_values),
                            terms=parse_term_overrides(args.term))
     layers = _layers(args.layer)
@@ -106,7 +111,7 @@ def run(args) -> None:
         if not Path(path).is_file():
             raise InputError(f"--layer {name}: {path}: raster not found")
     parcels = read_table(args.parcels, **table_options(args), required=("parcel_id",), geometry=True, crs=args.crs)
-    report = credit(parcels, ruleset, args.maps, args.years, growth=args.growth, layers=layers,
+    report = credit(parcels, ruleset, args.maps, years, growth=args.growth, layers=layers,
                     start_date=args.start_date,
                     epoch_correlation=args.epoch_correlation, error_range_m=args.error_range_m,
                     error_nugget=args.error_nugget, aoa_threshold=args.aoa_threshold,

@@ -202,6 +202,18 @@ def check_map_year(year) -> float:
     return value
 
 
+def years_of_maps(years, map1, map2) -> tuple[float, float]:
+    """``years`` (``--years``) as given, else both maps' own years (their ``sinks_year`` tags)."""
+    if years is not None:
+        return tuple(years)
+    infos = [read_map_info(m) for m in (map1, map2)]
+    lacking = [str(i.path) for i in infos if i.year is None]
+    if lacking:
+        raise InputError(f"give --years Y1 Y2: {', '.join(lacking)} states no year of its own (map it with "
+                         "'sinks map --year YEAR' to carry it)")
+    return infos[0].year, infos[1].year
+
+
 def _check_years(year1, year2) -> tuple[float, float]:
     try:
         y1, y2 = float(year1), float(year2)
