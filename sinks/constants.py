@@ -29,7 +29,8 @@ MAX_PIXELS = 1_000_000_000
 #: value exactly equal to one, in a raster that declares no nodata, is almost surely a nodata pixel
 #: (:func:`sinks.learn.targets.feature_matrix`, :meth:`sinks.covariates.local.LocalEngine.read_source`).
 NODATA_LIKE = (-9999.0, -32768.0, -3.4028234663852886e38)
-#: A covariate stack pixel holding exactly 0 in every band, with this many bands or more, is a fill
+#: A covariate stack pixel holding exactly 0 in every continuous band (categorical ones left out:
+#: class 0 is a real class), with this many such bands or more, is a fill
 #: value where there is no data (0 is the commonest undeclared nodata of reflectance products), not
 #: a place: no landscape has zero reflectance, elevation, slope and index at once
 #: (:class:`sinks.mapping.tiles.StackReader`). A heuristic.

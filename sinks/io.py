@@ -66,6 +66,7 @@ def read_table(
     crs: str | None = None,
     geometry: bool = False,
     encoding: str | None = None,
+    renamed_later: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Read a table by its extension and check its columns.
 
@@ -79,13 +80,16 @@ def read_table(
     geometry : return a GeoDataFrame with a CRS (an error when none can be had).
     encoding : text encoding of a CSV; by default UTF-8 (with or without BOM), else GB18030 (the
         superset of GBK, what Chinese Excel writes), detected.
+    renamed_later : renames the caller applies itself (to this table or another read beside it):
+        a column renamed to an id column is read from a CSV as text too (:data:`ID_COLUMNS`).
     """
     path = Path(path)
     _check_exists(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            text = ID_COLUMNS | {old for old, new in (rename or {}).items() if new in ID_COLUMNS}
+            text = ID_COLUMNS | {old for old, new in {**(renamed_later or {}), **(rename or {})}.items()
+                                 if new in ID_COLUMNS}
             frame = read_csv(path, encoding=encoding, text_columns=text)
         elif suffix in (".parquet", ".geoparquet"):
             frame = _read_parquet(path)
@@ -401,12 +405,15 @@ def generated_time() -> str:
     """When a report is made, UTC to the second; ``SOURCE_DATE_EPOCH`` (seconds since 1970, the
     reproducible-builds.org convention) when set, so that a rerun with the same inputs writes the same
     bytes (a registry comparing a resubmitted report)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is None:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:  # unset, or exported empty (as many CI set-ups do): now
         when = datetime.datetime.now(datetime.timezone.utc)
     else:
         try:
-            when = datetime.datetime.fromtimestamp(int(epoch.strip()), datetime.timezone.utc)
+            seconds = int(epoch)
+            if seconds < 0:
+                raise ValueError(epoch)
+            when = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
         except (ValueError, OverflowError, OSError):
             raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since "
                              "1970-01-01 UTC (unset it, or set e.g. SOURCE_DATE_EPOCH=$(date +%s))") from None

@@ -129,6 +129,14 @@ def test_change_interval_that_does_not_hold_the_stock(ws, capsys, lower, upper, 
     assert_refused(_change(ws), capsys, keywords=["t2.tif", message, "row 0, column 0", "nodata"], watch=ws / "out")
 
 
+def test_a_zero_width_interval_at_zero_carbon_is_a_map_sinks_writes(ws, capsys):
+    """CQR whose calibration shrank to 0 holds bare land at 0, 0, 0: that map is read, not refused."""
+    bare = C.copy()
+    bare[:5] = 0.0
+    make_map(ws / "t2.tif", bare, lower=np.where(bare == 0, 0.0, bare - 10), upper=np.where(bare == 0, 0.0, bare + 10))
+    assert main([str(a) for a in _change(ws)]) == 0, capsys.readouterr().err
+
+
 def test_change_years_other_than_the_maps_own(ws, capsys):
     """Asserted years set the rate: 2019-2020 for maps of 2015 and 2020 made the sink 5 x larger."""
     make_map(ws / "t1.tif", C, tags={"sinks_year": "2015"})

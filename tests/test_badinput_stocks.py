@@ -340,3 +340,44 @@ def test_plot_ids_that_read_alike_as_numbers_stay_two_plots(data, ids):
                          crs=32648).to_file(data / "p7.gpkg")
         _write(data, "t7.csv", trees[trees["plot_id"] == "7"])
         assert main([str(a) for a in forest_args(data, data / "t7.csv", data / "p7.gpkg", data / "out" / "p7.csv")]) == 0
+
+
+@pytest.mark.parametrize("sites_as", ["gpkg", "renamed csv"])
+def test_soil_sites_join_whatever_file_holds_the_ids(data, sites_as):
+    """Profiles joined to their sites when one file holds the ids as numbers (a GeoPackage) or under
+    another name (ProfileNo, renamed): both once failed to merge text ids with numbers."""
+    import geopandas as gpd
+
+    from sinks.cli import main
+
+    horizons = _horizons().assign(profile_id=lambda f: f["profile_id"].str[1:])  # "0".."3"
+    _write(data, "h_ids.csv", horizons)
+    extra = ["--crs", "EPSG:32648"]
+    if sites_as == "gpkg":
+        gpd.GeoDataFrame({"profile_id": [0, 1, 2, 3], "x": 400000.0 + np.arange(4), "y": 3300000.0},
+                         geometry=gpd.points_from_xy(400000.0 + np.arange(4), [3300000.0] * 4),
+                         crs=32648).to_file(data / "sites.gpkg")
+        sites = data / "sites.gpkg"
+    else:
+        _write(data, "sites.csv", pd.DataFrame({"ProfileNo": ["0", "1", "2", "3"], "x": 400000.0 + np.arange(4),
+                                                "y": 3300000.0}))
+        sites = data / "sites.csv"
+        extra += ["--rename", "ProfileNo=profile_id"]
+    out = data / "out" / f"soil_{sites_as.replace(' ', '_')}.gpkg"
+    assert main(["stocks", "soil", str(data / "h_ids.csv"), "--sites", str(sites), "--out", str(out), *extra]) == 0
+    placed = gpd.read_file(out)
+    assert len(placed) == 4 and placed.geometry.notna().all()
+
+
+def test_hd_per_plot_matches_a_parquet_tree_list_to_a_csv_sample(data):
+    """Numbers in the Parquet tree list, text in the CSV sample: no plot got its height model."""
+    from sinks.cli import main
+
+    trees = _trees().drop(columns="height_m").assign(plot_id=lambda f: f["plot_id"].str[1:].astype(int))
+    trees.to_parquet(data / "t.parquet")
+    sample = _trees().assign(plot_id=lambda f: f["plot_id"].str[1:])
+    _write(data, "hs_plots.csv", sample)
+    out = data / "out" / "hd.csv"
+    assert main([*FOREST, str(data / "t.parquet"), "--area-ha", "0.04", "--height-sample", str(data / "hs_plots.csv"),
+                 "--hd-per-plot", "--out", str(out), "--draws", "0", "--quiet"]) == 0
+    assert len(pd.read_csv(out)) == 3

@@ -327,6 +327,10 @@ def test_a_rerun_writes_the_same_bytes_with_source_date_epoch(world, capsys, mon
     assert b'"generated": "2026-01-01T00:00:00+00:00"' in first
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert_refused(args, capsys, keywords=["SOURCE_DATE_EPOCH", "yesterday"], watch=out.parent)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "-5")
+    assert_refused(args, capsys, keywords=["SOURCE_DATE_EPOCH", "'-5'"], watch=out.parent)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")  # exported empty, as CI set-ups do: the time now
+    assert main(args) == 0 and b'"generated": "2026-01-01' not in out.read_bytes()
 
 
 def test_years_come_from_the_maps_when_they_state_them(world, capsys):

@@ -202,7 +202,7 @@ def test_soil_unit_slips():
     with pytest.raises(ImplausibleValueError, match="kg/m³"):
         soil.soil_stocks(_horizons().assign(bulk_density_g_cm3=1300.0))
     # pure organic matter at quartz's density: off the mixing curve, and above the stock bound when let through
-    with pytest.raises(ImplausibleValueError, match="denser than 0.8 g/cm3 hold more than 0.1 carbon"):
+    with pytest.raises(ImplausibleValueError, match="denser than 0.8 g/cm3 hold more than 0.15 carbon"):
         soil.soil_stocks(_horizons().assign(soc_g_kg=590.0, bulk_density_g_cm3=2.6))
     with pytest.raises(ImplausibleValueError, match="maximum"):
         plausibility.check_stocks([590 * 2.6 * 10 * 30], "soil", depth_cm=30)
@@ -339,3 +339,13 @@ def test_heights_a_model_predicts_above_the_tallest_tree_are_refused():
     giants = np.array([30.0, 400.0])
     with pytest.raises(ImplausibleValueError, match=r"trees: column height_m, row\(s\) 8: the height model \(log1"):
         plausibility.check_predicted_heights(model.predict(giants), giants, np.array([3, 7]), model, "trees")
+
+
+@pytest.mark.parametrize("soc, bd", [([115.0], [0.82]), ([105.0, 112.0], [0.83, 0.81]),
+                                     ([140.0, 130.0, 120.0], [0.85, 0.88, 0.9])])
+def test_organic_rich_dense_horizons_of_real_soils_pass(soc, bd):
+    """A peat's mineral transition, an andic topsoil survey: carbon-rich at up to 0.9 g/cm3, real."""
+    n = len(soc)
+    horizons = pd.DataFrame({"profile_id": [f"A{i}" for i in range(n)], "top_cm": 0.0, "bottom_cm": 20.0,
+                             "soc_g_kg": soc, "bulk_density_g_cm3": bd})
+    plausibility.check_soil_units(horizons, "andic")

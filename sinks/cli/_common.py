@@ -124,17 +124,21 @@ def read_with_sites(path: str, sites_path: str | None, mapping: dict[str, str], 
     Each ``--rename`` applies to whichever of the two tables has that column; one in neither
     is an error.
     """
-    from sinks.io import check_columns, read_table
+    from sinks.io import check_columns, matching_ids, read_table
 
-    rows = read_table(path, encoding=encoding)
-    sites = read_table(sites_path, encoding=encoding) if sites_path else None
+    rows = read_table(path, encoding=encoding, renamed_later=mapping)
+    sites = read_table(sites_path, encoding=encoding, renamed_later=mapping) if sites_path else None
     check_renames_found(mapping, {path: rows.columns, **({sites_path: sites.columns} if sites is not None else {})})
     rows = check_columns(rows, path, rename=mapping, required=required, only_present=True)
     if sites is None:
         return rows
     sites = check_columns(sites, sites_path, rename=mapping, required=(key,), only_present=True)
     extra = [c for c in ("x", "y", "year", "habitat") if c in sites.columns and c not in rows.columns]
-    return rows.merge(sites[[key, *extra]].drop_duplicates(key), on=key, how="left") if extra else rows
+    if not extra:
+        return rows
+    row_ids, site_ids = matching_ids(rows[key], sites[key])  # a CSV's text ids, a GeoPackage's numbers
+    rows, sites = rows.assign(**{key: row_ids}), sites.assign(**{key: site_ids})
+    return rows.merge(sites[[key, *extra]].drop_duplicates(key), on=key, how="left")
 
 
 def print_dropped(dropped: pd.DataFrame) -> None:

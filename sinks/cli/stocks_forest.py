@@ -103,11 +103,13 @@ def run(args) -> None:
     plausibility.check_rename_units(mapping)
     # each --rename applies to whichever of the tree list, the plot table and the height sample has
     # the column; one in none of them is an error
-    table = read_table(args.input, encoding=args.encoding, crs=args.crs)
+    table = read_table(args.input, encoding=args.encoding, crs=args.crs, renamed_later=mapping)
     if args.plots and args.area_ha is not None:
         raise InputError("give --plots or --area-ha, not both")
-    plots_raw = read_table(args.plots, crs=args.crs, encoding=args.encoding) if args.plots else None
-    sample_raw = read_table(args.height_sample, encoding=args.encoding) if args.height_sample else None
+    plots_raw = (read_table(args.plots, crs=args.crs, encoding=args.encoding, renamed_later=mapping)
+                 if args.plots else None)
+    sample_raw = (read_table(args.height_sample, encoding=args.encoding, renamed_later=mapping)
+                  if args.height_sample else None)
     columns = {args.input: table.columns, **({args.plots: plots_raw.columns} if args.plots else {}),
                **({args.height_sample: sample_raw.columns} if args.height_sample else {})}
     if len(columns) > 1:

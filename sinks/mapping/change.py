@@ -428,19 +428,22 @@ def read_bands(ds, indexes, window, nodata, *, stock: int | None = None,
 
 
 def check_interval_bands(name: str, window, value: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
-    """Refuse pixels where ``lower <= value <= upper`` does not hold or ``upper == lower``.
+    """Refuse pixels where ``lower <= value <= upper`` does not hold, or ``upper == lower`` at a
+    value other than 0.
 
     The per-pixel sd is read from the interval's larger half-width (:func:`sinks.stats.half_width`); with the
     bands swapped or mislabelled (lower above the value, upper below it) that half-width would be
     negative and count as no uncertainty at all, and a zero-width interval says the stock is known
     exactly, which no mapped estimate is: either would pass an overstated lower bound to crediting.
-    A tolerance of 1e-6 of the value allows for rounding in another tool's arithmetic."""
+    At 0 (bare land a quantile model holds at 0 at both ends: CQR whose calibration shrank to 0)
+    nothing is overstated and the pixel passes. A tolerance of 1e-6 of the value allows for rounding
+    in another tool's arithmetic."""
     with np.errstate(invalid="ignore"):
         slack = 1e-6 * np.maximum(np.abs(value), 1.0)
         where = f"in rows {window.row_off}-{window.row_off + window.height}"
         for bad, what in ((lower > value + slack, "its lower band is above its value band"),
                           (upper < value - slack, "its upper band is below its value band"),
-                          (upper - lower <= 0, "its interval has no width (upper = lower)")):
+                          ((upper - lower <= 0) & (value != 0), "its interval has no width (upper = lower)")):
             if bad.any():
                 row, col = (int(i[0]) for i in np.nonzero(bad))
                 raise InputError(

@@ -164,6 +164,11 @@ class StackReader:
 
         flags = [self.ds.mask_flag_enums[i - 1] for i in self.indexes]
         self.masked = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
+        # the bands a fill of 0 everywhere is looked for in: categorical ones (class 0, a one-hot
+        # reference class) are 0 at real places
+        bundle = _bundle(job)
+        categorical = set(bundle.metadata.get("features", {}).get("categorical") or ())
+        self.continuous = [j for j, name in enumerate(bundle.feature_names) if name not in categorical]
 
     def read(self, window: Window) -> np.ndarray:
         raw = read_window(self.ds, self.indexes, window)
@@ -186,13 +191,13 @@ class StackReader:
                     f"(gdal_edit.py -a_nodata {value:g} {self.ds.name}) and map again")
         if masks is not None:
             data[masks == 0] = np.nan
-        if len(self.indexes) >= ALL_ZERO_MIN_BANDS:
-            zero = (raw == 0).all(axis=0) & np.isfinite(data).all(axis=0)
+        if len(self.continuous) >= ALL_ZERO_MIN_BANDS:
+            zero = (raw[self.continuous] == 0).all(axis=0) & np.isfinite(data).all(axis=0)
             if zero.any():
                 row, col = (int(i[0]) for i in np.nonzero(zero))
                 raise InputError(
                     f"{self.ds.name}: {int(zero.sum())} pixel(s) of a window hold 0 in every one of the "
-                    f"{len(self.indexes)} feature bands (first at row {window.row_off + row}, column "
+                    f"{len(self.continuous)} continuous feature bands (first at row {window.row_off + row}, column "
                     f"{window.col_off + col}), which is a fill value where there is no data, not a place; "
                     f"declare it (gdal_edit.py -a_nodata 0 {self.ds.name}) or mask those pixels, and map again")
         return data

@@ -228,8 +228,11 @@ def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
         todo = np.flatnonzero(~np.isfinite(measured))
         plot_of = trees["plot_id"].to_numpy()
         pairs = model.items() if isinstance(model, dict) else [(None, model)]
-        if isinstance(model, dict):
-            lacking = sorted(set(map(str, plot_of[todo])) - set(map(str, model)))
+        if isinstance(model, dict):  # the sample's plot ids matched to the trees' (text against numbers)
+            tree_ids, keys = matching_ids(pd.Series(plot_of), pd.Series(list(model)))
+            plot_of = tree_ids.to_numpy()
+            pairs = list(zip(keys, model.values()))
+            lacking = sorted(set(map(str, plot_of[todo])) - set(map(str, keys)))
             if lacking:
                 raise InputError(f"{source}: no height model for plot(s) {', '.join(lacking[:10])}"
                                  f"{' ...' if len(lacking) > 10 else ''}, whose trees lack heights: one is fitted per "

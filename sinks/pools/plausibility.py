@@ -482,6 +482,11 @@ def check_wetland_units(intervals: pd.DataFrame, source: str = "intervals", *, a
                                              hint="divide % by 100")
 
 
+#: Dense rows a table needs before its share of carbon-rich dense rows reads as a unit (a heuristic:
+#: one or two such rows, a peat-mineral transition or an andic topsoil, are samples of their own).
+MIN_DENSE_ROWS = 3
+
+
 def _check_carbon_at_mineral_density(source: str, column: str, values: np.ndarray, carbon: np.ndarray,
                                      density: np.ndarray, pool: str, table, *, rows_are: str, slip: str,
                                      hint: str) -> None:
@@ -497,7 +502,7 @@ def _check_carbon_at_mineral_density(source: str, column: str, values: np.ndarra
     dense = np.isfinite(carbon) & (density > density_limit)
     odd = np.flatnonzero(dense & (carbon > limit))
     far = np.flatnonzero(dense & (carbon > row_limit))
-    if odd.size and odd.size >= 0.5 * dense.sum():
+    if odd.size >= MIN_DENSE_ROWS and odd.size >= 0.5 * dense.sum():
         _fail(source, column, odd, values[odd],
               f"{odd.size} of the {int(dense.sum())} {rows_are} denser than {density_limit:g} g/cm3 hold more than "
               f"{limit:g} carbon, as no mineral soil or sediment does (organic-rich material is light)", slip, hint=hint)
