@@ -423,7 +423,8 @@ def read_bands(ds, indexes, window, nodata, *, stock: int | None = None,
             raise InputError(
                 f"{ds.name}: {int(odd.sum())} pixel(s) of its aoa band are neither 0 nor 1 (e.g. {flag[odd][0]:g}) "
                 f"in rows {window.row_off}-{window.row_off + window.height}; the aoa band is a flag (1 inside the "
-                "area of applicability, 0 outside): is another band (di?) labelled aoa?")
+                "area of applicability, 0 outside): is another band (di?) labelled aoa, or was the map resampled "
+                "by averaging (warp a map with -r nearest)?")
     return data
 
 
@@ -450,8 +451,8 @@ def check_interval_bands(name: str, window, value: np.ndarray, lower: np.ndarray
                     f"{name}: {what} at {int(bad.sum())} pixel(s) {where} (first at row "
                     f"{window.row_off + row}, column {window.col_off + col}: value {value[row, col]:g}, lower "
                     f"{lower[row, col]:g}, upper {upper[row, col]:g}); the interval gives the map's uncertainty "
-                    "and would be read as none or less than it is. Are the bands swapped or mislabelled? Pixels "
-                    "with no estimate should be nodata")
+                    "and would be read as none or less than it is. Are the bands swapped or mislabelled, or was the "
+                    "map resampled band by band (warp a map with -r nearest)? Pixels with no estimate should be nodata")
 
 
 def change_window(a: np.ndarray, b: np.ndarray, *, z1: float, z2: float, z_out: float, rho: float,
