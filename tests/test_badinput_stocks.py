@@ -205,6 +205,11 @@ CASES = {
                                   ["--diameter-error", "finite", "'nan'"]),
     "forest-diameter-error-negative": (lambda d: forest_args(d, None, None, None, "--diameter-error", "-0.5"),
                                        ["--diameter-error", "above 0"]),
+    # a stand volume per plot (m3, not m3/ha) once went to the tree route: "needs plot areas"
+    "forest-stand-volume-not-per-ha": (
+        lambda d: [*FOREST, _write(d, "stands.csv", pd.DataFrame({"plot_id": ["A"], "species_group": ["杉木"],
+                                                                  "volume_m3": [9.6]})), "--out", d / "out" / "s.csv"],
+        ["stands.csv", "'volume_m3'", "neither dbh_cm", "--rename volume_m3=volume_m3_ha", "divide it by"]),
     # ---- soil
     "soil-missing-file": (lambda d: soil_args(d, horizons=d / "nope.csv"), ["nope.csv", "not found"]),
     "soil-no-soc-column": (lambda d: soil_args(d, _write(d, "h.csv", _horizons().drop(columns="soc_g_kg"))),

@@ -122,6 +122,12 @@ def run(args) -> None:
         if near:
             raise InputError(f"{args.input}: no column volume_m3_ha (did you mean {near[0]!r}?) nor dbh_cm; "
                              f"--rename {near[0]}=volume_m3_ha for a stand-volume table")
+        volume = [c for c in map(str, table.columns) if c.lower().startswith("volume") or "蓄积" in c]
+        if volume:  # a stand table whose volume is not stated per hectare: never read as a tree list
+            raise InputError(f"{args.input}: has {volume[0]!r} but neither dbh_cm (a tree list) nor volume_m3_ha "
+                             f"(a stand table, m³ per ha); if {volume[0]!r} is the stand volume per hectare, "
+                             f"--rename {volume[0]}=volume_m3_ha; if it is the plot's volume (m³), divide it by "
+                             "the plot's area in ha first")
     trees = table
     plots = _plots(args, trees, plots_raw)
     if Path(args.out).suffix.lower() == ".gpkg" and "geometry" not in plots.columns:
