@@ -227,7 +227,7 @@ def _heights(trees: pd.DataFrame, options: TreeOptions, source: str):
     if model is not None:
         todo = np.flatnonzero(~np.isfinite(measured))
         plot_of = trees["plot_id"].to_numpy()
-        pairs = model.items() if isinstance(model, dict) else [(None, model)]
+        pairs = [(None, model)]
         if isinstance(model, dict):  # the sample's plot ids matched to the trees' (text against numbers)
             tree_ids, keys = matching_ids(pd.Series(plot_of), pd.Series(list(model)))
             plot_of = tree_ids.to_numpy()

@@ -441,7 +441,7 @@ def _check_fraction_coarse_fragments(horizons: pd.DataFrame, source: str, table)
     # 0.5 for 50 % counted as 0.5 %) is the same slip
     groups = [np.arange(len(cf))]
     if "profile_id" in horizons.columns:
-        groups += [np.asarray(i) for i in pd.Series(np.arange(len(cf))).groupby(horizons["profile_id"].to_numpy()).indices.values()]
+        groups += list(horizons.groupby("profile_id", sort=False).indices.values())  # row positions
     for members in groups:
         part = cf[members]
         given = part[np.isfinite(part)]
@@ -493,9 +493,10 @@ def _check_carbon_at_mineral_density(source: str, column: str, values: np.ndarra
     """Carbon of organic material at a mineral soil's or sediment's density, which none has: organic
     matter is light (plausible_ranges.csv ``fraction_carbon_at_mineral_density``, the ideal mixing
     model). ``carbon`` is the mass fraction of carbon of each row, ``values`` the column as given.
-    A table-level signal (a unit shifts every row, so most dense rows read high: one such row among
-    many may be a sample of its own, a peat-mineral transition), and a per-row one for a row far off
-    the mixing curve (``fraction_carbon_at_mineral_density_row``)."""
+    A table-level signal (a unit shifts every row, so most dense rows read high, and at least
+    :data:`MIN_DENSE_ROWS` of them: one such row among many may be a sample of its own, a
+    peat-mineral transition), and a per-row one for a row far off the mixing curve
+    (``fraction_carbon_at_mineral_density_row``)."""
     limit = bound("fraction_carbon_at_mineral_density", pool, table)["maximum"]
     row_limit = bound("fraction_carbon_at_mineral_density_row", pool, table)["maximum"]
     density_limit = bound("dry_bulk_density_mineral", pool, table)["minimum"]
